@@ -1,0 +1,403 @@
+/**
+ * The registry of Python globals the unpickler may resolve, keyed by "module.name". The
+ * default registry knows pure-data constructors only; anything else is refused unless the
+ * application registers it (or opts into the opaque mode).
+ */
+import { PickleError } from './errors.js'
+import {
+  ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
+  PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
+  describe, type GlobalBehaviour,
+} from './types.js'
+
+/** A name to value mapping for globals; a registry can fall back to a parent. */
+export class GlobalRegistry {
+  readonly #entries = new Map<string, unknown>()
+  #frozen = false
+
+  constructor(readonly parent: GlobalRegistry | null = null) {}
+
+  /** The value for module.name, or undefined when neither this registry nor its parents have it. */
+  get(module: string, name: string): unknown {
+    const key = `${module}.${name}`
+    if (this.#entries.has(key)) return this.#entries.get(key)
+    return this.parent?.get(module, name)
+  }
+
+  has(module: string, name: string): boolean {
+    return this.#entries.has(`${module}.${name}`) || (this.parent?.has(module, name) ?? false)
+  }
+
+  /** Registers any value (a PyGlobal, a function, a constant) under module.name. */
+  set(module: string, name: string, value: unknown): this {
+    if (this.#frozen) throw new PickleError('this registry is frozen; make a new GlobalRegistry(parent) to extend it')
+    this.#entries.set(`${module}.${name}`, value)
+    return this
+  }
+
+  /** Registers a PyGlobal with the given behaviour and returns it. */
+  define(module: string, name: string, behaviour: GlobalBehaviour): PyGlobal {
+    const g = new PyGlobal(module, name, behaviour)
+    this.set(module, name, g)
+    return g
+  }
+
+  /** Every key registered here and in the parents. */
+  keys(): string[] {
+    return [...new Set([...(this.parent?.keys() ?? []), ...this.#entries.keys()])]
+  }
+
+  freeze(): this {
+    this.#frozen = true
+    return this
+  }
+}
+
+/** Thrown by reconstructors; the unpickler adds the global's name. */
+function bad(what: string): never {
+  throw new PickleError(what)
+}
+
+function argc(args: readonly unknown[], min: number, max: number, who: string): void {
+  if (args.length < min || args.length > max) {
+    bad(`${who}() takes ${min === max ? min : `${min} to ${max}`} arguments, got ${args.length}`)
+  }
+}
+
+function isInt(v: unknown): v is number | bigint {
+  return typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v))
+}
+
+function int(v: unknown, who: string): number {
+  if (typeof v === 'number' && Number.isInteger(v)) return v
+  if (typeof v === 'bigint' && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v)
+  return bad(`${who} needs an integer, got ${describe(v)}`)
+}
+
+function num(v: unknown, who: string): number {
+  if (typeof v === 'number') return v
+  if (v instanceof PyFloat) return v.value
+  if (typeof v === 'bigint') return Number(v)
+  if (typeof v === 'boolean') return v ? 1 : 0
+  return bad(`${who} needs a number, got ${describe(v)}`)
+}
+
+/** Items of a Python iterable as a pickle delivers it (list, tuple, set, dict keys, str). */
+export function iterableItems(v: unknown, who: string): unknown[] {
+  if (Array.isArray(v)) return v
+  if (v instanceof Set) return [...v]
+  if (v instanceof Map) return [...v.keys()]
+  if (typeof v === 'string') return [...v]
+  if (v instanceof Uint8Array) return [...v]
+  return bad(`${who} needs an iterable, got ${describe(v)}`)
+}
+
+/** Key, value pairs of a Python dict as the unpickler represents it (a Map or a plain object). */
+export function dictEntries(v: unknown, who: string): [unknown, unknown][] {
+  if (v instanceof Map) return [...v.entries()]
+  if (v !== null && typeof v === 'object' && isPlainObject(v)) return Object.entries(v)
+  return bad(`${who} needs a dict, got ${describe(v)}`)
+}
+
+export function isPlainObject(v: object): boolean {
+  const proto = Object.getPrototypeOf(v)
+  return proto === Object.prototype || proto === null
+}
+
+/** Largest bytearray(n) or bytes(n) the default reconstructors will allocate from a bare count. */
+export const MAX_ZERO_FILL = 64 * 1024 * 1024
+
+function bytesFrom(args: readonly unknown[], who: string): Uint8Array {
+  argc(args, 0, 3, who)
+  if (args.length === 0) return new Uint8Array(0)
+  const [src, encoding] = args
+  if (src instanceof PickleBuffer) return src.raw().slice()
+  if (src instanceof Uint8Array) return src.slice()
+  if (typeof src === 'string') {
+    if (encoding === undefined) bad(`${who}() of a string needs an encoding`)
+    return encodeText(src, String(encoding), who)
+  }
+  if (isInt(src)) {
+    const n = int(src, who)
+    if (n < 0) bad(`${who}() count must not be negative, got ${n}`)
+    if (n > MAX_ZERO_FILL) bad(`${who}(${n}) would allocate more than ${MAX_ZERO_FILL} bytes from a bare count`)
+    return new Uint8Array(n)
+  }
+  const items = iterableItems(src, who)
+  const out = new Uint8Array(items.length)
+  items.forEach((x, i) => {
+    const b = int(x, who)
+    if (b < 0 || b > 255) bad(`${who}() items must be in range(0, 256), got ${b}`)
+    out[i] = b
+  })
+  return out
+}
+
+/** str.encode for the encodings pickles use (_codecs.encode and bytearray(str, encoding)). */
+export function encodeText(s: string, encoding: string, who: string): Uint8Array {
+  const e = encoding.toLowerCase().replace(/[-_ ]/g, '')
+  if (e === 'latin1' || e === 'iso88591' || e === 'l1' || e === 'ascii') {
+    const limit = e === 'ascii' ? 0x7f : 0xff
+    const out = new Uint8Array(s.length)
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i)
+      if (c > limit) bad(`${who}: '${encoding}' codec can't encode character U+${c.toString(16).padStart(4, '0')} in position ${i}`)
+      out[i] = c
+    }
+    return out
+  }
+  if (e === 'utf8') return new TextEncoder().encode(s)
+  return bad(`${who}: unsupported encoding '${encoding}'`)
+}
+
+function bytesState(v: unknown, len: number, who: string): Uint8Array {
+  // Python 2 pickles, loaded with encoding='latin1', give the state as a str of code points < 256.
+  const b = typeof v === 'string' ? encodeText(v, 'latin1', who) : v instanceof Uint8Array ? v : null
+  if (b === null || b.length !== len) bad(`${who} state must be ${len} bytes, got ${describe(v)}`)
+  return b
+}
+
+function microseconds(b: Uint8Array, at: number): number {
+  return (b[at]! << 16) | (b[at + 1]! << 8) | b[at + 2]!
+}
+
+function tzArg(v: unknown, who: string): unknown {
+  if (v === undefined || v === null) return null
+  if (v instanceof PyTimeZone || (typeof v === 'object' && v !== null)) return v
+  return bad(`${who} tzinfo must be a tzinfo, got ${describe(v)}`)
+}
+
+function makeDateTime(args: readonly unknown[]): PyDateTime {
+  const who = 'datetime.datetime'
+  if (args.length >= 1 && args.length <= 2 && (args[0] instanceof Uint8Array || typeof args[0] === 'string')) {
+    const b = bytesState(args[0], 10, who)
+    const month = b[2]!
+    return new PyDateTime(b[0]! * 256 + b[1]!, month & 0x7f, b[3]!, b[4]!, b[5]!, b[6]!, microseconds(b, 7), tzArg(args[1], who), month > 127 ? 1 : 0)
+  }
+  argc(args, 3, 8, who)
+  const n = (i: number): number => (args[i] === undefined ? 0 : int(args[i], who))
+  return new PyDateTime(n(0), n(1), n(2), n(3), n(4), n(5), n(6), tzArg(args[7], who))
+}
+
+function makeTime(args: readonly unknown[]): PyTime {
+  const who = 'datetime.time'
+  if (args.length >= 1 && args.length <= 2 && (args[0] instanceof Uint8Array || typeof args[0] === 'string')) {
+    const b = bytesState(args[0], 6, who)
+    const hour = b[0]!
+    return new PyTime(hour & 0x7f, b[1]!, b[2]!, microseconds(b, 3), tzArg(args[1], who), hour > 127 ? 1 : 0)
+  }
+  argc(args, 0, 5, who)
+  const n = (i: number): number => (args[i] === undefined ? 0 : int(args[i], who))
+  return new PyTime(n(0), n(1), n(2), n(3), tzArg(args[4], who))
+}
+
+function makeDate(args: readonly unknown[]): PyDate {
+  const who = 'datetime.date'
+  if (args.length === 1) {
+    const b = bytesState(args[0], 4, who)
+    return new PyDate(b[0]! * 256 + b[1]!, b[2]!, b[3]!)
+  }
+  argc(args, 3, 3, who)
+  return new PyDate(int(args[0], who), int(args[1], who), int(args[2], who))
+}
+
+function makeTimeDelta(args: readonly unknown[]): PyTimeDelta {
+  const who = 'datetime.timedelta'
+  argc(args, 0, 3, who)
+  const n = (i: number): number => (args[i] === undefined ? 0 : int(args[i], who))
+  return new PyTimeDelta(n(0), n(1), n(2))
+}
+
+function makeTimeZone(args: readonly unknown[]): PyTimeZone {
+  const who = 'datetime.timezone'
+  argc(args, 1, 2, who)
+  if (!(args[0] instanceof PyTimeDelta)) bad(`${who} needs a timedelta offset, got ${describe(args[0])}`)
+  const name = args[1]
+  if (name !== undefined && name !== null && typeof name !== 'string') bad(`${who} name must be a str, got ${describe(name)}`)
+  return new PyTimeZone(args[0], name ?? null)
+}
+
+function makeUUIDObject(): UUID {
+  return new UUID()
+}
+
+function makeDecimal(args: readonly unknown[]): Decimal {
+  argc(args, 0, 2, 'decimal.Decimal')
+  const v = args[0] ?? '0'
+  if (typeof v === 'string') return new Decimal(v)
+  if (isInt(v)) return new Decimal(String(v))
+  return bad(`decimal.Decimal needs a str, got ${describe(v)}`)
+}
+
+function makeRange(args: readonly unknown[]): PyRange {
+  argc(args, 1, 3, 'range')
+  for (const a of args) if (!isInt(a)) bad(`range() needs integers, got ${describe(a)}`)
+  const [a, b, c] = args as (number | bigint)[]
+  if (args.length === 1) return new PyRange(0, a!, 1)
+  if (c !== undefined && (c === 0 || c === 0n)) bad('range() arg 3 must not be zero')
+  return new PyRange(a!, b!, c ?? 1)
+}
+
+/** copyreg._reconstructor(cls, base, state): object.__new__(cls) for classes pickled below protocol 2. */
+function reconstructor(this: void, args: readonly unknown[]): unknown {
+  argc(args, 3, 3, 'copyreg._reconstructor')
+  const [cls, base, state] = args
+  if (!(cls instanceof PyGlobal)) return bad(`copyreg._reconstructor needs a class, got ${describe(cls)}`)
+  if (cls.opaque) return cls.call(args, 'reduce') // an inert record of this very call, to be pickled back
+  if (!(base instanceof PyGlobal) || base.module !== 'builtins' || base.name !== 'object' || state !== null) {
+    return bad(`copyreg._reconstructor supports base 'builtins.object' only, got ${describe(base)}`)
+  }
+  return cls.newObject([], null)
+}
+
+function newobjCall(args: readonly unknown[], withKwargs: boolean): unknown {
+  const who = withKwargs ? 'copyreg.__newobj_ex__' : 'copyreg.__newobj__'
+  const cls = args[0]
+  if (!(cls instanceof PyGlobal)) return bad(`${who} needs a class, got ${describe(cls)}`)
+  if (withKwargs) {
+    argc(args, 3, 3, who)
+    return cls.newObject(iterableItems(args[1], who), args[2], 'newobj_ex')
+  }
+  return cls.newObject(args.slice(1), null)
+}
+
+function complexFrom(args: readonly unknown[]): Complex {
+  argc(args, 0, 2, 'complex')
+  const [re, im] = args
+  if (re instanceof Complex && im === undefined) return re
+  if (typeof re === 'string') {
+    const m = /^\s*\(?\s*([+-]?[\d.eE+-]*?)??\s*(?:([+-]?[\d.eE]*)j)?\s*\)?\s*$/.exec(re)
+    if (!m) bad(`complex() arg is a malformed string: ${JSON.stringify(re)}`)
+    return new Complex(m[1] ? Number(m[1]) : 0, m[2] !== undefined ? Number(m[2] === '' || m[2] === '+' ? 1 : m[2] === '-' ? -1 : m[2]) : 0)
+  }
+  return new Complex(re === undefined ? 0 : num(re, 'complex'), im === undefined ? 0 : num(im, 'complex'))
+}
+
+function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unknown[], who: string): M {
+  for (const a of args) {
+    if (a instanceof Map || (typeof a === 'object' && a !== null && isPlainObject(a))) {
+      for (const [k, v] of dictEntries(a, who)) target.set(k, v)
+    } else if (Array.isArray(a)) {
+      for (const pair of a) {
+        const kv = iterableItems(pair, who)
+        if (kv.length !== 2) bad(`${who} sequence items must be pairs`)
+        target.set(kv[0], kv[1])
+      }
+    } else {
+      bad(`${who} needs a mapping or pairs, got ${describe(a)}`)
+    }
+  }
+  return target
+}
+
+function defineAll(r: GlobalRegistry): void {
+  const call = (module: string, name: string, fn: (args: readonly unknown[]) => unknown): PyGlobal =>
+    r.define(module, name, { call: fn })
+  const b = 'builtins'
+
+  call(b, 'set', (args) => (argc(args, 0, 1, 'set'), new Set(args.length ? iterableItems(args[0], 'set') : [])))
+  call(b, 'frozenset', (args) => (argc(args, 0, 1, 'frozenset'), new FrozenSet(args.length ? iterableItems(args[0], 'frozenset') : [])))
+  call(b, 'bytearray', (args) => {
+    const src = bytesFrom(args, 'bytearray')
+    const out = new ByteArray(src.length)
+    out.set(src)
+    return out
+  })
+  call(b, 'bytes', (args) => bytesFrom(args, 'bytes'))
+  call(b, 'complex', complexFrom)
+  call(b, 'range', makeRange)
+  call(b, 'slice', (args) => {
+    argc(args, 1, 3, 'slice')
+    return args.length === 1 ? new Slice(null, args[0], null) : new Slice(args[0], args[1], args[2] ?? null)
+  })
+  call(b, 'list', (args) => (argc(args, 0, 1, 'list'), args.length ? [...iterableItems(args[0], 'list')] : []))
+  call(b, 'tuple', (args) => (argc(args, 0, 1, 'tuple'), Tuple.fromItems(args.length ? iterableItems(args[0], 'tuple') : [])))
+  call(b, 'dict', (args) => dictLike(new Map(), args, 'dict'))
+  call(b, 'str', (args) => (argc(args, 0, 1, 'str'), args.length ? (typeof args[0] === 'string' ? args[0] : bad(`str() of ${describe(args[0])} is not supported`)) : ''))
+  call(b, 'int', (args) => (argc(args, 0, 1, 'int'), args.length ? (isInt(args[0]) ? args[0] : bad(`int() of ${describe(args[0])} is not supported`)) : 0))
+  call(b, 'float', (args) => (argc(args, 0, 1, 'float'), args.length ? num(args[0], 'float') : 0))
+  call(b, 'bool', (args) => (argc(args, 0, 1, 'bool'), args.length ? (typeof args[0] === 'boolean' ? args[0] : bad(`bool() of ${describe(args[0])} is not supported`)) : false))
+  r.define(b, 'object', {})
+  r.set(b, 'Ellipsis', Ellipsis)
+  r.set(b, 'NotImplemented', NotImplemented)
+
+  call('copyreg', '_reconstructor', reconstructor)
+  call('copyreg', '__newobj__', (args) => newobjCall(args, false))
+  call('copyreg', '__newobj_ex__', (args) => newobjCall(args, true))
+  call('_codecs', 'encode', (args) => {
+    argc(args, 1, 3, '_codecs.encode')
+    const [text, encoding] = args
+    if (typeof text !== 'string') return bad(`_codecs.encode needs a str, got ${describe(text)}`)
+    return encodeText(text, encoding === undefined ? 'utf-8' : String(encoding), '_codecs.encode')
+  })
+
+  call('collections', 'OrderedDict', (args) => dictLike(new OrderedDict(), args, 'collections.OrderedDict'))
+  call('collections', 'Counter', (args) => dictLike(new Counter(), args, 'collections.Counter'))
+  call('collections', 'defaultdict', (args) => dictLike(new DefaultDict(args[0] ?? null), args.slice(1), 'collections.defaultdict'))
+  call('collections', 'deque', (args) => {
+    argc(args, 0, 2, 'collections.deque')
+    const d = new Deque()
+    if (args.length > 0) d.push(...iterableItems(args[0], 'collections.deque'))
+    const maxlen = args[1]
+    if (maxlen !== undefined && maxlen !== null) d.maxlen = int(maxlen, 'collections.deque maxlen')
+    return d
+  })
+
+  call('datetime', 'datetime', makeDateTime)
+  call('datetime', 'date', makeDate)
+  call('datetime', 'time', makeTime)
+  call('datetime', 'timedelta', makeTimeDelta)
+  call('datetime', 'timezone', makeTimeZone)
+  call('decimal', 'Decimal', makeDecimal)
+  r.define('uuid', 'UUID', { newObject: makeUUIDObject, call: (args) => {
+    argc(args, 1, 1, 'uuid.UUID')
+    const hex = String(args[0]).replace(/^urn:uuid:|[{}-]/g, '')
+    if (!/^[0-9a-fA-F]{32}$/.test(hex)) bad(`uuid.UUID needs 32 hex digits, got ${describe(args[0])}`)
+    return new UUID(BigInt('0x' + hex))
+  } })
+}
+
+/** The default registry: pure-data constructors only. Frozen; extend it with new GlobalRegistry(defaultGlobals). */
+export const defaultGlobals: GlobalRegistry = (() => {
+  const r = new GlobalRegistry()
+  defineAll(r)
+  return r.freeze()
+})()
+
+/** Python 2 module renames applied when fixImports is on and the protocol is below 3. */
+const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({
+  __builtin__: 'builtins',
+  copy_reg: 'copyreg',
+  Queue: 'queue',
+  UserDict: 'collections',
+  UserList: 'collections',
+  UserString: 'collections',
+  cPickle: 'pickle',
+  _elementtree: 'xml.etree.ElementTree',
+  exceptions: 'builtins',
+}))
+
+/** Python 2 (module, name) pairs whose Python 3 home differs from the module rename alone. */
+const NAME_RENAMES: ReadonlyMap<string, readonly [string, string]> = new Map(Object.entries({
+  '__builtin__.xrange': ['builtins', 'range'],
+  '__builtin__.unicode': ['builtins', 'str'],
+  '__builtin__.long': ['builtins', 'int'],
+  '__builtin__.basestring': ['builtins', 'str'],
+  '__builtin__.reduce': ['functools', 'reduce'],
+  '__builtin__.intern': ['sys', 'intern'],
+  '__builtin__.unichr': ['builtins', 'chr'],
+  'UserDict.IterableUserDict': ['collections', 'UserDict'],
+  'UserDict.UserDict': ['collections', 'UserDict'],
+  'UserList.UserList': ['collections', 'UserList'],
+  'itertools.izip': ['builtins', 'zip'],
+  'itertools.imap': ['builtins', 'map'],
+  'itertools.ifilter': ['builtins', 'filter'],
+  'string.maketrans': ['bytes', 'maketrans'],
+} as Record<string, readonly [string, string]>))
+
+/** Maps a Python 2 global name to its Python 3 name (Python's fix_imports). */
+export function fixImport(module: string, name: string): [string, string] {
+  const renamed = NAME_RENAMES.get(`${module}.${name}`)
+  if (renamed) return [renamed[0], renamed[1]]
+  return [MODULE_RENAMES.get(module) ?? module, name]
+}

@@ -1,0 +1,20 @@
+/**
+ * @picklewire/codec: Python's pickle, protocols 0 to 5, for JavaScript.
+ */
+export { EOFError, PickleError, PicklingError, UnpicklingError } from './errors.js'
+export {
+  Args, DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, OPCODE_BY_NAME, Stack,
+  TAKEN_FROM_ARGUMENT1, TAKEN_FROM_ARGUMENT4, TAKEN_FROM_ARGUMENT4U, TAKEN_FROM_ARGUMENT8U, UP_TO_NEWLINE,
+  type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
+} from './opcodes.js'
+export { GlobalRegistry, MAX_ZERO_FILL, defaultGlobals, fixImport } from './globals.js'
+export {
+  ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
+  PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef, PyRange, PySingleton, PyTime,
+  PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, setState,
+  type BufferSource, type GlobalBehaviour, type HasSetState, type PyObjectOrigin,
+} from './types.js'
+export {
+  Unpickler, load, loads,
+  type BytesLike, type ChunkSource, type FindClass, type UnpicklerOptions,
+} from './unpickler.js'

@@ -1,0 +1,102 @@
+/**
+ * Finds where a pickle ends without loading it, from the opcode table's argument layouts.
+ * The streaming unpickler uses it to gather exactly one pickle's bytes from a chunk source
+ * before loading: resumable, so that bytes arriving a chunk at a time are examined once.
+ */
+import { UnpicklingError } from './errors.js'
+import {
+  Args, OPCODE_BY_CODE, OP, TAKEN_FROM_ARGUMENT1, TAKEN_FROM_ARGUMENT4, TAKEN_FROM_ARGUMENT8U,
+  UP_TO_NEWLINE,
+} from './opcodes.js'
+
+/** The opcode byte that is not an opcode, as the unpickler reports it. */
+export function invalidLoadKey(code: number): UnpicklingError {
+  const shown = code >= 0x20 && code < 0x7f ? String.fromCharCode(code) : '\\x' + code.toString(16).padStart(2, '0')
+  return new UnpicklingError(`invalid load key, '${shown}'`)
+}
+
+function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000
+}
+
+/** Scans opcodes of one pickle across calls, as more bytes arrive. */
+export class PickleScanner {
+  #pos = 0
+  #searchFrom = -1
+  #firstLineEnd = -1
+
+  /** Starts a new pickle at pos. */
+  reset(pos: number): void {
+    this.#pos = pos
+    this.#searchFrom = -1
+    this.#firstLineEnd = -1
+  }
+
+  /** The bytes before pos were dropped from the buffer: move every position back by n. */
+  shift(n: number): void {
+    this.#pos -= n
+    if (this.#searchFrom >= 0) this.#searchFrom -= n
+    if (this.#firstLineEnd >= 0) this.#firstLineEnd -= n
+  }
+
+  /** The index just after the pickle's STOP, or -1 when the bytes up to end do not finish it. */
+  scan(b: Uint8Array, end: number): number {
+    while (this.#pos < end) {
+      const at = this.#pos
+      const code = b[at]!
+      const op = OPCODE_BY_CODE[code]
+      if (op === undefined) throw invalidLoadKey(code)
+      const a = at + 1
+      let next: number
+      const arg = op.arg
+      if (arg === null) {
+        next = a
+      } else if (arg.n >= 0) {
+        next = a + arg.n
+      } else if (arg.n === UP_TO_NEWLINE) {
+        let from = this.#searchFrom >= 0 ? this.#searchFrom : a
+        if (arg === Args.stringnl_noescape_pair) {
+          if (this.#firstLineEnd < 0) {
+            const nl = newline(b, from, end)
+            if (nl < 0) return this.#wait(end)
+            this.#firstLineEnd = nl
+          }
+          from = Math.max(from, this.#firstLineEnd + 1)
+        }
+        const nl = newline(b, from, end)
+        if (nl < 0) return this.#wait(end)
+        next = nl + 1
+      } else {
+        const width = arg.n === TAKEN_FROM_ARGUMENT1 ? 1 : arg.n === TAKEN_FROM_ARGUMENT8U ? 8 : 4
+        if (a + width > end) return -1
+        let len: number
+        if (width === 1) len = b[a]!
+        else if (width === 4) {
+          len = u32(b, a)
+          if (arg.n === TAKEN_FROM_ARGUMENT4 && len >= 0x80000000) throw new UnpicklingError(`${op.name} has a negative byte count`)
+        } else {
+          const hi = u32(b, a + 4)
+          len = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + u32(b, a)
+        }
+        next = a + width + len
+      }
+      if (next > end) return -1
+      this.#pos = next
+      this.#searchFrom = -1
+      this.#firstLineEnd = -1
+      if (code === OP.STOP) return next
+    }
+    return -1
+  }
+
+  #wait(end: number): number {
+    this.#searchFrom = end
+    return -1
+  }
+}
+
+function newline(b: Uint8Array, from: number, end: number): number {
+  if (from >= end) return -1
+  const i = b.subarray(from, end).indexOf(0x0a)
+  return i < 0 ? -1 : from + i
+}

@@ -1,0 +1,271 @@
+/**
+ * Byte-to-text primitives shared by the unpickler and pickletools: UTF-8 as Python's
+ * 'surrogatepass' reads it, Latin-1, ASCII, Python 2 string escapes and raw-unicode-escape.
+ * These sit on the hot path of every string load.
+ */
+import { UnpicklingError } from './errors.js'
+
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const CHUNK = 0x2000
+
+/** Turns UTF-16 code units into a string without passing too many arguments at once. */
+function fromCodeUnits(units: Uint8Array | Uint16Array, length: number): string {
+  if (length <= CHUNK) return String.fromCharCode.apply(null, units.subarray(0, length) as unknown as number[])
+  const parts: string[] = []
+  for (let i = 0; i < length; i += CHUNK) {
+    parts.push(String.fromCharCode.apply(null, units.subarray(i, Math.min(length, i + CHUNK)) as unknown as number[]))
+  }
+  return parts.join('')
+}
+
+function asciiShort(b: Uint8Array, s: number, len: number): string {
+  switch (len) {
+    case 0: return ''
+    case 1: return String.fromCharCode(b[s]!)
+    case 2: return String.fromCharCode(b[s]!, b[s + 1]!)
+    case 3: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!)
+    case 4: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!)
+    case 5: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!)
+    case 6: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!)
+    case 7: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!)
+    case 8: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!, b[s + 7]!)
+    default: return String.fromCharCode.apply(null, b.subarray(s, s + len) as unknown as number[])
+  }
+}
+
+/**
+ * Decodes UTF-8 the way Python's pickle does ('surrogatepass'): encoded lone surrogates
+ * (ED A0..BF xx) become lone UTF-16 surrogates instead of errors. Anything else invalid
+ * is an UnpicklingError.
+ */
+export function decodeUtf8(b: Uint8Array, start: number, end: number): string {
+  const len = end - start
+  if (len <= 32) {
+    let i = start
+    while (i < end && b[i]! < 0x80) i++
+    if (i === end) return asciiShort(b, start, len)
+    return decodeUtf8Slow(b, start, end)
+  }
+  try {
+    return fatalUtf8.decode(b.subarray(start, end))
+  } catch {
+    // The engine's decoder rejects encoded surrogates, which Python writes; decode by hand.
+    return decodeUtf8Slow(b, start, end)
+  }
+}
+
+function badUtf8(pos: number, start: number, why: string): never {
+  throw new UnpicklingError(`invalid UTF-8 in string at byte ${pos - start}: ${why}`)
+}
+
+function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
+  const units = new Uint16Array(end - start)
+  let n = 0
+  let i = start
+  while (i < end) {
+    const c = b[i]!
+    if (c < 0x80) {
+      units[n++] = c
+      i++
+      continue
+    }
+    let cp: number
+    let need: number
+    let min: number
+    if (c >= 0xc2 && c <= 0xdf) { cp = c & 0x1f; need = 1; min = 0x80 }
+    else if (c >= 0xe0 && c <= 0xef) { cp = c & 0x0f; need = 2; min = 0x800 }
+    else if (c >= 0xf0 && c <= 0xf4) { cp = c & 0x07; need = 3; min = 0x10000 }
+    else badUtf8(i, start, `unexpected byte 0x${c.toString(16)}`)
+    if (i + need > end - 1) badUtf8(i, start, 'truncated sequence')
+    for (let k = 1; k <= need; k++) {
+      const cc = b[i + k]!
+      if ((cc & 0xc0) !== 0x80) badUtf8(i + k, start, `invalid continuation byte 0x${cc.toString(16)}`)
+      cp = (cp << 6) | (cc & 0x3f)
+    }
+    if (cp < min || cp > 0x10ffff) badUtf8(i, start, 'overlong or out-of-range sequence')
+    if (cp >= 0x10000) {
+      cp -= 0x10000
+      units[n++] = 0xd800 + (cp >> 10)
+      units[n++] = 0xdc00 + (cp & 0x3ff)
+    } else {
+      units[n++] = cp // lone surrogates pass through, as with Python's 'surrogatepass'
+    }
+    i += need + 1
+  }
+  return fromCodeUnits(units, n)
+}
+
+/** Every byte is one code point U+0000..U+00FF. */
+export function decodeLatin1(b: Uint8Array, start: number, end: number): string {
+  const len = end - start
+  if (len <= 8) return asciiShort(b, start, len)
+  return fromCodeUnits(b.subarray(start, end), len)
+}
+
+/** An error handler name as Python's codecs know them. */
+export type DecodeErrors = 'strict' | 'replace' | 'ignore' | 'surrogateescape' | 'backslashreplace'
+
+function handleBadByte(byte: number, errors: string, encoding: string, pos: number): string {
+  switch (errors) {
+    case 'replace': return '\ufffd'
+    case 'ignore': return ''
+    case 'surrogateescape': return String.fromCharCode(0xdc00 + byte)
+    case 'backslashreplace': return '\\x' + byte.toString(16).padStart(2, '0')
+    case 'strict':
+      throw new UnpicklingError(`'${encoding}' codec can't decode byte 0x${byte.toString(16).padStart(2, '0')} in position ${pos}: ordinal not in range(128)`)
+    default:
+      throw new UnpicklingError(`unknown error handler name '${errors}'`)
+  }
+}
+
+/** Normalizes an encoding name the way Python's codec registry does for the ones we know. */
+export function normalizeEncoding(encoding: string): string {
+  const e = encoding.toLowerCase().replace(/[-_ ]/g, '')
+  if (e === 'ascii' || e === 'usascii' || e === '646') return 'ascii'
+  if (e === 'latin1' || e === 'latin' || e === 'iso88591' || e === 'l1' || e === '8859' || e === 'cp819') return 'latin1'
+  if (e === 'utf8' || e === 'u8' || e === 'utf') return 'utf-8'
+  if (e === 'bytes') return 'bytes'
+  return encoding
+}
+
+/**
+ * Decodes a Python 2 str (STRING, BINSTRING, SHORT_BINSTRING) with the unpickler's encoding
+ * and errors options, as Python 3's Unpickler does. encoding 'bytes' keeps the bytes.
+ */
+export function decodePython2Str(bytes: Uint8Array, encoding: string, errors: string): string | Uint8Array {
+  const enc = normalizeEncoding(encoding)
+  if (enc === 'bytes') return bytes
+  if (enc === 'latin1') return decodeLatin1(bytes, 0, bytes.length)
+  if (enc === 'ascii') {
+    let i = 0
+    while (i < bytes.length && bytes[i]! < 0x80) i++
+    if (i === bytes.length) return decodeLatin1(bytes, 0, bytes.length)
+    let out = decodeLatin1(bytes, 0, i)
+    for (; i < bytes.length; i++) {
+      const c = bytes[i]!
+      out += c < 0x80 ? String.fromCharCode(c) : handleBadByte(c, errors, 'ascii', i)
+    }
+    return out
+  }
+  if (enc === 'utf-8') {
+    if (errors === 'strict') return decodeUtf8(bytes, 0, bytes.length)
+    try {
+      return decodeUtf8(bytes, 0, bytes.length)
+    } catch {
+      if (errors === 'replace') return new TextDecoder('utf-8').decode(bytes)
+      if (errors !== 'surrogateescape' && errors !== 'ignore' && errors !== 'backslashreplace') handleBadByte(0, errors, 'utf-8', 0)
+      return decodeUtf8Lenient(bytes, errors)
+    }
+  }
+  let decoder: { decode(input: Uint8Array): string }
+  try {
+    decoder = new TextDecoder(encoding, { fatal: errors === 'strict' })
+  } catch {
+    throw new UnpicklingError(`unknown encoding: ${encoding}`)
+  }
+  try {
+    return decoder.decode(bytes)
+  } catch {
+    throw new UnpicklingError(`'${encoding}' codec can't decode a Python 2 str of ${bytes.length} bytes`)
+  }
+}
+
+/** UTF-8 with a per-byte error handler for what does not decode. */
+function decodeUtf8Lenient(bytes: Uint8Array, errors: string): string {
+  let out = ''
+  let i = 0
+  while (i < bytes.length) {
+    const c = bytes[i]!
+    const need = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1
+    if (need >= 0 && i + need < bytes.length + (need === 0 ? 1 : 0)) {
+      try {
+        out += decodeUtf8(bytes, i, i + need + 1)
+        i += need + 1
+        continue
+      } catch {
+        // fall through to the error handler for this byte
+      }
+    }
+    out += handleBadByte(c, errors, 'utf-8', i)
+    i++
+  }
+  return out
+}
+
+const HEX: Record<number, number> = {}
+for (let i = 0; i < 10; i++) HEX[0x30 + i] = i
+for (let i = 0; i < 6; i++) { HEX[0x61 + i] = 10 + i; HEX[0x41 + i] = 10 + i }
+
+/** Decodes the body of a quoted Python 2 string literal (Python's codecs.escape_decode). */
+export function escapeDecode(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length)
+  let n = 0
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!
+    if (c !== 0x5c) { out[n++] = c; continue }
+    i++
+    if (i >= b.length) throw new UnpicklingError('Trailing \\ in string')
+    const e = b[i]!
+    switch (e) {
+      case 0x0a: break // backslash-newline: a line continuation
+      case 0x5c: out[n++] = 0x5c; break
+      case 0x27: out[n++] = 0x27; break
+      case 0x22: out[n++] = 0x22; break
+      case 0x61: out[n++] = 0x07; break
+      case 0x62: out[n++] = 0x08; break
+      case 0x66: out[n++] = 0x0c; break
+      case 0x6e: out[n++] = 0x0a; break
+      case 0x72: out[n++] = 0x0d; break
+      case 0x74: out[n++] = 0x09; break
+      case 0x76: out[n++] = 0x0b; break
+      case 0x78: {
+        const h1 = HEX[b[i + 1] ?? -1]
+        const h2 = HEX[b[i + 2] ?? -1]
+        if (h1 === undefined || h2 === undefined) throw new UnpicklingError(`invalid \\x escape at position ${i - 1}`)
+        out[n++] = h1 * 16 + h2
+        i += 2
+        break
+      }
+      default:
+        if (e >= 0x30 && e <= 0x37) {
+          let v = e - 0x30
+          for (let k = 0; k < 2 && b[i + 1]! >= 0x30 && b[i + 1]! <= 0x37; k++) v = v * 8 + (b[++i]! - 0x30)
+          out[n++] = v & 0xff
+        } else {
+          out[n++] = 0x5c
+          out[n++] = e
+        }
+    }
+  }
+  return out.slice(0, n)
+}
+
+/** Decodes Python's raw-unicode-escape: \uXXXX and \UXXXXXXXX escapes, other bytes Latin-1. */
+export function rawUnicodeEscapeDecode(b: Uint8Array, start: number, end: number): string {
+  let out = ''
+  let runStart = start
+  let i = start
+  while (i < end) {
+    if (b[i] !== 0x5c) { i++; continue }
+    let j = i
+    while (j < end && b[j] === 0x5c) j++
+    const slashes = j - i
+    const kind = b[j]
+    if (slashes % 2 === 1 && (kind === 0x75 || kind === 0x55)) {
+      const digits = kind === 0x75 ? 4 : 8
+      out += decodeLatin1(b, runStart, j - 1)
+      let cp = 0
+      for (let k = 1; k <= digits; k++) {
+        const h = HEX[b[j + k] ?? -1]
+        if (h === undefined) throw new UnpicklingError(`truncated \\${String.fromCharCode(kind)}${'X'.repeat(digits)} escape at position ${j - 1 - start}`)
+        cp = cp * 16 + h
+      }
+      if (cp > 0x10ffff) throw new UnpicklingError(`\\U${cp.toString(16)} is out of the Unicode range`)
+      out += String.fromCodePoint(cp)
+      i = runStart = j + 1 + digits
+    } else {
+      i = j
+    }
+  }
+  return out + decodeLatin1(b, runStart, end)
+}

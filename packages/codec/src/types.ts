@@ -1,0 +1,336 @@
+/**
+ * Small classes for the Python values JavaScript has no equivalent for. Each keeps exactly
+ * what is needed to tell it apart from its nearest JavaScript cousin and to pickle it again.
+ */
+import { PickleError } from './errors.js'
+
+/**
+ * Objects that implement this method receive the state of a BUILD opcode (Python's
+ * __setstate__). Registered classes implement it to rebuild themselves.
+ */
+export const setState: unique symbol = Symbol.for('picklewire.setState')
+
+export interface HasSetState {
+  [setState](state: unknown): void
+}
+
+/** A Python tuple: an Array that stays distinct from a list. */
+export class Tuple<T = unknown> extends Array<T> {
+  static override get [Symbol.species](): ArrayConstructor {
+    return Array
+  }
+  /** Makes a tuple of the given items. */
+  static fromItems<T>(items: readonly T[]): Tuple<T> {
+    const t = new Tuple<T>()
+    for (let i = 0; i < items.length; i++) t.push(items[i]!)
+    return t
+  }
+}
+
+/** A Python bytearray: mutable bytes, distinct from bytes (a plain Uint8Array). */
+export class ByteArray extends Uint8Array {}
+
+/** A Python frozenset: a Set that stays distinct from a set. */
+export class FrozenSet<T = unknown> extends Set<T> {}
+
+/** A Python complex number. */
+export class Complex {
+  constructor(readonly real: number, readonly imag: number) {}
+  toString(): string {
+    return `(${this.real}${this.imag < 0 || Object.is(this.imag, -0) ? '-' : '+'}${Math.abs(this.imag)}j)`
+  }
+}
+
+/** Python singletons with no JavaScript equivalent. */
+export class PySingleton {
+  constructor(readonly name: 'Ellipsis' | 'NotImplemented') {
+    Object.freeze(this)
+  }
+  toString(): string {
+    return this.name
+  }
+}
+export const Ellipsis = new PySingleton('Ellipsis')
+export const NotImplemented = new PySingleton('NotImplemented')
+
+/**
+ * A float whose value is integral, boxed by the lossless mode so that 1.0 stays a float
+ * (a plain JavaScript number that is integral is written back as an int).
+ */
+export class PyFloat {
+  constructor(readonly value: number) {}
+  valueOf(): number {
+    return this.value
+  }
+  toString(): string {
+    return Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value)
+  }
+}
+
+/** Bytes-like sources a PickleBuffer or an out-of-band buffer may wrap. */
+export type BufferSource = ArrayBuffer | SharedArrayBuffer | ArrayBufferView
+
+/** Views any bytes-like source as a Uint8Array over the same memory: never a copy. */
+export function asBytesView(source: BufferSource | PickleBuffer): Uint8Array {
+  if (source instanceof Uint8Array) return source
+  if (source instanceof PickleBuffer) return source.raw()
+  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength)
+  if (source instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && source instanceof SharedArrayBuffer)) {
+    return new Uint8Array(source)
+  }
+  throw new PickleError(`expected an ArrayBuffer, SharedArrayBuffer, ArrayBufferView or PickleBuffer, got ${describe(source)}`)
+}
+
+/**
+ * Python's pickle.PickleBuffer: a wrapper around memory that protocol 5 may send out of band.
+ * An out-of-band buffer comes back from the unpickler as a PickleBuffer over the memory the
+ * caller passed in buffers: raw() is a view of it, never a copy.
+ */
+export class PickleBuffer {
+  #view: Uint8Array | null
+  /** True when the receiver must not write to the memory (READONLY_BUFFER). */
+  readonly readonly: boolean
+
+  constructor(source: BufferSource | PickleBuffer, options: { readonly?: boolean } = {}) {
+    this.#view = asBytesView(source)
+    this.readonly = options.readonly ?? (source instanceof PickleBuffer ? source.readonly : false)
+  }
+
+  /** The bytes, as a Uint8Array over the wrapped memory (Python's raw() memoryview). */
+  raw(): Uint8Array {
+    if (this.#view === null) throw new PickleError('operation forbidden on released PickleBuffer object')
+    return this.#view
+  }
+
+  get byteLength(): number {
+    return this.raw().byteLength
+  }
+
+  get released(): boolean {
+    return this.#view === null
+  }
+
+  /** Drops the reference to the memory; raw() fails afterwards. */
+  release(): void {
+    this.#view = null
+  }
+}
+
+/** A Python range (never materialized). */
+export class PyRange {
+  constructor(readonly start: number | bigint, readonly stop: number | bigint, readonly step: number | bigint = 1) {}
+}
+
+/** A Python slice. */
+export class Slice {
+  constructor(readonly start: unknown, readonly stop: unknown, readonly step: unknown) {}
+}
+
+/** collections.OrderedDict */
+export class OrderedDict<K = unknown, V = unknown> extends Map<K, V> {}
+
+/** collections.defaultdict: the factory is kept (as a global), never called. */
+export class DefaultDict<K = unknown, V = unknown> extends Map<K, V> {
+  constructor(public defaultFactory: unknown = null, entries?: Iterable<readonly [K, V]>) {
+    super(entries)
+  }
+}
+
+/** collections.Counter */
+export class Counter<K = unknown> extends Map<K, unknown> {}
+
+/** collections.deque */
+export class Deque<T = unknown> extends Array<T> {
+  maxlen: number | null = null
+  static override get [Symbol.species](): ArrayConstructor {
+    return Array
+  }
+}
+
+/** datetime.timedelta, normalized as Python keeps it. */
+export class PyTimeDelta {
+  constructor(readonly days: number, readonly seconds: number, readonly microseconds: number) {}
+  /** The duration in milliseconds (may lose sub-millisecond precision). */
+  totalMilliseconds(): number {
+    return this.days * 86_400_000 + this.seconds * 1000 + this.microseconds / 1000
+  }
+}
+
+/** datetime.timezone: a fixed offset from UTC, with an optional name. */
+export class PyTimeZone {
+  constructor(readonly offset: PyTimeDelta, readonly name: string | null = null) {}
+}
+
+/** datetime.date */
+export class PyDate {
+  constructor(readonly year: number, readonly month: number, readonly day: number) {}
+  toString(): string {
+    return `${String(this.year).padStart(4, '0')}-${pad2(this.month)}-${pad2(this.day)}`
+  }
+}
+
+/** datetime.time */
+export class PyTime {
+  constructor(
+    readonly hour: number,
+    readonly minute: number,
+    readonly second: number,
+    readonly microsecond: number,
+    readonly tzinfo: unknown = null,
+    readonly fold: 0 | 1 = 0,
+  ) {}
+  toString(): string {
+    return `${pad2(this.hour)}:${pad2(this.minute)}:${pad2(this.second)}${this.microsecond ? '.' + String(this.microsecond).padStart(6, '0') : ''}`
+  }
+}
+
+/** datetime.datetime, to the microsecond, with its tzinfo (null when naive). */
+export class PyDateTime {
+  constructor(
+    readonly year: number,
+    readonly month: number,
+    readonly day: number,
+    readonly hour: number = 0,
+    readonly minute: number = 0,
+    readonly second: number = 0,
+    readonly microsecond: number = 0,
+    readonly tzinfo: unknown = null,
+    readonly fold: 0 | 1 = 0,
+  ) {}
+  /**
+   * A JavaScript Date (milliseconds). A naive datetime is read as UTC; a datetime with a
+   * fixed-offset timezone is converted; any other tzinfo is an error.
+   */
+  toDate(): Date {
+    let offsetMs = 0
+    if (this.tzinfo instanceof PyTimeZone) offsetMs = this.tzinfo.offset.totalMilliseconds()
+    else if (this.tzinfo !== null) throw new PickleError('toDate() needs a naive datetime or a datetime.timezone offset')
+    const utc = Date.UTC(this.year, this.month - 1, this.day, this.hour, this.minute, this.second, Math.floor(this.microsecond / 1000))
+    const d = new Date(utc - offsetMs)
+    if (this.year < 100) d.setUTCFullYear(this.year)
+    return d
+  }
+  toString(): string {
+    return `${new PyDate(this.year, this.month, this.day)} ${new PyTime(this.hour, this.minute, this.second, this.microsecond)}`
+  }
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, '0')
+}
+
+/** decimal.Decimal, kept as its exact text. */
+export class Decimal {
+  constructor(readonly value: string) {}
+  toString(): string {
+    return this.value
+  }
+}
+
+/** uuid.UUID, as its 128-bit integer. */
+export class UUID implements HasSetState {
+  constructor(public int: bigint = 0n, public isSafe: number | null = null) {}
+  get hex(): string {
+    return this.int.toString(16).padStart(32, '0')
+  }
+  toString(): string {
+    const h = this.hex
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+  }
+  [setState](state: unknown): void {
+    const get = (k: string): unknown => (state instanceof Map ? state.get(k) : (state as Record<string, unknown> | null)?.[k])
+    const int = get('int')
+    if (typeof int !== 'number' && typeof int !== 'bigint') throw new PickleError(`uuid.UUID state needs an int, got ${describe(int)}`)
+    this.int = BigInt(int)
+    const safe = get('is_safe')
+    this.isSafe = typeof safe === 'number' ? safe : null
+  }
+}
+
+/** How an opaque object was made, so that it can be pickled back the same way. */
+export type PyObjectOrigin = 'reduce' | 'newobj' | 'newobj_ex' | 'inst' | 'obj'
+
+/**
+ * A Python global (a class or function) named by module and qualified name. The registry
+ * maps names to PyGlobals whose behaviour rebuilds a value; in opaque mode an unknown global
+ * becomes an inert PyGlobal whose calls make PyObject placeholders.
+ */
+export class PyGlobal {
+  constructor(
+    readonly module: string,
+    readonly name: string,
+    private readonly behaviour: GlobalBehaviour = {},
+    /** True for a placeholder of a global nobody registered (opaque mode). */
+    readonly opaque = false,
+    /** The extension code it was loaded through (EXT1/2/4), if any and unresolved. */
+    readonly extensionCode: number | null = null,
+  ) {}
+
+  /** REDUCE, INST, OBJ: the global called with arguments. */
+  call(args: readonly unknown[], origin: PyObjectOrigin = 'reduce'): unknown {
+    if (this.behaviour.call) return this.behaviour.call(args)
+    if (this.opaque) return new PyObject(this, origin, Tuple.fromItems(args))
+    throw new PickleError(`global '${this}' cannot be called`)
+  }
+
+  /** NEWOBJ, NEWOBJ_EX: an instance made with cls.__new__(cls, *args, **kwargs). */
+  newObject(args: readonly unknown[], kwargs: unknown, origin: 'newobj' | 'newobj_ex' = 'newobj'): unknown {
+    if (this.behaviour.newObject) return this.behaviour.newObject(args, kwargs)
+    if (this.opaque) return new PyObject(this, origin, Tuple.fromItems(args), kwargs)
+    throw new PickleError(`global '${this}' cannot create instances with NEWOBJ`)
+  }
+
+  toString(): string {
+    return this.extensionCode !== null && this.opaque ? `<extension code ${this.extensionCode}>` : `${this.module}.${this.name}`
+  }
+}
+
+/** What a registered global does when a pickle calls or instantiates it. */
+export interface GlobalBehaviour {
+  /** cls(*args): REDUCE, INST and OBJ. */
+  call?(args: readonly unknown[]): unknown
+  /** cls.__new__(cls, *args, **kwargs): NEWOBJ and NEWOBJ_EX; kwargs is null for NEWOBJ. */
+  newObject?(args: readonly unknown[], kwargs: unknown): unknown
+}
+
+/**
+ * An instance of a class nobody registered, kept inert by the opaque mode: the callable and
+ * arguments that made it, and whatever BUILD, APPENDS and SETITEMS gave it afterwards.
+ */
+export class PyObject implements HasSetState {
+  /** The BUILD state; undefined when no BUILD was applied. */
+  state: unknown = undefined
+  /** Items appended with APPEND/APPENDS, in order. */
+  readonly listItems: unknown[] = []
+  /** Pairs set with SETITEM/SETITEMS, in order. */
+  readonly dictItems: [unknown, unknown][] = []
+
+  constructor(
+    readonly callable: PyGlobal,
+    readonly origin: PyObjectOrigin,
+    readonly args: Tuple,
+    readonly kwargs: unknown = null,
+  ) {}
+
+  [setState](state: unknown): void {
+    this.state = state
+  }
+}
+
+/** A persistent id that no persistentLoad resolved (opaque mode). */
+export class PyPersistentRef {
+  constructor(readonly id: unknown, readonly binary: boolean) {}
+}
+
+/** A short description of a value for error messages. */
+export function describe(v: unknown): string {
+  if (v === null) return 'null'
+  if (v === undefined) return 'undefined'
+  if (typeof v === 'string') return v.length > 40 ? `string ${JSON.stringify(v.slice(0, 40))}...` : `string ${JSON.stringify(v)}`
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `${typeof v} ${String(v)}`
+  if (typeof v === 'function') return `function ${v.name || '(anonymous)'}`
+  if (typeof v === 'symbol') return v.toString()
+  const ctor = (v as { constructor?: { name?: string } }).constructor
+  if (v instanceof PyGlobal) return `global ${v}`
+  return ctor?.name ? `${ctor.name}` : 'object'
+}

@@ -1,0 +1,969 @@
+/**
+ * The unpickler: reads pickles of protocols 0 to 5. One loader per opcode, named after it,
+ * dispatched through a 256-entry table built from the opcode table; state lives in the
+ * LoadState instance, never in module variables.
+ */
+import { EOFError, PickleError, UnpicklingError } from './errors.js'
+import { defaultGlobals, dictEntries, fixImport, isPlainObject, type GlobalRegistry } from './globals.js'
+import { HIGHEST_PROTOCOL, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
+import { PickleScanner, invalidLoadKey } from './scan.js'
+import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
+import {
+  ByteArray, FrozenSet, PickleBuffer, PyFloat, PyGlobal, PyObject, PyPersistentRef, Tuple, asBytesView, describe,
+  setState, type BufferSource, type PyObjectOrigin,
+} from './types.js'
+
+/** Bytes the unpickler reads from: any ArrayBuffer, SharedArrayBuffer or view of one. */
+export type BytesLike = ArrayBuffer | SharedArrayBuffer | ArrayBufferView
+
+/** A source of chunks for the streaming form (a Node Readable, a web ReadableStream, ...). */
+export type ChunkSource = AsyncIterable<BytesLike> | Iterable<BytesLike>
+
+/** Resolves a global; defaultFindClass is what the unpickler would do without the hook. */
+export type FindClass = (module: string, name: string, defaultFindClass: (module: string, name: string) => unknown) => unknown
+
+export interface UnpicklerOptions {
+  /**
+   * Out-of-band buffers for protocol 5's NEXT_BUFFER, consumed in order (Python's buffers=).
+   * Each comes back as a PickleBuffer over the same memory, never a copy. Default: none, and a
+   * pickle that needs one is an UnpicklingError.
+   */
+  buffers?: Iterable<BufferSource | PickleBuffer> | null
+  /** Resolves globals (Python's find_class). Default: look up `globals`, refuse the rest. */
+  findClass?: FindClass
+  /** Resolves persistent ids (Python's persistent_load). Default: none; PERSID is an error. */
+  persistentLoad?: (pid: unknown) => unknown
+  /** The registry of allowed globals. Default: defaultGlobals (pure-data constructors). */
+  globals?: GlobalRegistry
+  /** Extension codes for EXT1/EXT2/EXT4, as copyreg.add_extension makes them. Default: none. */
+  extensions?: ReadonlyMap<number, readonly [module: string, name: string]>
+  /** How Python 2 str is decoded: an encoding name, or 'bytes' to keep bytes. Default 'ASCII'. */
+  encoding?: string
+  /** The error handler for that decoding: 'strict', 'replace', 'ignore', 'surrogateescape', ... Default 'strict'. */
+  errors?: string
+  /** Map Python 2 module and global names to Python 3 ones for protocols below 3. Default true. */
+  fixImports?: boolean
+  /**
+   * How a dict comes back: 'map' (a Map, keeping keys of every type; the default) or 'object'
+   * (a plain object; a non-string key is an UnpicklingError).
+   */
+  dict?: 'map' | 'object'
+  /** Keep every distinction needed to pickle the value again: floats that are integral come back as PyFloat. Default false. */
+  lossless?: boolean
+  /**
+   * Load unknown globals, the objects they make, unknown extension codes and unresolved
+   * persistent ids as inert placeholders (PyGlobal, PyObject, PyPersistentRef) instead of
+   * refusing them. Nothing is ever called. Default false.
+   */
+  opaque?: boolean
+  /** Deepest MARK nesting accepted. Default 10,000. */
+  maxDepth?: number
+  /** Largest single pickle read from a chunk source, in bytes. Default 2 GiB. */
+  maxSize?: number
+}
+
+const DEFAULT_MAX_DEPTH = 10_000
+const DEFAULT_MAX_SIZE = 2 ** 31
+/** Python refuses int() of more digits than this (sys.int_info.default_max_str_digits). */
+const MAX_INT_DIGITS = 4300
+
+type Loader = (s: LoadState) => boolean | void
+
+const TWO_32 = 2 ** 32
+
+function truncated(): never {
+  throw new UnpicklingError('pickle data was truncated')
+}
+
+function underflow(): never {
+  throw new UnpicklingError('unpickling stack underflow')
+}
+
+/** Everything one Unpickler needs while it loads; loaders read and write it directly. */
+class LoadState {
+  data: Uint8Array = new Uint8Array(0)
+  view: DataView = new DataView(new ArrayBuffer(0))
+  pos = 0
+  end = 0
+  stack: unknown[] = []
+  metastack: unknown[][] = []
+  memo: unknown[] = []
+  memoCount = 0
+  proto = 0
+  result: unknown = undefined
+  readonly buffers: Iterator<BufferSource | PickleBuffer> | null
+  readonly lossless: boolean
+  readonly opaque: boolean
+  readonly dictAsObject: boolean
+  readonly maxDepth: number
+  readonly encoding: string
+  readonly errors: string
+  readonly fixImports: boolean
+  readonly globals: GlobalRegistry
+  readonly opaqueGlobals = new Map<string, PyGlobal>()
+
+  constructor(readonly options: UnpicklerOptions) {
+    this.buffers = options.buffers ? options.buffers[Symbol.iterator]() : null
+    this.lossless = options.lossless ?? false
+    this.opaque = options.opaque ?? false
+    this.dictAsObject = checkChoice(options.dict ?? 'map', ['map', 'object'], 'dict') === 'object'
+    this.maxDepth = checkLimit(options.maxDepth ?? DEFAULT_MAX_DEPTH, 'maxDepth')
+    this.encoding = options.encoding ?? 'ASCII'
+    this.errors = options.errors ?? 'strict'
+    this.fixImports = options.fixImports ?? true
+    this.globals = options.globals ?? defaultGlobals
+  }
+
+  setInput(data: Uint8Array, start: number, end: number): void {
+    this.data = data
+    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+    this.pos = start
+    this.end = end
+  }
+
+  /** Loads the pickle that starts at pos; leaves pos just after its STOP. */
+  loadOne(): unknown {
+    if (this.pos >= this.end) throw new EOFError('Ran out of input')
+    this.stack = []
+    this.metastack = []
+    this.proto = 0
+    let opStart = this.pos
+    try {
+      for (;;) {
+        opStart = this.pos
+        if (opStart >= this.end) truncated()
+        const code = this.data[this.pos++]!
+        const load = LOADERS[code]
+        if (load === undefined) throw invalidLoadKey(code)
+        if (load(this) === true) break
+      }
+    } catch (err) {
+      throw located(err, opStart, this.data[opStart])
+    }
+    const result = this.result
+    this.result = undefined
+    this.stack = []
+    this.metastack = []
+    return result
+  }
+
+  // ---- reading inline arguments ----
+
+  need(n: number): number {
+    const at = this.pos
+    if (n > this.end - at) truncated()
+    this.pos = at + n
+    return at
+  }
+
+  uint1(): number {
+    if (this.pos >= this.end) truncated()
+    return this.data[this.pos++]!
+  }
+
+  uint2(): number {
+    const at = this.need(2)
+    return this.data[at]! | (this.data[at + 1]! << 8)
+  }
+
+  int4(): number {
+    return this.view.getInt32(this.need(4), true)
+  }
+
+  uint4(): number {
+    return this.view.getUint32(this.need(4), true)
+  }
+
+  /** An 8-byte unsigned length; anything past what the input holds is truncation, not an allocation. */
+  uint8(): number {
+    const at = this.need(8)
+    const lo = this.view.getUint32(at, true)
+    const hi = this.view.getUint32(at + 4, true)
+    if (hi >= 0x200000) return Number.MAX_SAFE_INTEGER // beyond 2^53: larger than any input can be
+    return hi * TWO_32 + lo
+  }
+
+  /** The bytes up to the next newline, without it. */
+  line(): [start: number, end: number] {
+    const start = this.pos
+    const nl = this.data.indexOf(0x0a, start)
+    if (nl < 0 || nl >= this.end) truncated()
+    this.pos = nl + 1
+    return [start, nl]
+  }
+
+  lineText(): string {
+    const [a, b] = this.line()
+    return decodeLatin1(this.data, a, b)
+  }
+
+  // ---- the stack ----
+
+  pop(): unknown {
+    if (this.stack.length === 0) underflow()
+    return this.stack.pop()
+  }
+
+  top(): unknown {
+    const st = this.stack
+    if (st.length === 0) underflow()
+    return st[st.length - 1]
+  }
+
+  /** Everything above the topmost mark, removing the mark. */
+  popMark(): unknown[] {
+    const items = this.stack
+    const below = this.metastack.pop()
+    if (below === undefined) throw new UnpicklingError('could not find MARK')
+    this.stack = below
+    return items
+  }
+
+  // ---- values ----
+
+  float(x: number): unknown {
+    return this.lossless && Number.isInteger(x) ? new PyFloat(x) : x
+  }
+
+  newDict(): unknown {
+    return this.dictAsObject ? {} : new Map()
+  }
+
+  memoGet(index: number): void {
+    const v = this.memo[index]
+    if (v === undefined) throw new UnpicklingError(`Memo value not found at index ${index}`)
+    this.stack.push(v)
+  }
+
+  memoPut(index: number): void {
+    if (index < 0) throw new UnpicklingError('negative PUT argument')
+    if (this.memo[index] === undefined) this.memoCount++
+    this.memo[index] = this.top()
+  }
+
+  findClass(module: string, name: string): unknown {
+    if (this.proto < 3 && this.fixImports) [module, name] = fixImport(module, name)
+    const hook = this.options.findClass
+    return hook ? hook(module, name, (m, n) => this.defaultFindClass(m, n)) : this.defaultFindClass(module, name)
+  }
+
+  defaultFindClass(module: string, name: string): unknown {
+    const found = this.globals.get(module, name)
+    if (found !== undefined) return found
+    if (this.opaque) {
+      const key = `${module}.${name}`
+      let g = this.opaqueGlobals.get(key)
+      if (g === undefined) this.opaqueGlobals.set(key, (g = new PyGlobal(module, name, {}, true)))
+      return g
+    }
+    throw new UnpicklingError(`global '${module}.${name}' is forbidden`)
+  }
+
+  persistentLoad(pid: unknown, binary: boolean): unknown {
+    const hook = this.options.persistentLoad
+    if (hook) return hook(pid)
+    if (this.opaque) return new PyPersistentRef(pid, binary)
+    throw new UnpicklingError('A load persistent id instruction was encountered, but no persistentLoad function was specified')
+  }
+
+  python2Str(start: number, end: number): unknown {
+    return decodePython2Str(this.data.slice(start, end), this.encoding, this.errors)
+  }
+}
+
+function checkChoice<T extends string>(v: string, allowed: readonly T[], name: string): T {
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw new PickleError(`option ${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`)
+  }
+  return v as T
+}
+
+function checkLimit(v: number, name: string): number {
+  if (typeof v !== 'number' || !(v > 0)) throw new PickleError(`option ${name} must be a positive number, got ${describe(v)}`)
+  return v
+}
+
+/** Turns anything thrown while loading into an UnpicklingError that says where it happened. */
+function located(err: unknown, at: number, code: number | undefined): PickleError {
+  if (err instanceof EOFError) return err
+  const op = code === undefined ? undefined : OPCODE_BY_CODE[code]
+  const where = ` (at byte ${at}${op ? `, opcode ${op.name}` : ''})`
+  if (err instanceof UnpicklingError) {
+    err.message += where
+    return err
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  return new UnpicklingError(message + where, { cause: err })
+}
+
+// ---- integers ----
+
+const SAFE_BIG_MAX = BigInt(Number.MAX_SAFE_INTEGER)
+const SAFE_BIG_MIN = BigInt(Number.MIN_SAFE_INTEGER)
+
+/** A bigint as a number when exact, as Python ints map to JavaScript. */
+function intValue(v: bigint): number | bigint {
+  return v <= SAFE_BIG_MAX && v >= SAFE_BIG_MIN ? Number(v) : v
+}
+
+/** A little-endian two's complement integer (LONG1, LONG4). */
+function decodeLong(b: Uint8Array, at: number, n: number): number | bigint {
+  if (n === 0) return 0
+  if (n <= 6) {
+    let v = 0
+    for (let i = n - 1; i >= 0; i--) v = v * 256 + b[at + i]!
+    return b[at + n - 1]! & 0x80 ? v - 2 ** (8 * n) : v
+  }
+  let hex = ''
+  for (let i = n - 1; i >= 0; i--) hex += (b[at + i]! < 16 ? '0' : '') + b[at + i]!.toString(16)
+  let v = BigInt('0x' + hex)
+  if (b[at + n - 1]! & 0x80) v -= 1n << BigInt(8 * n)
+  return intValue(v)
+}
+
+function parseDecimal(text: string, what: string): number | bigint {
+  const t = text.trim()
+  if (!/^[+-]?\d+$/.test(t)) throw new UnpicklingError(`invalid literal for int() in ${what}: ${JSON.stringify(text)}`)
+  const digits = t.replace(/^[+-]/, '').length
+  if (digits > MAX_INT_DIGITS) throw new UnpicklingError(`${what} has ${digits} digits, more than the ${MAX_INT_DIGITS} Python accepts`)
+  if (digits < 16) return Number(t)
+  return intValue(BigInt(t))
+}
+
+const FLOAT_TEXT = /^[+-]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][+-]?\d+)?$/
+function parseFloatText(text: string): number {
+  const t = text.trim()
+  const lower = t.toLowerCase().replace(/^\+/, '')
+  if (lower === 'inf' || lower === 'infinity') return Infinity
+  if (lower === '-inf' || lower === '-infinity') return -Infinity
+  if (lower === 'nan' || lower === '-nan') return NaN
+  if (!FLOAT_TEXT.test(t)) throw new UnpicklingError(`could not convert string to float: ${JSON.stringify(text)}`)
+  return Number(t.replace(/_/g, ''))
+}
+
+// ---- containers ----
+
+/** Python refuses mutable containers as dict keys and set members; so do we. */
+function checkHashable(k: unknown): void {
+  if (typeof k !== 'object' || k === null) return
+  if ((Array.isArray(k) && !(k instanceof Tuple)) || (k instanceof Map) || (k instanceof Set && !(k instanceof FrozenSet)) || k instanceof ByteArray) {
+    throw new UnpicklingError(`unhashable type: '${describe(k)}'`)
+  }
+}
+
+function setItem(s: LoadState, target: unknown, k: unknown, v: unknown): void {
+  if (target instanceof Map) {
+    checkHashable(k)
+    target.set(k, v)
+  } else if (target instanceof PyObject) {
+    target.dictItems.push([k, v])
+  } else if (s.dictAsObject && typeof target === 'object' && target !== null && isPlainObject(target)) {
+    if (typeof k !== 'string') throw new UnpicklingError(`dict key ${describe(k)} cannot be an object property with dict: 'object'; use dict: 'map'`)
+    defineOwn(target as Record<string, unknown>, k, v)
+  } else {
+    throw new UnpicklingError(`cannot set items on ${describe(target)}`)
+  }
+}
+
+/** Sets an own property even for "__proto__", so that no key can reach a prototype. */
+function defineOwn(target: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === '__proto__') Object.defineProperty(target, k, { value: v, writable: true, enumerable: true, configurable: true })
+  else target[k] = v
+}
+
+function appendItems(target: unknown, items: unknown[], start: number): void {
+  if (Array.isArray(target) && !(target instanceof Tuple)) {
+    for (let i = start; i < items.length; i++) target.push(items[i])
+  } else if (target instanceof PyObject) {
+    for (let i = start; i < items.length; i++) target.listItems.push(items[i])
+  } else {
+    throw new UnpicklingError(`cannot append to ${describe(target)}`)
+  }
+}
+
+function addItems(target: unknown, items: unknown[]): void {
+  if (!(target instanceof Set) || target instanceof FrozenSet) throw new UnpicklingError(`cannot add items to ${describe(target)}`)
+  for (const x of items) {
+    checkHashable(x)
+    target.add(x)
+  }
+}
+
+function makeTuple(items: readonly unknown[]): Tuple {
+  const t = new Tuple()
+  for (let i = 0; i < items.length; i++) t.push(items[i])
+  return t
+}
+
+// ---- objects ----
+
+function callGlobal(callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
+  if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
+  if (callable instanceof PyGlobal) return withName(callable, () => callable.call(args, origin))
+  if (typeof callable === 'function') return callable(...args)
+  throw new UnpicklingError(`cannot call ${describe(callable)}`)
+}
+
+function newObject(cls: unknown, args: unknown, kwargs: unknown, origin: 'newobj' | 'newobj_ex'): unknown {
+  if (!Array.isArray(args)) throw new UnpicklingError(`NEWOBJ arguments must be a tuple, got ${describe(args)}`)
+  if (cls instanceof PyGlobal) return withName(cls, () => cls.newObject(args, kwargs, origin))
+  if (typeof cls === 'function' && typeof cls.prototype === 'object' && cls.prototype !== null) return Object.create(cls.prototype)
+  throw new UnpicklingError(`cannot create an instance of ${describe(cls)}`)
+}
+
+/** Runs a reconstructor; its own complaints become UnpicklingErrors naming the global. */
+function withName<T>(g: PyGlobal, fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof UnpicklingError) throw err
+    const message = err instanceof Error ? err.message : String(err)
+    throw new UnpicklingError(`${g}: ${message}`, { cause: err })
+  }
+}
+
+const NOT_BUILDABLE = [Array, Map, Set, Uint8Array, PyGlobal, PickleBuffer] as const
+
+function build(inst: unknown, state: unknown): void {
+  if (typeof inst !== 'object' || inst === null) throw new UnpicklingError(`BUILD needs an object, got ${describe(inst)}`)
+  const custom = (inst as { [setState]?: unknown })[setState]
+  if (typeof custom === 'function') {
+    try {
+      custom.call(inst, state)
+    } catch (err) {
+      if (err instanceof UnpicklingError) throw err
+      throw new UnpicklingError(`BUILD of ${describe(inst)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+    return
+  }
+  if (NOT_BUILDABLE.some((c) => inst instanceof c)) throw new UnpicklingError(`BUILD state cannot be applied to ${describe(inst)}`)
+  let slotState: unknown = null
+  if (Array.isArray(state) && state.length === 2) [state, slotState] = state
+  for (const part of [state, slotState]) {
+    if (part === null) continue
+    for (const [k, v] of dictEntries(part, 'BUILD state')) {
+      if (typeof k !== 'string') throw new UnpicklingError(`BUILD state keys must be str, got ${describe(k)}`)
+      defineOwn(inst as Record<string, unknown>, k, v)
+    }
+  }
+}
+
+// ---- one loader per opcode ----
+
+const LOADER_BY_NAME: Record<OpName, Loader> = {
+  PROTO(s) {
+    const p = s.uint1()
+    if (p > HIGHEST_PROTOCOL) throw new UnpicklingError(`unsupported pickle protocol: ${p}`)
+    s.proto = p
+  },
+  FRAME(s) {
+    const n = s.uint8()
+    if (n > s.end - s.pos) throw new UnpicklingError(`pickle data was truncated: a FRAME of ${n} bytes, ${s.end - s.pos} left`)
+  },
+  STOP(s) {
+    s.result = s.pop()
+    return true
+  },
+
+  // integers
+  INT(s) {
+    const text = s.lineText()
+    if (text === '00') s.stack.push(false)
+    else if (text === '01') s.stack.push(true)
+    else s.stack.push(parseDecimal(text, 'INT'))
+  },
+  BININT(s) {
+    s.stack.push(s.int4())
+  },
+  BININT1(s) {
+    if (s.pos >= s.end) truncated()
+    s.stack.push(s.data[s.pos++])
+  },
+  BININT2(s) {
+    s.stack.push(s.uint2())
+  },
+  LONG(s) {
+    let text = s.lineText()
+    if (text.endsWith('L')) text = text.slice(0, -1)
+    s.stack.push(parseDecimal(text, 'LONG'))
+  },
+  LONG1(s) {
+    const n = s.uint1()
+    s.stack.push(decodeLong(s.data, s.need(n), n))
+  },
+  LONG4(s) {
+    const n = s.int4()
+    if (n < 0) throw new UnpicklingError('LONG pickle has negative byte count')
+    s.stack.push(decodeLong(s.data, s.need(n), n))
+  },
+
+  // floats
+  FLOAT(s) {
+    s.stack.push(s.float(parseFloatText(s.lineText())))
+  },
+  BINFLOAT(s) {
+    s.stack.push(s.float(s.view.getFloat64(s.need(8), false)))
+  },
+
+  // text
+  BINUNICODE(s) {
+    const n = s.uint4()
+    const at = s.need(n)
+    s.stack.push(decodeUtf8(s.data, at, at + n))
+  },
+  SHORT_BINUNICODE(s) {
+    const n = s.uint1()
+    const at = s.need(n)
+    s.stack.push(decodeUtf8(s.data, at, at + n))
+  },
+  BINUNICODE8(s) {
+    const n = s.uint8()
+    const at = s.need(n)
+    s.stack.push(decodeUtf8(s.data, at, at + n))
+  },
+  UNICODE(s) {
+    const [a, b] = s.line()
+    s.stack.push(rawUnicodeEscapeDecode(s.data, a, b))
+  },
+  STRING(s) {
+    const [a, b] = s.line()
+    const q = s.data[a]
+    if (b - a < 2 || (q !== 0x22 && q !== 0x27) || s.data[b - 1] !== q) {
+      throw new UnpicklingError('the STRING opcode argument must be quoted')
+    }
+    s.stack.push(decodePython2Str(escapeDecode(s.data.subarray(a + 1, b - 1)), s.encoding, s.errors))
+  },
+  BINSTRING(s) {
+    const n = s.int4()
+    if (n < 0) throw new UnpicklingError('BINSTRING pickle has negative byte count')
+    const at = s.need(n)
+    s.stack.push(s.python2Str(at, at + n))
+  },
+  SHORT_BINSTRING(s) {
+    const n = s.uint1()
+    const at = s.need(n)
+    s.stack.push(s.python2Str(at, at + n))
+  },
+
+  // bytes and buffers
+  BINBYTES(s) {
+    const n = s.uint4()
+    const at = s.need(n)
+    s.stack.push(s.data.slice(at, at + n))
+  },
+  SHORT_BINBYTES(s) {
+    const n = s.uint1()
+    const at = s.need(n)
+    s.stack.push(s.data.slice(at, at + n))
+  },
+  BINBYTES8(s) {
+    const n = s.uint8()
+    const at = s.need(n)
+    s.stack.push(s.data.slice(at, at + n))
+  },
+  BYTEARRAY8(s) {
+    const n = s.uint8()
+    const at = s.need(n)
+    const out = new ByteArray(n)
+    out.set(s.data.subarray(at, at + n))
+    s.stack.push(out)
+  },
+  NEXT_BUFFER(s) {
+    if (s.buffers === null) throw new UnpicklingError('pickle stream refers to out-of-band data but no buffers were given')
+    const next = s.buffers.next()
+    if (next.done) throw new UnpicklingError('not enough out-of-band buffers')
+    const buf = next.value
+    s.stack.push(buf instanceof PickleBuffer ? buf : new PickleBuffer(buf))
+  },
+  READONLY_BUFFER(s) {
+    const top = s.top()
+    if (top instanceof PickleBuffer) {
+      if (!top.readonly) s.stack[s.stack.length - 1] = new PickleBuffer(top, { readonly: true })
+    } else if (top instanceof Uint8Array || ArrayBuffer.isView(top)) {
+      s.stack[s.stack.length - 1] = new PickleBuffer(asBytesView(top), { readonly: true })
+    } else {
+      throw new UnpicklingError(`READONLY_BUFFER needs a buffer, got ${describe(top)}`)
+    }
+  },
+
+  // constants
+  NONE(s) {
+    s.stack.push(null)
+  },
+  NEWTRUE(s) {
+    s.stack.push(true)
+  },
+  NEWFALSE(s) {
+    s.stack.push(false)
+  },
+
+  // lists
+  EMPTY_LIST(s) {
+    s.stack.push([])
+  },
+  APPEND(s) {
+    const v = s.pop()
+    const list = s.top()
+    if (Array.isArray(list) && list.constructor === Array) list.push(v)
+    else appendItems(list, [v], 0)
+  },
+  APPENDS(s) {
+    const items = s.popMark()
+    const list = s.top()
+    if (Array.isArray(list) && list.constructor === Array) {
+      for (let i = 0; i < items.length; i++) list.push(items[i])
+    } else {
+      appendItems(list, items, 0)
+    }
+  },
+  LIST(s) {
+    const items = s.popMark()
+    s.stack.push(items)
+  },
+
+  // tuples
+  EMPTY_TUPLE(s) {
+    s.stack.push(new Tuple())
+  },
+  TUPLE(s) {
+    const items = s.popMark()
+    s.stack.push(makeTuple(items))
+  },
+  TUPLE1(s) {
+    const t = new Tuple()
+    t.push(s.pop())
+    s.stack.push(t)
+  },
+  TUPLE2(s) {
+    const b = s.pop()
+    const a = s.pop()
+    const t = new Tuple()
+    t.push(a, b)
+    s.stack.push(t)
+  },
+  TUPLE3(s) {
+    const c = s.pop()
+    const b = s.pop()
+    const a = s.pop()
+    const t = new Tuple()
+    t.push(a, b, c)
+    s.stack.push(t)
+  },
+
+  // dicts
+  EMPTY_DICT(s) {
+    s.stack.push(s.newDict())
+  },
+  DICT(s) {
+    const items = s.popMark()
+    if (items.length % 2 !== 0) throw new UnpicklingError('odd number of items for DICT')
+    const d = s.newDict()
+    for (let i = 0; i < items.length; i += 2) setItem(s, d, items[i], items[i + 1])
+    s.stack.push(d)
+  },
+  SETITEM(s) {
+    const v = s.pop()
+    const k = s.pop()
+    setItem(s, s.top(), k, v)
+  },
+  SETITEMS(s) {
+    const items = s.popMark()
+    if (items.length % 2 !== 0) throw new UnpicklingError('odd number of items for SETITEMS')
+    const d = s.top()
+    if (d instanceof Map && d.constructor === Map) {
+      for (let i = 0; i < items.length; i += 2) {
+        const k = items[i]
+        if (typeof k === 'object' && k !== null) checkHashable(k)
+        d.set(k, items[i + 1])
+      }
+    } else {
+      for (let i = 0; i < items.length; i += 2) setItem(s, d, items[i], items[i + 1])
+    }
+  },
+
+  // sets
+  EMPTY_SET(s) {
+    s.stack.push(new Set())
+  },
+  ADDITEMS(s) {
+    const items = s.popMark()
+    addItems(s.top(), items)
+  },
+  FROZENSET(s) {
+    const items = s.popMark()
+    for (const x of items) checkHashable(x)
+    s.stack.push(new FrozenSet(items))
+  },
+
+  // stack manipulation
+  POP(s) {
+    if (s.stack.length > 0) s.stack.pop()
+    else s.popMark()
+  },
+  DUP(s) {
+    s.stack.push(s.top())
+  },
+  MARK(s) {
+    if (s.metastack.length >= s.maxDepth) throw new UnpicklingError(`MARK nesting deeper than maxDepth (${s.maxDepth})`)
+    s.metastack.push(s.stack)
+    s.stack = []
+  },
+  POP_MARK(s) {
+    s.popMark()
+  },
+
+  // memo
+  GET(s) {
+    s.memoGet(Number(parseDecimal(s.lineText(), 'GET')))
+  },
+  BINGET(s) {
+    s.memoGet(s.uint1())
+  },
+  LONG_BINGET(s) {
+    s.memoGet(s.uint4())
+  },
+  PUT(s) {
+    s.memoPut(Number(parseDecimal(s.lineText(), 'PUT')))
+  },
+  BINPUT(s) {
+    s.memoPut(s.uint1())
+  },
+  LONG_BINPUT(s) {
+    s.memoPut(s.uint4())
+  },
+  MEMOIZE(s) {
+    s.memoPut(s.memoCount)
+  },
+
+  // globals and objects
+  GLOBAL(s) {
+    const [ma, mb] = s.line()
+    const [na, nb] = s.line()
+    s.stack.push(s.findClass(decodeUtf8(s.data, ma, mb), decodeUtf8(s.data, na, nb)))
+  },
+  STACK_GLOBAL(s) {
+    const name = s.pop()
+    const module = s.pop()
+    if (typeof module !== 'string' || typeof name !== 'string') throw new UnpicklingError('STACK_GLOBAL requires str')
+    s.stack.push(s.findClass(module, name))
+  },
+  EXT1(s) {
+    loadExtension(s, s.uint1())
+  },
+  EXT2(s) {
+    loadExtension(s, s.uint2())
+  },
+  EXT4(s) {
+    loadExtension(s, s.int4())
+  },
+  REDUCE(s) {
+    const args = s.pop()
+    const callable = s.pop()
+    s.stack.push(callGlobal(callable, args, 'reduce'))
+  },
+  NEWOBJ(s) {
+    const args = s.pop()
+    const cls = s.pop()
+    s.stack.push(newObject(cls, args, null, 'newobj'))
+  },
+  NEWOBJ_EX(s) {
+    const kwargs = s.pop()
+    const args = s.pop()
+    const cls = s.pop()
+    s.stack.push(newObject(cls, args, kwargs, 'newobj_ex'))
+  },
+  INST(s) {
+    const [ma, mb] = s.line()
+    const [na, nb] = s.line()
+    const cls = s.findClass(decodeLatin1(s.data, ma, mb), decodeLatin1(s.data, na, nb))
+    const args = s.popMark()
+    s.stack.push(callGlobal(cls, args, 'inst'))
+  },
+  OBJ(s) {
+    const args = s.popMark()
+    if (args.length === 0) underflow()
+    const cls = args.shift()
+    s.stack.push(callGlobal(cls, args, 'obj'))
+  },
+  BUILD(s) {
+    const state = s.pop()
+    build(s.top(), state)
+  },
+  PERSID(s) {
+    const [a, b] = s.line()
+    for (let i = a; i < b; i++) {
+      if (s.data[i]! >= 0x80) throw new UnpicklingError('persistent IDs in protocol 0 must be ASCII strings')
+    }
+    s.stack.push(s.persistentLoad(decodeLatin1(s.data, a, b), false))
+  },
+  BINPERSID(s) {
+    s.stack.push(s.persistentLoad(s.pop(), true))
+  },
+}
+
+function loadExtension(s: LoadState, code: number): void {
+  if (code <= 0) throw new UnpicklingError(`EXT specifies code <= 0: ${code}`)
+  const entry = s.options.extensions?.get(code)
+  if (entry) {
+    s.stack.push(s.findClass(entry[0], entry[1]))
+  } else if (s.opaque) {
+    s.stack.push(new PyGlobal('', '', {}, true, code))
+  } else {
+    throw new UnpicklingError(`unregistered extension code ${code}`)
+  }
+}
+
+/** Loaders by opcode byte, from the opcode table. */
+const LOADERS: readonly (Loader | undefined)[] = (() => {
+  const table: (Loader | undefined)[] = new Array(256).fill(undefined)
+  for (const op of OPCODES) table[op.code] = LOADER_BY_NAME[op.name]
+  return table
+})()
+
+// ---- the public API ----
+
+/** A plain Uint8Array over the same memory (a Node Buffer's slice() would be a view, not a copy). */
+function toBytes(data: BytesLike): Uint8Array {
+  if (data instanceof Uint8Array && data.constructor === Uint8Array) return data
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) {
+    return new Uint8Array(data)
+  }
+  throw new PickleError(`expected bytes (an ArrayBuffer, SharedArrayBuffer or ArrayBufferView), got ${describe(data)}`)
+}
+
+function isChunkSource(v: unknown): v is ChunkSource {
+  return typeof v === 'object' && v !== null && !ArrayBuffer.isView(v) &&
+    (Symbol.asyncIterator in v || Symbol.iterator in v)
+}
+
+/**
+ * Python's pickle.Unpickler. Reads one pickle per load() from bytes in memory, or, with
+ * loadAsync(), from a source of chunks; several pickles in one input load one after the
+ * other, and a clean end of input gives EOFError.
+ */
+export class Unpickler {
+  readonly #state: LoadState
+  readonly #source: Uint8Array | ChunkSource
+  readonly #maxSize: number
+  readonly #scanner = new PickleScanner()
+  #chunks: AsyncIterator<BytesLike> | Iterator<BytesLike> | null = null
+  /** Bytes read from a chunk source and not yet loaded: #pending[#start, #end). */
+  #pending: Uint8Array = new Uint8Array(0)
+  #start = 0
+  #end = 0
+  #sourceDone = false
+  #consumed = 0
+
+  constructor(source: BytesLike | ChunkSource, options: UnpicklerOptions = {}) {
+    this.#state = new LoadState(options)
+    this.#maxSize = checkLimit(options.maxSize ?? DEFAULT_MAX_SIZE, 'maxSize')
+    if (isChunkSource(source)) {
+      this.#source = source
+    } else {
+      const bytes = toBytes(source)
+      this.#source = bytes
+      this.#state.setInput(bytes, 0, bytes.length)
+    }
+  }
+
+  /** Bytes consumed so far: the position just after the last pickle loaded. */
+  get position(): number {
+    return this.#source instanceof Uint8Array ? this.#state.pos : this.#consumed
+  }
+
+  /** The memo, shared by successive loads, as Python's Unpickler keeps it. */
+  get memo(): unknown[] {
+    return this.#state.memo
+  }
+
+  /** Loads the next pickle from bytes in memory. */
+  load(): unknown {
+    if (!(this.#source instanceof Uint8Array)) throw new PickleError('this Unpickler reads a stream: use loadAsync()')
+    return this.#state.loadOne()
+  }
+
+  /** Loads the next pickle from any source, reading only the chunks it needs. */
+  async loadAsync(): Promise<unknown> {
+    if (this.#source instanceof Uint8Array) return this.#state.loadOne()
+    for (;;) {
+      if (this.#end > this.#start) {
+        const stop = this.#scanStream()
+        if (stop >= 0) {
+          const s = this.#state
+          s.setInput(this.#pending, this.#start, stop)
+          const value = s.loadOne()
+          this.#consumed += stop - this.#start
+          this.#start = stop
+          this.#scanner.reset(stop)
+          return value
+        }
+      }
+      if (this.#sourceDone) {
+        if (this.#end > this.#start) {
+          throw new UnpicklingError(`pickle data was truncated: the input ended ${this.#end - this.#start} bytes into a pickle`)
+        }
+        throw new EOFError('Ran out of input')
+      }
+      if (!(await this.#readChunk())) this.#sourceDone = true
+    }
+  }
+
+  #scanStream(): number {
+    try {
+      return this.#scanner.scan(this.#pending, this.#end)
+    } catch (err) {
+      throw located(err, this.#consumed, undefined)
+    }
+  }
+
+  /** Pickles until the clean end of the input. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.loadAsync()
+      } catch (err) {
+        if (err instanceof EOFError) return
+        throw err
+      }
+    }
+  }
+
+  async #readChunk(): Promise<boolean> {
+    const src = this.#source as ChunkSource
+    this.#chunks ??= Symbol.asyncIterator in src
+      ? (src as AsyncIterable<BytesLike>)[Symbol.asyncIterator]()
+      : (src as Iterable<BytesLike>)[Symbol.iterator]()
+    const next = await this.#chunks.next()
+    if (next.done) return false
+    const chunk = toBytes(next.value)
+    const live = this.#end - this.#start
+    if (live + chunk.length > this.#maxSize) {
+      throw new UnpicklingError(`pickle larger than maxSize (${this.#maxSize} bytes)`)
+    }
+    if (this.#end + chunk.length > this.#pending.length) {
+      // Memory follows the bytes that arrived, never a length field: compact, or grow by doubling.
+      const target = live + chunk.length <= this.#pending.length
+        ? this.#pending
+        : new Uint8Array(Math.min(this.#maxSize, Math.max(live + chunk.length, 64 * 1024, this.#pending.length * 2)))
+      target.set(this.#pending.subarray(this.#start, this.#end), 0)
+      this.#scanner.shift(this.#start)
+      this.#pending = target
+      this.#end = live
+      this.#start = 0
+    }
+    this.#pending.set(chunk, this.#end)
+    this.#end += chunk.length
+    return true
+  }
+}
+
+/** Python's pickle.loads: the first pickle in data. */
+export function loads(data: BytesLike, options?: UnpicklerOptions): unknown {
+  return new Unpickler(data, options).load()
+}
+
+/** Python's pickle.load: the first pickle from bytes or a source of chunks. */
+export function load(source: BytesLike | ChunkSource, options?: UnpicklerOptions): Promise<unknown> {
+  return new Unpickler(source, options).loadAsync()
+}
