@@ -41,6 +41,7 @@ const tasks = {
   build,
   test(args) {
     build()
+    run(bin('tsc'), ['-p', 'test/tsconfig.json'])
     run(bin('tap'), args)
   },
   demo(args) {

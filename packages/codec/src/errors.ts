@@ -9,8 +9,26 @@ export class PickleError extends Error {
   }
 }
 
-/** Thrown when a value cannot be pickled (Python's pickle.PicklingError). */
-export class PicklingError extends PickleError {}
+/**
+ * Thrown when a value cannot be pickled (Python's pickle.PicklingError). path is where in
+ * the value it happened: keys and indexes from the top, as in value[2].name.
+ */
+export class PicklingError extends PickleError {
+  readonly path: (string | number)[] = []
+  #reason: string
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.#reason = message
+  }
+
+  /** Records one more step of the path, from the inside out, and updates the message. */
+  addPathStep(step: string | number): void {
+    this.path.unshift(step)
+    const where = this.path.map((p) => (typeof p === 'number' ? `[${p}]` : /^[A-Za-z_$][\w$]*$/.test(p) ? `.${p}` : `[${JSON.stringify(p)}]`)).join('')
+    this.message = `${this.#reason} (at value${where})`
+  }
+}
 
 /** Thrown when a pickle is malformed, truncated or refused (Python's pickle.UnpicklingError). */
 export class UnpicklingError extends PickleError {}

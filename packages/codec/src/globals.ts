@@ -4,15 +4,36 @@
  * application registers it (or opts into the opaque mode).
  */
 import { PickleError } from './errors.js'
+import type { ReduceValue } from './types.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
   PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
   describe, type GlobalBehaviour,
 } from './types.js'
 
+/** Hooks for a registered JavaScript class, in place of Python's dunder methods. */
+export interface ClassHooks<T extends object = object> {
+  /** __getstate__: the BUILD state. Default: the own enumerable properties, as a dict (none when empty). */
+  getState?(obj: T): unknown
+  /** __setstate__: applies a BUILD state. Default: assigns a dict's entries as own properties. */
+  setState?(obj: T, state: unknown): void
+  /** __getnewargs__: the arguments for NEWOBJ. Default: none. */
+  getNewArgs?(obj: T): readonly unknown[]
+  /** __reduce_ex__: the whole recipe, overriding the three above. */
+  reduce?(obj: T, protocol: number): ReduceValue
+}
+
+/** A JavaScript class or function registered under a Python global name. */
+export interface Registration {
+  readonly target: Function
+  readonly global: PyGlobal
+  readonly hooks: ClassHooks<any>
+}
+
 /** A name to value mapping for globals; a registry can fall back to a parent. */
 export class GlobalRegistry {
   readonly #entries = new Map<string, unknown>()
+  readonly #registrations = new Map<Function, Registration>()
   #frozen = false
 
   constructor(readonly parent: GlobalRegistry | null = null) {}
@@ -42,6 +63,37 @@ export class GlobalRegistry {
     return g
   }
 
+  /**
+   * Registers a JavaScript class under a Python "module.name": its instances pickle as
+   * instances of that class (NEWOBJ and BUILD, or the hooks' reduce), and loading that class
+   * makes instances of this one without running its constructor, as Python's __new__ does.
+   */
+  registerClass<T extends object>(cls: abstract new (...args: any[]) => T, qualifiedName: string, hooks: ClassHooks<T> = {}): PyGlobal {
+    const [module, name] = splitQualifiedName(qualifiedName)
+    const g = new PyGlobal(module, name, {
+      call: (args) => Reflect.construct(cls, args),
+      newObject: () => Object.create(cls.prototype),
+    })
+    return this.#register(cls, g, hooks)
+  }
+
+  /** Registers a JavaScript function under a Python "module.name": REDUCE calls it, and it pickles as that global. */
+  registerFunction(fn: (...args: any[]) => unknown, qualifiedName: string): PyGlobal {
+    const [module, name] = splitQualifiedName(qualifiedName)
+    return this.#register(fn, new PyGlobal(module, name, { call: (args) => fn(...args) }), {})
+  }
+
+  #register(target: Function, g: PyGlobal, hooks: ClassHooks<any>): PyGlobal {
+    this.set(g.module, g.name, g)
+    this.#registrations.set(target, { target, global: g, hooks })
+    return g
+  }
+
+  /** The registration of a class or function, here or in a parent. */
+  registration(target: Function): Registration | undefined {
+    return this.#registrations.get(target) ?? this.parent?.registration(target)
+  }
+
   /** Every key registered here and in the parents. */
   keys(): string[] {
     return [...new Set([...(this.parent?.keys() ?? []), ...this.#entries.keys()])]
@@ -51,6 +103,12 @@ export class GlobalRegistry {
     this.#frozen = true
     return this
   }
+}
+
+function splitQualifiedName(q: string): [string, string] {
+  const dot = q.lastIndexOf('.')
+  if (dot <= 0 || dot === q.length - 1) throw new PickleError(`expected a qualified name "module.name", got ${JSON.stringify(q)}`)
+  return [q.slice(0, dot), q.slice(dot + 1)]
 }
 
 /** Thrown by reconstructors; the unpickler adds the global's name. */
@@ -400,4 +458,24 @@ export function fixImport(module: string, name: string): [string, string] {
   const renamed = NAME_RENAMES.get(`${module}.${name}`)
   if (renamed) return [renamed[0], renamed[1]]
   return [MODULE_RENAMES.get(module) ?? module, name]
+}
+
+/** Python 3 names written the Python 2 way when fixImports is on and the protocol is below 3. */
+const REVERSE_NAMES: ReadonlyMap<string, readonly [string, string]> = new Map([
+  ['builtins.range', ['__builtin__', 'xrange']],
+  ['builtins.str', ['__builtin__', 'unicode']],
+  ['builtins.int', ['__builtin__', 'long']],
+  ['functools.reduce', ['__builtin__', 'reduce']],
+] as const)
+const REVERSE_MODULES: ReadonlyMap<string, string> = new Map([
+  ['builtins', '__builtin__'],
+  ['copyreg', 'copy_reg'],
+  ['queue', 'Queue'],
+])
+
+/** Maps a Python 3 global name to the name Python 2 knows (the pickler's fix_imports). */
+export function reverseFixImport(module: string, name: string): [string, string] {
+  const renamed = REVERSE_NAMES.get(`${module}.${name}`)
+  if (renamed) return [renamed[0], renamed[1]]
+  return [REVERSE_MODULES.get(module) ?? module, name]
 }

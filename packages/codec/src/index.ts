@@ -7,12 +7,15 @@ export {
   TAKEN_FROM_ARGUMENT1, TAKEN_FROM_ARGUMENT4, TAKEN_FROM_ARGUMENT4U, TAKEN_FROM_ARGUMENT8U, UP_TO_NEWLINE,
   type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
 } from './opcodes.js'
-export { GlobalRegistry, MAX_ZERO_FILL, defaultGlobals, fixImport } from './globals.js'
+export {
+  GlobalRegistry, MAX_ZERO_FILL, defaultGlobals, fixImport, reverseFixImport, type ClassHooks, type Registration,
+} from './globals.js'
+export { Pickler, dump, dumps, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
 export {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
   PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef, PyRange, PySingleton, PyTime,
-  PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, setState,
-  type BufferSource, type GlobalBehaviour, type HasSetState, type PyObjectOrigin,
+  PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, getNewArgs, getState, reduceEx, setState,
+  type BufferSource, type ReduceValue, type GlobalBehaviour, type HasSetState, type PyObjectOrigin,
 } from './types.js'
 export {
   Unpickler, load, loads,

@@ -14,6 +14,29 @@ export interface HasSetState {
   [setState](state: unknown): void
 }
 
+/** Python's __getstate__: what BUILD will receive when the object is pickled. */
+export const getState: unique symbol = Symbol.for('picklewire.getState')
+/** Python's __getnewargs__: the arguments NEWOBJ passes to cls.__new__. */
+export const getNewArgs: unique symbol = Symbol.for('picklewire.getNewArgs')
+/** Python's __reduce_ex__(protocol): how to rebuild the object, as a ReduceValue. */
+export const reduceEx: unique symbol = Symbol.for('picklewire.reduce')
+
+/**
+ * What a reduce hook returns, as Python's __reduce__ does: a global's qualified name
+ * ("module.name"), or [callable, args, state?, listItems?, dictItems?, stateSetter?].
+ * callable is a PyGlobal, or a class or function registered in the pickler's globals.
+ */
+export type ReduceValue =
+  | string
+  | readonly [
+      callable: unknown,
+      args: readonly unknown[],
+      state?: unknown,
+      listItems?: Iterable<unknown> | null,
+      dictItems?: Iterable<readonly [unknown, unknown]> | null,
+      stateSetter?: unknown,
+    ]
+
 /** A Python tuple: an Array that stays distinct from a list. */
 export class Tuple<T = unknown> extends Array<T> {
   static override get [Symbol.species](): ArrayConstructor {

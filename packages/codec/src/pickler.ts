@@ -1,0 +1,1172 @@
+/**
+ * The pickler: writes protocols 0 to 5 with the same opcode choices, memo numbering, frame
+ * boundaries and batch sizes as CPython's C pickler, so that for the same value the bytes
+ * are the same. One save method per kind of value, named after Python's save_<type>.
+ */
+import { PickleError, PicklingError } from './errors.js'
+import { defaultGlobals, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
+import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
+import {
+  ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
+  PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef, PyRange, PySingleton, PyTime, PyTimeDelta,
+  PyTimeZone, Slice, Tuple, UUID, describe, getNewArgs, getState, reduceEx, type ReduceValue,
+} from './types.js'
+
+/** Where dump() writes: anything with a write method (a Node Writable, an array collector, ...). */
+export interface Sink {
+  write(chunk: Uint8Array): unknown
+}
+
+export interface PicklerOptions {
+  /** 0 to 5; negative means HIGHEST_PROTOCOL. Default DEFAULT_PROTOCOL (4), as Python. */
+  protocol?: number
+  /** Write Python 2 module and global names below protocol 3, as Python does. Default true. */
+  fixImports?: boolean
+  /**
+   * Protocol 5: called with each PickleBuffer in order; a falsy return sends it out of band
+   * (the caller ships it), a truthy one writes it in band. Default: none (all in band).
+   */
+  bufferCallback?: ((buffer: PickleBuffer) => unknown) | null
+  /** Python's persistent_id: a non-null, non-undefined result is written as a persistent id instead of the value. */
+  persistentId?: (value: unknown) => unknown
+  /** Python's dispatch_table: reduce functions by constructor, tried before the built-in ones. */
+  dispatchTable?: ReadonlyMap<Function, (value: any) => ReduceValue>
+  /** Python's reducer_override: tried first for every value that is not a plain data type; return NotImplemented to decline. */
+  reducerOverride?: (value: unknown) => ReduceValue | typeof NotImplemented
+  /** Registered classes and functions, and globals. Default: defaultGlobals. */
+  globals?: GlobalRegistry
+  /** Extension codes (copyreg.add_extension), written as EXT1/2/4 from protocol 2. Default: none. */
+  extensions?: ReadonlyMap<number, readonly [module: string, name: string]>
+  /** Deepest nesting written before a PicklingError (Python's recursion limit). Default 5,000. */
+  maxDepth?: number
+}
+
+const FRAME_SIZE_TARGET = 64 * 1024
+const FRAME_SIZE_MIN = 4
+const FRAME_HEADER_SIZE = 9
+const BATCH_SIZE = 1000
+const DEFAULT_MAX_DEPTH = 5000
+const TWO_32 = 2 ** 32
+
+const encoder = new TextEncoder()
+
+/** Python's float repr: the shortest text that round-trips, in Python's layout. */
+export function floatRepr(x: number): string {
+  if (x !== x) return 'nan'
+  if (x === Infinity) return 'inf'
+  if (x === -Infinity) return '-inf'
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0'
+  const [mant, expText] = x.toExponential().split('e') as [string, string]
+  const exp = Number(expText)
+  const neg = mant.startsWith('-')
+  const digits = mant.replace(/^-/, '').replace('.', '')
+  const sign = neg ? '-' : ''
+  if (exp < -4 || exp >= 16) {
+    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits
+    return `${sign}${m}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`
+  }
+  if (exp < 0) return `${sign}0.${'0'.repeat(-exp - 1)}${digits}`
+  if (digits.length <= exp + 1) return `${sign}${digits}${'0'.repeat(exp + 1 - digits.length)}.0`
+  return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`
+}
+
+/** Python's raw-unicode-escape as the pickler uses it for protocol 0's UNICODE opcode. */
+function rawUnicodeEscape(s: string): Uint8Array {
+  const out: number[] = []
+  const hex = (v: number, width: number): void => {
+    for (const c of v.toString(16).padStart(width, '0')) out.push(c.charCodeAt(0))
+  }
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00)
+        i++
+        out.push(0x5c, 0x55)
+        hex(c, 8)
+        continue
+      }
+    }
+    if (c >= 0x100 || c === 0x5c || c === 0x0a || c === 0x0d || c === 0x00 || c === 0x1a) {
+      out.push(0x5c, 0x75)
+      hex(c, 4)
+    } else {
+      out.push(c)
+    }
+  }
+  return Uint8Array.from(out)
+}
+
+/** UTF-8 with lone surrogates encoded as three bytes each (Python's 'surrogatepass'). */
+function encodeUtf8(s: string): Uint8Array {
+  if (s.isWellFormed()) return encoder.encode(s)
+  const out = new Uint8Array(s.length * 3)
+  let n = 0
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00)
+        i++
+        out[n++] = 0xf0 | (c >> 18)
+        out[n++] = 0x80 | ((c >> 12) & 0x3f)
+        out[n++] = 0x80 | ((c >> 6) & 0x3f)
+        out[n++] = 0x80 | (c & 0x3f)
+        continue
+      }
+    }
+    if (c < 0x80) out[n++] = c
+    else if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6)
+      out[n++] = 0x80 | (c & 0x3f)
+    } else {
+      out[n++] = 0xe0 | (c >> 12)
+      out[n++] = 0x80 | ((c >> 6) & 0x3f)
+      out[n++] = 0x80 | (c & 0x3f)
+    }
+  }
+  return out.subarray(0, n)
+}
+
+/** The two's complement little-endian bytes of an integer, as short as Python writes them. */
+function encodeLong(v: bigint): Uint8Array {
+  if (v === 0n) return new Uint8Array(0)
+  const magnitude = v < 0n ? -v : v
+  const nbits = magnitude.toString(2).length
+  let nbytes = (nbits >> 3) + 1
+  let t = v < 0n ? (1n << BigInt(nbytes * 8)) + v : v
+  const out = new Uint8Array(nbytes)
+  for (let i = 0; i < nbytes; i++) {
+    out[i] = Number(t & 0xffn)
+    t >>= 8n
+  }
+  if (v < 0n && nbytes > 1 && out[nbytes - 1] === 0xff && (out[nbytes - 2]! & 0x80) !== 0) nbytes--
+  return out.subarray(0, nbytes)
+}
+
+function latin1String(b: Uint8Array): string {
+  let s = ''
+  for (let i = 0; i < b.length; i += 0x2000) {
+    s += String.fromCharCode.apply(null, b.subarray(i, Math.min(b.length, i + 0x2000)) as unknown as number[])
+  }
+  return s
+}
+
+function isAsciiText(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false
+  return true
+}
+
+/** Globals the pickler writes for values it reduces itself. */
+const G = {
+  bytes: new PyGlobal('builtins', 'bytes'),
+  bytearray: new PyGlobal('builtins', 'bytearray'),
+  set: new PyGlobal('builtins', 'set'),
+  frozenset: new PyGlobal('builtins', 'frozenset'),
+  complex: new PyGlobal('builtins', 'complex'),
+  range: new PyGlobal('builtins', 'range'),
+  slice: new PyGlobal('builtins', 'slice'),
+  object: new PyGlobal('builtins', 'object'),
+  encode: new PyGlobal('_codecs', 'encode'),
+  reconstructor: new PyGlobal('copyreg', '_reconstructor'),
+  newobj: new PyGlobal('copyreg', '__newobj__'),
+  newobjEx: new PyGlobal('copyreg', '__newobj_ex__'),
+  OrderedDict: new PyGlobal('collections', 'OrderedDict'),
+  Counter: new PyGlobal('collections', 'Counter'),
+  defaultdict: new PyGlobal('collections', 'defaultdict'),
+  deque: new PyGlobal('collections', 'deque'),
+  datetime: new PyGlobal('datetime', 'datetime'),
+  date: new PyGlobal('datetime', 'date'),
+  time: new PyGlobal('datetime', 'time'),
+  timedelta: new PyGlobal('datetime', 'timedelta'),
+  timezone: new PyGlobal('datetime', 'timezone'),
+  Decimal: new PyGlobal('decimal', 'Decimal'),
+  UUID: new PyGlobal('uuid', 'UUID'),
+} as const
+
+function tuple(...items: unknown[]): Tuple {
+  return Tuple.fromItems(items)
+}
+
+/** A normalized reduce recipe. */
+interface Recipe {
+  callable: unknown
+  args: readonly unknown[]
+  state?: unknown
+  listItems?: Iterable<unknown> | null
+  dictItems?: Iterable<readonly [unknown, unknown]> | null
+  stateSetter?: unknown
+}
+
+/**
+ * Python's pickle.Pickler. dump() writes one pickle to the sink, all at once and only when
+ * the whole value pickled: a PicklingError leaves nothing in the sink.
+ */
+export class Pickler {
+  readonly protocol: number
+  readonly #sink: Sink | null
+  readonly #fixImports: boolean
+  readonly #bufferCallback: ((buffer: PickleBuffer) => unknown) | null
+  readonly #persistentId: ((value: unknown) => unknown) | null
+  readonly #dispatchTable: ReadonlyMap<Function, (value: any) => ReduceValue> | null
+  readonly #reducerOverride: ((value: unknown) => ReduceValue | typeof NotImplemented) | null
+  readonly #globals: GlobalRegistry
+  readonly #extensions: ReadonlyMap<string, number>
+  readonly #maxDepth: number
+
+  // output
+  #buf = new Uint8Array(256)
+  #view = new DataView(this.#buf.buffer)
+  #n = 0
+  #framing = false
+  #frameStart = -1
+
+  // memo: objects by identity, strings by value (see docs/mapping.md), globals by name
+  #memoSize = 0
+  #objMemo = new Map<object, number>()
+  #strMemo = new Map<string, number>()
+  #globalMemo = new Map<string, number>()
+  #depth = 0
+
+  constructor(sink: Sink | null = null, options: PicklerOptions = {}) {
+    let protocol = options.protocol ?? DEFAULT_PROTOCOL
+    if (!Number.isInteger(protocol)) throw new PickleError(`protocol must be an integer, got ${describe(protocol)}`)
+    if (protocol < 0) protocol = HIGHEST_PROTOCOL
+    if (protocol > HIGHEST_PROTOCOL) throw new PickleError(`pickle protocol must be <= ${HIGHEST_PROTOCOL}, got ${protocol}`)
+    this.protocol = protocol
+    this.#sink = sink
+    this.#fixImports = options.fixImports ?? true
+    this.#bufferCallback = options.bufferCallback ?? null
+    if (this.#bufferCallback !== null && protocol < 5) {
+      throw new PicklingError(`bufferCallback needs protocol >= 5, got protocol ${protocol}`)
+    }
+    this.#persistentId = options.persistentId ?? null
+    this.#dispatchTable = options.dispatchTable ?? null
+    this.#reducerOverride = options.reducerOverride ?? null
+    this.#globals = options.globals ?? defaultGlobals
+    const ext = new Map<string, number>()
+    for (const [code, [m, n]] of options.extensions ?? []) ext.set(`${m}\0${n}`, code)
+    this.#extensions = ext
+    this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
+  }
+
+  /** Forgets what was pickled before, as Python's clear_memo(). */
+  clearMemo(): void {
+    this.#memoSize = 0
+    this.#objMemo = new Map()
+    this.#strMemo = new Map()
+    this.#globalMemo = new Map()
+  }
+
+  /** Pickles value into the sink; several dumps share the memo, as in Python. */
+  dump(value: unknown): void {
+    if (this.#sink === null) throw new PickleError('this Pickler has no sink: use dumps() or pass a sink')
+    this.#sink.write(this.dumpToBytes(value))
+  }
+
+  /** Pickles value and returns the bytes (the memo is shared with earlier dumps of this Pickler). */
+  dumpToBytes(value: unknown): Uint8Array {
+    this.#n = 0
+    this.#frameStart = -1
+    this.#framing = false
+    try {
+      if (this.protocol >= 2) {
+        const at = this.#reserve(2)
+        this.#buf[at] = OP.PROTO
+        this.#buf[at + 1] = this.protocol
+        if (this.protocol >= 4) this.#framing = true
+      }
+      this.#save(value)
+      this.#op(OP.STOP)
+      this.#commitFrame()
+    } catch (err) {
+      this.#depth = 0
+      if (err instanceof PickleError) throw err
+      if (err instanceof RangeError && /call stack/i.test(err.message)) {
+        throw new PicklingError('the value nests too deeply to pickle (the JavaScript stack ran out)', { cause: err })
+      }
+      throw new PicklingError(err instanceof Error ? err.message : String(err), { cause: err })
+    } finally {
+      this.#framing = false
+    }
+    const n = this.#n
+    this.#n = 0
+    // Keep a small scratch buffer for the next dump; hand big ones over without copying.
+    if (n > 1 << 20) {
+      const out = this.#buf.subarray(0, n)
+      this.#buf = new Uint8Array(256)
+      this.#view = new DataView(this.#buf.buffer)
+      return out
+    }
+    return this.#buf.slice(0, n)
+  }
+
+  // ---- output ----
+
+  #grow(k: number): void {
+    let size = this.#buf.length * 2
+    while (size < this.#n + k) size *= 2
+    const next = new Uint8Array(size)
+    next.set(this.#buf.subarray(0, this.#n))
+    this.#buf = next
+    this.#view = new DataView(next.buffer)
+  }
+
+  /** Room for k bytes at the returned position; opens a frame first when one is due. */
+  #reserve(k: number): number {
+    if (this.#framing && this.#frameStart < 0) {
+      if (this.#n + FRAME_HEADER_SIZE + k > this.#buf.length) this.#grow(FRAME_HEADER_SIZE + k)
+      this.#frameStart = this.#n
+      this.#n += FRAME_HEADER_SIZE
+    } else if (this.#n + k > this.#buf.length) {
+      this.#grow(k)
+    }
+    const at = this.#n
+    this.#n = at + k
+    return at
+  }
+
+  #op(code: number): void {
+    const at = this.#reserve(1)
+    this.#buf[at] = code
+  }
+
+  #op1(code: number, a: number): void {
+    const at = this.#reserve(2)
+    this.#buf[at] = code
+    this.#buf[at + 1] = a
+  }
+
+  #opU4(code: number, v: number): void {
+    const at = this.#reserve(5)
+    this.#buf[at] = code
+    this.#view.setUint32(at + 1, v, true)
+  }
+
+  #writeU8At(at: number, v: number): void {
+    this.#view.setUint32(at, v % TWO_32, true)
+    this.#view.setUint32(at + 4, Math.floor(v / TWO_32), true)
+  }
+
+  #ascii(text: string): void {
+    const at = this.#reserve(text.length)
+    for (let i = 0; i < text.length; i++) this.#buf[at + i] = text.charCodeAt(i)
+  }
+
+  #bytes(b: Uint8Array): void {
+    const at = this.#reserve(b.length)
+    this.#buf.set(b, at)
+  }
+
+  /** Writes a header and a payload; a payload of a frame's size or more goes outside any frame. */
+  #writeHeaderAndPayload(header: Uint8Array, payload: Uint8Array): void {
+    if (payload.length >= FRAME_SIZE_TARGET) {
+      this.#commitFrame()
+      const framing = this.#framing
+      this.#framing = false
+      this.#bytes(header)
+      this.#bytes(payload)
+      this.#framing = framing
+    } else {
+      const at = this.#reserve(header.length + payload.length)
+      this.#buf.set(header, at)
+      this.#buf.set(payload, at + header.length)
+    }
+  }
+
+  #commitFrame(): void {
+    if (!this.#framing || this.#frameStart < 0) return
+    const start = this.#frameStart
+    const len = this.#n - start - FRAME_HEADER_SIZE
+    if (len >= FRAME_SIZE_MIN) {
+      this.#buf[start] = OP.FRAME
+      this.#writeU8At(start + 1, len)
+    } else {
+      this.#buf.copyWithin(start, start + FRAME_HEADER_SIZE, this.#n)
+      this.#n -= FRAME_HEADER_SIZE
+    }
+    this.#frameStart = -1
+  }
+
+  /** Before each value: close the frame once it has reached its target size. */
+  #opcodeBoundary(): void {
+    if (this.#frameStart >= 0 && this.#n - this.#frameStart - FRAME_HEADER_SIZE >= FRAME_SIZE_TARGET) this.#commitFrame()
+  }
+
+  // ---- memo ----
+
+  #memoPutIndex(): number {
+    const idx = this.#memoSize++
+    if (this.protocol >= 4) this.#op(OP.MEMOIZE)
+    else if (this.protocol === 0) this.#ascii(`p${idx}\n`)
+    else if (idx < 256) this.#op1(OP.BINPUT, idx)
+    else this.#opU4(OP.LONG_BINPUT, idx)
+    return idx
+  }
+
+  #memoPut(obj: object): void {
+    this.#objMemo.set(obj, this.#memoPutIndex())
+  }
+
+  #memoGet(idx: number): void {
+    if (this.protocol === 0) this.#ascii(`g${idx}\n`)
+    else if (idx < 256) this.#op1(OP.BINGET, idx)
+    else this.#opU4(OP.LONG_BINGET, idx)
+  }
+
+  // ---- dispatch ----
+
+  #save(obj: unknown): void {
+    this.#opcodeBoundary()
+    if (this.#persistentId !== null) {
+      const pid = this.#persistentId(obj)
+      if (pid !== undefined && pid !== null) return this.#savePers(pid)
+    }
+    switch (typeof obj) {
+      case 'number':
+        if (Number.isInteger(obj) && Number.isSafeInteger(obj) && !Object.is(obj, -0)) this.#saveInt(obj)
+        else this.#saveFloat(obj)
+        break
+      case 'string':
+        this.#saveStr(obj)
+        break
+      case 'boolean':
+        this.#saveBool(obj)
+        break
+      case 'object':
+        if (obj === null) this.#op(OP.NONE)
+        else this.#saveObject(obj)
+        break
+      case 'bigint':
+        this.#saveBigInt(obj)
+        break
+      case 'undefined':
+        this.#op(OP.NONE)
+        break
+      case 'function':
+        this.#saveFunction(obj)
+        break
+      default:
+        throw new PicklingError(`cannot pickle ${describe(obj)}`)
+    }
+  }
+
+  #saveObject(obj: object): void {
+    if (obj instanceof PyFloat) return this.#saveFloat(obj.value)
+    if (obj instanceof FreshStr) return this.#saveFreshStr(obj.value)
+    const idx = this.#objMemo.get(obj)
+    if (idx !== undefined) return this.#memoGet(idx)
+    if (++this.#depth > this.#maxDepth) {
+      throw new PicklingError(`the value nests deeper than maxDepth (${this.#maxDepth}); a cycle through values that cannot be memoized?`)
+    }
+    const ctor = obj.constructor
+    if (ctor === Array) this.#saveList(obj as unknown[])
+    else if (ctor === Map) this.#saveDict(obj as Map<unknown, unknown>)
+    else if (ctor === Object || ctor === undefined) this.#saveDictObject(obj as Record<string, unknown>)
+    else if (ctor === Tuple) this.#saveTuple(obj as Tuple)
+    else if (ctor === ByteArray) this.#saveByteArray(obj as ByteArray)
+    else if (ctor === Set) this.#saveSet(obj as Set<unknown>)
+    else if (ctor === FrozenSet) this.#saveFrozenSet(obj as FrozenSet)
+    else if (ctor === PickleBuffer) this.#savePickleBuffer(obj as PickleBuffer)
+    else if (obj instanceof Uint8Array && !(obj instanceof ByteArray)) this.#saveBytes(obj)
+    else this.#saveOther(obj)
+    this.#depth--
+  }
+
+  // ---- atoms ----
+
+  #saveBool(v: boolean): void {
+    if (this.protocol >= 2) this.#op(v ? OP.NEWTRUE : OP.NEWFALSE)
+    else this.#ascii(v ? 'I01\n' : 'I00\n')
+  }
+
+  #saveInt(v: number): void {
+    if (v >= -0x80000000 && v <= 0x7fffffff) {
+      if (this.protocol === 0) {
+        this.#ascii(`I${v}\n`)
+      } else if (v >= 0 && v <= 0xff) {
+        this.#op1(OP.BININT1, v)
+      } else if (v >= 0 && v <= 0xffff) {
+        const at = this.#reserve(3)
+        this.#buf[at] = OP.BININT2
+        this.#buf[at + 1] = v & 0xff
+        this.#buf[at + 2] = v >> 8
+      } else {
+        const at = this.#reserve(5)
+        this.#buf[at] = OP.BININT
+        this.#view.setInt32(at + 1, v, true)
+      }
+      return
+    }
+    this.#saveLong(BigInt(v))
+  }
+
+  #saveBigInt(v: bigint): void {
+    if (v >= -0x80000000n && v <= 0x7fffffffn) this.#saveInt(Number(v))
+    else this.#saveLong(v)
+  }
+
+  #saveLong(v: bigint): void {
+    if (this.protocol < 2) {
+      this.#ascii(`L${v}L\n`)
+      return
+    }
+    const bytes = encodeLong(v)
+    if (bytes.length < 256) {
+      const at = this.#reserve(2 + bytes.length)
+      this.#buf[at] = OP.LONG1
+      this.#buf[at + 1] = bytes.length
+      this.#buf.set(bytes, at + 2)
+    } else {
+      const at = this.#reserve(5 + bytes.length)
+      this.#buf[at] = OP.LONG4
+      this.#view.setInt32(at + 1, bytes.length, true)
+      this.#buf.set(bytes, at + 5)
+    }
+  }
+
+  #saveFloat(v: number): void {
+    if (this.protocol === 0) {
+      this.#ascii(`F${floatRepr(v)}\n`)
+      return
+    }
+    const at = this.#reserve(9)
+    this.#buf[at] = OP.BINFLOAT
+    this.#view.setFloat64(at + 1, v, false)
+  }
+
+  /** A str: memoized by value, since JavaScript strings have no identity (see docs/mapping.md). */
+  #saveStr(s: string): void {
+    const idx = this.#strMemo.get(s)
+    if (idx !== undefined) return this.#memoGet(idx)
+    this.#writeStr(s)
+    this.#strMemo.set(s, this.#memoPutIndex())
+  }
+
+  /** A str that Python makes afresh (a temporary): written and memoized, but never matched later. */
+  #saveFreshStr(s: string): void {
+    this.#writeStr(s)
+    this.#memoPutIndex()
+  }
+
+  #writeStr(s: string): void {
+    if (this.protocol === 0) {
+      const body = rawUnicodeEscape(s)
+      const at = this.#reserve(body.length + 2)
+      this.#buf[at] = OP.UNICODE
+      this.#buf.set(body, at + 1)
+      this.#buf[at + 1 + body.length] = 0x0a
+      return
+    }
+    const len = s.length
+    if (this.protocol >= 4 && len <= 85) {
+      // At most 255 bytes of UTF-8: encode in place behind a SHORT_BINUNICODE header.
+      const at = this.#reserve(2 + len * 3)
+      const buf = this.#buf
+      let n = at + 2
+      let i = 0
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i)
+        if (c >= 0x80) break
+        buf[n++] = c
+      }
+      if (i < len) {
+        const rest = encodeUtf8(s.slice(i))
+        buf.set(rest, n)
+        n += rest.length
+      }
+      buf[at] = OP.SHORT_BINUNICODE
+      buf[at + 1] = n - at - 2
+      this.#n = n
+      return
+    }
+    const data = encodeUtf8(s)
+    this.#writeSized(data, OP.SHORT_BINUNICODE, OP.BINUNICODE, OP.BINUNICODE8, this.protocol >= 4)
+  }
+
+  /** A header choosing the 1-, 4- or 8-byte length form, then the payload. */
+  #writeSized(data: Uint8Array, op1: number, op4: number, op8: number, shortAllowed: boolean): void {
+    const n = data.length
+    let header: Uint8Array
+    if (n <= 0xff && shortAllowed) {
+      header = Uint8Array.of(op1, n)
+    } else if (n <= 0xffffffff) {
+      header = new Uint8Array(5)
+      header[0] = op4
+      new DataView(header.buffer).setUint32(1, n, true)
+    } else if (this.protocol >= 4) {
+      header = new Uint8Array(9)
+      header[0] = op8
+      const dv = new DataView(header.buffer)
+      dv.setUint32(1, n % TWO_32, true)
+      dv.setUint32(5, Math.floor(n / TWO_32), true)
+    } else {
+      throw new PicklingError(`cannot serialize an object of ${n} bytes (4 GiB or more) below protocol 4`)
+    }
+    this.#writeHeaderAndPayload(header, data)
+  }
+
+  // ---- bytes and buffers ----
+
+  #saveBytes(b: Uint8Array): void {
+    if (this.protocol < 3) {
+      if (b.length === 0) this.#saveReduce({ callable: G.bytes, args: tuple() }, b)
+      else this.#saveReduce({ callable: G.encode, args: tuple(new FreshStr(latin1String(b)), 'latin1') }, b)
+      return
+    }
+    this.#writeSized(b, OP.SHORT_BINBYTES, OP.BINBYTES, OP.BINBYTES8, true)
+    this.#memoPut(b)
+  }
+
+  #saveByteArray(b: ByteArray): void {
+    if (this.protocol < 5) {
+      const copy = new Uint8Array(b)
+      this.#saveReduce({ callable: G.bytearray, args: b.length === 0 ? tuple() : tuple(copy) }, b)
+      return
+    }
+    const header = new Uint8Array(9)
+    header[0] = OP.BYTEARRAY8
+    this.#writeU8Header(header, b.length)
+    this.#writeHeaderAndPayload(header, b)
+    this.#memoPut(b)
+  }
+
+  #writeU8Header(header: Uint8Array, n: number): void {
+    const dv = new DataView(header.buffer)
+    dv.setUint32(1, n % TWO_32, true)
+    dv.setUint32(5, Math.floor(n / TWO_32), true)
+  }
+
+  #savePickleBuffer(pb: PickleBuffer): void {
+    if (this.protocol < 5) throw new PicklingError(`PickleBuffer can only be pickled with protocol >= 5, not ${this.protocol}`)
+    const view = pb.raw()
+    const inBand = this.#bufferCallback === null ? true : Boolean(this.#bufferCallback(pb))
+    if (inBand) {
+      if (pb.readonly) this.#writeSized(view, OP.SHORT_BINBYTES, OP.BINBYTES, OP.BINBYTES8, true)
+      else {
+        const header = new Uint8Array(9)
+        header[0] = OP.BYTEARRAY8
+        this.#writeU8Header(header, view.length)
+        this.#writeHeaderAndPayload(header, view)
+      }
+      this.#memoPut(pb)
+    } else {
+      this.#op(OP.NEXT_BUFFER)
+      if (pb.readonly) this.#op(OP.READONLY_BUFFER)
+    }
+  }
+
+  // ---- containers ----
+
+  #saveTuple(t: readonly unknown[]): void {
+    const n = t.length
+    if (n === 0) {
+      if (this.protocol >= 1) this.#op(OP.EMPTY_TUPLE)
+      else {
+        this.#op(OP.MARK)
+        this.#op(OP.TUPLE)
+      }
+      return
+    }
+    if (n <= 3 && this.protocol >= 2) {
+      this.#saveItems(t)
+      const idx = this.#objMemo.get(t)
+      if (idx !== undefined) {
+        // The tuple was reached through its own items: drop them and fetch it from the memo.
+        for (let i = 0; i < n; i++) this.#op(OP.POP)
+        return this.#memoGet(idx)
+      }
+      this.#op(n === 1 ? OP.TUPLE1 : n === 2 ? OP.TUPLE2 : OP.TUPLE3)
+    } else {
+      this.#op(OP.MARK)
+      this.#saveItems(t)
+      const idx = this.#objMemo.get(t)
+      if (idx !== undefined) {
+        if (this.protocol >= 1) this.#op(OP.POP_MARK)
+        else for (let i = 0; i <= n; i++) this.#op(OP.POP)
+        return this.#memoGet(idx)
+      }
+      this.#op(OP.TUPLE)
+    }
+    this.#memoPut(t)
+  }
+
+  #saveItems(items: readonly unknown[]): void {
+    let i = 0
+    try {
+      for (; i < items.length; i++) this.#save(items[i])
+    } catch (err) {
+      throw withPath(err, i)
+    }
+  }
+
+  #saveList(list: unknown[]): void {
+    if (this.protocol >= 1) this.#op(OP.EMPTY_LIST)
+    else {
+      this.#op(OP.MARK)
+      this.#op(OP.LIST)
+    }
+    this.#memoPut(list)
+    if (list.length === 0) return
+    if (this.protocol === 0) return this.#batchAppends(list)
+    if (list.length === 1) {
+      this.#saveItems(list)
+      this.#op(OP.APPEND)
+      return
+    }
+    let total = 0
+    try {
+      do {
+        this.#op(OP.MARK)
+        const end = Math.min(list.length, total + BATCH_SIZE)
+        for (; total < end; total++) this.#save(list[total])
+        this.#op(OP.APPENDS)
+      } while (total < list.length)
+    } catch (err) {
+      throw withPath(err, total)
+    }
+  }
+
+  /** Items from an iterator (reduce's listitems, protocol 0 lists), batched as Python's batch_list. */
+  #batchAppends(items: Iterable<unknown>): void {
+    const it = items[Symbol.iterator]()
+    let index = 0
+    try {
+      if (this.protocol === 0) {
+        for (let r = it.next(); !r.done; r = it.next(), index++) {
+          this.#save(r.value)
+          this.#op(OP.APPEND)
+        }
+        return
+      }
+      for (;;) {
+        const first = it.next()
+        if (first.done) return
+        let next = it.next()
+        if (next.done) {
+          this.#save(first.value)
+          this.#op(OP.APPEND)
+          return
+        }
+        this.#op(OP.MARK)
+        this.#save(first.value)
+        index++
+        let n = 1
+        for (;;) {
+          this.#save(next.value)
+          index++
+          if (++n === BATCH_SIZE) break
+          next = it.next()
+          if (next.done) break
+        }
+        this.#op(OP.APPENDS)
+        if (n !== BATCH_SIZE) return
+      }
+    } catch (err) {
+      throw withPath(err, index)
+    }
+  }
+
+  #saveDict(d: Map<unknown, unknown>): void {
+    this.#dictHeader(d)
+    if (d.size === 0) return
+    if (this.protocol === 0) return this.#batchSetItems(d.entries())
+    if (d.size === 1) {
+      for (const [k, v] of d) this.#savePair(k, v)
+      this.#op(OP.SETITEM)
+      return
+    }
+    const it = d.entries()
+    let i: number
+    do {
+      i = 0
+      this.#op(OP.MARK)
+      for (let r = it.next(); !r.done; r = it.next()) {
+        this.#savePair(r.value[0], r.value[1])
+        if (++i === BATCH_SIZE) break
+      }
+      this.#op(OP.SETITEMS)
+    } while (i === BATCH_SIZE)
+  }
+
+  #saveDictObject(obj: Record<string, unknown>): void {
+    this.#dictHeader(obj)
+    const keys = Object.keys(obj)
+    if (keys.length === 0) return
+    if (this.protocol === 0) return this.#batchSetItems(keys.map((k) => [k, obj[k]] as const))
+    if (keys.length === 1) {
+      this.#savePair(keys[0]!, obj[keys[0]!])
+      this.#op(OP.SETITEM)
+      return
+    }
+    let at = 0
+    let i: number
+    do {
+      i = 0
+      this.#op(OP.MARK)
+      for (; at < keys.length; ) {
+        const k = keys[at++]!
+        this.#savePair(k, obj[k])
+        if (++i === BATCH_SIZE) break
+      }
+      this.#op(OP.SETITEMS)
+    } while (i === BATCH_SIZE)
+  }
+
+  #dictHeader(d: object): void {
+    if (this.protocol >= 1) this.#op(OP.EMPTY_DICT)
+    else {
+      this.#op(OP.MARK)
+      this.#op(OP.DICT)
+    }
+    this.#memoPut(d)
+  }
+
+  #savePair(k: unknown, v: unknown): void {
+    try {
+      this.#save(k)
+      this.#save(v)
+    } catch (err) {
+      throw withPath(err, typeof k === 'string' || typeof k === 'number' ? k : describe(k))
+    }
+  }
+
+  /** Pairs from an iterator (reduce's dictitems, protocol 0 dicts), batched as Python's batch_dict. */
+  #batchSetItems(items: Iterable<readonly [unknown, unknown]>): void {
+    const it = items[Symbol.iterator]()
+    const pair = (r: IteratorResult<readonly [unknown, unknown]>): readonly [unknown, unknown] => {
+      const p = r.value as unknown
+      if (!Array.isArray(p) || p.length !== 2) throw new PicklingError(`dict items must be [key, value] pairs, got ${describe(p)}`)
+      return p as unknown as readonly [unknown, unknown]
+    }
+    if (this.protocol === 0) {
+      for (let r = it.next(); !r.done; r = it.next()) {
+        const [k, v] = pair(r)
+        this.#savePair(k, v)
+        this.#op(OP.SETITEM)
+      }
+      return
+    }
+    for (;;) {
+      const first = it.next()
+      if (first.done) return
+      let next = it.next()
+      if (next.done) {
+        const [k, v] = pair(first)
+        this.#savePair(k, v)
+        this.#op(OP.SETITEM)
+        return
+      }
+      this.#op(OP.MARK)
+      const [k, v] = pair(first)
+      this.#savePair(k, v)
+      let n = 1
+      for (;;) {
+        const [k2, v2] = pair(next)
+        this.#savePair(k2, v2)
+        if (++n === BATCH_SIZE) break
+        next = it.next()
+        if (next.done) break
+      }
+      this.#op(OP.SETITEMS)
+      if (n !== BATCH_SIZE) return
+    }
+  }
+
+  #saveSet(set: Set<unknown>): void {
+    if (this.protocol < 4) {
+      this.#saveReduce({ callable: G.set, args: tuple([...set]) }, set)
+      return
+    }
+    this.#op(OP.EMPTY_SET)
+    this.#memoPut(set)
+    if (set.size === 0) return
+    const it = set.values()
+    let index = 0
+    let i: number
+    try {
+      do {
+        i = 0
+        this.#op(OP.MARK)
+        for (let r = it.next(); !r.done; r = it.next()) {
+          this.#save(r.value)
+          index++
+          if (++i === BATCH_SIZE) break
+        }
+        this.#op(OP.ADDITEMS)
+      } while (i === BATCH_SIZE)
+    } catch (err) {
+      throw withPath(err, index)
+    }
+  }
+
+  #saveFrozenSet(set: FrozenSet): void {
+    if (this.protocol < 4) {
+      this.#saveReduce({ callable: G.frozenset, args: tuple([...set]) }, set)
+      return
+    }
+    this.#op(OP.MARK)
+    this.#saveItems([...set])
+    const idx = this.#objMemo.get(set)
+    if (idx !== undefined) {
+      this.#op(OP.POP_MARK)
+      return this.#memoGet(idx)
+    }
+    this.#op(OP.FROZENSET)
+    this.#memoPut(set)
+  }
+
+  // ---- globals ----
+
+  #saveFunction(fn: Function): void {
+    const reg = this.#globals.registration(fn)
+    if (reg === undefined) {
+      throw new PicklingError(`cannot pickle ${describe(fn)}: register it with GlobalRegistry.registerClass or registerFunction`)
+    }
+    this.#saveGlobal(reg.global)
+  }
+
+  #saveGlobal(g: PyGlobal): void {
+    const key = g.extensionCode !== null && g.opaque ? `\0ext${g.extensionCode}` : `${g.module}\0${g.name}`
+    const idx = this.#globalMemo.get(key)
+    if (idx !== undefined) return this.#memoGet(idx)
+    const code = g.extensionCode !== null && g.opaque ? g.extensionCode : this.protocol >= 2 ? this.#extensions.get(key) : undefined
+    if (code !== undefined) {
+      if (this.protocol < 2) throw new PicklingError(`extension code ${code} needs protocol >= 2`)
+      if (code <= 0xff) this.#op1(OP.EXT1, code)
+      else if (code <= 0xffff) {
+        const at = this.#reserve(3)
+        this.#buf[at] = OP.EXT2
+        this.#buf[at + 1] = code & 0xff
+        this.#buf[at + 2] = code >> 8
+      } else this.#opU4(OP.EXT4, code)
+      return // Python does not memoize globals written as extension codes
+    }
+    if (this.protocol >= 4) {
+      this.#saveStr(g.module)
+      this.#saveFreshStr(g.name)
+      this.#op(OP.STACK_GLOBAL)
+    } else {
+      let [module, name] = [g.module, g.name]
+      if (this.protocol < 3 && this.#fixImports) [module, name] = reverseFixImport(module, name)
+      if (this.protocol < 3 && !(isAsciiText(module) && isAsciiText(name))) {
+        throw new PicklingError(`can't pickle global identifier '${module}.${name}' using pickle protocol ${this.protocol}`)
+      }
+      const m = encoder.encode(module)
+      const n = encoder.encode(name)
+      const at = this.#reserve(m.length + n.length + 3)
+      this.#buf[at] = OP.GLOBAL
+      this.#buf.set(m, at + 1)
+      this.#buf[at + 1 + m.length] = 0x0a
+      this.#buf.set(n, at + 2 + m.length)
+      this.#buf[at + 2 + m.length + n.length] = 0x0a
+    }
+    this.#globalMemo.set(key, this.#memoPutIndex())
+  }
+
+  #savePers(pid: unknown): void {
+    if (this.protocol === 0) {
+      if (typeof pid !== 'string' || !isAsciiText(pid) || pid.includes('\n')) {
+        throw new PicklingError(`persistent IDs in protocol 0 must be ASCII strings without newlines, got ${describe(pid)}`)
+      }
+      this.#ascii(`P${pid}\n`)
+      return
+    }
+    this.#save(pid)
+    this.#op(OP.BINPERSID)
+  }
+
+  // ---- everything else: reduce ----
+
+  #saveOther(obj: object): void {
+    if (this.#reducerOverride !== null) {
+      const r = this.#reducerOverride(obj)
+      if (r !== NotImplemented) return this.#saveReduceValue(r as ReduceValue, obj)
+    }
+    if (obj instanceof PyGlobal) return this.#saveGlobal(obj)
+    if (obj instanceof PySingleton) return this.#saveGlobal(new PyGlobal('builtins', obj.name))
+    const ctor = obj.constructor as Function | undefined
+    const fromTable = ctor !== undefined ? this.#dispatchTable?.get(ctor) : undefined
+    if (fromTable !== undefined) return this.#saveReduceValue(fromTable(obj), obj)
+    const own = (obj as { [reduceEx]?: unknown })[reduceEx]
+    if (typeof own === 'function') return this.#saveReduceValue(own.call(obj, this.protocol) as ReduceValue, obj)
+    const reg = ctor !== undefined ? this.#globals.registration(ctor) : undefined
+    if (reg !== undefined) return this.#saveRegistered(obj, reg)
+    const builtin = this.#builtinRecipe(obj)
+    if (builtin !== null) return this.#saveReduce(builtin, obj)
+    if (obj instanceof PyPersistentRef) return this.#savePers(obj.id)
+    throw new PicklingError(`cannot pickle ${describe(obj)}: register its class with GlobalRegistry.registerClass`)
+  }
+
+  /** Recipes for the value classes this codec exports, as their Python types reduce. */
+  #builtinRecipe(obj: object): Recipe | null {
+    if (obj instanceof PyObject) return this.#opaqueRecipe(obj)
+    if (obj instanceof Complex) return { callable: G.complex, args: tuple(new PyFloat(obj.real), new PyFloat(obj.imag)) }
+    if (obj instanceof PyRange) return { callable: G.range, args: tuple(obj.start, obj.stop, obj.step) }
+    if (obj instanceof Slice) return { callable: G.slice, args: tuple(obj.start, obj.stop, obj.step) }
+    if (obj instanceof OrderedDict) return { callable: G.OrderedDict, args: tuple(), dictItems: obj.entries() }
+    if (obj instanceof Counter) return { callable: G.Counter, args: tuple(new Map(obj)) }
+    if (obj instanceof DefaultDict) {
+      const f = obj.defaultFactory
+      return { callable: G.defaultdict, args: f === null || f === undefined ? tuple() : tuple(f), dictItems: obj.entries() }
+    }
+    if (obj instanceof Deque) {
+      return { callable: G.deque, args: obj.maxlen === null ? tuple() : tuple(tuple(), obj.maxlen), listItems: obj.values() }
+    }
+    if (obj instanceof PyDateTime) return { callable: G.datetime, args: this.#dateTimeArgs(obj) }
+    if (obj instanceof PyDate) {
+      return { callable: G.date, args: tuple(Uint8Array.of(obj.year >> 8, obj.year & 0xff, obj.month, obj.day)) }
+    }
+    if (obj instanceof PyTime) {
+      const hour = obj.hour + (obj.fold && this.protocol > 3 ? 128 : 0)
+      const state = Uint8Array.of(hour, obj.minute, obj.second, obj.microsecond >> 16, (obj.microsecond >> 8) & 0xff, obj.microsecond & 0xff)
+      return { callable: G.time, args: obj.tzinfo === null ? tuple(state) : tuple(state, obj.tzinfo) }
+    }
+    if (obj instanceof PyTimeDelta) return { callable: G.timedelta, args: tuple(obj.days, obj.seconds, obj.microseconds) }
+    if (obj instanceof PyTimeZone) return { callable: G.timezone, args: obj.name === null ? tuple(obj.offset) : tuple(obj.offset, obj.name) }
+    if (obj instanceof Decimal) return { callable: G.Decimal, args: tuple(obj.value) }
+    if (obj instanceof UUID) {
+      const state = new Map<unknown, unknown>([['int', obj.int]])
+      if (obj.isSafe !== null) state.set('is_safe', obj.isSafe)
+      return this.#objectRecipe(G.UUID, [], state)
+    }
+    return null
+  }
+
+  #dateTimeArgs(d: PyDateTime): Tuple {
+    const month = d.month + (d.fold && this.protocol > 3 ? 128 : 0)
+    const us = d.microsecond
+    const state = Uint8Array.of(d.year >> 8, d.year & 0xff, month, d.day, d.hour, d.minute, d.second, us >> 16, (us >> 8) & 0xff, us & 0xff)
+    return d.tzinfo === null ? tuple(state) : tuple(state, d.tzinfo)
+  }
+
+  /** object.__reduce_ex__: NEWOBJ from protocol 2, copyreg._reconstructor below. */
+  #objectRecipe(cls: PyGlobal, newArgs: readonly unknown[], state: unknown): Recipe {
+    if (this.protocol >= 2) return { callable: G.newobj, args: tuple(cls, ...newArgs), state }
+    if (newArgs.length > 0) throw new PicklingError(`${cls} needs protocol >= 2 to pickle its __getnewargs__ arguments`)
+    return { callable: G.reconstructor, args: tuple(cls, G.object, null), state }
+  }
+
+  #saveRegistered(obj: object, reg: Registration): void {
+    const hooks = reg.hooks
+    if (hooks.reduce) return this.#saveReduceValue(hooks.reduce(obj, this.protocol), obj)
+    const newArgsFn = (obj as { [getNewArgs]?: () => readonly unknown[] })[getNewArgs]
+    const newArgs = hooks.getNewArgs ? hooks.getNewArgs(obj) : typeof newArgsFn === 'function' ? newArgsFn.call(obj) : []
+    const getStateFn = (obj as { [getState]?: () => unknown })[getState]
+    let state: unknown
+    if (hooks.getState) state = hooks.getState(obj)
+    else if (typeof getStateFn === 'function') state = getStateFn.call(obj)
+    else {
+      const keys = Object.keys(obj)
+      state = keys.length === 0 ? null : Object.fromEntries(keys.map((k) => [k, (obj as Record<string, unknown>)[k]]))
+    }
+    this.#saveReduce(this.#objectRecipe(reg.global, newArgs, state), obj)
+  }
+
+  /** How an opaque placeholder was made, replayed. */
+  #opaqueRecipe(o: PyObject): Recipe {
+    const extra = {
+      state: o.state === undefined ? null : o.state,
+      listItems: o.listItems.length > 0 ? o.listItems : null,
+      dictItems: o.dictItems.length > 0 ? o.dictItems : null,
+    }
+    if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(o.callable, ...o.args), ...extra }
+    if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, tuple(...o.args), o.kwargs ?? new Map()), ...extra }
+    if (o.origin === 'newobj') {
+      if (o.args.length > 0) throw new PicklingError(`${o.callable} instance needs protocol >= 2 (it was made with NEWOBJ and arguments)`)
+      return { callable: G.reconstructor, args: tuple(o.callable, G.object, null), ...extra }
+    }
+    return { callable: o.callable, args: o.args, ...extra }
+  }
+
+  #saveReduceValue(r: ReduceValue, obj: object): void {
+    if (typeof r === 'string') {
+      const dot = r.lastIndexOf('.')
+      if (dot <= 0) throw new PicklingError(`a reduce string must be a qualified "module.name", got ${JSON.stringify(r)}`)
+      return this.#saveGlobal(new PyGlobal(r.slice(0, dot), r.slice(dot + 1)))
+    }
+    if (!Array.isArray(r) || r.length < 2 || r.length > 6) {
+      throw new PicklingError(`a reduce value must be a string or [callable, args, ...] of 2 to 6 items, got ${describe(r)}`)
+    }
+    const [callable, args, state, listItems, dictItems, stateSetter] = r
+    if (!Array.isArray(args)) throw new PicklingError(`the second item of a reduce value must be an array of arguments, got ${describe(args)}`)
+    this.#saveReduce({ callable, args, state, listItems, dictItems, stateSetter }, obj)
+  }
+
+  #isNewObj(c: unknown, which: PyGlobal): boolean {
+    return c instanceof PyGlobal && c.module === which.module && c.name === which.name
+  }
+
+  /** Python's save_reduce. obj is memoized after the call, unless it turned up while saving the call. */
+  #saveReduce(r: Recipe, obj: object | null): void {
+    const { callable, args } = r
+    if (this.protocol >= 2 && this.#isNewObj(callable, G.newobjEx)) {
+      if (args.length !== 3) throw new PicklingError(`__newobj_ex__ needs (cls, args, kwargs), got ${args.length} items`)
+      if (this.protocol < 4) throw new PicklingError('objects made with __newobj_ex__ need protocol >= 4 here')
+      this.#save(args[0])
+      this.#save(args[1])
+      this.#save(args[2])
+      this.#op(OP.NEWOBJ_EX)
+    } else if (this.protocol >= 2 && this.#isNewObj(callable, G.newobj)) {
+      if (args.length === 0) throw new PicklingError('__newobj__ needs at least the class')
+      this.#save(args[0])
+      this.#save(Tuple.fromItems(args.slice(1)))
+      this.#op(OP.NEWOBJ)
+    } else {
+      this.#saveCallable(callable)
+      this.#save(args instanceof Tuple ? args : Tuple.fromItems(args))
+      this.#op(OP.REDUCE)
+    }
+    if (obj !== null) {
+      const idx = this.#objMemo.get(obj)
+      if (idx !== undefined) {
+        this.#op(OP.POP)
+        return this.#memoGet(idx)
+      }
+      this.#memoPut(obj)
+    }
+    if (r.listItems) this.#batchAppends(r.listItems)
+    if (r.dictItems) this.#batchSetItems(r.dictItems)
+    if (r.state !== undefined && r.state !== null) {
+      if (r.stateSetter === undefined || r.stateSetter === null) {
+        this.#save(r.state)
+        this.#op(OP.BUILD)
+      } else {
+        this.#saveCallable(r.stateSetter)
+        this.#save(obj)
+        this.#save(r.state)
+        this.#op(OP.TUPLE2)
+        this.#op(OP.REDUCE)
+        this.#op(OP.POP)
+      }
+    }
+  }
+
+  #saveCallable(c: unknown): void {
+    if (c instanceof PyGlobal) this.#saveGlobal(c)
+    else if (typeof c === 'function') this.#saveFunction(c)
+    else throw new PicklingError(`the callable of a reduce value must be a PyGlobal or a registered function, got ${describe(c)}`)
+  }
+}
+
+/** A Python str made afresh by the pickler itself (never matched in the memo). */
+class FreshStr {
+  constructor(readonly value: string) {}
+}
+
+function withPath(err: unknown, step: string | number): unknown {
+  if (err instanceof PicklingError) err.addPathStep(step)
+  return err
+}
+
+/** Python's pickle.dumps. */
+export function dumps(value: unknown, options?: PicklerOptions): Uint8Array {
+  return new Pickler(null, options).dumpToBytes(value)
+}
+
+/** Python's pickle.dump: the pickle is written to the sink in one piece, or not at all. */
+export function dump(value: unknown, sink: Sink, options?: PicklerOptions): void {
+  new Pickler(sink, options).dump(value)
+}

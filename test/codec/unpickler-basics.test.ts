@@ -1,0 +1,29 @@
+import t from 'tap'
+import { EOFError, Tuple, UnpicklingError, loads } from '@picklewire/codec'
+import { pyDumps } from '../helpers/python.js'
+
+t.test('a list that contains itself loads as a recursive Array at every protocol', async (t) => {
+  for (let p = 0; p <= 5; p++) {
+    const v = loads(pyDumps('(lambda l: (l.append(l), l)[1])([1])', p)) as unknown[]
+    t.equal(v.length, 2, `protocol ${p}`)
+    t.equal(v[0], 1)
+    t.equal(v[1], v, `protocol ${p}: the second item is the list itself`)
+  }
+})
+
+t.test('a tuple reached through a list inside it keeps its identity', async (t) => {
+  for (let p = 0; p <= 5; p++) {
+    const v = loads(pyDumps('(lambda l: (lambda tup: (l.append(tup), tup)[1])((l, 2)))([])', p)) as Tuple
+    t.type(v, Tuple, `protocol ${p}`)
+    const inner = v[0] as unknown[]
+    t.equal(inner[0], v, `protocol ${p}: the list holds the very tuple`)
+  }
+})
+
+t.test('empty input is EOFError; a cut pickle is UnpicklingError', async (t) => {
+  t.throws(() => loads(new Uint8Array(0)), EOFError)
+  const whole = pyDumps('[1, 2, 3]', 4)
+  for (let n = 1; n < whole.length; n++) {
+    t.throws(() => loads(whole.subarray(0, n)), UnpicklingError, `cut at ${n} of ${whole.length}`)
+  }
+})
