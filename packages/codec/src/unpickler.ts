@@ -424,9 +424,11 @@ function withName<T>(g: PyGlobal, fn: () => T): T {
 
 const NOT_BUILDABLE = [Array, Map, Set, Uint8Array, PyGlobal, PickleBuffer] as const
 
-function build(inst: unknown, state: unknown): void {
+function build(s: LoadState, inst: unknown, state: unknown): void {
   if (typeof inst !== 'object' || inst === null) throw new UnpicklingError(`BUILD needs an object, got ${describe(inst)}`)
-  const custom = (inst as { [setState]?: unknown })[setState]
+  const ctor = (inst as { constructor?: unknown }).constructor
+  const hook = typeof ctor === 'function' ? s.globals.registration(ctor)?.hooks.setState : undefined
+  const custom = hook ? (st: unknown) => hook(inst, st) : (inst as { [setState]?: unknown })[setState]
   if (typeof custom === 'function') {
     try {
       custom.call(inst, state)
@@ -787,7 +789,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   },
   BUILD(s) {
     const state = s.pop()
-    build(s.top(), state)
+    build(s, s.top(), state)
   },
   PERSID(s) {
     const [a, b] = s.line()

@@ -1,9 +1,10 @@
 /**
- * The demo behind `npm run demo`: python3 pickles a few values (protocol 5, with a buffer
- * sent out of band), and Node loads them with @picklewire/codec and prints what it got.
+ * The demo behind `npm run demo`. Python to Node: python3 pickles a few values (protocol 5,
+ * with a buffer sent out of band), and Node loads them with @picklewire/codec and prints what
+ * it got. Node to Python: Node pickles values of its own, and python3 loads and prints them.
  */
 import { execFileSync } from 'node:child_process'
-import { PickleBuffer, loads } from '@picklewire/codec'
+import { ByteArray, Decimal, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
 
 const PRODUCER = `
 import pickle, sys, datetime, decimal, collections
@@ -29,6 +30,43 @@ for f in frames:
 
 function python(): string {
   return process.env.PICKLEWIRE_PYTHON ?? 'python3'
+}
+
+const CONSUMER = `
+import pickle, sys
+data = sys.stdin.buffer.read()
+n = int.from_bytes(data[:4], 'little'); frames = []; at = 4
+for _ in range(n):
+    size = int.from_bytes(data[at:at + 4], 'little'); frames.append(memoryview(data)[at + 4:at + 4 + size]); at += 4 + size
+value = pickle.loads(frames[0], buffers=frames[1:])
+for k, v in value.items():
+    print(f'  {k!r}: {v!r}' if not isinstance(v, memoryview) else f'  {k!r}: out-of-band buffer of {v.nbytes} bytes: {bytes(v)!r}')
+`
+
+function writeFrames(frames: Uint8Array[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(Uint32Array.of(frames.length).buffer)]
+  for (const f of frames) parts.push(Buffer.from(Uint32Array.of(f.length).buffer), Buffer.from(f.buffer, f.byteOffset, f.length))
+  return Buffer.concat(parts)
+}
+
+function nodeToPython(): void {
+  const value = new Map<string, unknown>([
+    ['from', 'node'],
+    ['counts', [1, 2, 3]],
+    ['pair', Tuple.fromItems(['x', 2.5])],
+    ['big', 2n ** 70n],
+    ['bytes', new TextEncoder().encode('raw bytes')],
+    ['mutable', ByteArray.from([1, 2, 3])],
+    ['tags', new Set(['a', 'b'])],
+    ['when', new PyDateTime(2026, 11, 21, 12, 0, 0, 5)],
+    ['price', new Decimal('4.50')],
+    ['frame', new PickleBuffer(new TextEncoder().encode('a buffer Node sent out of band'))],
+  ])
+  const buffers: PickleBuffer[] = []
+  const pickle = dumps(value, { protocol: 5, bufferCallback: (b) => void buffers.push(b) })
+  console.log(`\nNode wrote a protocol-5 pickle of ${pickle.length} bytes and ${buffers.length} out-of-band buffer(s); python3 loaded:`)
+  const out = execFileSync(python(), ['-c', CONSUMER], { input: writeFrames([pickle, ...buffers.map((b) => b.raw())]) })
+  process.stdout.write(out)
 }
 
 function readFrames(out: Buffer): Uint8Array[] {
@@ -60,6 +98,7 @@ function main(): void {
   const view = raw.raw()
   console.log(`the out-of-band buffer is a view over the received frame, not a copy: ${view.buffer === buffers[0]!.buffer}`)
   console.log(`its text: ${JSON.stringify(new TextDecoder().decode(view))}`)
+  nodeToPython()
 }
 
 main()
