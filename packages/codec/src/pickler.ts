@@ -102,7 +102,12 @@ function rawUnicodeEscape(s: string): Uint8Array {
 function encodeUtf8(s: string): Uint8Array {
   if (s.isWellFormed()) return encoder.encode(s)
   const out = new Uint8Array(s.length * 3)
-  let n = 0
+  return out.subarray(0, encodeUtf8Into(s, out, 0))
+}
+
+/** Encodes s at out[at..] (room for 3 bytes per code unit is the caller's); returns the end. */
+function encodeUtf8Into(s: string, out: Uint8Array, at: number): number {
+  let n = at
   for (let i = 0; i < s.length; i++) {
     let c = s.charCodeAt(i)
     if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
@@ -127,7 +132,7 @@ function encodeUtf8(s: string): Uint8Array {
       out[n++] = 0x80 | (c & 0x3f)
     }
   }
-  return out.subarray(0, n)
+  return n
 }
 
 /** The two's complement little-endian bytes of an integer, as short as Python writes them. */
@@ -564,21 +569,9 @@ export class Pickler {
     if (this.protocol >= 4 && len <= 85) {
       // At most 255 bytes of UTF-8: encode in place behind a SHORT_BINUNICODE header.
       const at = this.#reserve(2 + len * 3)
-      const buf = this.#buf
-      let n = at + 2
-      let i = 0
-      for (; i < len; i++) {
-        const c = s.charCodeAt(i)
-        if (c >= 0x80) break
-        buf[n++] = c
-      }
-      if (i < len) {
-        const rest = encodeUtf8(s.slice(i))
-        buf.set(rest, n)
-        n += rest.length
-      }
-      buf[at] = OP.SHORT_BINUNICODE
-      buf[at + 1] = n - at - 2
+      const n = encodeUtf8Into(s, this.#buf, at + 2)
+      this.#buf[at] = OP.SHORT_BINUNICODE
+      this.#buf[at + 1] = n - at - 2
       this.#n = n
       return
     }

@@ -8,14 +8,19 @@ import { UnpicklingError } from './errors.js'
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 const CHUNK = 0x2000
 
-/** Turns UTF-16 code units into a string without passing too many arguments at once. */
-function fromCodeUnits(units: Uint8Array | Uint16Array, length: number): string {
-  if (length <= CHUNK) return String.fromCharCode.apply(null, units.subarray(0, length) as unknown as number[])
+/**
+ * Turns UTF-16 code units into a string. apply() over an ordinary array is far faster than
+ * over a typed array; chunks keep the argument count small.
+ */
+function fromCodeUnits(units: ArrayLike<number>, start: number, end: number): string {
   const parts: string[] = []
-  for (let i = 0; i < length; i += CHUNK) {
-    parts.push(String.fromCharCode.apply(null, units.subarray(i, Math.min(length, i + CHUNK)) as unknown as number[]))
+  for (let i = start; i < end; i += CHUNK) {
+    const stop = Math.min(end, i + CHUNK)
+    const chunk: number[] = new Array(stop - i)
+    for (let k = i; k < stop; k++) chunk[k - i] = units[k]!
+    parts.push(String.fromCharCode.apply(null, chunk))
   }
-  return parts.join('')
+  return parts.length === 1 ? parts[0]! : parts.join('')
 }
 
 function asciiShort(b: Uint8Array, s: number, len: number): string {
@@ -29,7 +34,12 @@ function asciiShort(b: Uint8Array, s: number, len: number): string {
     case 6: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!)
     case 7: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!)
     case 8: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!, b[s + 7]!)
-    default: return String.fromCharCode.apply(null, b.subarray(s, s + len) as unknown as number[])
+    default: {
+      if (len > 64) return fromCodeUnits(b, s, s + len)
+      let out = ''
+      for (let i = s; i < s + len; i++) out += String.fromCharCode(b[i]!)
+      return out
+    }
   }
 }
 
@@ -58,14 +68,17 @@ function badUtf8(pos: number, start: number, why: string): never {
   throw new UnpicklingError(`invalid UTF-8 in string at byte ${pos - start}: ${why}`)
 }
 
+/**
+ * UTF-8 with encoded surrogates allowed, validated byte by byte. Short strings are built by
+ * concatenation, which V8 does faster than any array-based route.
+ */
 function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
-  const units = new Uint16Array(end - start)
-  let n = 0
+  let out = ''
   let i = start
   while (i < end) {
     const c = b[i]!
     if (c < 0x80) {
-      units[n++] = c
+      out += String.fromCharCode(c)
       i++
       continue
     }
@@ -85,21 +98,20 @@ function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
     if (cp < min || cp > 0x10ffff) badUtf8(i, start, 'overlong or out-of-range sequence')
     if (cp >= 0x10000) {
       cp -= 0x10000
-      units[n++] = 0xd800 + (cp >> 10)
-      units[n++] = 0xdc00 + (cp & 0x3ff)
+      out += String.fromCharCode(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff))
     } else {
-      units[n++] = cp // lone surrogates pass through, as with Python's 'surrogatepass'
+      out += String.fromCharCode(cp) // lone surrogates pass through, as with Python's 'surrogatepass'
     }
     i += need + 1
   }
-  return fromCodeUnits(units, n)
+  return out
 }
 
 /** Every byte is one code point U+0000..U+00FF. */
 export function decodeLatin1(b: Uint8Array, start: number, end: number): string {
   const len = end - start
   if (len <= 8) return asciiShort(b, start, len)
-  return fromCodeUnits(b.subarray(start, end), len)
+  return fromCodeUnits(b, start, end)
 }
 
 /** An error handler name as Python's codecs know them. */
@@ -111,22 +123,57 @@ function handleBadByte(byte: number, errors: string, encoding: string, pos: numb
     case 'ignore': return ''
     case 'surrogateescape': return String.fromCharCode(0xdc00 + byte)
     case 'backslashreplace': return '\\x' + byte.toString(16).padStart(2, '0')
-    case 'strict':
-      throw new UnpicklingError(`'${encoding}' codec can't decode byte 0x${byte.toString(16).padStart(2, '0')} in position ${pos}: ordinal not in range(128)`)
+    case 'strict': {
+      const why = encoding === 'ascii' ? 'ordinal not in range(128)' : encoding === 'utf-8' ? 'invalid UTF-8' : 'character maps to <undefined>'
+      throw new UnpicklingError(`'${encoding}' codec can't decode byte 0x${byte.toString(16).padStart(2, '0')} in position ${pos}: ${why}`)
+    }
     default:
       throw new UnpicklingError(`unknown error handler name '${errors}'`)
   }
 }
 
-/** Normalizes an encoding name the way Python's codec registry does for the ones we know. */
+/** Python's names for the encodings decoded here, lower case, without '-', '_', ' ' or ':'. */
+const ENCODING_ALIASES: ReadonlyMap<string, string> = new Map([
+  ...['ascii', '646', 'ansix3.41968', 'ansix3.41986', 'ansix341968', 'cp367', 'csascii', 'ibm367', 'iso646us',
+    'iso646.irv1991', 'isoir6', 'us', 'usascii'].map((a) => [a, 'ascii'] as const),
+  ...['latin1', 'latin', 'iso88591', 'iso8859', 'iso885911987', 'l1', '8859', 'cp819', 'ibm819', 'csisolatin1',
+    'isoir100'].map((a) => [a, 'latin1'] as const),
+  ...['utf8', 'u8', 'utf', 'utf8ucs2', 'utf8ucs4', 'cp65001'].map((a) => [a, 'utf-8'] as const),
+  ...['cp1252', 'windows1252', '1252'].map((a) => [a, 'cp1252'] as const),
+  ['bytes', 'bytes'],
+])
+
+/**
+ * Normalizes an encoding name the way Python's codec registry does for the ones decoded here
+ * ('ascii', 'latin1', 'utf-8', 'cp1252', 'bytes'); other names come back unchanged. A browser's
+ * label table would read several of Python's Latin-1 and ASCII names as windows-1252.
+ */
 export function normalizeEncoding(encoding: string): string {
-  const e = encoding.toLowerCase().replace(/[-_ ]/g, '')
-  if (e === 'ascii' || e === 'usascii' || e === '646') return 'ascii'
-  if (e === 'latin1' || e === 'latin' || e === 'iso88591' || e === 'l1' || e === '8859' || e === 'cp819') return 'latin1'
-  if (e === 'utf8' || e === 'u8' || e === 'utf') return 'utf-8'
-  if (e === 'bytes') return 'bytes'
-  return encoding
+  return ENCODING_ALIASES.get(encoding.toLowerCase().replace(/[-_ :]/g, '')) ?? encoding
 }
+
+/** cp1252 as Python decodes it: bytes 0x80-0x9F, where five have no character (0 here). */
+const CP1252_HIGH = [
+  0x20ac, 0, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017d, 0,
+  0, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0, 0x017e, 0x0178,
+]
+
+function decodeCp1252(bytes: Uint8Array, errors: string): string {
+  let out = ''
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!
+    if (c < 0x80 || c >= 0xa0) {
+      out += String.fromCharCode(c)
+      continue
+    }
+    const u = CP1252_HIGH[c - 0x80]!
+    out += u === 0 ? handleBadByte(c, errors, 'charmap', i) : String.fromCharCode(u)
+  }
+  return out
+}
+
+/** Python's 'utf-8' codec: unlike BINUNICODE's 'surrogatepass', encoded surrogates are errors. */
+const replacingUtf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
  * Decodes a Python 2 str (STRING, BINSTRING, SHORT_BINSTRING) with the unpickler's encoding
@@ -148,15 +195,13 @@ export function decodePython2Str(bytes: Uint8Array, encoding: string, errors: st
     return out
   }
   if (enc === 'utf-8') {
-    if (errors === 'strict') return decodeUtf8(bytes, 0, bytes.length)
     try {
-      return decodeUtf8(bytes, 0, bytes.length)
+      return fatalUtf8.decode(bytes)
     } catch {
-      if (errors === 'replace') return new TextDecoder('utf-8').decode(bytes)
-      if (errors !== 'surrogateescape' && errors !== 'ignore' && errors !== 'backslashreplace') handleBadByte(0, errors, 'utf-8', 0)
-      return decodeUtf8Lenient(bytes, errors)
+      return errors === 'replace' ? replacingUtf8.decode(bytes) : decodeUtf8Lenient(bytes, errors)
     }
   }
+  if (enc === 'cp1252') return decodeCp1252(bytes, errors)
   let decoder: { decode(input: Uint8Array): string }
   try {
     decoder = new TextDecoder(encoding, { fatal: errors === 'strict' })
@@ -170,16 +215,21 @@ export function decodePython2Str(bytes: Uint8Array, encoding: string, errors: st
   }
 }
 
-/** UTF-8 with a per-byte error handler for what does not decode. */
+/** UTF-8 with a per-byte error handler for what does not decode (each byte of a bad sequence, as Python). */
 function decodeUtf8Lenient(bytes: Uint8Array, errors: string): string {
   let out = ''
   let i = 0
   while (i < bytes.length) {
     const c = bytes[i]!
-    const need = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1
-    if (need >= 0 && i + need < bytes.length + (need === 0 ? 1 : 0)) {
+    if (c < 0x80) {
+      out += String.fromCharCode(c)
+      i++
+      continue
+    }
+    const need = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1
+    if (need > 0 && i + need < bytes.length) {
       try {
-        out += decodeUtf8(bytes, i, i + need + 1)
+        out += fatalUtf8.decode(bytes.subarray(i, i + need + 1))
         i += need + 1
         continue
       } catch {
