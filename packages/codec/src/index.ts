@@ -21,3 +21,4 @@ export {
   Unpickler, load, loads,
   type BytesLike, type ChunkSource, type FindClass, type UnpicklerOptions,
 } from './unpickler.js'
+export { dis, genops, optimize, type DisOptions, type GenopsItem, type MemoKey, type OpcodeArgument, type TextSink } from './pickletools.js'

@@ -306,7 +306,7 @@ export function rawUnicodeEscapeDecode(b: Uint8Array, start: number, end: number
       out += decodeLatin1(b, runStart, j - 1)
       let cp = 0
       for (let k = 1; k <= digits; k++) {
-        const h = HEX[b[j + k] ?? -1]
+        const h = j + k < end ? HEX[b[j + k]!] : undefined
         if (h === undefined) throw new UnpicklingError(`truncated \\${String.fromCharCode(kind)}${'X'.repeat(digits)} escape at position ${j - 1 - start}`)
         cp = cp * 16 + h
       }
