@@ -324,11 +324,36 @@ function complexFrom(args: readonly unknown[]): Complex {
   const [re, im] = args
   if (re instanceof Complex && im === undefined) return re
   if (typeof re === 'string') {
-    const m = /^\s*\(?\s*([+-]?[\d.eE+-]*?)??\s*(?:([+-]?[\d.eE]*)j)?\s*\)?\s*$/.exec(re)
-    if (!m) bad(`complex() arg is a malformed string: ${JSON.stringify(re)}`)
-    return new Complex(m[1] ? Number(m[1]) : 0, m[2] !== undefined ? Number(m[2] === '' || m[2] === '+' ? 1 : m[2] === '-' ? -1 : m[2]) : 0)
+    if (im !== undefined) bad('complex() can\'t take second arg if first is a string')
+    return parseComplex(re)
   }
   return new Complex(re === undefined ? 0 : num(re, 'complex'), im === undefined ? 0 : num(im, 'complex'))
+}
+
+/** Python's float syntax without a sign; every part matches one way only, so matching is linear. */
+const FLOAT_BODY = String.raw`(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:e[+-]?\d(?:_?\d)*)?|inf(?:inity)?|nan)`
+const COMPLEX_REAL = new RegExp(`^[+-]?${FLOAT_BODY}$`, 'i')
+/** real, sign, imag (real+imagj), or sign, imag (imagj); a missing imag number means 1. */
+const COMPLEX_IMAG = new RegExp(`^(?:([+-]?${FLOAT_BODY})([+-])(${FLOAT_BODY})?|([+-]?)(${FLOAT_BODY})?)j$`, 'i')
+
+function floatFromText(sign: string, body: string): number {
+  const b = body.toLowerCase().replace(/_/g, '')
+  const v = b.startsWith('inf') ? Infinity : b === 'nan' ? NaN : Number(b)
+  return sign === '-' ? -v : v
+}
+
+/** complex(str): '1', '2j', '1-2.5e3j', '(-j)', 'inf+nanj', as Python reads them. */
+function parseComplex(text: string): Complex {
+  let t = text.trim()
+  if (t.startsWith('(') && t.endsWith(')')) t = t.slice(1, -1).trim()
+  if (COMPLEX_REAL.test(t)) return new Complex(floatFromText(t[0] === '-' ? '-' : '', t.replace(/^[+-]/, '')), 0)
+  const m = COMPLEX_IMAG.exec(t)
+  if (!m) return bad(`complex() arg is a malformed string: ${describe(text)}`)
+  if (m[1] !== undefined) {
+    const real = floatFromText(m[1][0] === '-' ? '-' : '', m[1].replace(/^[+-]/, ''))
+    return new Complex(real, m[3] === undefined ? (m[2] === '-' ? -1 : 1) : floatFromText(m[2]!, m[3]))
+  }
+  return new Complex(0, m[5] === undefined ? (m[4] === '-' ? -1 : 1) : floatFromText(m[4]!, m[5]))
 }
 
 function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unknown[], who: string): M {
@@ -395,9 +420,14 @@ function defineAll(r: GlobalRegistry): void {
   call('collections', 'deque', (args) => {
     argc(args, 0, 2, 'collections.deque')
     const d = new Deque()
-    if (args.length > 0) d.push(...iterableItems(args[0], 'collections.deque'))
+    // One push per item: spreading a long list as arguments overflows the call stack.
+    if (args.length > 0) for (const x of iterableItems(args[0], 'collections.deque')) d.push(x)
     const maxlen = args[1]
-    if (maxlen !== undefined && maxlen !== null) d.maxlen = int(maxlen, 'collections.deque maxlen')
+    if (maxlen !== undefined && maxlen !== null) {
+      d.maxlen = int(maxlen, 'collections.deque maxlen')
+      if (d.maxlen < 0) bad(`collections.deque maxlen must be non-negative, got ${d.maxlen}`)
+      if (d.length > d.maxlen) d.splice(0, d.length - d.maxlen)
+    }
     return d
   })
 
@@ -422,41 +452,130 @@ export const defaultGlobals: GlobalRegistry = (() => {
   return r.freeze()
 })()
 
-/** Python 2 module renames applied when fixImports is on and the protocol is below 3. */
+/**
+ * Python 2 module renames applied when fixImports is on and the protocol is below 3: CPython's
+ * _compat_pickle.IMPORT_MAPPING (3.11), entry for entry.
+ */
 const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({
   __builtin__: 'builtins',
   copy_reg: 'copyreg',
   Queue: 'queue',
+  SocketServer: 'socketserver',
+  ConfigParser: 'configparser',
+  repr: 'reprlib',
+  tkFileDialog: 'tkinter.filedialog',
+  tkSimpleDialog: 'tkinter.simpledialog',
+  tkColorChooser: 'tkinter.colorchooser',
+  tkCommonDialog: 'tkinter.commondialog',
+  Dialog: 'tkinter.dialog',
+  Tkdnd: 'tkinter.dnd',
+  tkFont: 'tkinter.font',
+  tkMessageBox: 'tkinter.messagebox',
+  ScrolledText: 'tkinter.scrolledtext',
+  Tkconstants: 'tkinter.constants',
+  Tix: 'tkinter.tix',
+  ttk: 'tkinter.ttk',
+  Tkinter: 'tkinter',
+  markupbase: '_markupbase',
+  _winreg: 'winreg',
+  thread: '_thread',
+  dummy_thread: '_dummy_thread',
+  dbhash: 'dbm.bsd',
+  dumbdbm: 'dbm.dumb',
+  dbm: 'dbm.ndbm',
+  gdbm: 'dbm.gnu',
+  xmlrpclib: 'xmlrpc.client',
+  SimpleXMLRPCServer: 'xmlrpc.server',
+  httplib: 'http.client',
+  htmlentitydefs: 'html.entities',
+  HTMLParser: 'html.parser',
+  Cookie: 'http.cookies',
+  cookielib: 'http.cookiejar',
+  BaseHTTPServer: 'http.server',
+  'test.test_support': 'test.support',
+  commands: 'subprocess',
+  urlparse: 'urllib.parse',
+  robotparser: 'urllib.robotparser',
+  urllib2: 'urllib.request',
+  anydbm: 'dbm',
+  _abcoll: 'collections.abc',
+  cPickle: 'pickle',
+  _elementtree: 'xml.etree.ElementTree',
+  FileDialog: 'tkinter.filedialog',
+  SimpleDialog: 'tkinter.simpledialog',
+  DocXMLRPCServer: 'xmlrpc.server',
+  SimpleHTTPServer: 'http.server',
+  CGIHTTPServer: 'http.server',
   UserDict: 'collections',
   UserList: 'collections',
   UserString: 'collections',
-  cPickle: 'pickle',
-  _elementtree: 'xml.etree.ElementTree',
-  exceptions: 'builtins',
+  whichdb: 'dbm',
+  StringIO: 'io',
+  cStringIO: 'io',
 }))
 
-/** Python 2 (module, name) pairs whose Python 3 home differs from the module rename alone. */
+/** Python 2 (module, name) pairs whose Python 3 home differs from the module rename alone (_compat_pickle.NAME_MAPPING). */
 const NAME_RENAMES: ReadonlyMap<string, readonly [string, string]> = new Map(Object.entries({
   '__builtin__.xrange': ['builtins', 'range'],
-  '__builtin__.unicode': ['builtins', 'str'],
-  '__builtin__.long': ['builtins', 'int'],
-  '__builtin__.basestring': ['builtins', 'str'],
   '__builtin__.reduce': ['functools', 'reduce'],
   '__builtin__.intern': ['sys', 'intern'],
   '__builtin__.unichr': ['builtins', 'chr'],
-  'UserDict.IterableUserDict': ['collections', 'UserDict'],
-  'UserDict.UserDict': ['collections', 'UserDict'],
-  'UserList.UserList': ['collections', 'UserList'],
+  '__builtin__.unicode': ['builtins', 'str'],
+  '__builtin__.long': ['builtins', 'int'],
   'itertools.izip': ['builtins', 'zip'],
   'itertools.imap': ['builtins', 'map'],
   'itertools.ifilter': ['builtins', 'filter'],
-  'string.maketrans': ['bytes', 'maketrans'],
+  'itertools.ifilterfalse': ['itertools', 'filterfalse'],
+  'itertools.izip_longest': ['itertools', 'zip_longest'],
+  'UserDict.IterableUserDict': ['collections', 'UserDict'],
+  'UserList.UserList': ['collections', 'UserList'],
+  'UserString.UserString': ['collections', 'UserString'],
+  'whichdb.whichdb': ['dbm', 'whichdb'],
+  '_socket.fromfd': ['socket', 'fromfd'],
+  '_multiprocessing.Connection': ['multiprocessing.connection', 'Connection'],
+  'multiprocessing.process.Process': ['multiprocessing.context', 'Process'],
+  'multiprocessing.forking.Popen': ['multiprocessing.popen_fork', 'Popen'],
+  'urllib.ContentTooShortError': ['urllib.error', 'ContentTooShortError'],
+  'urllib.getproxies': ['urllib.request', 'getproxies'],
+  'urllib.pathname2url': ['urllib.request', 'pathname2url'],
+  'urllib.quote_plus': ['urllib.parse', 'quote_plus'],
+  'urllib.quote': ['urllib.parse', 'quote'],
+  'urllib.unquote_plus': ['urllib.parse', 'unquote_plus'],
+  'urllib.unquote': ['urllib.parse', 'unquote'],
+  'urllib.url2pathname': ['urllib.request', 'url2pathname'],
+  'urllib.urlcleanup': ['urllib.request', 'urlcleanup'],
+  'urllib.urlencode': ['urllib.parse', 'urlencode'],
+  'urllib.urlopen': ['urllib.request', 'urlopen'],
+  'urllib.urlretrieve': ['urllib.request', 'urlretrieve'],
+  'urllib2.HTTPError': ['urllib.error', 'HTTPError'],
+  'urllib2.URLError': ['urllib.error', 'URLError'],
+  'multiprocessing.AuthenticationError': ['multiprocessing.context', 'AuthenticationError'],
+  'multiprocessing.BufferTooShort': ['multiprocessing.context', 'BufferTooShort'],
+  'multiprocessing.ProcessError': ['multiprocessing.context', 'ProcessError'],
+  'multiprocessing.TimeoutError': ['multiprocessing.context', 'TimeoutError'],
+  '__builtin__.basestring': ['builtins', 'str'],
+  'UserDict.UserDict': ['collections', 'UserDict'],
+  'socket._socketobject': ['socket', 'SocketType'],
+  'exceptions.StandardError': ['builtins', 'Exception'],
 } as Record<string, readonly [string, string]>))
+
+/** The Python 2 exceptions module's classes, which moved to builtins under the same names. */
+const PY2_EXCEPTIONS: ReadonlySet<string> = new Set([
+  'ArithmeticError', 'AssertionError', 'AttributeError', 'BaseException', 'BufferError', 'BytesWarning',
+  'DeprecationWarning', 'EOFError', 'EnvironmentError', 'Exception', 'FloatingPointError', 'FutureWarning',
+  'GeneratorExit', 'IOError', 'ImportError', 'ImportWarning', 'IndentationError', 'IndexError', 'KeyError',
+  'KeyboardInterrupt', 'LookupError', 'MemoryError', 'NameError', 'NotImplementedError', 'OSError',
+  'OverflowError', 'PendingDeprecationWarning', 'ReferenceError', 'RuntimeError', 'RuntimeWarning',
+  'StopIteration', 'SyntaxError', 'SyntaxWarning', 'SystemError', 'SystemExit', 'TabError', 'TypeError',
+  'UnboundLocalError', 'UnicodeDecodeError', 'UnicodeEncodeError', 'UnicodeError', 'UnicodeTranslateError',
+  'UnicodeWarning', 'UserWarning', 'ValueError', 'Warning', 'ZeroDivisionError',
+])
 
 /** Maps a Python 2 global name to its Python 3 name (Python's fix_imports). */
 export function fixImport(module: string, name: string): [string, string] {
   const renamed = NAME_RENAMES.get(`${module}.${name}`)
   if (renamed) return [renamed[0], renamed[1]]
+  if (module === 'exceptions' && PY2_EXCEPTIONS.has(name)) return ['builtins', name]
   return [MODULE_RENAMES.get(module) ?? module, name]
 }
 

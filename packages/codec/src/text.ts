@@ -172,7 +172,7 @@ function decodeCp1252(bytes: Uint8Array, errors: string): string {
   return out
 }
 
-/** Python's 'utf-8' codec: unlike BINUNICODE's 'surrogatepass', encoded surrogates are errors. */
+/** UTF-8 with U+FFFD for what does not decode; a BOM is kept, as Python's 'utf-8' codec keeps it. */
 const replacingUtf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
@@ -195,6 +195,7 @@ export function decodePython2Str(bytes: Uint8Array, encoding: string, errors: st
     return out
   }
   if (enc === 'utf-8') {
+    // Python's 'utf-8' codec, not BINUNICODE's 'surrogatepass': encoded surrogates are errors.
     try {
       return fatalUtf8.decode(bytes)
     } catch {

@@ -95,7 +95,8 @@ export type BufferSource = ArrayBuffer | SharedArrayBuffer | ArrayBufferView
 
 /** Views any bytes-like source as a Uint8Array over the same memory: never a copy. */
 export function asBytesView(source: BufferSource | PickleBuffer): Uint8Array {
-  if (source instanceof Uint8Array) return source
+  // A plain Uint8Array, even over a Node Buffer, so that slice() copies as it does everywhere else.
+  if (source instanceof Uint8Array && source.constructor === Uint8Array) return source
   if (source instanceof PickleBuffer) return source.raw()
   if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength)
   if (source instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && source instanceof SharedArrayBuffer)) {

@@ -9,8 +9,9 @@ import { HIGHEST_PROTOCOL, OPCODES, OPCODE_BY_CODE, type OpName } from './opcode
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
 import {
-  ByteArray, FrozenSet, PickleBuffer, PyFloat, PyGlobal, PyObject, PyPersistentRef, Tuple, asBytesView, describe,
-  setState, type BufferSource, type PyObjectOrigin,
+  ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef,
+  PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, describe, setState,
+  type BufferSource, type PyObjectOrigin,
 } from './types.js'
 
 /** Bytes the unpickler reads from: any ArrayBuffer, SharedArrayBuffer or view of one. */
@@ -330,7 +331,8 @@ function parseDecimal(text: string, what: string): number | bigint {
   return intValue(BigInt(t))
 }
 
-const FLOAT_TEXT = /^[+-]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][+-]?\d+)?$/
+/** Python's float() syntax; each part matches one way only, so a long bad line fails in linear time. */
+const FLOAT_TEXT = /^[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?$/
 function parseFloatText(text: string): number {
   const t = text.trim()
   const lower = t.toLowerCase().replace(/^\+/, '')
@@ -374,6 +376,8 @@ function defineOwn(target: Record<string, unknown>, k: string, v: unknown): void
 function appendItems(target: unknown, items: unknown[], start: number): void {
   if (Array.isArray(target) && !(target instanceof Tuple)) {
     for (let i = start; i < items.length; i++) target.push(items[i])
+    // A deque with a maxlen keeps its last maxlen items, as collections.deque.append does.
+    if (target instanceof Deque && target.maxlen !== null && target.length > target.maxlen) target.splice(0, target.length - target.maxlen)
   } else if (target instanceof PyObject) {
     for (let i = start; i < items.length; i++) target.listItems.push(items[i])
   } else {
@@ -397,11 +401,23 @@ function makeTuple(items: readonly unknown[]): Tuple {
 
 // ---- objects ----
 
-function callGlobal(callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
+function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
-  if (callable instanceof PyGlobal) return withName(callable, () => callable.call(args, origin))
+  if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
   if (typeof callable === 'function') return callable(...args)
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
+}
+
+/** A dict or float made by calling builtins.dict or builtins.float follows the dict and lossless options, as one made by opcodes does. */
+function followOptions(s: LoadState, g: PyGlobal, v: unknown): unknown {
+  if (g.module !== 'builtins') return v
+  if (g.name === 'float' && typeof v === 'number') return s.float(v)
+  if (g.name === 'dict' && s.dictAsObject && v instanceof Map && v.constructor === Map) {
+    const o = {}
+    for (const [k, x] of v) setItem(s, o, k, x)
+    return o
+  }
+  return v
 }
 
 function newObject(cls: unknown, args: unknown, kwargs: unknown, origin: 'newobj' | 'newobj_ex'): unknown {
@@ -422,7 +438,11 @@ function withName<T>(g: PyGlobal, fn: () => T): T {
   }
 }
 
-const NOT_BUILDABLE = [Array, Map, Set, Uint8Array, PyGlobal, PickleBuffer] as const
+/** Values whose Python types have no __dict__ and no __setstate__: CPython refuses BUILD on them too. */
+const NOT_BUILDABLE = [
+  Array, Map, Set, Uint8Array, PyGlobal, PickleBuffer, PySingleton, PyFloat, Complex, PyRange, Slice, PyDate, PyTime,
+  PyDateTime, PyTimeDelta, PyTimeZone, Decimal,
+] as const
 
 function build(s: LoadState, inst: unknown, state: unknown): void {
   if (typeof inst !== 'object' || inst === null) throw new UnpicklingError(`BUILD needs an object, got ${describe(inst)}`)
@@ -438,12 +458,16 @@ function build(s: LoadState, inst: unknown, state: unknown): void {
     }
     return
   }
-  if (NOT_BUILDABLE.some((c) => inst instanceof c)) throw new UnpicklingError(`BUILD state cannot be applied to ${describe(inst)}`)
   let slotState: unknown = null
   if (Array.isArray(state) && state.length === 2) [state, slotState] = state
   for (const part of [state, slotState]) {
     if (part === null) continue
-    for (const [k, v] of dictEntries(part, 'BUILD state')) {
+    const entries = dictEntries(part, 'BUILD state')
+    // As in CPython: any state but None needs an instance __dict__; a slot state, each attribute.
+    if ((part === state || entries.length > 0) && NOT_BUILDABLE.some((c) => inst instanceof c)) {
+      throw new UnpicklingError(`BUILD state cannot be applied to ${describe(inst)}`)
+    }
+    for (const [k, v] of entries) {
       if (typeof k !== 'string') throw new UnpicklingError(`BUILD state keys must be str, got ${describe(k)}`)
       defineOwn(inst as Record<string, unknown>, k, v)
     }
@@ -581,6 +605,8 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const top = s.top()
     if (top instanceof PickleBuffer) {
       if (!top.readonly) s.stack[s.stack.length - 1] = new PickleBuffer(top, { readonly: true })
+    } else if (top instanceof Uint8Array && !(top instanceof ByteArray)) {
+      // bytes are readonly already: CPython leaves them as they are.
     } else if (top instanceof Uint8Array || ArrayBuffer.isView(top)) {
       s.stack[s.stack.length - 1] = new PickleBuffer(asBytesView(top), { readonly: true })
     } else {
@@ -761,7 +787,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   REDUCE(s) {
     const args = s.pop()
     const callable = s.pop()
-    s.stack.push(callGlobal(callable, args, 'reduce'))
+    s.stack.push(callGlobal(s, callable, args, 'reduce'))
   },
   NEWOBJ(s) {
     const args = s.pop()
@@ -779,13 +805,13 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const [na, nb] = s.line()
     const cls = s.findClass(decodeLatin1(s.data, ma, mb), decodeLatin1(s.data, na, nb))
     const args = s.popMark()
-    s.stack.push(callGlobal(cls, args, 'inst'))
+    s.stack.push(callGlobal(s, cls, args, 'inst'))
   },
   OBJ(s) {
     const args = s.popMark()
     if (args.length === 0) underflow()
     const cls = args.shift()
-    s.stack.push(callGlobal(cls, args, 'obj'))
+    s.stack.push(callGlobal(s, cls, args, 'obj'))
   },
   BUILD(s) {
     const state = s.pop()
@@ -879,6 +905,16 @@ export class Unpickler {
     return this.#state.memo
   }
 
+  /**
+   * Empties the memo (Python's unpickler.memo.clear()). Call it between loads of pickles that
+   * were dumped independently: protocols 4 and 5 number memo entries (MEMOIZE) from the
+   * memo's size, so such a pickle only reads right through a fresh memo.
+   */
+  clearMemo(): void {
+    this.#state.memo = []
+    this.#state.memoCount = 0
+  }
+
   /** Loads the next pickle from bytes in memory. */
   load(): unknown {
     if (!(this.#source instanceof Uint8Array)) throw new PickleError('this Unpickler reads a stream: use loadAsync()')
@@ -892,6 +928,7 @@ export class Unpickler {
       if (this.#end > this.#start) {
         const stop = this.#scanStream()
         if (stop >= 0) {
+          if (stop - this.#start > this.#maxSize) throw new UnpicklingError(`pickle larger than maxSize (${this.#maxSize} bytes)`)
           const s = this.#state
           s.setInput(this.#pending, this.#start, stop)
           const value = s.loadOne()
@@ -899,6 +936,10 @@ export class Unpickler {
           this.#start = stop
           this.#scanner.reset(stop)
           return value
+        }
+        // Every byte from #start belongs to the unfinished pickle: that, not a chunk, is what maxSize limits.
+        if (this.#end - this.#start > this.#maxSize) {
+          throw new UnpicklingError(`pickle larger than maxSize (${this.#maxSize} bytes)`)
         }
       }
       if (this.#sourceDone) {
@@ -939,15 +980,13 @@ export class Unpickler {
     const next = await this.#chunks.next()
     if (next.done) return false
     const chunk = toBytes(next.value)
+    // live <= maxSize here (loadAsync checks the unfinished pickle), so memory stays under maxSize plus one chunk.
     const live = this.#end - this.#start
-    if (live + chunk.length > this.#maxSize) {
-      throw new UnpicklingError(`pickle larger than maxSize (${this.#maxSize} bytes)`)
-    }
     if (this.#end + chunk.length > this.#pending.length) {
       // Memory follows the bytes that arrived, never a length field: compact, or grow by doubling.
       const target = live + chunk.length <= this.#pending.length
         ? this.#pending
-        : new Uint8Array(Math.min(this.#maxSize, Math.max(live + chunk.length, 64 * 1024, this.#pending.length * 2)))
+        : new Uint8Array(Math.max(live + chunk.length, Math.min(this.#maxSize, Math.max(64 * 1024, this.#pending.length * 2))))
       target.set(this.#pending.subarray(this.#start, this.#end), 0)
       this.#scanner.shift(this.#start)
       this.#pending = target

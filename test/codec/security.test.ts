@@ -1,0 +1,279 @@
+/**
+ * Hostile pickles: forbidden globals, prototype pollution, lengths that would allocate
+ * terabytes, absurd nesting, endless streams, allocation by count, far memo indexes and
+ * inputs built to make a parser backtrack. Each is refused quickly with an UnpicklingError
+ * that names what was wrong, or handled without harm.
+ */
+import t from 'tap'
+import {
+  MAX_ZERO_FILL, PyGlobal, PyObject, Unpickler, UnpicklingError, loads, type UnpicklerOptions,
+} from '@picklewire/codec'
+import { concat, pickle, repeat, shortStr, u32, u64 } from '../helpers/craft.js'
+import { pyDumpsAll } from '../helpers/python.js'
+
+const MiB = 1024 * 1024
+
+/** Runs fn and reports how long it took and how much the process grew meanwhile. */
+function measure(fn: () => void): { ms: number; grewMiB: number } {
+  const before = process.memoryUsage()
+  const start = performance.now()
+  fn()
+  const ms = performance.now() - start
+  const after = process.memoryUsage()
+  const grew = Math.max(after.rss - before.rss, after.arrayBuffers - before.arrayBuffers)
+  return { ms, grewMiB: grew / MiB }
+}
+
+t.test('globals outside the registry are refused with their name, as CPython pickles them', async (t) => {
+  const dangerous: [expr: string, name: string][] = [
+    ['os.system', 'posix.system'],
+    ['os.popen', 'os.popen'],
+    ['builtins.eval', 'builtins.eval'],
+    ['builtins.exec', 'builtins.exec'],
+    ['builtins.getattr', 'builtins.getattr'],
+    ['builtins.__import__', 'builtins.__import__'],
+    ['subprocess.Popen', 'subprocess.Popen'], // at protocols 0-2 written as commands.Popen, read back by fixImports
+    ['type("Evil", (), {"__reduce__": lambda self: (os.system, ("echo pwned",))})()', 'posix.system'],
+  ]
+  const items = dangerous.flatMap(([expr]) => [0, 1, 2, 3, 4, 5].map((p) => [expr, p] as const))
+  const pickles = pyDumpsAll(items, 'os, subprocess, builtins')
+  items.forEach(([expr, p], i) => {
+    const name = dangerous.find(([e]) => e === expr)![1]
+    t.throws(() => loads(pickles[i]!), { name: 'UnpicklingError', message: `global '${name}' is forbidden` },
+      `${expr} at protocol ${p}`)
+    if (p <= 2 && name.startsWith('builtins.')) {
+      const py2Name = name.replace('builtins.', '__builtin__.')
+      t.throws(() => loads(pickles[i]!, { fixImports: false }), { message: `global '${py2Name}' is forbidden` },
+        `${expr} at protocol ${p} without fixImports keeps the Python 2 name`)
+    }
+  })
+})
+
+t.test('every way a pickle names a global goes through the same refusal', async (t) => {
+  const cases: [string, Uint8Array, UnpicklerOptions?][] = [
+    ['GLOBAL', pickle('cos\nsystem\n(S\'echo hi\'\ntR.')],
+    ['STACK_GLOBAL', pickle('\x80\x04', ...shortStr('builtins'), ...shortStr('eval'), '\x93', ...shortStr('1+1'), '\x85R.')],
+    ['INST', pickle('(S\'echo hi\'\nios\nsystem\n.')],
+    ['OBJ', pickle('(cos\nsystem\nS\'echo hi\'\no.')],
+    ['EXT1 registered to os.system', pickle('\x80\x02\x82\x07.'), { extensions: new Map([[7, ['os', 'system'] as const]]) }],
+    ['a findClass hook that defers to the default', pickle('cos\nsystem\n.'), { findClass: (m, n, dflt) => dflt(m, n) }],
+    ['a getattr chain', pickle('cbuiltins\ngetattr\n(cbuiltins\ndict\nS\'get\'\ntR.')],
+  ]
+  for (const [label, data, options] of cases) {
+    t.throws(() => loads(data, options), { name: 'UnpicklingError', message: /global '(os\.system|builtins\.eval|builtins\.getattr)' is forbidden/ }, label)
+  }
+})
+
+t.test('names that look like JavaScript internals resolve to nothing', async (t) => {
+  const names = [
+    ['builtins', '__proto__'], ['__proto__', 'constructor'], ['Object', 'prototype'], ['builtins', 'constructor'],
+    ['builtins', 'toString'], ['builtins', 'hasOwnProperty'], ['collections', 'OrderedDict.fromkeys'],
+    ['copyreg', '__builtins__'], ['datetime', 'datetime.__class__'], ['builtins', 'set.__init__'], ['', ''],
+  ]
+  for (const [m, n] of names) {
+    t.throws(() => loads(pickle(`c${m}\n${n}\n.`)), { name: 'UnpicklingError', message: `global '${m}.${n}' is forbidden` }, `${m}.${n}`)
+    t.throws(() => loads(pickle('\x80\x04', ...shortStr(m!), ...shortStr(n!), '\x93.')), UnpicklingError, `${m}.${n} by STACK_GLOBAL`)
+  }
+})
+
+t.test('opaque mode keeps an unknown global as an inert placeholder and calls nothing', async (t) => {
+  const [evil] = pyDumpsAll([['type("Evil", (), {"__reduce__": lambda self: (os.system, ("touch /tmp/pwned",))})()', 5]], 'os')
+  const v = loads(evil!, { opaque: true })
+  t.type(v, PyObject)
+  const o = v as PyObject
+  t.equal(o.callable.module, 'posix')
+  t.equal(o.callable.name, 'system')
+  t.equal(o.callable.opaque, true)
+  t.same([...o.args], ['touch /tmp/pwned'])
+  t.type(o.callable, PyGlobal)
+})
+
+t.test('dict keys named __proto__, constructor and prototype never reach a prototype', async (t) => {
+  const before = Object.getOwnPropertyNames(Object.prototype).sort()
+  const expr = '{"__proto__": {"polluted": 1}, "constructor": {"prototype": {"polluted": 2}}, "prototype": {"polluted": 3}, ' +
+    '"hasOwnProperty": 4, "toString": 5, "nested": [{"__proto__": {"polluted": 6}}]}'
+  const pickles = pyDumpsAll([0, 1, 2, 3, 4, 5].map((p) => [expr, p] as const))
+  // The DICT opcode, which CPython never writes but accepts.
+  pickles.push(pickle('(S\'__proto__\'\n(S\'polluted\'\nI7\ndd.'))
+  for (const [i, data] of pickles.entries()) {
+    const v = loads(data, { dict: 'object' }) as Record<string, unknown>
+    t.equal(Object.getPrototypeOf(v), Object.prototype, `pickle ${i}: the result is a plain object`)
+    t.ok(Object.prototype.hasOwnProperty.call(v, '__proto__'), `pickle ${i}: __proto__ is an own property`)
+    t.equal((v['__proto__'] as Record<string, unknown>).polluted, i < 6 ? 1 : 7)
+    t.equal(({} as Record<string, unknown>).polluted, undefined, `pickle ${i}: Object.prototype untouched`)
+    if (i < 6) {
+      const nested = (v.nested as Record<string, unknown>[])[0]!
+      t.equal(Object.getPrototypeOf(nested), Object.prototype, `pickle ${i}: nested dict too`)
+      t.equal(Object.getPrototypeOf(v.constructor), Object.prototype, `pickle ${i}: constructor is a plain own property`)
+    }
+  }
+  t.same(Object.getOwnPropertyNames(Object.prototype).sort(), before)
+})
+
+t.test('BUILD state cannot pollute a prototype or change a class', async (t) => {
+  class Target {}
+  const findClass = (m: string, n: string, dflt: (m: string, n: string) => unknown): unknown =>
+    m === 'app' && n === 'Target' ? Target : dflt(m, n)
+  const state = "(dS'__proto__'\n(dS'polluted'\nI1\nssS'constructor'\nS'x'\nsS'prototype'\nI2\ns"
+  const viaDict = pickle(`\x80\x02capp\nTarget\n)\x81${state}b.`)
+  const viaSlots = pickle(`\x80\x02capp\nTarget\n)\x81(N${state}tb.`)
+  for (const [label, data] of [['state dict', viaDict], ['slot state', viaSlots]] as const) {
+    for (const dict of ['map', 'object'] as const) {
+      const v = loads(data, { findClass, dict }) as Record<string, unknown>
+      t.equal(Object.getPrototypeOf(v), Target.prototype, `${label}, dict: '${dict}': still a Target`)
+      t.ok(Object.prototype.hasOwnProperty.call(v, '__proto__'), `${label}, dict: '${dict}': own __proto__`)
+      t.equal(v.constructor, 'x', 'an own constructor property, nothing more')
+      t.equal((Target.prototype as unknown as Record<string, unknown>).polluted, undefined)
+      t.equal(({} as Record<string, unknown>).polluted, undefined)
+    }
+  }
+  t.throws(() => loads(pickle(`capp\nTarget\n(dS'prototype'\nI1\nsb.`), { findClass }), { name: 'UnpicklingError', message: /BUILD needs an object, got function Target/ },
+    'a class itself takes no BUILD')
+  t.throws(() => loads(pickle(`c__builtin__\nset\n(dS'x'\nI1\nsb.`)), { name: 'UnpicklingError', message: /BUILD state cannot be applied to global builtins.set/ },
+    'nor does a registered global')
+})
+
+t.test('declared lengths far beyond the input fail at once, without allocating', async (t) => {
+  const huge = [2 ** 40, 2 ** 53 + 2, 2n ** 63n, 2n ** 64n - 1n, 1.5 * 2 ** 30]
+  const cases: [string, Uint8Array][] = []
+  for (const n of huge) {
+    cases.push([`BINBYTES8 ${n}`, pickle('\x80\x04\x8e', u64(n), 'abc')])
+    cases.push([`BINUNICODE8 ${n}`, pickle('\x80\x04\x8d', u64(n), 'abc')])
+    cases.push([`BYTEARRAY8 ${n}`, pickle('\x80\x05\x96', u64(n), 'abc')])
+    cases.push([`FRAME ${n}`, pickle('\x80\x04\x95', u64(n), 'N.')])
+  }
+  cases.push(['BINBYTES 2^32-1', pickle('\x80\x03B', u32(0xffffffff), 'abc')])
+  cases.push(['BINUNICODE 2^32-1', pickle('X', u32(0xffffffff), 'abc')])
+  cases.push(['BINSTRING 2^31-1', pickle('T', u32(0x7fffffff), 'abc')])
+  cases.push(['LONG4 2^31-1', pickle('\x80\x02\x8b', u32(0x7fffffff), 'abc')])
+  cases.push(['LONG1 255', pickle('\x80\x02\x8a\xff', 'abc')])
+  cases.push(['SHORT_BINBYTES 255', pickle('\x80\x03C\xff', 'abc')])
+  for (const [label, data] of cases) {
+    const { ms, grewMiB } = measure(() => {
+      t.throws(() => loads(data), { name: 'UnpicklingError', message: /truncated/ }, label)
+    })
+    t.ok(ms < 100, `${label}: refused in ${ms.toFixed(1)} ms`)
+    t.ok(grewMiB < 64, `${label}: memory grew ${grewMiB.toFixed(1)} MiB`)
+    const u = new Unpickler([data])
+    await t.rejects(u.loadAsync(), { name: 'UnpicklingError', message: /truncated/ }, `${label}, from chunks`)
+  }
+  t.throws(() => loads(pickle('\x80\x02\x8b', u32(0xffffffff), '.')), { message: /negative byte count/ }, 'LONG4 -1')
+  t.throws(() => loads(pickle('T', u32(0x80000000), '.')), { message: /negative byte count/ }, 'BINSTRING -2^31')
+  await t.rejects(new Unpickler([pickle('T', u32(0xffffffff), '.')]).loadAsync(), { message: /negative byte count/ }, 'BINSTRING -1 from chunks')
+})
+
+t.test('100k nested MARKs stop at maxDepth; deep structures without MARK load without recursion', async (t) => {
+  const marks = concat(repeat('(', 100_000), pickle('N.'))
+  t.throws(() => loads(marks), { name: 'UnpicklingError', message: 'MARK nesting deeper than maxDepth (10000) (at byte 10000, opcode MARK)' })
+  await t.rejects(new Unpickler([marks]).loadAsync(), { message: /maxDepth \(10000\)/ }, 'from chunks too')
+  t.throws(() => loads(concat(repeat('(', 51), repeat('l', 51), pickle('.')), { maxDepth: 50 }), { message: /maxDepth \(50\)/ })
+  t.doesNotThrow(() => loads(concat(repeat('(', 50), repeat('l', 50), pickle('.')), { maxDepth: 50 }), 'exactly maxDepth is allowed')
+
+  const n = 1_000_000
+  const { ms } = measure(() => {
+    const lists = loads(concat(pickle('\x80\x02'), repeat(']', n), repeat('a', n - 1), pickle('.'))) as unknown[]
+    let depth = 1
+    for (let v = lists; v.length === 1; v = v[0] as unknown[]) depth++
+    t.equal(depth, n, 'a million nested lists (EMPTY_LIST and APPEND)')
+    const tuples = loads(concat(pickle('\x80\x02N'), repeat('\x85', n), pickle('.'))) as unknown[]
+    depth = 0
+    for (let v: unknown = tuples; Array.isArray(v); v = v[0]) depth++
+    t.equal(depth, n, 'a million nested tuples (TUPLE1)')
+    const marked = loads(concat(repeat('(', 100_000), repeat('l', 100_000), pickle('.')), { maxDepth: 200_000 }) as unknown[]
+    depth = 1
+    for (let v = marked; v.length === 1; v = v[0] as unknown[]) depth++
+    t.equal(depth, 100_000, '100k nested lists through MARK with a raised maxDepth')
+  })
+  t.ok(ms < 5000, `loaded in ${ms.toFixed(0)} ms`)
+})
+
+t.test('a stream that claims a huge BINBYTES8 and sends endless data stops at maxSize', async (t) => {
+  let pulled = 0
+  async function* endless(): AsyncGenerator<Uint8Array> {
+    yield pickle('\x80\x04\x8e', u64(2 ** 40))
+    const chunk = new Uint8Array(64 * 1024)
+    for (;;) {
+      pulled++
+      yield chunk
+    }
+  }
+  const maxSize = MiB
+  await t.rejects(new Unpickler(endless(), { maxSize }).loadAsync(), { name: 'UnpicklingError', message: `pickle larger than maxSize (${maxSize} bytes)` })
+  t.ok(pulled <= 17, `stopped after ${pulled} chunks of 64 KiB`)
+
+  pulled = 0
+  function* noStop(): Generator<Uint8Array> {
+    for (;;) {
+      pulled++
+      yield repeat('N', 4096)
+    }
+  }
+  await t.rejects(new Unpickler(noStop(), { maxSize }).loadAsync(), { message: /maxSize/ }, 'a pickle that never reaches STOP')
+  t.ok(pulled <= 257, `stopped after ${pulled} chunks of 4 KiB`)
+})
+
+t.test('maxSize limits one pickle, not a chunk that holds many', async (t) => {
+  const one = pickle('\x80\x04', ...shortStr('x'.repeat(100)), '.')
+  const many = concat(...Array.from({ length: 200 }, () => one))
+  const u = new Unpickler([many], { maxSize: 1000 })
+  let n = 0
+  for await (const v of u) {
+    t.equal(v, 'x'.repeat(100), `pickle ${n}`)
+    n++
+  }
+  t.equal(n, 200, 'all 200 small pickles of one 21 KB chunk, with maxSize 1000')
+  const big = pickle('\x80\x04', ...shortStr('y'.repeat(200)), '.')
+  await t.rejects(new Unpickler([big], { maxSize: 100 }).loadAsync(), { message: 'pickle larger than maxSize (100 bytes)' }, 'a pickle of 205 bytes')
+})
+
+t.test('allocation by count through REDUCE is bounded', async (t) => {
+  for (const [m, p] of [['builtins', 4], ['__builtin__', 2]] as const) {
+    for (const name of ['bytearray', 'bytes']) {
+      for (const count of [2 ** 40, MAX_ZERO_FILL + 1]) {
+        const data = pickle('\x80', p, 'c', m, '\n', name, '\n\x8a\x06', u64(count).slice(0, 6), '\x85R.')
+        const { ms, grewMiB } = measure(() => {
+          t.throws(() => loads(data), { name: 'UnpicklingError', message: `builtins.${name}: ${name}(${count}) would allocate more than ${MAX_ZERO_FILL} bytes from a bare count` },
+            `${m}.${name}(${count})`)
+        })
+        t.ok(ms < 100 && grewMiB < 64, `refused in ${ms.toFixed(1)} ms, grew ${grewMiB.toFixed(1)} MiB`)
+      }
+    }
+  }
+  t.throws(() => loads(pickle('c__builtin__\nbytearray\n(I-1\ntR.')), { message: /builtins\.bytearray: bytearray\(\) count must not be negative, got -1/ })
+  t.same(loads(pickle('c__builtin__\nbytearray\n(I3\ntR.')), new Uint8Array(3), 'a small count is fine')
+})
+
+t.test('far memo indexes do not allocate', async (t) => {
+  const { ms, grewMiB } = measure(() => {
+    t.equal(loads(pickle('\x80\x02N\x8a\x01\x07r', u32(0xffffffff), '0j', u32(0xffffffff), '.')), 7, 'LONG_BINPUT and LONG_BINGET 2^32-1')
+    t.throws(() => loads(pickle('\x80\x02Nj', u32(0xfffffffe), '.')), { name: 'UnpicklingError', message: /Memo value not found at index 4294967294/ })
+    t.equal(loads(pickle('I5\np123456789012345678901234567890\n0g123456789012345678901234567890\n.')), 5, 'PUT and GET of a 30-digit index')
+    const many = [pickle('\x80\x02N')]
+    for (let i = 0; i < 10_000; i++) many.push(pickle('r', u32((i * 2654435761) >>> 0)))
+    many.push(pickle('.'))
+    t.equal(loads(concat(...many)), null, '10,000 scattered LONG_BINPUTs')
+  })
+  t.ok(ms < 1000 && grewMiB < 64, `in ${ms.toFixed(0)} ms, grew ${grewMiB.toFixed(1)} MiB`)
+  t.throws(() => loads(pickle('Np-1\n.')), { name: 'UnpicklingError', message: /negative PUT argument/ })
+})
+
+t.test('numbers with more digits than Python accepts are refused', async (t) => {
+  t.throws(() => loads(pickle('I', '9'.repeat(5000), '\n.')), { name: 'UnpicklingError', message: /INT has 5000 digits, more than the 4300 Python accepts/ })
+  t.throws(() => loads(pickle('L', '9'.repeat(5000), 'L\n.')), { name: 'UnpicklingError', message: /LONG has 5000 digits/ })
+  t.equal(loads(pickle('L', '9'.repeat(4300), 'L\n.')), 10n ** 4300n - 1n, '4300 digits are fine')
+})
+
+t.test('text that would make a parser backtrack is refused in linear time', async (t) => {
+  const n = 1_000_000
+  const float = pickle('F', '1'.repeat(n), 'x\n.')
+  const complex = pickle('\x80\x02c__builtin__\ncomplex\nX', u32(n + 1), '1'.repeat(n), 'x\x85R.')
+  const complex2 = pickle('\x80\x02c__builtin__\ncomplex\nX', u32(n + 2), '1'.repeat(n), '+x\x85R.')
+  for (const [label, data, message] of [
+    ['FLOAT', float, /could not convert string to float/],
+    ['complex(str)', complex, /builtins\.complex: complex\(\) arg is a malformed string/],
+    ['complex(str) with a sign', complex2, /malformed string/],
+  ] as const) {
+    const { ms } = measure(() => t.throws(() => loads(data), { name: 'UnpicklingError', message }, label))
+    t.ok(ms < 500, `${label}: ${ms.toFixed(0)} ms for ${n} digits`)
+  }
+})
