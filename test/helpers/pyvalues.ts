@@ -10,7 +10,10 @@
  *   merges constants); picklewire memoizes str by value, and canonicalize() makes equal
  *   constant bytes and tuples one JavaScript object;
  * - lists, dicts, sets, frozensets, bytearrays and tuples holding any of those (or a NaN,
- *   written float('nan')) are made afresh by each expression that builds them.
+ *   written float('nan')) are made afresh by each expression that builds them;
+ * - CPython 3.11 interns some one-character identifier literals ('a', '_', not 'Z') as objects
+ *   other than its cached one-character strings, so two equal strs have two identities there:
+ *   the generator makes no one-character identifier strings.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -227,16 +230,14 @@ function children(v: object): unknown[] {
  * The Python code that builds the same value as root and binds it to `value`: every list and
  * dict is a variable made empty and filled last (so that cycles work), shared tuples, sets and
  * bytearrays are variables defined after what they hold, everything else is inline.
- * `extra` renders objects the renderer does not know (value classes), or returns undefined.
  */
-export function toPython(root: unknown, extra?: (v: object, render: (x: unknown) => string) => string | undefined): string {
+export function toPython(root: unknown): string {
   const counts = new Map<object, number>()
   const count = (v: unknown): void => {
     if (!hasIdentity(v)) return
     const n = counts.get(v) ?? 0
     counts.set(v, n + 1)
     if (n > 0) return
-    if (extra && !(Array.isArray(v) || v instanceof Map || v instanceof Set || v instanceof ByteArray || isPlainObject(v))) return
     for (const c of children(v)) count(c)
   }
   count(root)
@@ -257,8 +258,6 @@ export function toPython(root: unknown, extra?: (v: object, render: (x: unknown)
     if (o instanceof ByteArray) return `bytearray(${pyBytes(o)})`
     if (o instanceof FrozenSet) return o.size === 0 ? 'frozenset()' : `frozenset({${[...o].map(render).join(', ')}})`
     if (o instanceof Set && o.constructor === Set) return o.size === 0 ? 'set()' : `{${[...o].map(render).join(', ')}}`
-    const custom = extra?.(o, render)
-    if (custom !== undefined) return custom
     throw new Error(`the renderer does not know ${o.constructor?.name ?? 'this object'}`)
   }
 
@@ -275,9 +274,7 @@ export function toPython(root: unknown, extra?: (v: object, render: (x: unknown)
   const define = (v: unknown): void => {
     if (!hasIdentity(v) || done.has(v)) return
     done.add(v)
-    if (!extra || Array.isArray(v) || v instanceof Map || v instanceof Set || v instanceof ByteArray || isPlainObject(v)) {
-      for (const c of children(v)) define(c)
-    }
+    for (const c of children(v)) define(c)
     const name = names.get(v)
     if (name !== undefined && !isFilled(v)) {
       lines.push(`${name} = ${expr(v)}`)
@@ -297,6 +294,28 @@ export function toPython(root: unknown, extra?: (v: object, render: (x: unknown)
   }
   lines.push(`value = ${render(root)}`)
   return lines.join('\n')
+}
+
+/**
+ * What a value graph holds: objects reached twice (sharing), objects reached from themselves
+ * (recursion), and the classes of its objects with an identity.
+ */
+export function graphFacts(root: unknown): { shared: boolean; recursive: boolean; kinds: Set<string> } {
+  const facts = { shared: false, recursive: false, kinds: new Set<string>() }
+  const inProgress = new Set<object>()
+  const done = new Set<object>()
+  const walk = (v: unknown): void => {
+    if (!hasIdentity(v)) return
+    if (inProgress.has(v)) return void (facts.recursive = true)
+    if (done.has(v)) return void (facts.shared = true)
+    inProgress.add(v)
+    facts.kinds.add(v.constructor?.name ?? 'Object')
+    for (const c of children(v)) walk(c)
+    inProgress.delete(v)
+    done.add(v)
+  }
+  walk(root)
+  return facts
 }
 
 // ---- the generator ----

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { ByteArray, Complex, Decimal, OrderedDict, PickleError, PyDate, PyGlobal, UUID, dumps } from '@picklewire/codec'
-import { ValueGen, explainDifference, firstDifference, pyBatch, toPython } from '../helpers/pyvalues.js'
+import { ValueGen, explainDifference, firstDifference, graphFacts, pyBatch, toPython } from '../helpers/pyvalues.js'
 
 /** Another seed explores other values: PICKLEWIRE_SEED=123 tap ... */
 const SEED = Number(process.env.PICKLEWIRE_SEED ?? 0x5eed_0003)
@@ -29,7 +29,12 @@ t.test('the values cover what the generator promises', async (t) => {
   t.ok(sizes.some((n) => n > 200_000), 'some pickles span several frames')
   t.ok(codes.some((c) => /\\U0001/.test(c)), 'astral characters')
   t.ok(codes.some((c) => /\\ud[89ab]/.test(c)), 'lone surrogates')
-  t.ok(codes.some((c) => /_v\d+\.extend\(\[.*_v\d+/.test(c)), 'lists holding lists by reference (sharing or recursion)')
+  const facts = values.map(graphFacts)
+  const shared = facts.filter((f) => f.shared).length
+  const recursive = facts.filter((f) => f.recursive).length
+  t.ok(shared > COUNT / 10, `${shared} values share an object between two places`)
+  t.ok(recursive > COUNT / 10, `${recursive} values hold an object that holds itself`)
+  t.ok(codes.some((c) => /^(_v\d+) = \(.*\b(_v\d+)\b.*\n(.*\n)*\2\.extend\(\[.*\1/m.test(c)), 'a tuple reached through a list inside it')
   t.ok(codes.some((c) => /0x[0-9a-f]{200}/.test(c)), 'huge ints')
 })
 

@@ -8,7 +8,7 @@ import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict, PyDate,
   PyDateTime, PyFloat, PyGlobal, PyObject, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, dumps,
 } from '@picklewire/codec'
-import { ValueGen, firstDifference, pwtestModule, pyBatch, toPython, type Job } from '../helpers/pyvalues.js'
+import { ValueGen, firstDifference, graphFacts, pwtestModule, pyBatch, toPython, type Job } from '../helpers/pyvalues.js'
 
 const PROTOCOLS = [0, 1, 2, 3, 4, 5]
 const COUNT = 300
@@ -129,6 +129,18 @@ for (const [, js, code, protocols = PROTOCOLS] of classes) {
   jobs.push({ op: 'check', code, pickles: protocols.map((protocol) => ({ data: dumps(js, { protocol }) })) })
   jobs.push({ op: 'dumps', code, protocols })
 }
+/** Near misses the comparison must notice: the wrong type, or the wrong sharing. */
+const NEAR_MISSES: [python: string, js: unknown][] = [
+  ['value = [(1, 2)]', [[1, 2]]],
+  ["value = [b'ab']", [ByteArray.of(97, 98)]],
+  ['value = [1.0]', [1]],
+  ['value = [True]', [1]],
+  ['x = [1]\nvalue = [x, x]', [[1], [1]]],
+  ['value = [[1], [1]]', (() => { const x = [1]; return [x, x] })()],
+  ['value = [{1, 2}]', [new FrozenSet([1, 2])]],
+  ["value = [{'1': 'a'}]", [new Map([[1, 'a']])]],
+]
+for (const [code, js] of NEAR_MISSES) jobs.push({ op: 'check', code, pickles: [{ data: dumps(js, { protocol: 4 }) }] })
 const answers = pyBatch(jobs, [mod.dir])
 
 t.test('CPython loads every generated value at every protocol, equal to its own construction', async (t) => {
@@ -148,10 +160,12 @@ t.test('CPython loads every generated value at every protocol, equal to its own 
 })
 
 t.test('the generated values have sets, frozensets, sharing and recursion', async (t) => {
-  const codes = generated.map((v) => toPython(v))
-  t.ok(codes.some((c) => c.includes('frozenset({')), 'frozensets')
-  t.ok(codes.some((c) => /[^n]\{[^}:]*\}/.test(c)), 'sets')
-  t.ok(codes.some((c) => /_v(\d+)\.update\(\{.*'self': _v\1\}/.test(c)), 'a dict containing itself')
+  const facts = generated.map(graphFacts)
+  for (const kind of ['Set', 'FrozenSet', 'Tuple', 'Array', 'Map', 'ByteArray', 'Object']) {
+    t.ok(facts.some((f) => f.kinds.has(kind)), `${facts.filter((f) => f.kinds.has(kind)).length} values hold a ${kind}`)
+  }
+  t.ok(facts.filter((f) => f.shared).length > COUNT / 10, 'many share an object between two places')
+  t.ok(facts.filter((f) => f.recursive).length > COUNT / 10, 'many hold an object that holds itself')
 })
 
 classes.forEach(([name, js, code, protocols = PROTOCOLS], k) => {
@@ -162,5 +176,12 @@ classes.forEach(([name, js, code, protocols = PROTOCOLS], k) => {
     // Not promised, but worth knowing: how often the bytes are CPython's own.
     const same = protocols.filter((p, i) => cpython[i]!.ok && firstDifference(dumps(js, { protocol: p }), cpython[i]!.data) === -1)
     t.comment(`${name}: byte-identical with CPython at protocols [${same.join(', ')}] of [${protocols.join(', ')}]`)
+  })
+})
+
+t.test('the comparison notices the wrong type and the wrong sharing', async (t) => {
+  NEAR_MISSES.forEach(([code], i) => {
+    const [answer] = answers[COUNT + 2 * classes.length + i]!
+    t.match(answer!.text, /^loaded a different value: value/, `${code.replace('\n', '; ')}: ${answer!.text}`)
   })
 })

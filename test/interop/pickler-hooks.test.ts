@@ -17,6 +17,7 @@ t.teardown(mod.cleanup)
 
 const MAKE_THING = new PyGlobal('pwtest_classes', 'make_thing')
 const SET_NAME = new PyGlobal('pwtest_classes', 'set_name')
+const QUESTION = Tuple.fromItems(['?'])
 
 class Point {
   constructor(public x: unknown, public y: unknown) {}
@@ -119,7 +120,9 @@ const SCENARIOS: Scenario[] = [
     js: () => ['Pa', 'b', 'Pa'],
     options: { persistentId: (v) => (typeof v === 'string' && v.startsWith('P') ? 'P' + v : null) },
     py: "value = ['Pa', 'b', 'Pa']",
-    setup: 'class P(pickle.Pickler):\n    def persistent_id(self, obj):\n        return "P" + obj if isinstance(obj, str) and obj.startswith("P") else None',
+    // One str object per id, as JavaScript strings have no identity (setdefault keeps the first).
+    setup: 'PIDS = {}\nclass P(pickle.Pickler):\n    def persistent_id(self, obj):\n' +
+      '        return PIDS.setdefault("P" + obj, "P" + obj) if isinstance(obj, str) and obj.startswith("P") else None',
   },
   {
     name: 'persistentId sees the globals and their names, as persistent_id does',
@@ -141,7 +144,8 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'dispatchTable with a state and a state setter',
     js: () => [new Thing('one'), new Thing('two')],
-    options: { dispatchTable: new Map([[Thing, (o: Thing): ReduceValue => [MAKE_THING, ['?'], { name: o.name }, null, null, SET_NAME]]]) },
+    // ('?',) is one constant tuple in Python, so the arguments are one Tuple here.
+    options: { dispatchTable: new Map([[Thing, (o: Thing): ReduceValue => [MAKE_THING, QUESTION, { name: o.name }, null, null, SET_NAME]]]) },
     py: "value = [m.Thing('one'), m.Thing('two')]",
     setup: "class P(pickle.Pickler):\n    dispatch_table = {m.Thing: lambda o: (m.make_thing, ('?',), {'name': o.name}, None, None, m.set_name)}",
   },

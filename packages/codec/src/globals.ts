@@ -7,7 +7,7 @@ import { PickleError } from './errors.js'
 import type { ReduceValue } from './types.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
-  PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
+  PickleBuffer, PyDate, PyObject, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
   describe, type GlobalBehaviour,
 } from './types.js'
 
@@ -301,7 +301,8 @@ function reconstructor(this: void, args: readonly unknown[]): unknown {
   argc(args, 3, 3, 'copyreg._reconstructor')
   const [cls, base, state] = args
   if (!(cls instanceof PyGlobal)) return bad(`copyreg._reconstructor needs a class, got ${describe(cls)}`)
-  if (cls.opaque) return cls.call(args, 'reduce') // an inert record of this very call, to be pickled back
+  // An unknown class: keep an inert record of this very call, so that it pickles back as one.
+  if (cls.opaque) return new PyObject(defaultGlobals.get('copyreg', '_reconstructor') as PyGlobal, 'reduce', Tuple.fromItems(args))
   if (!(base instanceof PyGlobal) || base.module !== 'builtins' || base.name !== 'object' || state !== null) {
     return bad(`copyreg._reconstructor supports base 'builtins.object' only, got ${describe(base)}`)
   }

@@ -37,7 +37,7 @@ export interface PicklerOptions {
   globals?: GlobalRegistry
   /** Extension codes (copyreg.add_extension), written as EXT1/2/4 from protocol 2. Default: none. */
   extensions?: ReadonlyMap<number, readonly [module: string, name: string]>
-  /** Deepest nesting written before a PicklingError (Python's recursion limit). Default 5,000. */
+  /** Deepest nesting written before a PicklingError; a little above CPython's recursion limit (1,000) and below what the JavaScript stack holds. Default 1,500. */
   maxDepth?: number
 }
 
@@ -45,7 +45,7 @@ const FRAME_SIZE_TARGET = 64 * 1024
 const FRAME_SIZE_MIN = 4
 const FRAME_HEADER_SIZE = 9
 const BATCH_SIZE = 1000
-const DEFAULT_MAX_DEPTH = 5000
+const DEFAULT_MAX_DEPTH = 1500
 const TWO_32 = 2 ** 32
 
 const encoder = new TextEncoder()
@@ -265,6 +265,14 @@ export class Pickler {
     this.#globalMemo = new Map()
   }
 
+  /** Forgets the memo entries from index `from` on: a failed dump wrote none of their PUTs. */
+  #forgetSince(from: number): void {
+    for (const memo of [this.#objMemo, this.#strMemo, this.#globalMemo] as Map<unknown, number>[]) {
+      for (const [key, idx] of memo) if (idx >= from) memo.delete(key)
+    }
+    this.#memoSize = from
+  }
+
   /** Pickles value into the sink; several dumps share the memo, as in Python. */
   dump(value: unknown): void {
     if (this.#sink === null) throw new PickleError('this Pickler has no sink: use dumps() or pass a sink')
@@ -276,6 +284,7 @@ export class Pickler {
     this.#n = 0
     this.#frameStart = -1
     this.#framing = false
+    const memoStart = this.#memoSize
     try {
       if (this.protocol >= 2) {
         const at = this.#reserve(2)
@@ -288,11 +297,8 @@ export class Pickler {
       this.#commitFrame()
     } catch (err) {
       this.#depth = 0
-      if (err instanceof PickleError) throw err
-      if (err instanceof RangeError && /call stack/i.test(err.message)) {
-        throw new PicklingError('the value nests too deeply to pickle (the JavaScript stack ran out)', { cause: err })
-      }
-      throw new PicklingError(err instanceof Error ? err.message : String(err), { cause: err })
+      this.#forgetSince(memoStart)
+      throw asPickleError(err)
     } finally {
       this.#framing = false
     }
@@ -423,10 +429,11 @@ export class Pickler {
 
   // ---- dispatch ----
 
-  #save(obj: unknown): void {
+  /** persistent is false for a persistent id itself, which Python never hands to persistent_id. */
+  #save(obj: unknown, persistent = true): void {
     this.#opcodeBoundary()
-    if (this.#persistentId !== null) {
-      const pid = this.#persistentId(obj)
+    if (persistent && this.#persistentId !== null) {
+      const pid = this.#persistentId(obj instanceof FreshStr ? obj.value : obj)
       if (pid !== undefined && pid !== null) return this.#savePers(pid)
     }
     switch (typeof obj) {
@@ -606,7 +613,12 @@ export class Pickler {
   #saveBytes(b: Uint8Array): void {
     if (this.protocol < 3) {
       if (b.length === 0) this.#saveReduce({ callable: G.bytes, args: tuple() }, b)
-      else this.#saveReduce({ callable: G.encode, args: tuple(new FreshStr(latin1String(b)), 'latin1') }, b)
+      else {
+        // CPython's latin-1 decoding returns its cached one-character strings, the very objects
+        // every str of that character is: those are memoized by value, like any str here.
+        const text = latin1String(b)
+        this.#saveReduce({ callable: G.encode, args: tuple(b.length === 1 ? text : new FreshStr(text), 'latin1') }, b)
+      }
       return
     }
     this.#writeSized(b, OP.SHORT_BINBYTES, OP.BINBYTES, OP.BINBYTES8, true)
@@ -938,8 +950,9 @@ export class Pickler {
       return // Python does not memoize globals written as extension codes
     }
     if (this.protocol >= 4) {
-      this.#saveStr(g.module)
-      this.#saveFreshStr(g.name)
+      // Saved as values, as CPython does: a frame may end before each, and persistentId sees them.
+      this.#save(g.module)
+      this.#save(new FreshStr(g.name))
       this.#op(OP.STACK_GLOBAL)
     } else {
       let [module, name] = [g.module, g.name]
@@ -967,7 +980,7 @@ export class Pickler {
       this.#ascii(`P${pid}\n`)
       return
     }
-    this.#save(pid)
+    this.#save(pid, false)
     this.#op(OP.BINPERSID)
   }
 
@@ -1066,7 +1079,7 @@ export class Pickler {
       dictItems: o.dictItems.length > 0 ? o.dictItems : null,
     }
     if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(o.callable, ...o.args), ...extra }
-    if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, tuple(...o.args), o.kwargs ?? new Map()), ...extra }
+    if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, o.args, o.kwargs ?? new Map()), ...extra }
     if (o.origin === 'newobj') {
       if (o.args.length > 0) throw new PicklingError(`${o.callable} instance needs protocol >= 2 (it was made with NEWOBJ and arguments)`)
       return { callable: G.reconstructor, args: tuple(o.callable, G.object, null), ...extra }
@@ -1137,10 +1150,12 @@ export class Pickler {
     }
   }
 
+  /** The callable is saved as a value, as CPython does: persistentId and reducerOverride see it too. */
   #saveCallable(c: unknown): void {
-    if (c instanceof PyGlobal) this.#saveGlobal(c)
-    else if (typeof c === 'function') this.#saveFunction(c)
-    else throw new PicklingError(`the callable of a reduce value must be a PyGlobal or a registered function, got ${describe(c)}`)
+    if (!(c instanceof PyGlobal) && typeof c !== 'function') {
+      throw new PicklingError(`the callable of a reduce value must be a PyGlobal or a registered function, got ${describe(c)}`)
+    }
+    this.#save(c)
   }
 }
 
@@ -1149,9 +1164,20 @@ class FreshStr {
   constructor(readonly value: string) {}
 }
 
+/** Anything thrown while pickling (a hook's own error, the stack running out) as the codec's error. */
+function asPickleError(err: unknown): PickleError {
+  if (err instanceof PickleError) return err
+  // No regular expression here: near the end of the stack, compiling one fails too.
+  if (err instanceof RangeError && err.message.includes('call stack')) {
+    return new PicklingError('the value nests too deeply to pickle (the JavaScript stack ran out); a cycle through values that cannot be memoized?', { cause: err })
+  }
+  return new PicklingError(err instanceof Error ? err.message : String(err), { cause: err })
+}
+
 function withPath(err: unknown, step: string | number): unknown {
-  if (err instanceof PicklingError) err.addPathStep(step)
-  return err
+  const e = asPickleError(err)
+  if (e instanceof PicklingError) e.addPathStep(step)
+  return e
 }
 
 /** Python's pickle.dumps. */
