@@ -74,7 +74,7 @@ t.test('opaque keeps instances of unknown classes with everything that built the
     const o = v as PyObject
     t.equal(`${o.callable.module}.${o.callable.name}`, '__main__.Custom')
     t.same([...(o.state as Map<string, unknown>)], [['x', 1], ['items', [1, 2]]], 'the BUILD state, as a Map')
-    t.equal(o.origin, p >= 2 ? 'newobj' : 'reduce')
+    t.equal(o.origin, p >= 2 ? 'newobj' : 'reconstructor')
 
     const list = loads(py(`mylist ${p}`), { opaque: true }) as PyObject
     const dict = loads(py(`mydict ${p}`), { opaque: true }) as PyObject

@@ -302,7 +302,7 @@ function reconstructor(this: void, args: readonly unknown[]): unknown {
   const [cls, base, state] = args
   if (!(cls instanceof PyGlobal)) return bad(`copyreg._reconstructor needs a class, got ${describe(cls)}`)
   // An unknown class: keep an inert record of this very call, so that it pickles back as one.
-  if (cls.opaque) return new PyObject(defaultGlobals.get('copyreg', '_reconstructor') as PyGlobal, 'reduce', Tuple.fromItems(args))
+  if (cls.opaque) return new PyObject(cls, 'reconstructor', Tuple.fromItems(args))
   if (!(base instanceof PyGlobal) || base.module !== 'builtins' || base.name !== 'object' || state !== null) {
     return bad(`copyreg._reconstructor supports base 'builtins.object' only, got ${describe(base)}`)
   }

@@ -1078,6 +1078,7 @@ export class Pickler {
       listItems: o.listItems.length > 0 ? o.listItems : null,
       dictItems: o.dictItems.length > 0 ? o.dictItems : null,
     }
+    if (o.origin === 'reconstructor') return { callable: G.reconstructor, args: o.args, ...extra }
     if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(o.callable, ...o.args), ...extra }
     if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, o.args, o.kwargs ?? new Map()), ...extra }
     if (o.origin === 'newobj') {

@@ -271,8 +271,11 @@ export class UUID implements HasSetState {
   }
 }
 
-/** How an opaque object was made, so that it can be pickled back the same way. */
-export type PyObjectOrigin = 'reduce' | 'newobj' | 'newobj_ex' | 'inst' | 'obj'
+/**
+ * How an opaque object was made, so that it can be pickled back the same way. 'reconstructor'
+ * is copyreg._reconstructor(cls, base, state), whose arguments are kept in args.
+ */
+export type PyObjectOrigin = 'reduce' | 'newobj' | 'newobj_ex' | 'inst' | 'obj' | 'reconstructor'
 
 /**
  * A Python global (a class or function) named by module and qualified name. The registry

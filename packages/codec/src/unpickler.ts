@@ -5,7 +5,7 @@
  */
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
 import { defaultGlobals, dictEntries, fixImport, isPlainObject, type GlobalRegistry } from './globals.js'
-import { HIGHEST_PROTOCOL, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
+import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
 import {
@@ -130,10 +130,34 @@ class LoadState {
     this.proto = 0
     let opStart = this.pos
     try {
+      const data = this.data
+      const L = LOADER_BY_NAME
       for (;;) {
         opStart = this.pos
         if (opStart >= this.end) truncated()
-        const code = this.data[this.pos++]!
+        const code = data[this.pos++]!
+        // The most frequent opcodes call their loaders directly, so that the engine can inline
+        // them; every other opcode goes through the table.
+        switch (code) {
+          case OP.BININT1: L.BININT1(this); continue
+          case OP.BININT2: L.BININT2(this); continue
+          case OP.BININT: L.BININT(this); continue
+          case OP.BINFLOAT: L.BINFLOAT(this); continue
+          case OP.SHORT_BINUNICODE: L.SHORT_BINUNICODE(this); continue
+          case OP.BINUNICODE: L.BINUNICODE(this); continue
+          case OP.MEMOIZE: L.MEMOIZE(this); continue
+          case OP.BINPUT: L.BINPUT(this); continue
+          case OP.BINGET: L.BINGET(this); continue
+          case OP.MARK: L.MARK(this); continue
+          case OP.APPENDS: L.APPENDS(this); continue
+          case OP.APPEND: L.APPEND(this); continue
+          case OP.SETITEMS: L.SETITEMS(this); continue
+          case OP.SETITEM: L.SETITEM(this); continue
+          case OP.EMPTY_LIST: L.EMPTY_LIST(this); continue
+          case OP.EMPTY_DICT: L.EMPTY_DICT(this); continue
+          case OP.TUPLE2: L.TUPLE2(this); continue
+          case OP.NONE: L.NONE(this); continue
+        }
         const load = LOADERS[code]
         if (load === undefined) throw invalidLoadKey(code)
         if (load(this) === true) break
