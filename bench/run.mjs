@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// picklewire's benchmarks: `npm run bench -- [load|dump] [--quick]`.
+//
+// Prints tables of times and ratios against named baselines measured in this one run:
+// CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
+// right before JavaScript is timed on it), pickleparser and msgpackr.
+// Progress goes to stderr, results to stdout. Run with --expose-gc (npm run bench does).
+
+import { readFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { CPython } from './cpython.mjs'
+import { dumpsBuilt, runDump } from './dump.mjs'
+import { runLoad } from './load.mjs'
+import { hasGc, timingPolicy } from './measure.mjs'
+import { workloads } from './workloads.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [--quick] [--only=NAME,...]
+  load, dump     which benchmarks to run (default: both; dump needs the pickler built)
+  --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
+  --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...
+environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)`
+
+function parseArgs(argv) {
+  const opts = { load: false, dump: false, quick: false, only: null }
+  for (const a of argv) {
+    if (a === '--') continue
+    else if (a === 'load' || a === '--load') opts.load = true
+    else if (a === 'dump' || a === '--dump') opts.dump = true
+    else if (a === '--quick') opts.quick = true
+    else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
+    else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
+    else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
+  }
+  if (!opts.load && !opts.dump) opts.load = opts.dump = true
+  return opts
+}
+
+function packageVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(here, '..', 'node_modules', name, 'package.json'), 'utf8')).version
+  } catch {
+    return '?'
+  }
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2))
+  let list = workloads(opts)
+  if (opts.only) {
+    const known = new Set(list.flatMap((w) => [w.name, w.kind]))
+    for (const n of opts.only) if (!known.has(n)) { console.error(`unknown workload ${n}\n${USAGE}`); process.exit(2) }
+    list = list.filter((w) => opts.only.includes(w.name) || opts.only.includes(w.kind))
+  }
+  const timing = timingPolicy(opts)
+  const log = (msg) => process.stderr.write(`${msg}\n`)
+
+  let dump = opts.dump
+  if (dump && !dumpsBuilt()) {
+    dump = false
+    console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
+  }
+  if (!opts.load && !dump) return
+
+  const loadAtStart = loadavg()
+  if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
+  const dir = join(here, '.fixtures', opts.quick ? 'quick' : 'full')
+  log(`fixtures: ${dir}`)
+  const py = new CPython()
+  const cpython = await py.info()
+
+  const cpu = cpus()
+  console.log(`machine: ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${process.platform}-${process.arch}`)
+  console.log(`node ${process.version} (V8 ${process.versions.v8}), ${cpython.implementation} ${cpython.python}, ` +
+    `pickleparser ${packageVersion('pickleparser')}, msgpackr ${packageVersion('msgpackr')}`)
+  console.log(`mode: ${opts.quick ? 'quick (smoke run: small sizes, few samples)' : 'full'}; ` +
+    `warm-up ${timing.warmup}+ calls and ${timing.warmup_time}+ s, then at least ${timing.min_runs} samples and up to ${timing.max_runs} within ${timing.min_time} s` +
+    `${hasGc ? ', full GC before each sample of one call' : ''}`)
+
+  try {
+    if (opts.load) {
+      console.log('\n## load: bytes pickled by CPython at protocol 5 -> value\n')
+      log('load:')
+      await runLoad({ list, py, dir, timing, log })
+    }
+    if (dump) {
+      console.log('\n## dump: value -> pickle protocol 5 (msgpackr: msgpack)\n')
+      log('dump:')
+      await runDump({ list, py, dir, timing, log })
+    }
+  } finally {
+    py.close()
+  }
+  const fmtLoad = (l) => l.map((x) => x.toFixed(2)).join(' ')
+  console.log(`\nload average (1, 5, 15 min) at start: ${fmtLoad(loadAtStart)}; at end: ${fmtLoad(loadavg())} ` +
+    `(on ${cpu.length} cores: anything else running shows up in the medians)`)
+}
+
+await main()
