@@ -1,0 +1,19 @@
+/**
+ * The transport's error classes. Every failure a carrier reports is a TransportError with a
+ * stable code, so that callers can tell a closed channel from a refused message.
+ */
+export type TransportErrorCode =
+  | 'PROTOCOL'        // the peer broke the wire protocol: bad header, wrong version, frames out of order
+  | 'LIMIT'           // a message, buffer count or buffer size over a configured limit
+  | 'CLOSED'          // the channel or connection closed (or the peer died) before the message completed
+  | 'AUTH'            // message authentication failed
+  | 'TIMEOUT'         // an operation did not complete in time
+  | 'CAPACITY'        // a buffer cannot fit the shared arena at all
+  | 'REMOTE'          // the other side reported an error (a failing task, a remote exception)
+
+export class TransportError extends Error {
+  constructor(readonly code: TransportErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'TransportError'
+  }
+}
