@@ -80,14 +80,27 @@ function underflow(): never {
   throw new UnpicklingError('unpickling stack underflow')
 }
 
+const EMPTY_BYTES = new Uint8Array(0)
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0))
+/** APPENDS batches of at least this many items are kept aside and written once, at the final size. */
+const DEFER_BATCH = 1000
+
 /** Everything one Unpickler needs while it loads; loaders read and write it directly. */
 class LoadState {
-  data: Uint8Array = new Uint8Array(0)
-  view: DataView = new DataView(new ArrayBuffer(0))
+  data: Uint8Array = EMPTY_BYTES
+  view: DataView = EMPTY_VIEW
   pos = 0
   end = 0
+  /**
+   * One stack for the whole load; a MARK is a position in it, as in CPython's C unpickler, so
+   * that batches are read where they lie instead of living in arrays of their own.
+   */
   stack: unknown[] = []
-  metastack: unknown[][] = []
+  marks: number[] = []
+  /** The topmost mark's position (0 without one): nothing below it may be popped. */
+  fence = 0
+  /** Lists whose APPENDS batches wait to be written in one go; null when there are none. */
+  pending: Map<unknown[], unknown[][]> | null = null
   memo: unknown[] = []
   memoCount = 0
   proto = 0
@@ -101,7 +114,7 @@ class LoadState {
   readonly errors: string
   readonly fixImports: boolean
   readonly globals: GlobalRegistry
-  readonly opaqueGlobals = new Map<string, PyGlobal>()
+  opaqueGlobals: Map<string, PyGlobal> | null = null
 
   constructor(readonly options: UnpicklerOptions) {
     this.buffers = options.buffers ? options.buffers[Symbol.iterator]() : null
@@ -125,8 +138,7 @@ class LoadState {
   /** Loads the pickle that starts at pos; leaves pos just after its STOP. */
   loadOne(): unknown {
     if (this.pos >= this.end) throw new EOFError('Ran out of input')
-    this.stack = []
-    this.metastack = []
+    this.resetStack()
     this.proto = 0
     let opStart = this.pos
     try {
@@ -167,9 +179,15 @@ class LoadState {
     }
     const result = this.result
     this.result = undefined
-    this.stack = []
-    this.metastack = []
+    this.resetStack()
     return result
+  }
+
+  resetStack(): void {
+    this.stack.length = 0
+    this.marks.length = 0
+    this.fence = 0
+    this.pending = null
   }
 
   // ---- reading inline arguments ----
@@ -225,23 +243,54 @@ class LoadState {
   // ---- the stack ----
 
   pop(): unknown {
-    if (this.stack.length === 0) underflow()
+    if (this.stack.length <= this.fence) underflow()
     return this.stack.pop()
   }
 
   top(): unknown {
     const st = this.stack
-    if (st.length === 0) underflow()
+    if (st.length <= this.fence) underflow()
     return st[st.length - 1]
   }
 
-  /** Everything above the topmost mark, removing the mark. */
+  /**
+   * Removes the topmost mark and returns its position: the items above it are
+   * stack[position..]. The caller truncates the stack to the position when done with them.
+   */
+  markStart(): number {
+    const marks = this.marks
+    const m = marks.pop()
+    if (m === undefined) throw new UnpicklingError('could not find MARK')
+    this.fence = marks.length > 0 ? marks[marks.length - 1]! : 0
+    return m
+  }
+
+  /** Everything above the topmost mark, as a new array, removing them and the mark. */
   popMark(): unknown[] {
-    const items = this.stack
-    const below = this.metastack.pop()
-    if (below === undefined) throw new UnpicklingError('could not find MARK')
-    this.stack = below
+    const m = this.markStart()
+    const items = this.stack.slice(m)
+    this.stack.length = m
     return items
+  }
+
+  /** The object just below the items of a mark at m (an APPENDS or SETITEMS target). */
+  belowMark(m: number): unknown {
+    if (m - 1 < this.fence) underflow()
+    return this.stack[m - 1]
+  }
+
+  /** Writes the deferred APPENDS batches into their lists, each list grown once to its final size. */
+  flushLists(): void {
+    const pending = this.pending
+    if (pending === null) return
+    this.pending = null
+    for (const [list, batches] of pending) {
+      let n = list.length
+      let total = 0
+      for (const b of batches) total += b.length
+      list.length = n + total
+      for (const b of batches) for (let i = 0; i < b.length; i++) list[n++] = b[i]
+    }
   }
 
   // ---- values ----
@@ -277,8 +326,9 @@ class LoadState {
     if (found !== undefined) return found
     if (this.opaque) {
       const key = `${module}.${name}`
-      let g = this.opaqueGlobals.get(key)
-      if (g === undefined) this.opaqueGlobals.set(key, (g = new PyGlobal(module, name, {}, true)))
+      const known = (this.opaqueGlobals ??= new Map())
+      let g = known.get(key)
+      if (g === undefined) known.set(key, (g = new PyGlobal(module, name, {}, true)))
       return g
     }
     throw new UnpicklingError(`global '${module}.${name}' is forbidden`)
@@ -417,12 +467,6 @@ function addItems(target: unknown, items: unknown[]): void {
   }
 }
 
-function makeTuple(items: readonly unknown[]): Tuple {
-  const t = new Tuple()
-  for (let i = 0; i < items.length; i++) t.push(items[i])
-  return t
-}
-
 // ---- objects ----
 
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
@@ -511,6 +555,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if (n > s.end - s.pos) throw new UnpicklingError(`pickle data was truncated: a FRAME of ${n} bytes, ${s.end - s.pos} left`)
   },
   STOP(s) {
+    if (s.pending !== null) s.flushLists()
     s.result = s.pop()
     return true
   },
@@ -656,17 +701,27 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   APPEND(s) {
     const v = s.pop()
     const list = s.top()
-    if (Array.isArray(list) && list.constructor === Array) list.push(v)
-    else appendItems(list, [v], 0)
+    if (Array.isArray(list) && list.constructor === Array) {
+      const waiting = s.pending?.get(list)
+      if (waiting !== undefined) waiting.push([v])
+      else list.push(v)
+    } else {
+      appendItems(list, [v], 0)
+    }
   },
   APPENDS(s) {
-    const items = s.popMark()
-    const list = s.top()
+    const m = s.markStart()
+    const st = s.stack
+    const list = s.belowMark(m)
     if (Array.isArray(list) && list.constructor === Array) {
-      for (let i = 0; i < items.length; i++) list.push(items[i])
+      const waiting = s.pending?.get(list)
+      if (waiting !== undefined) waiting.push(st.slice(m))
+      else if (st.length - m >= DEFER_BATCH) (s.pending ??= new Map()).set(list, [st.slice(m)])
+      else for (let i = m; i < st.length; i++) list.push(st[i])
     } else {
-      appendItems(list, items, 0)
+      appendItems(list, st, m)
     }
+    st.length = m
   },
   LIST(s) {
     const items = s.popMark()
@@ -678,8 +733,12 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(new Tuple())
   },
   TUPLE(s) {
-    const items = s.popMark()
-    s.stack.push(makeTuple(items))
+    const m = s.markStart()
+    const st = s.stack
+    const t = new Tuple()
+    for (let i = m; i < st.length; i++) t.push(st[i])
+    st.length = m
+    st.push(t)
   },
   TUPLE1(s) {
     const t = new Tuple()
@@ -707,11 +766,13 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(s.newDict())
   },
   DICT(s) {
-    const items = s.popMark()
-    if (items.length % 2 !== 0) throw new UnpicklingError('odd number of items for DICT')
+    const m = s.markStart()
+    const st = s.stack
+    if ((st.length - m) % 2 !== 0) throw new UnpicklingError('odd number of items for DICT')
     const d = s.newDict()
-    for (let i = 0; i < items.length; i += 2) setItem(s, d, items[i], items[i + 1])
-    s.stack.push(d)
+    for (let i = m; i < st.length; i += 2) setItem(s, d, st[i], st[i + 1])
+    st.length = m
+    st.push(d)
   },
   SETITEM(s) {
     const v = s.pop()
@@ -719,18 +780,20 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     setItem(s, s.top(), k, v)
   },
   SETITEMS(s) {
-    const items = s.popMark()
-    if (items.length % 2 !== 0) throw new UnpicklingError('odd number of items for SETITEMS')
-    const d = s.top()
+    const m = s.markStart()
+    const st = s.stack
+    if ((st.length - m) % 2 !== 0) throw new UnpicklingError('odd number of items for SETITEMS')
+    const d = s.belowMark(m)
     if (d instanceof Map && d.constructor === Map) {
-      for (let i = 0; i < items.length; i += 2) {
-        const k = items[i]
+      for (let i = m; i < st.length; i += 2) {
+        const k = st[i]
         if (typeof k === 'object' && k !== null) checkHashable(k)
-        d.set(k, items[i + 1])
+        d.set(k, st[i + 1])
       }
     } else {
-      for (let i = 0; i < items.length; i += 2) setItem(s, d, items[i], items[i + 1])
+      for (let i = m; i < st.length; i += 2) setItem(s, d, st[i], st[i + 1])
     }
+    st.length = m
   },
 
   // sets
@@ -749,19 +812,19 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
 
   // stack manipulation
   POP(s) {
-    if (s.stack.length > 0) s.stack.pop()
-    else s.popMark()
+    if (s.stack.length > s.fence) s.stack.pop()
+    else s.stack.length = s.markStart()
   },
   DUP(s) {
     s.stack.push(s.top())
   },
   MARK(s) {
-    if (s.metastack.length >= s.maxDepth) throw new UnpicklingError(`MARK nesting deeper than maxDepth (${s.maxDepth})`)
-    s.metastack.push(s.stack)
-    s.stack = []
+    if (s.marks.length >= s.maxDepth) throw new UnpicklingError(`MARK nesting deeper than maxDepth (${s.maxDepth})`)
+    s.fence = s.stack.length
+    s.marks.push(s.fence)
   },
   POP_MARK(s) {
-    s.popMark()
+    s.stack.length = s.markStart()
   },
 
   // memo
@@ -809,22 +872,26 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     loadExtension(s, s.int4())
   },
   REDUCE(s) {
+    if (s.pending !== null) s.flushLists()
     const args = s.pop()
     const callable = s.pop()
     s.stack.push(callGlobal(s, callable, args, 'reduce'))
   },
   NEWOBJ(s) {
+    if (s.pending !== null) s.flushLists()
     const args = s.pop()
     const cls = s.pop()
     s.stack.push(newObject(cls, args, null, 'newobj'))
   },
   NEWOBJ_EX(s) {
+    if (s.pending !== null) s.flushLists()
     const kwargs = s.pop()
     const args = s.pop()
     const cls = s.pop()
     s.stack.push(newObject(cls, args, kwargs, 'newobj_ex'))
   },
   INST(s) {
+    if (s.pending !== null) s.flushLists()
     const [ma, mb] = s.line()
     const [na, nb] = s.line()
     const cls = s.findClass(decodeLatin1(s.data, ma, mb), decodeLatin1(s.data, na, nb))
@@ -832,16 +899,19 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(callGlobal(s, cls, args, 'inst'))
   },
   OBJ(s) {
+    if (s.pending !== null) s.flushLists()
     const args = s.popMark()
     if (args.length === 0) underflow()
     const cls = args.shift()
     s.stack.push(callGlobal(s, cls, args, 'obj'))
   },
   BUILD(s) {
+    if (s.pending !== null) s.flushLists()
     const state = s.pop()
     build(s, s.top(), state)
   },
   PERSID(s) {
+    if (s.pending !== null) s.flushLists()
     const [a, b] = s.line()
     for (let i = a; i < b; i++) {
       if (s.data[i]! >= 0x80) throw new UnpicklingError('persistent IDs in protocol 0 must be ASCII strings')
@@ -849,6 +919,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(s.persistentLoad(decodeLatin1(s.data, a, b), false))
   },
   BINPERSID(s) {
+    if (s.pending !== null) s.flushLists()
     s.stack.push(s.persistentLoad(s.pop(), true))
   },
 }
@@ -898,10 +969,10 @@ export class Unpickler {
   readonly #state: LoadState
   readonly #source: Uint8Array | ChunkSource
   readonly #maxSize: number
-  readonly #scanner = new PickleScanner()
+  #scanner: PickleScanner | null = null
   #chunks: AsyncIterator<BytesLike> | Iterator<BytesLike> | null = null
   /** Bytes read from a chunk source and not yet loaded: #pending[#start, #end). */
-  #pending: Uint8Array = new Uint8Array(0)
+  #pending: Uint8Array = EMPTY_BYTES
   #start = 0
   #end = 0
   #sourceDone = false
@@ -958,7 +1029,7 @@ export class Unpickler {
           const value = s.loadOne()
           this.#consumed += stop - this.#start
           this.#start = stop
-          this.#scanner.reset(stop)
+          this.#scanner!.reset(stop)
           return value
         }
         // Every byte from #start belongs to the unfinished pickle: that, not a chunk, is what maxSize limits.
@@ -978,7 +1049,7 @@ export class Unpickler {
 
   #scanStream(): number {
     try {
-      return this.#scanner.scan(this.#pending, this.#end)
+      return (this.#scanner ??= new PickleScanner()).scan(this.#pending, this.#end)
     } catch (err) {
       throw located(err, this.#consumed, undefined)
     }
@@ -1012,7 +1083,7 @@ export class Unpickler {
         ? this.#pending
         : new Uint8Array(Math.max(live + chunk.length, Math.min(this.#maxSize, Math.max(64 * 1024, this.#pending.length * 2))))
       target.set(this.#pending.subarray(this.#start, this.#end), 0)
-      this.#scanner.shift(this.#start)
+      this.#scanner?.shift(this.#start)
       this.#pending = target
       this.#end = live
       this.#start = 0
