@@ -69,16 +69,36 @@ function badUtf8(pos: number, start: number, why: string): never {
 }
 
 /**
- * UTF-8 with encoded surrogates allowed, validated byte by byte. Short strings are built by
- * concatenation, which V8 does faster than any array-based route.
+ * Code units of short strings are gathered in a reused array of exactly their count before one
+ * String.fromCharCode.apply: several times faster than concatenation, and no garbage. Sharing
+ * the arrays is safe: the decoder runs to completion without calling out.
+ */
+const SHORT = 64
+const byLength: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array<number>(n).fill(0))
+
+/** How many UTF-16 code units well-formed UTF-8 bytes make (validation comes after). */
+function countUnits(b: Uint8Array, start: number, end: number): number {
+  let n = 0
+  for (let i = start; i < end; i++) {
+    const c = b[i]!
+    if ((c & 0xc0) !== 0x80) n += c >= 0xf0 ? 2 : 1
+  }
+  return n
+}
+
+/**
+ * UTF-8 with encoded surrogates allowed (Python's 'surrogatepass'), validated byte by byte.
+ * Anything else invalid is an UnpicklingError.
  */
 function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
-  let out = ''
+  const count = end - start <= SHORT ? countUnits(b, start, end) : -1
+  const units = count >= 0 && count <= SHORT ? byLength[count]! : []
+  let n = 0
   let i = start
   while (i < end) {
     const c = b[i]!
     if (c < 0x80) {
-      out += String.fromCharCode(c)
+      units[n++] = c
       i++
       continue
     }
@@ -98,13 +118,16 @@ function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
     if (cp < min || cp > 0x10ffff) badUtf8(i, start, 'overlong or out-of-range sequence')
     if (cp >= 0x10000) {
       cp -= 0x10000
-      out += String.fromCharCode(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff))
+      units[n++] = 0xd800 + (cp >> 10)
+      units[n++] = 0xdc00 + (cp & 0x3ff)
     } else {
-      out += String.fromCharCode(cp) // lone surrogates pass through, as with Python's 'surrogatepass'
+      units[n++] = cp // lone surrogates pass through, as with Python's 'surrogatepass'
     }
     i += need + 1
   }
-  return out
+  // Malformed input can make the count differ from what was decoded; then the array grew or has stale tail entries.
+  if (n === units.length) return String.fromCharCode.apply(null, units)
+  return fromCodeUnits(units, 0, n)
 }
 
 /** Every byte is one code point U+0000..U+00FF. */
