@@ -39,9 +39,9 @@ export class CPython {
     return this.request({ cmd: 'info' })
   }
 
-  /** Builds the workload in Python and writes its protocol 5 pickle into dir. */
-  fixture(dir, { name, kind, n, size }) {
-    return this.request({ cmd: 'fixture', dir, workload: { name, kind, n, size } })
+  /** Builds the workload in Python and writes its pickle (protocol 5 unless the workload says) into dir. */
+  fixture(dir, { name, kind, n, size, protocol, oob }) {
+    return this.request({ cmd: 'fixture', dir, workload: { name, kind, n, size, protocol, oob } })
   }
 
   /** Times pickle.loads (or pickle.dumps) on the last fixture made. */

@@ -8,9 +8,10 @@ for value; run.mjs checks that by comparing what picklewire loads from these fix
 what JavaScript builds, and what picklewire dumps with these fixtures' bytes.
 
 Protocol: one JSON request per line on stdin, one JSON answer per line on stdout.
-  {"cmd": "info"}                                  -> {"python", "implementation"}
-  {"cmd": "fixture", "dir", "workload": {"name", "kind", "n" or "size"}}
+  {"cmd": "info"}                                  -> {"python", "implementation", "numpy" (version or null)}
+  {"cmd": "fixture", "dir", "workload": {"name", "kind", "n" or "size", "protocol", "oob"}}
                                                    -> {"file", "bytes", "oob": [sizes]}
+  (protocol defaults to 5; oob, whether PickleBuffers go out of band, to true)
   {"cmd": "load" or "dump", "name", "timing": {"warmup", "warmup_time", "min_runs",
    "max_runs", "min_time", "min_sample"}}          -> {"best", "median", "runs", "batch"} (+ "bytes" for dump)
 An error answers {"error": message}. End of input ends the process.
@@ -53,8 +54,24 @@ def make_bytes(size):
     return bytes(range(256)) * (size // 256)
 
 
+def make_f32(size):
+    # numpy workloads (bench/numpy.mjs): float32 values i % 65536, exact in both languages.
+    import numpy as np
+    return (np.arange(size // 4, dtype=np.uint32) % 65536).astype(np.float32)
+
+
+def make_f32_list(n):
+    import numpy as np
+    base = np.arange(16, dtype=np.float32)
+    return [(base + (k % 1000)).reshape(4, 4) for k in range(n)]
+
+
 def make_value(w):
     kind = w['kind']
+    if kind == 'f32':
+        return make_f32(w['size'])
+    if kind == 'f32list':
+        return make_f32_list(w['n'])
     if kind == 'ints':
         return make_ints(w['n'])
     if kind == 'floats':
@@ -125,7 +142,10 @@ class Workloads:
         self.name = None
         self.value = make_value(w)
         self.buffers = []
-        self.data = pickle.dumps(self.value, protocol=5, buffer_callback=self.buffers.append)
+        self.protocol = w.get('protocol', 5)
+        self.oob = w.get('oob', True)
+        callback = self.buffers.append if self.oob and self.protocol >= 5 else None
+        self.data = pickle.dumps(self.value, protocol=self.protocol, buffer_callback=callback)
         self.kind = w['kind']
         self.name = w['name']
         os.makedirs(directory, exist_ok=True)
@@ -146,13 +166,13 @@ class Workloads:
 
     def time_dump(self, name, t):
         self.check(name)
-        value = self.value
-        if self.kind == 'oob':
+        value, protocol = self.value, self.protocol
+        if self.oob and self.buffers:
             def dump():
-                return pickle.dumps(value, protocol=5, buffer_callback=lambda b: False)
+                return pickle.dumps(value, protocol=protocol, buffer_callback=lambda b: False)
         else:
             def dump():
-                return pickle.dumps(value, protocol=5)
+                return pickle.dumps(value, protocol=protocol)
         r = measure(dump, t)
         r['bytes'] = len(dump())
         return r
@@ -161,7 +181,12 @@ class Workloads:
 def answer(work, req):
     cmd = req.get('cmd')
     if cmd == 'info':
-        return {'python': sys.version.split()[0], 'implementation': sys.implementation.name}
+        try:
+            import numpy
+            numpy_version = numpy.__version__
+        except ImportError:
+            numpy_version = None
+        return {'python': sys.version.split()[0], 'implementation': sys.implementation.name, 'numpy': numpy_version}
     if cmd == 'fixture':
         return work.fixture(req['dir'], req['workload'])
     if cmd == 'load':

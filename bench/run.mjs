@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
-// right before JavaScript is timed on it), pickleparser and msgpackr.
+// right before JavaScript is timed on it, with numpy for the numpy suite), pickleparser, msgpackr
+// and, for numpy arrays, one memcpy of the same bytes; for WebSocket messages, raw ws and raw
+// websockets sending the same bytes (bench/ws.mjs).
 // Progress goes to stderr, results to stdout. Run with --expose-gc (npm run bench does).
 
 import { readFileSync } from 'node:fs'
@@ -14,28 +16,35 @@ import { CPython } from './cpython.mjs'
 import { dumpsBuilt, runDump } from './dump.mjs'
 import { runLoad } from './load.mjs'
 import { hasGc, timingPolicy } from './measure.mjs'
+import { numpyWorkloads, runNumpy } from './numpy.mjs'
 import { workloads } from './workloads.mjs'
+import { runWs } from './ws.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [--quick] [--only=NAME,...]
-  load, dump     which benchmarks to run (default: both; dump needs the pickler built)
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [--quick] [--only=NAME,...]
+  load, dump     which benchmarks to run (default: all three; dump needs the pickler built)
+  numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
+  ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
   --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
-  --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...
+  --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
+                 f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
 environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
     else if (a === 'dump' || a === '--dump') opts.dump = true
+    else if (a === 'numpy' || a === '--numpy') opts.numpy = true
+    else if (a === 'ws' || a === '--ws') opts.ws = true
     else if (a === '--quick') opts.quick = true
     else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump) opts.load = opts.dump = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws) opts.load = opts.dump = opts.numpy = opts.ws = true
   return opts
 }
 
@@ -50,10 +59,13 @@ function packageVersion(name) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2))
   let list = workloads(opts)
+  let npList = numpyWorkloads(opts)
   if (opts.only) {
-    const known = new Set(list.flatMap((w) => [w.name, w.kind]))
+    const known = new Set([...list, ...npList].flatMap((w) => [w.name, w.kind]))
     for (const n of opts.only) if (!known.has(n)) { console.error(`unknown workload ${n}\n${USAGE}`); process.exit(2) }
-    list = list.filter((w) => opts.only.includes(w.name) || opts.only.includes(w.kind))
+    const picked = (w) => opts.only.includes(w.name) || opts.only.includes(w.kind)
+    list = list.filter(picked)
+    npList = npList.filter(picked)
   }
   const timing = timingPolicy(opts)
   const log = (msg) => process.stderr.write(`${msg}\n`)
@@ -63,7 +75,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -74,22 +86,35 @@ async function main() {
 
   const cpu = cpus()
   console.log(`machine: ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${process.platform}-${process.arch}`)
-  console.log(`node ${process.version} (V8 ${process.versions.v8}), ${cpython.implementation} ${cpython.python}, ` +
-    `pickleparser ${packageVersion('pickleparser')}, msgpackr ${packageVersion('msgpackr')}`)
+  console.log(`node ${process.version} (V8 ${process.versions.v8}), ${cpython.implementation} ${cpython.python}` +
+    `${cpython.numpy ? ` with numpy ${cpython.numpy}` : ''}, pickleparser ${packageVersion('pickleparser')}, msgpackr ${packageVersion('msgpackr')}`)
   console.log(`mode: ${opts.quick ? 'quick (smoke run: small sizes, few samples)' : 'full'}; ` +
     `warm-up ${timing.warmup}+ calls and ${timing.warmup_time}+ s, then at least ${timing.min_runs} samples and up to ${timing.max_runs} within ${timing.min_time} s` +
     `${hasGc ? ', full GC before each sample of one call' : ''}`)
 
   try {
-    if (opts.load) {
+    if (opts.load && list.length) {
       console.log('\n## load: bytes pickled by CPython at protocol 5 -> value\n')
       log('load:')
       await runLoad({ list, py, dir, timing, log })
     }
-    if (dump) {
+    if (dump && list.length) {
       console.log('\n## dump: value -> pickle protocol 5 (msgpackr: msgpack)\n')
       log('dump:')
       await runDump({ list, py, dir, timing, log })
+    }
+    if (opts.numpy && npList.length) {
+      console.log('\n## numpy: arrays pickled by CPython + numpy -> NDArray (load), NDArray -> pickle (dump)\n')
+      if (!cpython.numpy) console.log(`skipped: ${process.env.PICKLEWIRE_PYTHON ?? 'python3'} has no numpy`)
+      else {
+        log('numpy:')
+        await runNumpy({ list: npList, py, numpyVersion: cpython.numpy, dir, timing, log })
+      }
+    }
+    if (opts.ws) {
+      console.log('\n## ws: picklewire messages over WebSocket (loopback) against raw ws / websockets sending the same bytes\n')
+      log('ws:')
+      await runWs({ quick: opts.quick, log })
     }
   } finally {
     py.close()

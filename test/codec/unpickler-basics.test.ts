@@ -27,3 +27,11 @@ t.test('empty input is EOFError; a cut pickle is UnpicklingError', async (t) => 
     t.throws(() => loads(whole.subarray(0, n)), UnpicklingError, `cut at ${n} of ${whole.length}`)
   }
 })
+
+t.test('a long string with a lone surrogate decodes by hand, at any length', async (t) => {
+  for (const n of [10, 70, 200_000]) {
+    const text = 'é'.repeat(n) + '\ud800' + 'x'.repeat(n)
+    const v = loads(pyDumps(`'é' * ${n} + '\\ud800' + 'x' * ${n}`, 4))
+    t.equal(v, text, `${n} characters each side`)
+  }
+})

@@ -4,6 +4,7 @@
  * application registers it (or opts into the opaque mode).
  */
 import { PickleError } from './errors.js'
+import { defineNumpyGlobals } from './numpy.js'
 import type { ReduceValue } from './types.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
@@ -444,6 +445,8 @@ function defineAll(r: GlobalRegistry): void {
     if (!/^[0-9a-fA-F]{32}$/.test(hex)) bad(`uuid.UUID needs 32 hex digits, got ${describe(args[0])}`)
     return new UUID(BigInt('0x' + hex))
   } })
+
+  defineNumpyGlobals(r)
 }
 
 /** The default registry: pure-data constructors only. Frozen; extend it with new GlobalRegistry(defaultGlobals). */

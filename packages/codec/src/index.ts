@@ -12,6 +12,10 @@ export {
 } from './globals.js'
 export { Pickler, dump, dumps, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
 export {
+  DType, MAX_NDIM, NATIVE_BYTE_ORDER, NDArray, NumpyScalar, float16ToNumber, numberToFloat16,
+  type ByteOrder, type DTypeKind, type NDArrayData, type NDArrayOptions, type NDArrayOrder, type NumpyNames, type TypedData,
+} from './numpy.js'
+export {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
   PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef, PyRange, PySingleton, PyTime,
   PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, getNewArgs, getState, reduceEx, setState,

@@ -5,6 +5,7 @@
  */
 import { PickleError, PicklingError } from './errors.js'
 import { defaultGlobals, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
+import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
@@ -39,6 +40,12 @@ export interface PicklerOptions {
   extensions?: ReadonlyMap<number, readonly [module: string, name: string]>
   /** Deepest nesting written before a PicklingError; a little above CPython's recursion limit (1,000) and below what the JavaScript stack holds. Default 1,500. */
   maxDepth?: number
+  /**
+   * Which numpy's names NDArrays, TypedArrays and numpy scalars are written with: '1'
+   * (numpy.core.*, which numpy 1.x and 2.x both load) or '2' (numpy._core.*, numpy 2.x only,
+   * as numpy 2.x writes it). Default '1'. See docs/numpy.md.
+   */
+  numpy?: NumpyNames
 }
 
 const FRAME_SIZE_TARGET = 64 * 1024
@@ -220,6 +227,7 @@ export class Pickler {
   readonly #globals: GlobalRegistry
   readonly #extensions: ReadonlyMap<string, number>
   readonly #maxDepth: number
+  readonly #numpy: NumpyNames
 
   // output
   #buf = new Uint8Array(256)
@@ -255,6 +263,7 @@ export class Pickler {
     for (const [code, [m, n]] of options.extensions ?? []) ext.set(`${m}\0${n}`, code)
     this.#extensions = ext
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
+    this.#numpy = checkNumpyNames(options.numpy ?? '1')
   }
 
   /** Forgets what was pickled before, as Python's clear_memo(). */
@@ -466,14 +475,15 @@ export class Pickler {
   }
 
   #saveObject(obj: object): void {
-    if (obj instanceof PyFloat) return this.#saveFloat(obj.value)
-    if (obj instanceof FreshStr) return this.#saveFreshStr(obj.value)
+    const ctor = obj.constructor
+    // Floats are atoms in Python: never memoized, so no memo lookup for them.
+    if (ctor === PyFloat) return this.#saveFloat((obj as PyFloat).value)
+    if (ctor === FreshStr) return this.#saveFreshStr((obj as FreshStr).value)
     const idx = this.#objMemo.get(obj)
     if (idx !== undefined) return this.#memoGet(idx)
     if (++this.#depth > this.#maxDepth) {
       throw new PicklingError(`the value nests deeper than maxDepth (${this.#maxDepth}); a cycle through values that cannot be memoized?`)
     }
-    const ctor = obj.constructor
     if (ctor === Array) this.#saveList(obj as unknown[])
     else if (ctor === Map) this.#saveDict(obj as Map<unknown, unknown>)
     else if (ctor === Object || ctor === undefined) this.#saveDictObject(obj as Record<string, unknown>)
@@ -483,6 +493,7 @@ export class Pickler {
     else if (ctor === FrozenSet) this.#saveFrozenSet(obj as FrozenSet)
     else if (ctor === PickleBuffer) this.#savePickleBuffer(obj as PickleBuffer)
     else if (obj instanceof Uint8Array && !(obj instanceof ByteArray)) this.#saveBytes(obj)
+    else if (obj instanceof PyFloat) this.#saveFloat(obj.value)
     else this.#saveOther(obj)
     this.#depth--
   }
@@ -1038,7 +1049,8 @@ export class Pickler {
       if (obj.isSafe !== null) state.set('is_safe', obj.isSafe)
       return this.#objectRecipe(G.UUID, [], state)
     }
-    return null
+    // NDArray, NumpyScalar, DType and TypedArrays other than Uint8Array (bytes): as numpy writes them.
+    return numpyRecipe(obj, this.protocol, this.#numpy)
   }
 
   #dateTimeArgs(d: PyDateTime): Tuple {

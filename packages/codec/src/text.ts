@@ -125,8 +125,8 @@ function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
     }
     i += need + 1
   }
-  // Malformed input can make the count differ from what was decoded; then the array grew or has stale tail entries.
-  if (n === units.length) return String.fromCharCode.apply(null, units)
+  // A completed decode is well-formed, so a short string filled its exact-length array.
+  if (units.length <= SHORT && n === units.length) return String.fromCharCode.apply(null, units)
   return fromCodeUnits(units, 0, n)
 }
 

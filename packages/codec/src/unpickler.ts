@@ -6,6 +6,7 @@
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
 import { defaultGlobals, dictEntries, fixImport, isPlainObject, type GlobalRegistry } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
+import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
 import {
@@ -476,9 +477,12 @@ function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyOb
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
 }
 
-/** A dict or float made by calling builtins.dict or builtins.float follows the dict and lossless options, as one made by opcodes does. */
+/**
+ * A dict or float made by calling builtins.dict or builtins.float follows the dict and lossless
+ * options, as one made by opcodes does; a numpy scalar is its plain value unless lossless.
+ */
 function followOptions(s: LoadState, g: PyGlobal, v: unknown): unknown {
-  if (g.module !== 'builtins') return v
+  if (g.module !== 'builtins') return v instanceof NumpyScalar && !s.lossless ? v.natural() : v
   if (g.name === 'float' && typeof v === 'number') return s.float(v)
   if (g.name === 'dict' && s.dictAsObject && v instanceof Map && v.constructor === Map) {
     const o = {}

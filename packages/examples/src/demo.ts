@@ -2,9 +2,11 @@
  * The demo behind `npm run demo`. Python to Node: python3 pickles a few values (protocol 5,
  * with a buffer sent out of band), and Node loads them with @picklewire/codec and prints what
  * it got. Node to Python: Node pickles values of its own, and python3 loads and prints them.
+ * Then the same with numpy: an array arrives in Node as a typed view over the frame it came in,
+ * and a Float32Array from Node arrives in numpy.
  */
 import { execFileSync } from 'node:child_process'
-import { ByteArray, Decimal, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
+import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
 
 const PRODUCER = `
 import pickle, sys, datetime, decimal, collections
@@ -81,6 +83,53 @@ function readFrames(out: Buffer): Uint8Array[] {
   return frames
 }
 
+const NUMPY_PRODUCER = `
+import numpy as np, pickle, sys
+buffers = []
+data = pickle.dumps(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), protocol=5, buffer_callback=buffers.append)
+frames = [data] + [bytes(b.raw()) for b in buffers]
+out = sys.stdout.buffer
+out.write(len(frames).to_bytes(4, 'little'))
+for f in frames:
+    out.write(len(f).to_bytes(4, 'little')); out.write(f)
+`
+
+// picklewire writes numpy.core names by default, which numpy 1.x and 2.x both load; numpy 2.x
+// warns that numpy.core is deprecated (PicklerOptions numpy: '2' writes numpy._core instead).
+const NUMPY_CONSUMER = `
+import pickle, sys, warnings
+warnings.filterwarnings('ignore', 'numpy.core', DeprecationWarning)
+data = sys.stdin.buffer.read()
+n = int.from_bytes(data[:4], 'little'); frames = []; at = 4
+for _ in range(n):
+    size = int.from_bytes(data[at:at + 4], 'little'); frames.append(memoryview(data)[at + 4:at + 4 + size]); at += 4 + size
+a = pickle.loads(frames[0], buffers=frames[1:])
+print(f'  {type(a).__module__}.{type(a).__name__} {a.dtype} {a.shape}: {a}')
+`
+
+function numpyDemo(): void {
+  let out: Buffer
+  try {
+    out = execFileSync(python(), ['-c', NUMPY_PRODUCER], { stdio: ['ignore', 'pipe', 'ignore'] })
+  } catch {
+    console.log(`\n(the numpy part of the demo needs numpy in ${python()}: skipped)`)
+    return
+  }
+  const [pickle, ...buffers] = readFrames(out)
+  const a = loads(pickle!, { buffers }) as NDArray
+  const first = Array.from(a.data.slice(0, 4) as Float32Array, (x) => x.toFixed(4))
+  console.log(`\nnumpy -> Node: a ${a.dtype.name} array of shape (${a.shape.join(', ')}), order ${a.order}; first values ${first.join(', ')}`)
+  // A frame that is not 4-byte aligned in the received bytes would be copied once (a.copied says so).
+  const view = a.bytes().buffer === buffers[0]!.buffer && !a.copied
+  console.log(`its data is a ${a.data.constructor.name} ${view ? 'view over the received frame, not a copy' : 'copy: the frame was not aligned for float32'}`)
+
+  const samples = Float32Array.from({ length: 6 }, (_, i) => Math.sqrt(i))
+  const sent: PickleBuffer[] = []
+  const fromNode = dumps(samples, { protocol: 5, bufferCallback: (b) => void sent.push(b) })
+  console.log(`Node -> numpy: a Float32Array of ${samples.length} (out of band, the buffer is its memory: ${sent[0]!.raw().buffer === samples.buffer}); python3 loaded:`)
+  process.stdout.write(execFileSync(python(), ['-c', NUMPY_CONSUMER], { input: writeFrames([fromNode, ...sent.map((b) => b.raw())]) }))
+}
+
 function main(): void {
   let out: Buffer
   try {
@@ -99,6 +148,7 @@ function main(): void {
   console.log(`the out-of-band buffer is a view over the received frame, not a copy: ${view.buffer === buffers[0]!.buffer}`)
   console.log(`its text: ${JSON.stringify(new TextDecoder().decode(view))}`)
   nodeToPython()
+  numpyDemo()
 }
 
 main()

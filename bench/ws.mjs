@@ -1,0 +1,346 @@
+// The WebSocket benchmark (issue 7): picklewire messages against raw ws (Node) and raw
+// websockets (Python) sending the same bytes over the same kind of loopback connection, in one
+// run, as ratios. Large float32 arrays (MB/s) and 1 KiB messages (messages per second).
+//
+// Node <-> Node: the other Node end runs in a worker thread, so each end has a core. The
+// clock runs from the moment the receiver is ready until the last message is received (and,
+// for picklewire, loaded: an NDArray over the received bytes). Python <-> Node: one python3
+// process per run (packages/transport/python/interop_peer.py send-bench / recv-bench).
+//
+// Masking: a client must mask every byte it sends (RFC 6455) and the server unmask it; ws does
+// both with a JavaScript loop unless the optional native bufferutil addon is installed (it is
+// not here). The masking table times that loop against a memcpy, and a client that masks with
+// an all-zero key (ws's generateMask option: the loop is skipped; not RFC-compliant, shown
+// only to price the masking).
+
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
+import { NDArray, dumps, loads } from '@picklewire/codec'
+import { WebSocket, WebSocketServer, connectPickleSocket, listenPickleSocket } from '@picklewire/transport'
+import { fmtBytes, fmtRate, printTable } from './measure.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const PYTHON = process.env.PICKLEWIRE_PYTHON ?? 'python3'
+const PEER_PY = join(here, '..', 'packages', 'transport', 'python', 'interop_peer.py')
+const MiB = 2 ** 20
+const RAW_WS = { perMessageDeflate: false, maxPayload: 2 ** 30 }
+const ZERO_MASK = (mask) => mask.fill(0)
+const PICKLE = { protocol: 5 }
+
+/** Sizes and repetitions: full, and --quick for a smoke run. */
+function plan({ quick }) {
+  return quick
+    ? { mib: 8, count: 2, runs: 2, small: 1024, smallCount: 5000 }
+    : { mib: 64, count: 4, runs: 3, small: 1024, smallCount: 20_000 }
+}
+
+/** A float32 array of `bytes` bytes, as picklewire sends it and as raw bytes. */
+function tensor(bytes) {
+  const data = new Float32Array(bytes / 4).fill(1.5)
+  return { array: new NDArray(data), raw: Buffer.from(data.buffer, data.byteOffset, data.byteLength) }
+}
+
+/**
+ * The picklewire value of a small message and the raw bytes of the same size: {'seq': i,
+ * 'payload': bytes}, the payload sized so that header and pickle together are `bytes` long.
+ */
+function smallMessage(bytes) {
+  const payload = new Uint8Array(bytes - 64).fill(7)
+  const value = (seq) => new Map([['seq', seq], ['payload', payload]])
+  return { value, raw: Buffer.alloc(bytes, 7) }
+}
+
+// ---- the other Node end (a worker thread) ----
+
+/** Serves raw ws and picklewire; the first message of a connection says what to do. */
+async function peerMain() {
+  const raw = new WebSocketServer({ host: '127.0.0.1', port: 0, ...RAW_WS })
+  await once(raw, 'listening')
+  raw.on('connection', (ws) => {
+    let job = null
+    let got = 0
+    ws.on('message', (data) => {
+      if (job === null) {
+        job = JSON.parse(String(data))
+        if (job.mode === 'source' && job.codec) {
+          const { value } = smallMessage(job.bytes)
+          for (let i = 0; i < job.count; i++) ws.send(dumps(value(i), PICKLE))
+        } else if (job.mode === 'source') {
+          const bytes = job.small ? smallMessage(job.bytes).raw : tensor(job.bytes).raw
+          for (let i = 0; i < job.count; i++) ws.send(bytes)
+        } else {
+          ws.send('go')
+        }
+        return
+      }
+      if (job.codec) loads(data)
+      if (++got === job.count) ws.send('done')
+    })
+  })
+  const pw = await listenPickleSocket()
+  pw.on('connection', async (sock) => {
+    const job = JSON.parse(await sock.receive())
+    if (job.mode === 'source') {
+      if (job.small) {
+        const { value } = smallMessage(job.bytes)
+        for (let i = 0; i < job.count; i++) await sock.send(value(i))
+      } else {
+        const { array } = tensor(job.bytes)
+        for (let i = 0; i < job.count; i++) await sock.send(array)
+      }
+      await sock.receive()
+    } else {
+      await sock.send('go')
+      for (let i = 0; i < job.count; i++) await sock.receive()
+      await sock.send('done')
+    }
+    await sock.close()
+  })
+  parentPort.postMessage({ raw: raw.address().port, pw: pw.address().port })
+}
+
+if (!isMainThread && workerData?.picklewireWsBenchPeer) await peerMain()
+
+// ---- one timed transfer each ----
+
+/** Node client -> Node server (worker): seconds from "go" to "done". */
+async function clientSends(kind, ports, job, wsOptions = {}) {
+  if (kind !== 'pw') {
+    const ws = new WebSocket(`ws://127.0.0.1:${ports.raw}/`, { ...RAW_WS, ...wsOptions })
+    await once(ws, 'open')
+    const bytes = job.small ? smallMessage(job.bytes).raw : tensor(job.bytes).raw
+    const { value } = smallMessage(job.bytes)
+    ws.send(JSON.stringify({ ...job, mode: 'sink', codec: kind === 'codec' }))
+    await once(ws, 'message')
+    const t0 = performance.now()
+    if (kind === 'codec') for (let i = 0; i < job.count; i++) ws.send(dumps(value(i), PICKLE))
+    else for (let i = 0; i < job.count; i++) ws.send(bytes)
+    await once(ws, 'message')
+    const dt = performance.now() - t0
+    ws.close()
+    return dt / 1000
+  }
+  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { ws: wsOptions })
+  await sock.send(JSON.stringify({ ...job, mode: 'sink' }))
+  await sock.receive()
+  const t0 = performance.now()
+  if (job.small) {
+    const { value } = smallMessage(job.bytes)
+    for (let i = 0; i < job.count; i++) await sock.send(value(i))
+  } else {
+    const { array } = tensor(job.bytes)
+    for (let i = 0; i < job.count; i++) await sock.send(array)
+  }
+  await sock.receive()
+  const dt = performance.now() - t0
+  await sock.close()
+  return dt / 1000
+}
+
+/** Node server (worker) -> Node client: seconds from the request to the last message loaded. */
+async function serverSends(kind, ports, job) {
+  if (kind !== 'pw') {
+    const ws = new WebSocket(`ws://127.0.0.1:${ports.raw}/`, RAW_WS)
+    await once(ws, 'open')
+    let got = 0
+    const done = new Promise((resolve) => ws.on('message', (data) => {
+      if (kind === 'codec') loads(data)
+      if (++got === job.count) resolve()
+    }))
+    const t0 = performance.now()
+    ws.send(JSON.stringify({ ...job, mode: 'source', codec: kind === 'codec' }))
+    await done
+    const dt = performance.now() - t0
+    ws.close()
+    return dt / 1000
+  }
+  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`)
+  const t0 = performance.now()
+  await sock.send(JSON.stringify({ ...job, mode: 'source' }))
+  let copied = 0
+  for (let i = 0; i < job.count; i++) {
+    const v = await sock.receive()
+    if (v instanceof NDArray && v.copied) copied++
+  }
+  const dt = performance.now() - t0
+  await sock.send('bye')
+  await sock.close()
+  if (copied || sock.stats.bytesCopied > (job.small ? Infinity : 0)) throw new Error(`the Node receiver copied tensor bytes (${copied} arrays, ${sock.stats.bytesCopied} bytes)`)
+  return dt / 1000
+}
+
+/** python3 interop_peer.py against a Node server in this thread: seconds, timed here. */
+async function withPython(kind, direction, job) {
+  const raw = kind === 'raw'
+  const server = raw ? new WebSocketServer({ host: '127.0.0.1', port: 0, ...RAW_WS }) : await listenPickleSocket()
+  if (raw) await once(server, 'listening')
+  const url = `ws://127.0.0.1:${server.address().port}/`
+  const args = [PEER_PY, direction === 'to-node' ? 'send-bench' : 'recv-bench', url, '--mib', String(job.bytes / MiB), '--count', String(job.count)]
+  if (raw) args.push('--raw')
+  const child = spawn(PYTHON, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+  const exited = once(child, 'exit')
+  try {
+    const [conn] = await once(server, 'connection')
+    if (raw) {
+      const ws = conn
+      if (direction === 'to-node') {
+        let got = 0
+        const done = new Promise((resolve) => ws.on('message', (data) => {
+          if (data.length !== job.bytes) throw new Error(`a frame of ${data.length} bytes`)
+          if (++got === job.count) resolve()
+        }))
+        const t0 = performance.now()
+        ws.send('go')
+        await done
+        const dt = performance.now() - t0
+        ws.send('done')
+        return dt / 1000
+      }
+      await once(ws, 'message')
+      const { raw: bytes } = tensor(job.bytes)
+      const t0 = performance.now()
+      for (let i = 0; i < job.count; i++) ws.send(bytes)
+      await once(ws, 'message')
+      return (performance.now() - t0) / 1000
+    }
+    const sock = conn
+    if (direction === 'to-node') {
+      const t0 = performance.now()
+      await sock.send('go')
+      for (let i = 0; i < job.count; i++) {
+        const v = await sock.receive()
+        if (!(v instanceof NDArray) || v.nbytes !== job.bytes || v.copied) throw new Error('Python sent something else, or it was copied')
+      }
+      const dt = performance.now() - t0
+      await sock.send('done')
+      return dt / 1000
+    }
+    await sock.receive()
+    const { array } = tensor(job.bytes)
+    const t0 = performance.now()
+    for (let i = 0; i < job.count; i++) await sock.send(array)
+    await sock.receive()
+    return (performance.now() - t0) / 1000
+  } finally {
+    const [code] = await Promise.race([exited, new Promise((r) => setTimeout(() => r([null]), 30_000))])
+    if (code !== 0) child.kill()
+    if (raw) server.close()
+    else await server.close()
+    if (code !== 0) throw new Error(`python3 interop_peer.py ${args.slice(1, 3).join(' ')} exited with ${code}`)
+  }
+}
+
+/** Best and median seconds of `runs` timed calls after one warm-up call. */
+async function timeRuns(fn, runs) {
+  await fn()
+  const s = []
+  for (let i = 0; i < runs; i++) s.push(await fn())
+  s.sort((a, b) => a - b)
+  return { best: s[0], median: s[s.length >> 1] }
+}
+
+function pythonReady() {
+  return new Promise((resolve) => {
+    const p = spawn(PYTHON, ['-c', 'import numpy, websockets, msgpack'], { stdio: 'ignore' })
+    p.on('error', () => resolve(false))
+    p.on('exit', (code) => resolve(code === 0))
+  })
+}
+
+/** ws's masking loop as it runs without bufferutil, against a memcpy of as many bytes. */
+function maskingCost(bytes) {
+  const wsDir = dirname(createRequire(fileURLToPath(import.meta.resolve('@picklewire/transport'))).resolve('ws'))
+  const { mask } = createRequire(import.meta.url)(join(wsDir, 'lib', 'buffer-util.js'))
+  const src = Buffer.alloc(bytes, 1)
+  const dst = Buffer.allocUnsafe(bytes)
+  const key = Buffer.from([1, 2, 3, 4])
+  const best = (fn) => {
+    let b = Infinity
+    for (let i = 0; i < 4; i++) {
+      const t0 = performance.now()
+      fn()
+      b = Math.min(b, (performance.now() - t0) / 1000)
+    }
+    return b
+  }
+  return { mask: best(() => mask(src, key, dst, 0, bytes)), memcpy: best(() => src.copy(dst)) }
+}
+
+const rate = (bytes, t) => fmtRate(bytes, t.best)
+const perSecond = (count, t) => `${Math.round(count / t.best).toLocaleString('en')}/s`
+const ratio = (ours, theirs) => `${(theirs.best / ours.best).toFixed(2)}x`
+
+/** Runs the ws suite and prints its tables. */
+export async function runWs({ quick, log }) {
+  const p = plan({ quick })
+  const big = { bytes: p.mib * MiB, count: p.count }
+  const small = { bytes: p.small, count: p.smallCount, small: true }
+  const bytes = big.bytes * big.count
+  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { picklewireWsBenchPeer: true } })
+  const [ports] = await once(worker, 'message')
+  const rows = []
+  const smallRows = []
+  let zeroMask
+  try {
+    const pair = async (label, fn) => {
+      log(`  ${label}`)
+      const pw = await timeRuns(() => fn('pw'), p.runs)
+      const raw = await timeRuns(() => fn('raw'), p.runs)
+      return { label, pw, raw }
+    }
+    rows.push(await pair('Node -> Node, client sends (masked)', (k) => clientSends(k, ports, big)))
+    rows.push(await pair('Node -> Node, server sends', (k) => serverSends(k, ports, big)))
+    zeroMask = await pair('Node -> Node, client sends, all-zero mask', (k) => clientSends(k, ports, big, { generateMask: ZERO_MASK }))
+    if (await pythonReady()) {
+      rows.push(await pair('Python -> Node (Python client sends, masked)', (k) => withPython(k, 'to-node', big)))
+      rows.push(await pair('Node -> Python (Node server sends)', (k) => withPython(k, 'to-python', big)))
+    } else {
+      rows.push({ label: `Python rows skipped: ${PYTHON} lacks numpy, websockets or msgpack`, na: true })
+    }
+    const triple = async (label, fn) => {
+      const r = await pair(label, fn)
+      r.codec = await timeRuns(() => fn('codec'), p.runs)
+      return r
+    }
+    smallRows.push(await triple('Node -> Node, client sends', (k) => clientSends(k, ports, small)))
+    smallRows.push(await triple('Node -> Node, server sends', (k) => serverSends(k, ports, small)))
+  } finally {
+    await worker.terminate()
+  }
+
+  console.log(`### ${big.count} x ${fmtBytes(big.bytes)} float32 arrays per run (best of ${p.runs} after a warm-up; raw: the same bytes as one frame each)\n`)
+  printTable(['path', 'picklewire', 'raw ws / websockets', 'vs raw'], rows.map((r) => r.na
+    ? [r.label, 'n/a', 'n/a', 'n/a']
+    : [r.label, rate(bytes, r.pw), rate(bytes, r.raw), ratio(r.pw, r.raw)]))
+  console.log(`\n### ${small.count.toLocaleString('en')} messages of ${fmtBytes(small.bytes)} per run: {'seq': i, 'payload': bytes}, header + pickle = ${fmtBytes(small.bytes)}\n`)
+  console.log('ws + pickle: the same value pickled with the same codec (dumps), sent as one frame, loaded on receipt (loads): what an')
+  console.log(`application does without the carrier. raw ws: ready-made frames of ${fmtBytes(small.bytes)}, nothing pickled or loaded.\n`)
+  printTable(['path', 'picklewire', 'ws + pickle', 'raw ws', 'vs ws + pickle', 'vs raw'], smallRows.map((r) => [
+    r.label, perSecond(small.count, r.pw), perSecond(small.count, r.codec), perSecond(small.count, r.raw), ratio(r.pw, r.codec), ratio(r.pw, r.raw),
+  ]))
+
+  const m = maskingCost(big.bytes)
+  console.log(`\n### masking (bufferutil is ${hasBufferutil() ? '' : 'not '}installed)\n`)
+  printTable(['operation', 'rate'], [
+    [`ws's JavaScript mask loop over ${fmtBytes(big.bytes)}`, fmtRate(big.bytes, m.mask)],
+    [`memcpy of ${fmtBytes(big.bytes)} (Buffer.copy)`, fmtRate(big.bytes, m.memcpy)],
+    ['Node -> Node, client sends, random mask (picklewire / raw)', `${rate(bytes, rows[0].pw)} / ${rate(bytes, rows[0].raw)}`],
+    ['Node -> Node, client sends, all-zero mask: no masking work (picklewire / raw)', `${rate(bytes, zeroMask.pw)} / ${rate(bytes, zeroMask.raw)}`],
+  ])
+  console.log('\nReceiving Node side: every picklewire array above loaded as an NDArray over the Buffer ws delivered (checked: no copy beyond ws\'s own assembly of the frame).')
+}
+
+function hasBufferutil() {
+  try {
+    const wsDir = dirname(createRequire(fileURLToPath(import.meta.resolve('@picklewire/transport'))).resolve('ws'))
+    createRequire(join(wsDir, 'index.js')).resolve('bufferutil')
+    return true
+  } catch {
+    return false
+  }
+}
