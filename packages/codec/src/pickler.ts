@@ -57,6 +57,20 @@ const TWO_32 = 2 ** 32
 
 const encoder = new TextEncoder()
 
+type NodeBuffer = { allocUnsafeSlow(size: number): Uint8Array<ArrayBuffer> }
+const NodeBuffer = (globalThis as { Buffer?: NodeBuffer }).Buffer
+
+/**
+ * Output memory. Big blocks come uninitialized where Node offers it (zeroing hundreds of MiB
+ * that are about to be overwritten costs as much as the copy); every byte handed out is written
+ * first, or zeroed. Always a plain Uint8Array, whose slice() copies.
+ */
+function allocate(size: number): Uint8Array<ArrayBuffer> {
+  if (size < 1 << 20 || NodeBuffer === undefined) return new Uint8Array(size)
+  const b = NodeBuffer.allocUnsafeSlow(size)
+  return new Uint8Array(b.buffer, b.byteOffset, size)
+}
+
 /** Python's float repr: the shortest text that round-trips, in Python's layout. */
 export function floatRepr(x: number): string {
   if (x !== x) return 'nan'
@@ -315,6 +329,9 @@ export class Pickler {
     this.#n = 0
     // Keep a small scratch buffer for the next dump; hand big ones over without copying.
     if (n > 1 << 20) {
+      // The buffer may come from uninitialized memory: zero what lies past the pickle before
+      // handing it over, so that out.buffer shows nothing stale.
+      this.#buf.fill(0, n)
       const out = this.#buf.subarray(0, n)
       this.#buf = new Uint8Array(256)
       this.#view = new DataView(this.#buf.buffer)
@@ -326,9 +343,10 @@ export class Pickler {
   // ---- output ----
 
   #grow(k: number): void {
-    let size = this.#buf.length * 2
-    while (size < this.#n + k) size *= 2
-    const next = new Uint8Array(size)
+    // Double for many small writes; one big write gets what it needs and a little room, not twice that.
+    const need = this.#n + k
+    const size = Math.max(this.#buf.length * 2, need + Math.min(need >>> 3, 1 << 20))
+    const next = allocate(size)
     next.set(this.#buf.subarray(0, this.#n))
     this.#buf = next
     this.#view = new DataView(next.buffer)
