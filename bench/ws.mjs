@@ -36,7 +36,7 @@ const PICKLE = { protocol: 5 }
 function plan({ quick }) {
   return quick
     ? { mib: 8, count: 2, runs: 2, small: 1024, smallCount: 5000 }
-    : { mib: 64, count: 4, runs: 3, small: 1024, smallCount: 20_000 }
+    : { mib: 64, count: 4, runs: 5, small: 1024, smallCount: 20_000 }
 }
 
 /** A float32 array of `bytes` bytes, as picklewire sends it and as raw bytes. */
@@ -126,16 +126,13 @@ async function clientSends(kind, ports, job, wsOptions = {}) {
     return dt / 1000
   }
   const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { ws: wsOptions })
+  const { value } = smallMessage(job.bytes)
+  const array = job.small ? null : tensor(job.bytes).array
   await sock.send(JSON.stringify({ ...job, mode: 'sink' }))
   await sock.receive()
   const t0 = performance.now()
-  if (job.small) {
-    const { value } = smallMessage(job.bytes)
-    for (let i = 0; i < job.count; i++) await sock.send(value(i))
-  } else {
-    const { array } = tensor(job.bytes)
-    for (let i = 0; i < job.count; i++) await sock.send(array)
-  }
+  if (job.small) for (let i = 0; i < job.count; i++) await sock.send(value(i))
+  else for (let i = 0; i < job.count; i++) await sock.send(array)
   await sock.receive()
   const dt = performance.now() - t0
   await sock.close()
@@ -235,13 +232,21 @@ async function withPython(kind, direction, job) {
   }
 }
 
-/** Best and median seconds of `runs` timed calls after one warm-up call. */
-async function timeRuns(fn, runs) {
-  await fn()
-  const s = []
-  for (let i = 0; i < runs; i++) s.push(await fn())
+function summary(s) {
   s.sort((a, b) => a - b)
   return { best: s[0], median: s[s.length >> 1] }
+}
+
+/**
+ * Best and median seconds of each kind ('pw', 'raw', ...) of fn: one warm-up call each, then
+ * `runs` rounds that call every kind once, so that a busy moment of the machine falls on all
+ * of them alike.
+ */
+async function timeKinds(fn, kinds, runs) {
+  for (const k of kinds) await fn(k)
+  const times = Object.fromEntries(kinds.map((k) => [k, []]))
+  for (let i = 0; i < runs; i++) for (const k of kinds) times[k].push(await fn(k))
+  return Object.fromEntries(kinds.map((k) => [k, summary(times[k])]))
 }
 
 function pythonReady() {
@@ -287,11 +292,9 @@ export async function runWs({ quick, log }) {
   const smallRows = []
   let zeroMask
   try {
-    const pair = async (label, fn) => {
+    const pair = async (label, fn, kinds = ['pw', 'raw']) => {
       log(`  ${label}`)
-      const pw = await timeRuns(() => fn('pw'), p.runs)
-      const raw = await timeRuns(() => fn('raw'), p.runs)
-      return { label, pw, raw }
+      return { label, ...(await timeKinds(fn, kinds, p.runs)) }
     }
     rows.push(await pair('Node -> Node, client sends (masked)', (k) => clientSends(k, ports, big)))
     rows.push(await pair('Node -> Node, server sends', (k) => serverSends(k, ports, big)))
@@ -302,22 +305,18 @@ export async function runWs({ quick, log }) {
     } else {
       rows.push({ label: `Python rows skipped: ${PYTHON} lacks numpy, websockets or msgpack`, na: true })
     }
-    const triple = async (label, fn) => {
-      const r = await pair(label, fn)
-      r.codec = await timeRuns(() => fn('codec'), p.runs)
-      return r
-    }
-    smallRows.push(await triple('Node -> Node, client sends', (k) => clientSends(k, ports, small)))
-    smallRows.push(await triple('Node -> Node, server sends', (k) => serverSends(k, ports, small)))
+    const kinds = ['pw', 'codec', 'raw']
+    smallRows.push(await pair('Node -> Node, client sends', (k) => clientSends(k, ports, small), kinds))
+    smallRows.push(await pair('Node -> Node, server sends', (k) => serverSends(k, ports, small), kinds))
   } finally {
     await worker.terminate()
   }
 
-  console.log(`### ${big.count} x ${fmtBytes(big.bytes)} float32 arrays per run (best of ${p.runs} after a warm-up; raw: the same bytes as one frame each)\n`)
+  console.log(`### ${big.count} x ${fmtBytes(big.bytes)} float32 arrays per run (best of ${p.runs}, picklewire and raw runs taking turns after a warm-up; raw: the same bytes as one frame each)\n`)
   printTable(['path', 'picklewire', 'raw ws / websockets', 'vs raw'], rows.map((r) => r.na
     ? [r.label, 'n/a', 'n/a', 'n/a']
     : [r.label, rate(bytes, r.pw), rate(bytes, r.raw), ratio(r.pw, r.raw)]))
-  console.log(`\n### ${small.count.toLocaleString('en')} messages of ${fmtBytes(small.bytes)} per run: {'seq': i, 'payload': bytes}, header + pickle = ${fmtBytes(small.bytes)}\n`)
+  console.log(`\n### ${small.count.toLocaleString('en')} messages of ${fmtBytes(small.bytes)} per run (best of ${p.runs}, taking turns): {'seq': i, 'payload': bytes}, header + pickle = ${fmtBytes(small.bytes)}\n`)
   console.log('ws + pickle: the same value pickled with the same codec (dumps), sent as one frame, loaded on receipt (loads): what an')
   console.log(`application does without the carrier. raw ws: ready-made frames of ${fmtBytes(small.bytes)}, nothing pickled or loaded.\n`)
   printTable(['path', 'picklewire', 'ws + pickle', 'raw ws', 'vs ws + pickle', 'vs raw'], smallRows.map((r) => [

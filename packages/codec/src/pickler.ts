@@ -57,6 +57,24 @@ const TWO_32 = 2 ** 32
 
 const encoder = new TextEncoder()
 
+const NO_BYTES = new Uint8Array(0)
+
+/**
+ * One output buffer lent to whichever dump runs, so that small pickles do not start from a few
+ * bytes and grow each time. A dump inside a dump (from a hook) finds it lent and takes its own.
+ */
+let scratch: Uint8Array<ArrayBuffer> | null = new Uint8Array(64 * 1024)
+
+function borrowScratch(): Uint8Array<ArrayBuffer> {
+  const b = scratch
+  scratch = null
+  return b ?? new Uint8Array(4096)
+}
+
+function returnScratch(b: Uint8Array<ArrayBuffer>): void {
+  if (b.length >= 4096 && b.length <= 1 << 20 && (scratch === null || scratch.length < b.length)) scratch = b
+}
+
 type NodeBuffer = { allocUnsafeSlow(size: number): Uint8Array<ArrayBuffer> }
 const NodeBuffer = (globalThis as { Buffer?: NodeBuffer }).Buffer
 
@@ -244,8 +262,8 @@ export class Pickler {
   readonly #numpy: NumpyNames
 
   // output
-  #buf = new Uint8Array(256)
-  #view = new DataView(this.#buf.buffer)
+  #buf: Uint8Array<ArrayBuffer> = NO_BYTES
+  #view = new DataView(NO_BYTES.buffer)
   #n = 0
   #framing = false
   #frameStart = -1
@@ -304,6 +322,7 @@ export class Pickler {
 
   /** Pickles value and returns the bytes (the memo is shared with earlier dumps of this Pickler). */
   dumpToBytes(value: unknown): Uint8Array {
+    if (this.#buf.length === 0) this.#setBuffer(borrowScratch())
     this.#n = 0
     this.#frameStart = -1
     this.#framing = false
@@ -321,23 +340,36 @@ export class Pickler {
     } catch (err) {
       this.#depth = 0
       this.#forgetSince(memoStart)
+      this.#returnBuffer()
       throw asPickleError(err)
     } finally {
       this.#framing = false
     }
     const n = this.#n
     this.#n = 0
-    // Keep a small scratch buffer for the next dump; hand big ones over without copying.
+    let out: Uint8Array
     if (n > 1 << 20) {
-      // The buffer may come from uninitialized memory: zero what lies past the pickle before
-      // handing it over, so that out.buffer shows nothing stale.
+      // Big pickles are handed over without a copy. The buffer may come from uninitialized
+      // memory: zero what lies past the pickle, so that out.buffer shows nothing stale.
       this.#buf.fill(0, n)
-      const out = this.#buf.subarray(0, n)
-      this.#buf = new Uint8Array(256)
-      this.#view = new DataView(this.#buf.buffer)
-      return out
+      out = this.#buf.subarray(0, n)
+      this.#setBuffer(NO_BYTES)
+    } else {
+      out = this.#buf.slice(0, n)
     }
-    return this.#buf.slice(0, n)
+    this.#returnBuffer()
+    return out
+  }
+
+  #setBuffer(b: Uint8Array<ArrayBuffer>): void {
+    this.#buf = b
+    this.#view = new DataView(b.buffer, b.byteOffset, b.byteLength)
+  }
+
+  /** Gives the output buffer back to the shared scratch, so that the next dump starts with room. */
+  #returnBuffer(): void {
+    returnScratch(this.#buf)
+    this.#setBuffer(NO_BYTES)
   }
 
   // ---- output ----
@@ -348,8 +380,7 @@ export class Pickler {
     const size = Math.max(this.#buf.length * 2, need + Math.min(need >>> 3, 1 << 20))
     const next = allocate(size)
     next.set(this.#buf.subarray(0, this.#n))
-    this.#buf = next
-    this.#view = new DataView(next.buffer)
+    this.#setBuffer(next)
   }
 
   /** Room for k bytes at the returned position; opens a frame first when one is due. */

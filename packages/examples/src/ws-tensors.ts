@@ -1,0 +1,141 @@
+/**
+ * Tensors between Python and Node over a WebSocket, both ways (issue 7's example):
+ *
+ *   1. Python produces, Node consumes: python/tensor_producer.py streams numpy frames to a Node
+ *      server; Node computes statistics and a downsampled image and answers each frame.
+ *   2. Node produces, Python consumes: Node sends signals as NDArrays to python/tensor_consumer.py,
+ *      which answers with the strongest frequency and the spectrum as a numpy array.
+ *
+ * Every frame's bytes travel as a WebSocket frame of their own and arrive as a view (Python:
+ * numpy over the received bytes; Node: an NDArray over the Buffer ws delivered).
+ * Run it alone with `node packages/examples/dist/ws-tensors.js`, or through `npm run demo`.
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { NDArray } from '@picklewire/codec'
+import { connectPickleSocket, listenPickleSocket } from '@picklewire/transport'
+
+const PYTHON_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'python')
+
+function python(): string {
+  return process.env.PICKLEWIRE_PYTHON ?? 'python3'
+}
+
+/** What python3 lacks for this demo, or null. */
+function missingPython(): string | null {
+  const r = spawnSync(python(), ['-c', 'import numpy, websockets, msgpack'], { encoding: 'utf8' })
+  if (r.error) return `${python()} is not on PATH`
+  if (r.status !== 0) return `${python()} cannot import numpy, websockets and msgpack (${r.stderr.trim().split('\n').pop()})`
+  return null
+}
+
+/** Statistics of one camera frame, and the frame downsampled 4x by block means. */
+function analyseFrame(request: Map<string, unknown>): Map<string, unknown> {
+  const image = request.get('image') as NDArray
+  const [h, w] = image.shape as [number, number]
+  const px = image.data as Float32Array // C order: row after row
+  const threshold = request.get('threshold') as number
+  let sum = 0
+  let hot = 0
+  let peak = 0
+  for (let i = 0; i < px.length; i++) {
+    const v = px[i]!
+    sum += v
+    if (v > threshold) hot++
+    if (v > px[peak]!) peak = i
+  }
+  const small = new Float32Array((h / 4) * (w / 4))
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) small[(y >> 2) * (w / 4) + (x >> 2)]! += px[y * w + x]! / 16
+  }
+  return new Map<string, unknown>([
+    ['seq', request.get('seq')],
+    ['mean', sum / px.length],
+    ['hot', hot],
+    ['peak', [Math.floor(peak / w), peak % w]],
+    ['small', new NDArray(small, { shape: [h / 4, w / 4] })],
+  ])
+}
+
+function pipeLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  createInterface({ input: stream }).on('line', onLine)
+}
+
+async function pythonProducesNodeConsumes(frames: number): Promise<void> {
+  console.log('\n-- Python produces numpy frames, Node computes on them and answers --')
+  let served = 0
+  const server = await listenPickleSocket({
+    onRequest: (value) => {
+      served++
+      return analyseFrame(value as Map<string, unknown>)
+    },
+  })
+  server.on('connection', (sock) => {
+    void sock.closed.then(() => {
+      const s = sock.stats
+      console.log(`node    served ${served} frames; ${s.bytesReceived} bytes in, ${s.bytesSent} bytes out, ` +
+        `${s.alignmentCopies} buffers copied for alignment`)
+    })
+  })
+  try {
+    const child = spawn(python(), [join(PYTHON_DIR, 'tensor_producer.py'), server.url, '--frames', String(frames)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    pipeLines(child.stdout, (line) => console.log(line))
+    const [code] = await once(child, 'exit')
+    if (code !== 0) console.log(`the Python producer exited with ${String(code)}`)
+  } finally {
+    await server.close()
+  }
+}
+
+async function nodeProducesPythonConsumes(signals: number): Promise<void> {
+  console.log('\n-- Node produces signals as NDArrays, Python analyses them with numpy and answers --')
+  const child = spawn(python(), [join(PYTHON_DIR, 'tensor_consumer.py')], { stdio: ['pipe', 'pipe', 'inherit'] })
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let first = true
+      pipeLines(child.stdout, (line) => {
+        if (first) {
+          first = false
+          resolve((JSON.parse(line) as { port: number }).port)
+        } else {
+          console.log(line)
+        }
+      })
+      child.once('exit', (code) => reject(new Error(`the Python consumer exited with ${String(code)} before listening`)))
+    })
+    const sock = await connectPickleSocket(`ws://127.0.0.1:${port}/`)
+    const rate = 1000
+    for (let k = 0; k < signals; k++) {
+      const hz = 50 + 40 * k
+      const signal = new Float64Array(4096).map((_, i) => Math.sin((2 * Math.PI * hz * i) / rate) + 0.3 * Math.sin((2 * Math.PI * 7 * i) / rate))
+      const answer = await sock.request(new Map<string, unknown>([['signal', new NDArray(signal)], ['rate', rate]])) as Map<string, unknown>
+      const spectrum = answer.get('spectrum') as NDArray
+      console.log(`node    sent ${hz} Hz; python found ${(answer.get('peak_hz') as number).toFixed(1)} Hz and sent back a ` +
+        `${spectrum.dtype.name} spectrum of ${spectrum.shape[0]} bins (loaded without a copy: ${!spectrum.copied})`)
+    }
+    await sock.close()
+  } finally {
+    child.stdin.end()
+    if (child.exitCode === null) await Promise.race([once(child, 'exit'), new Promise((r) => setTimeout(r, 2000))])
+    if (child.exitCode === null) child.kill()
+  }
+}
+
+/** The WebSocket tensor streaming demo, both ways, briefly. Starts python3 itself. */
+export async function runWebSocketDemo(): Promise<void> {
+  const missing = missingPython()
+  if (missing) {
+    console.log(`WebSocket demo skipped: ${missing}. It needs python3 with numpy, websockets and msgpack ` +
+      '(Debian: apt install python3-numpy python3-websockets python3-msgpack; or pip install numpy websockets msgpack).')
+    return
+  }
+  await pythonProducesNodeConsumes(8)
+  await nodeProducesPythonConsumes(4)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await runWebSocketDemo()
+}

@@ -1,0 +1,307 @@
+"""Tests of the Python peer, Python to Python over a real loopback WebSocket.
+
+    cd packages/transport/python && python3 -m unittest -v test_picklewire_ws
+
+(test/transport/ws-python-unittest.test.ts runs this, so CI does.) The Node side is tested
+against this module in test/transport/ws-python.test.ts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import unittest
+
+import numpy as np
+from websockets.asyncio.client import connect as raw_connect
+
+import picklewire_ws as pw
+
+TIMEOUT = 20
+
+
+class Peer:
+    """A server whose handler records what it received and echoes it, with a client connected."""
+
+    def __init__(self, **options):
+        self.options = options
+        self.received = []
+        self.server_errors = []
+        self.server_socks = []
+
+    async def __aenter__(self):
+        async def handler(sock):
+            self.server_socks.append(sock)
+            try:
+                async for value in sock:
+                    self.received.append(value)
+                    await sock.send(value)
+            except pw.TransportError as e:
+                self.server_errors.append(e)
+
+        server_options = {k: v for k, v in self.options.items() if k != 'client'}
+        self.server = await pw.serve(handler, **server_options).__aenter__()
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.url = f'ws://127.0.0.1:{self.port}/'
+        return self
+
+    async def client(self, **options):
+        return await pw.connect(self.url, **options)
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+
+class WireTests(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.timeout = asyncio.timeout(TIMEOUT)
+        await self.timeout.__aenter__()
+
+    async def asyncTearDown(self):
+        await self.timeout.__aexit__(None, None, None)
+
+    async def test_numpy_arrays_round_trip_out_of_band(self):
+        arrays = [np.arange(4096, dtype=dt).reshape(64, -1) for dt in ('<f4', '<f8', '<i2', '>i4', '<u8', '<c16')]
+        arrays.append(np.asfortranarray(np.arange(2048, dtype='<f8').reshape(32, 64)))
+        arrays.append(np.zeros((0, 3), np.float32))
+        arrays.append(np.arange(10, dtype=np.int64)[::2])  # not contiguous: in band
+        async with Peer() as peer:
+            sock = await peer.client()
+            for a in arrays:
+                await sock.send({'a': a, 'shape': a.shape})
+            for a in arrays:
+                back = await sock.recv()
+                self.assertEqual(back['a'].dtype, a.dtype)
+                self.assertEqual(back['shape'], a.shape)
+                np.testing.assert_array_equal(back['a'], a)
+            self.assertEqual(sock.stats.bytes_copied, 0)
+            await sock.close()
+
+    async def test_buffers_leave_as_memoryviews_of_the_array(self):
+        a = np.arange(1024, dtype=np.float64)
+        parts = pw.encode_value({'a': a})
+        self.assertEqual(len(parts.buffers), 1)
+        self.assertIsInstance(parts.buffers[0], memoryview)
+        self.assertEqual(np.frombuffer(parts.buffers[0], np.float64).ctypes.data, a.ctypes.data, 'no copy')
+        self.assertEqual(parts.align, [8])
+        self.assertEqual(parts.readonly, [False])
+        small = pw.encode_value(np.arange(4, dtype=np.float64))
+        self.assertEqual(small.buffers, [], 'small buffers travel in band')
+
+    async def test_the_spec_test_vector(self):
+        frames = [bytes.fromhex(h) for h in (
+            '87a17601a2696401a16ba36d7367a17014a1629110a2726f91c2a17882a2616c9108a461757468ab686d61632d736861323536',
+            '80059509000000000000007d948c01789497732e',
+            '000102030405060708090a0b0c0d0e0f',
+            'e080ed1e2886ec9b49c6553b0a73555d795d4dbe925af9dfb0d93b1192016f9b',
+        )]
+        receiver = pw._Receiver(pw.DEFAULT_LIMITS, b'picklewire test key', 'client')
+        self.assertEqual([receiver.push(f) for f in frames[:3]], [None] * 3)
+        m = receiver.push(frames[3])
+        self.assertEqual(m.header['x'], {'al': [8], 'auth': 'hmac-sha256'})
+        value = pickle.loads(m.pickle, buffers=m.buffers)
+        self.assertEqual(bytes(value['x']), bytes(range(16)))
+        receiver = pw._Receiver(pw.DEFAULT_LIMITS, b'another key', 'client')
+        for f in frames[:3]:
+            receiver.push(f)
+        with self.assertRaises(pw.TransportError) as e:
+            receiver.push(frames[3])
+        self.assertEqual(e.exception.code, 'AUTH')
+
+    async def test_received_values_are_read_only_unless_writable_is_asked(self):
+        async with Peer() as peer:
+            sock = await peer.client()
+            await sock.send(np.arange(1024, dtype=np.int32))
+            self.assertFalse((await sock.recv()).flags.writeable)
+            await sock.close()
+        async with Peer(writable=True) as peer:
+            sock = await peer.client(writable=True)
+            await sock.send(np.arange(1024, dtype=np.int32))
+            back = await sock.recv()
+            self.assertTrue(back.flags.writeable)
+            self.assertEqual(sock.stats.bytes_copied, 4096)
+            await sock.close()
+
+    async def test_header_extras_reach_the_receiver(self):
+        received = []
+
+        async def handler(s):
+            received.append(await s.recv_message())
+
+        async with pw.serve(handler) as server:
+            sock = await pw.connect(f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/')
+            await sock.send(np.arange(512, dtype=np.float64), x={'trace': 'abc'})
+            await sock.closed
+        value, info = received[0]
+        np.testing.assert_array_equal(value, np.arange(512, dtype=np.float64))
+        self.assertEqual(info, {'id': 1, 'x': {'trace': 'abc'}})
+
+    async def test_order_is_kept(self):
+        async with Peer() as peer:
+            sock = await peer.client()
+
+            async def send():
+                for i in range(300):
+                    await sock.send({'i': i, 'a': np.full(i * 10, i, np.int16)})
+
+            sender = asyncio.create_task(send())
+            got = [await sock.recv() for _ in range(300)]
+            await sender
+            self.assertEqual([v['i'] for v in got], list(range(300)))
+            self.assertTrue(all((v['a'] == v['i']).all() for v in got))
+            await sock.close()
+
+    async def test_request_reply_and_remote_errors(self):
+        def on_request(value):
+            if value == 'boom':
+                raise ValueError('no boom here')
+            return value['a'].sum()
+
+        async with Peer(on_request=on_request) as peer:
+            sock = await peer.client()
+            answers = await asyncio.gather(*(sock.request({'a': np.full(2000, i, np.int64)}) for i in range(20)))
+            self.assertEqual(answers, [2000 * i for i in range(20)])
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.request('boom')
+            self.assertEqual(e.exception.code, 'REMOTE')
+            self.assertIn('ValueError: no boom here', str(e.exception))
+            await sock.close()
+
+    async def test_async_request_handler_and_no_handler(self):
+        async def on_request(value):
+            await asyncio.sleep(0.01)
+            return value * 2
+
+        async with Peer(on_request=on_request) as peer:
+            sock = await peer.client()
+            self.assertEqual(await sock.request(21), 42)
+            await sock.close()
+        async with Peer() as peer:
+            sock = await peer.client()
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.request(1)
+            self.assertEqual(e.exception.code, 'REMOTE')
+            self.assertIn('no request handler', str(e.exception))
+            await sock.close()
+
+    async def test_hmac_authenticates_every_message(self):
+        async with Peer(key=b'secret') as peer:
+            sock = await peer.client(key=b'secret')
+            await sock.send(np.arange(2048, dtype=np.float32))
+            np.testing.assert_array_equal(await sock.recv(), np.arange(2048, dtype=np.float32))
+            await sock.close()
+
+            sock = await peer.client(key=b'another key')
+            await sock.send('forged')
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.recv()
+            self.assertEqual(e.exception.code, 'AUTH')
+            self.assertIn('4401', str(e.exception))
+            await asyncio.sleep(0.05)
+            self.assertEqual(peer.server_errors[-1].code, 'AUTH')
+            self.assertEqual(len(peer.received), 1, 'nothing of a failing message is delivered')
+
+    async def test_unauthenticated_message_to_a_keyed_side_is_refused(self):
+        async with Peer(key=b'secret') as peer:
+            sock = await peer.client()
+            await sock.send('no mac')
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.recv()
+            self.assertEqual(e.exception.code, 'AUTH')
+            self.assertEqual(peer.received, [])
+
+    async def test_limits_are_checked_from_the_header(self):
+        async with Peer(limits=pw.Limits(max_buffers=2, max_buffer_bytes=8192)) as peer:
+            sock = await peer.client()
+            await sock.send([np.zeros(1024, np.uint8)] * 2)  # two buffers of 1 KiB: fine
+            await sock.recv()
+            await sock.send([np.zeros(1024, np.uint8) for _ in range(3)])
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.recv()
+            self.assertEqual(e.exception.code, 'LIMIT')
+            self.assertIn('4413', str(e.exception))
+            self.assertEqual(len(peer.received), 1)
+
+    async def test_raw_frames_that_break_the_protocol(self):
+        good = pickle.dumps('ok', protocol=5)
+        cases = {
+            'version': ([pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[]), good], 4426),
+            'text frame': (['hello'], 4400),
+            'not msgpack': ([b'\xc1'], 4400),
+            'truncated pickle': ([pw.encode_header(id=1, k='msg', p=len(good) + 1, b=[], ro=[]), good], 4400),
+            'id out of sequence': ([pw.encode_header(id=2, k='msg', p=len(good), b=[], ro=[]), good], 4400),
+            'unknown kind': ([pw.encode_header(id=1, k='nope', p=len(good), b=[], ro=[]), good], 4400),
+            'reply without re': ([pw.encode_header(id=1, k='rep', p=len(good), b=[], ro=[]), good], 4400),
+            'over the limit': ([pw.encode_header(id=1, k='msg', p=len(good), b=[2 ** 31], ro=[False])], 4413),
+        }
+        for name, (frames, code) in cases.items():
+            with self.subTest(name):
+                async with Peer() as peer:
+                    ws = await raw_connect(peer.url, subprotocols=[pw.SUBPROTOCOL])
+                    for f in frames:
+                        await ws.send(f)
+                    await ws.wait_closed()
+                    self.assertEqual(ws.close_code, code)
+                    self.assertEqual(peer.received, [])
+
+    async def test_peer_gone_mid_message_is_an_error(self):
+        async with Peer() as peer:
+            ws = await raw_connect(peer.url, subprotocols=[pw.SUBPROTOCOL])
+            await ws.send(pw.encode_header(id=1, k='msg', p=3, b=[100], ro=[False]))
+            await ws.send(b'\x80\x05.')
+            ws.transport.abort()
+            for _ in range(100):
+                if peer.server_errors:
+                    break
+                await asyncio.sleep(0.02)
+            self.assertEqual(peer.server_errors[0].code, 'CLOSED')
+            self.assertIn('message 1', str(peer.server_errors[0]))
+            self.assertEqual(peer.received, [])
+
+    async def test_clean_close_ends_iteration_and_fails_later_sends(self):
+        async with Peer() as peer:
+            sock = await peer.client()
+            await sock.send(1)
+            self.assertEqual(await sock.recv(), 1)
+            await sock.close()
+            self.assertIsNone(sock.error)
+            self.assertEqual([v async for v in sock], [])
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.send(2)
+            self.assertEqual(e.exception.code, 'CLOSED')
+
+    async def test_a_slow_consumer_makes_the_sender_wait(self):
+        done = asyncio.Event()
+        taken = []
+
+        async def handler(sock):
+            await done.wait()
+            async for value in sock:
+                taken.append(value[0])
+                if len(taken) == 40:
+                    return
+
+        async with pw.serve(handler, queue_size=1, max_queue=1) as server:
+            url = f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/'
+            sock = await pw.connect(url)
+            payload = np.zeros(2 ** 20, np.uint8)
+            sent = 0
+
+            async def send_all():
+                nonlocal sent
+                for i in range(40):
+                    await sock.send((i, payload))
+                    sent += 1
+
+            sender = asyncio.create_task(send_all())
+            await asyncio.sleep(0.5)
+            self.assertLess(sent, 40, 'the sender waits while nobody reads')
+            done.set()
+            await sender
+            await sock.closed
+            self.assertEqual(taken, list(range(40)))
+
+
+if __name__ == '__main__':
+    unittest.main()

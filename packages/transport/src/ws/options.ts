@@ -1,0 +1,113 @@
+/**
+ * The options of a picklewire WebSocket, each with its default, validated in one place.
+ * ws's own options (TLS, handshake timeout, ...) pass through untouched under `ws`.
+ */
+import type { UnpicklerOptions } from '@picklewire/codec'
+import { resolveLimits, type Limits } from '../limits.js'
+import type { EncodeOptions } from '../message.js'
+
+/** What a request handler gets besides the value. */
+export interface RequestInfo {
+  /** The request's message id. */
+  id: number
+  /** The header's extras the sender's application set, if any (picklewire's own, al and auth, left out). */
+  x?: Record<string, unknown>
+}
+
+/** Answers a request: the value returned (or resolved) is the reply; a throw becomes an 'err' reply. */
+export type RequestHandler = (value: unknown, info: RequestInfo) => unknown
+
+export interface PickleSocketOptions {
+  /**
+   * Limits on incoming messages, checked from the header before anything is allocated.
+   * Default: DEFAULT_LIMITS (1 GiB per message and per buffer, 1,024 buffers, 64 MiB of pickle).
+   * ws's maxPayload is set to the largest frame they allow, so ws refuses a bigger frame
+   * (close code 1009) before it buffers it.
+   */
+  limits?: Partial<Limits>
+  /**
+   * Shared key for HMAC-SHA256 over every frame of every message, both ways. Both sides need
+   * the same key; a message that fails is never delivered and the connection is closed with
+   * 4401. A string is taken as UTF-8. Default: none (messages are not authenticated).
+   */
+  key?: Uint8Array | string
+  /**
+   * send() waits while more than this many bytes of earlier messages are buffered and not yet
+   * written to the socket. Default 8 MiB.
+   */
+  highWaterMark?: number
+  /**
+   * Reading pauses while messages received but not yet taken by receive() or iteration hold
+   * more than this many bytes (TCP then makes the sender wait). Messages handed to 'message'
+   * listeners are not queued. Default 64 MiB.
+   */
+  receiveHighWaterMark?: number
+  /** Milliseconds between pings; 0 turns heartbeats off. Default 20,000 (websockets' default). */
+  heartbeatInterval?: number
+  /**
+   * Milliseconds to wait after a ping for the pong (or any frame) before the connection is
+   * declared dead: TransportError('TIMEOUT'), close code 4408. Default 20,000.
+   */
+  heartbeatTimeout?: number
+  /** Default timeout of request() in milliseconds; 0 waits as long as the connection lives. Default 0. */
+  requestTimeout?: number
+  /** Answers the peer's requests. Default: none (requests get an 'err' reply). */
+  onRequest?: RequestHandler
+  /** How received values are unpickled (opaque, registry, dict, ...). Default: the codec's defaults. */
+  unpickler?: Omit<UnpicklerOptions, 'buffers'>
+  /** How sent values are pickled, and which buffers go out of band. Default: encodeValue's defaults. */
+  pickler?: EncodeOptions
+}
+
+export interface ResolvedOptions {
+  limits: Limits
+  key: Uint8Array | null
+  highWaterMark: number
+  receiveHighWaterMark: number
+  heartbeatInterval: number
+  heartbeatTimeout: number
+  requestTimeout: number
+  onRequest: RequestHandler | null
+  unpickler: Omit<UnpicklerOptions, 'buffers'>
+  pickler: EncodeOptions
+}
+
+export const DEFAULT_HIGH_WATER_MARK = 8 * 2 ** 20
+export const DEFAULT_RECEIVE_HIGH_WATER_MARK = 64 * 2 ** 20
+export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
+export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000
+
+/** The largest header a receiver accepts (decodeHeader's own bound). */
+export const MAX_HEADER_BYTES = 64 * 1024
+
+function count(name: string, value: number | undefined, fallback: number, min: number): number {
+  const v = value ?? fallback
+  if (!Number.isSafeInteger(v) || v < min) throw new TypeError(`option ${name} must be an integer of at least ${min}, got ${String(value)}`)
+  return v
+}
+
+export function resolveOptions(o: PickleSocketOptions = {}): ResolvedOptions {
+  let key: Uint8Array | null = null
+  if (o.key !== undefined) {
+    key = typeof o.key === 'string' ? Buffer.from(o.key, 'utf8') : o.key
+    if (!(key instanceof Uint8Array) || key.length === 0) throw new TypeError('option key must be a non-empty Uint8Array or string')
+  }
+  if (o.onRequest !== undefined && typeof o.onRequest !== 'function') throw new TypeError('option onRequest must be a function')
+  return {
+    limits: resolveLimits(o.limits),
+    key,
+    highWaterMark: count('highWaterMark', o.highWaterMark, DEFAULT_HIGH_WATER_MARK, 0),
+    receiveHighWaterMark: count('receiveHighWaterMark', o.receiveHighWaterMark, DEFAULT_RECEIVE_HIGH_WATER_MARK, 0),
+    heartbeatInterval: count('heartbeatInterval', o.heartbeatInterval, DEFAULT_HEARTBEAT_INTERVAL, 0),
+    heartbeatTimeout: count('heartbeatTimeout', o.heartbeatTimeout, DEFAULT_HEARTBEAT_TIMEOUT, 1),
+    requestTimeout: count('requestTimeout', o.requestTimeout, 0, 0),
+    onRequest: o.onRequest ?? null,
+    unpickler: o.unpickler ?? {},
+    pickler: o.pickler ?? {},
+  }
+}
+
+/** ws's maxPayload for these limits: the largest frame any of them allows. */
+export function maxPayloadFor(limits: Limits): number {
+  return Math.max(MAX_HEADER_BYTES, Math.min(limits.maxMessageBytes, Math.max(limits.maxPickleBytes, limits.maxBufferBytes)))
+}

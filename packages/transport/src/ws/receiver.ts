@@ -1,0 +1,198 @@
+/**
+ * Reassembles messages from WebSocket frames, as an explicit state machine:
+ *
+ *   HEADER --header--> PICKLE --pickle--> BUFFER (once per buffer) --> [MAC] --> HEADER
+ *
+ * Every frame is checked against what the header announced before it is kept; the header is
+ * checked against the limits before any frame of the message arrives. A violation throws a
+ * TransportError and the message is dropped whole: nothing partial ever leaves this file.
+ */
+import { Unpackr } from 'msgpackr'
+import { TransportError } from '../errors.js'
+import { PROTOCOL_VERSION, decodeHeader, type MessageHeader } from '../header.js'
+import type { Limits } from '../limits.js'
+import type { MessageParts } from '../message.js'
+import { alignedView } from './alignment.js'
+import { FrameMac, MAC_BYTES, type Role } from './auth.js'
+import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
+import type { WebSocketStats } from './stats.js'
+
+/** A complete message: its header and parts, and how many bytes its frames held. */
+export interface ReceivedMessage {
+  header: MessageHeader
+  parts: MessageParts
+  bytes: number
+}
+
+const enum State {
+  HEADER,
+  PICKLE,
+  BUFFER,
+  MAC,
+}
+
+/** A header that names another protocol version: the receiver closes with its own code for it. */
+export class VersionMismatch extends TransportError {}
+
+const peek = new Unpackr({ useRecords: false, mapsAsObjects: false })
+
+/** decodeHeader's errors, with a wrong version told apart (it gets close code 4426). */
+function readHeader(frame: Uint8Array, limits: Limits): MessageHeader {
+  try {
+    return decodeHeader(frame, limits)
+  } catch (err) {
+    if (err instanceof TransportError && err.code === 'PROTOCOL') {
+      let v: unknown
+      try {
+        const raw = peek.unpack(frame)
+        v = raw instanceof Map ? raw.get('v') : undefined
+      } catch {
+        v = undefined
+      }
+      if (Number.isSafeInteger(v) && (v as number) >= 0 && v !== PROTOCOL_VERSION) throw new VersionMismatch('PROTOCOL', err.message)
+    }
+    throw err
+  }
+}
+
+function alignments(h: MessageHeader): number[] | null {
+  const al = h.x?.[EXTRA.alignment]
+  if (al === undefined || al === null) return null
+  if (!Array.isArray(al) || al.length !== h.b.length || !al.every((a) => ALIGNMENTS.has(a))) {
+    throw new TransportError('PROTOCOL', `bad message header: x.al must list 1, 2, 4 or 8 for each of the ${h.b.length} buffers`)
+  }
+  return al as number[]
+}
+
+export class MessageReceiver {
+  #state = State.HEADER
+  #nextId = 1
+  #header: MessageHeader | null = null
+  #align: number[] | null = null
+  #pickle: Uint8Array | null = null
+  #buffers: Uint8Array[] = []
+  #bytes = 0
+  #mac: FrameMac | null = null
+
+  /**
+   * @param peer which side sends the frames this receiver reads (its MAC label)
+   * @param key the shared HMAC key; null when messages are not authenticated
+   */
+  constructor(
+    private readonly limits: Limits,
+    private readonly key: Uint8Array | null,
+    private readonly peer: Role,
+    private readonly stats: WebSocketStats,
+  ) {}
+
+  /** True between a message's header and its last frame. */
+  get inMessage(): boolean {
+    return this.#state !== State.HEADER
+  }
+
+  /** Where the current message stands, for error messages. */
+  progress(): string {
+    const h = this.#header
+    if (h === null) return 'between messages'
+    const frames = 2 + h.b.length + (this.#mac ? 1 : 0)
+    const got = this.#state === State.PICKLE ? 1 : this.#state === State.BUFFER ? 2 + this.#buffers.length : frames - 1
+    return `in message ${h.id} after ${got} of its ${frames} frames`
+  }
+
+  /** Takes one WebSocket data frame; returns the message it completes, if it completes one. */
+  push(frame: Uint8Array, isBinary: boolean): ReceivedMessage | null {
+    if (!isBinary) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
+    this.#bytes += frame.byteLength
+    switch (this.#state) {
+      case State.HEADER: return this.#onHeader(frame)
+      case State.PICKLE: return this.#onPickle(frame)
+      case State.BUFFER: return this.#onBuffer(frame)
+      case State.MAC: return this.#onMac(frame)
+    }
+  }
+
+  #onHeader(frame: Uint8Array): ReceivedMessage | null {
+    const h = readHeader(frame, this.limits)
+    if (!KINDS.has(h.k)) throw new TransportError('PROTOCOL', `message ${h.id} has unknown kind ${JSON.stringify(h.k)}`)
+    if (h.id !== this.#nextId) {
+      throw new TransportError('PROTOCOL', `message id ${h.id} out of sequence: expected ${this.#nextId} (a message was lost, repeated or reordered)`)
+    }
+    if ((h.k === KIND.reply || h.k === KIND.error) && h.re === undefined) {
+      throw new TransportError('PROTOCOL', `message ${h.id} of kind '${h.k}' does not name the request it answers (re)`)
+    }
+    const auth = h.x?.[EXTRA.auth]
+    if (auth !== undefined && auth !== AUTH_SCHEME) throw new TransportError('AUTH', `message ${h.id} uses unknown authentication ${JSON.stringify(auth)}`)
+    if (this.key !== null && auth === undefined) throw new TransportError('AUTH', `message ${h.id} is not authenticated, and this side requires ${AUTH_SCHEME}`)
+    if (this.key === null && auth !== undefined) throw new TransportError('AUTH', `message ${h.id} is authenticated with ${AUTH_SCHEME}, and this side has no key`)
+    this.#align = alignments(h)
+    this.#header = h
+    if (this.key !== null) {
+      this.#mac = new FrameMac(this.key, this.peer)
+      this.#mac.update(frame)
+    }
+    this.#state = State.PICKLE
+    return null
+  }
+
+  #expectLength(frame: Uint8Array, expected: number, what: string): void {
+    if (frame.byteLength !== expected) {
+      throw new TransportError('PROTOCOL', `${what} of message ${this.#header!.id} is ${frame.byteLength} bytes; its header announced ${expected} (frames truncated, lost or out of order)`)
+    }
+  }
+
+  #onPickle(frame: Uint8Array): ReceivedMessage | null {
+    this.#expectLength(frame, this.#header!.p, 'the pickle frame')
+    this.#mac?.update(frame)
+    this.#pickle = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength)
+    return this.#next()
+  }
+
+  #onBuffer(frame: Uint8Array): ReceivedMessage | null {
+    const i = this.#buffers.length
+    this.#expectLength(frame, this.#header!.b[i]!, `buffer ${i}`)
+    this.#mac?.update(frame)
+    this.#buffers.push(alignedView(frame, this.#align?.[i] ?? 1, this.stats))
+    return this.#next()
+  }
+
+  #onMac(frame: Uint8Array): ReceivedMessage | null {
+    const id = this.#header!.id
+    if (frame.byteLength !== MAC_BYTES || !this.#mac!.matches(frame)) {
+      throw new TransportError('AUTH', `message ${id} failed authentication (HMAC-SHA256): its frames were altered, reordered or signed with another key`)
+    }
+    return this.#complete()
+  }
+
+  /** After the pickle or a buffer: the next buffer, the MAC, or the end of the message. */
+  #next(): ReceivedMessage | null {
+    if (this.#buffers.length < this.#header!.b.length) {
+      this.#state = State.BUFFER
+      return null
+    }
+    if (this.#mac !== null) {
+      this.#state = State.MAC
+      return null
+    }
+    return this.#complete()
+  }
+
+  #complete(): ReceivedMessage {
+    const header = this.#header!
+    const message: ReceivedMessage = {
+      header,
+      parts: { pickle: this.#pickle!, buffers: this.#buffers, readonly: header.ro },
+      bytes: this.#bytes,
+    }
+    this.#nextId++
+    this.#state = State.HEADER
+    this.#header = null
+    this.#align = null
+    this.#pickle = null
+    this.#buffers = []
+    this.#bytes = 0
+    this.#mac = null
+    this.stats.messagesReceived++
+    this.stats.bytesReceived += message.bytes
+    return message
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Writes messages as frames: header, pickle, one frame per out-of-band buffer, then the MAC
+ * when messages are authenticated. All frames of a message go to ws in one synchronous run, so
+ * no other message's frames can come between them. Backpressure: while more than the
+ * high-water mark of bytes handed to ws is not yet written to the socket, new messages wait
+ * in a queue, in order, and their send() promises with them.
+ */
+import type { WebSocket } from 'ws'
+import { PROTOCOL_VERSION, encodeHeader, type MessageHeader } from '../header.js'
+import type { MessageParts } from '../message.js'
+import { naturalAlignment } from './alignment.js'
+import { FrameMac, type Role } from './auth.js'
+import { AUTH_SCHEME, EXTRA } from './constants.js'
+import type { WebSocketStats } from './stats.js'
+
+/** What a message says besides its parts. */
+export interface Envelope {
+  kind: string
+  /** The request answered (replies and errors). */
+  re?: number
+  /** Extras of the caller's own, merged into the header's `x`. */
+  x?: Record<string, unknown>
+}
+
+interface Pending {
+  frames: Uint8Array[]
+  bytes: number
+  resolve: () => void
+  reject: (err: Error) => void
+}
+
+interface Corkable {
+  cork(): void
+  uncork(): void
+}
+
+/** How many bytes a corked batch of messages may hold before it is written. */
+const CORK_BYTES = 64 * 1024
+
+export class MessageSender {
+  #nextId = 1
+  #queue: Pending[] = []
+  #closedWith: Error | null = null
+  #flushWaiters: (() => void)[] = []
+  /** The socket while this sender has it corked, and the bytes written since. */
+  #corked: Corkable | null = null
+  #corkedBytes = 0
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly self: Role,
+    private readonly key: Uint8Array | null,
+    private readonly highWaterMark: number,
+    private readonly stats: WebSocketStats,
+  ) {}
+
+  /** The id the next message will carry (request() registers it before sending). */
+  get nextId(): number {
+    return this.#nextId
+  }
+
+  /**
+   * Frames a message now (ids follow call order) and writes it when the buffered bytes allow.
+   * Resolves once ws has it; ws writes out-of-band buffers from the caller's memory, so that
+   * memory must not change until flushed() resolves.
+   */
+  send(parts: MessageParts, envelope: Envelope): Promise<void> {
+    if (this.#closedWith) return Promise.reject(this.#closedWith)
+    const frames = this.#frame(parts, envelope)
+    let bytes = 0
+    for (const f of frames) bytes += f.byteLength
+    if (this.#queue.length === 0 && this.stats.bufferedBytes <= this.highWaterMark) {
+      this.#write(frames, bytes)
+      return Promise.resolve()
+    }
+    this.stats.sendWaits++
+    return new Promise((resolve, reject) => this.#queue.push({ frames, bytes, resolve, reject }))
+  }
+
+  /** Resolves when every message sent so far has been written to the socket. */
+  flushed(): Promise<void> {
+    if (this.#queue.length === 0 && this.stats.bufferedBytes === 0) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const poll = (): void => {
+        if (this.#closedWith) reject(this.#closedWith)
+        else if (this.#queue.length === 0 && this.stats.bufferedBytes === 0) resolve()
+        else this.#flushWaiters.push(poll)
+      }
+      poll()
+    })
+  }
+
+  /** Fails every queued message; later sends fail at once. */
+  close(err: Error): void {
+    this.#closedWith ??= err
+    for (const p of this.#queue.splice(0)) p.reject(err)
+    for (const w of this.#flushWaiters.splice(0)) w()
+  }
+
+  #frame(parts: MessageParts, envelope: Envelope): Uint8Array[] {
+    const { pickle, buffers } = parts
+    const h: MessageHeader = { v: PROTOCOL_VERSION, id: this.#nextId++, k: envelope.kind, p: pickle.byteLength, b: [], ro: parts.readonly }
+    if (envelope.re !== undefined) h.re = envelope.re
+    let x: Record<string, unknown> | undefined = envelope.x === undefined ? undefined : { ...envelope.x }
+    if (buffers.length > 0) {
+      const al: number[] = []
+      let aligned = false
+      for (const b of buffers) {
+        h.b.push(b.byteLength)
+        const a = naturalAlignment(b)
+        if (a > 1) aligned = true
+        al.push(a)
+      }
+      if (aligned) (x ??= {})[EXTRA.alignment] = al
+    }
+    if (this.key !== null) (x ??= {})[EXTRA.auth] = AUTH_SCHEME
+    if (x !== undefined) h.x = x
+    const frames = buffers.length > 0 ? [encodeHeader(h), pickle, ...buffers] : [encodeHeader(h), pickle]
+    if (this.key !== null) {
+      const mac = new FrameMac(this.key, this.self)
+      for (const f of frames) mac.update(f)
+      frames.push(mac.digest())
+    }
+    return frames
+  }
+
+  /**
+   * Corks the socket while messages are written in one go, so that their frames leave in one
+   * writev instead of one system call per frame (a small message is two frames, and the calls
+   * cost more than its bytes). The cork comes off after CORK_BYTES, so that the receiver gets
+   * bytes while a sender loop is still running, and at the end of the tick in any case. ws has
+   * no public cork: its socket is the private `_socket`; without one, frames are written one by one.
+   */
+  #cork(bytes: number): void {
+    const socket = (this.ws as unknown as { _socket?: Partial<Corkable> })._socket
+    if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return
+    if (this.#corked === null) {
+      socket.cork()
+      this.#corked = socket as Corkable
+      this.#corkedBytes = 0
+      process.nextTick(() => this.#uncork())
+    }
+    this.#corkedBytes += bytes
+  }
+
+  #uncork(): void {
+    const socket = this.#corked
+    this.#corked = null
+    socket?.uncork()
+  }
+
+  #write(frames: Uint8Array[], bytes: number): void {
+    this.#cork(bytes)
+    const stats = this.stats
+    stats.bufferedBytes += bytes
+    if (stats.bufferedBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = stats.bufferedBytes
+    stats.messagesSent++
+    stats.bytesSent += bytes
+    const last = frames.length - 1
+    for (let i = 0; i < last; i++) this.ws.send(frames[i]!, { binary: true })
+    // ws calls back in write order, so the last frame's callback means the whole message is out.
+    this.ws.send(frames[last]!, { binary: true }, () => this.#written(bytes))
+    if (this.#corkedBytes >= CORK_BYTES) this.#uncork()
+  }
+
+  #written(bytes: number): void {
+    this.stats.bufferedBytes -= bytes
+    while (this.#queue.length > 0 && this.stats.bufferedBytes <= this.highWaterMark && !this.#closedWith) {
+      const p = this.#queue.shift()!
+      this.#write(p.frames, p.bytes)
+      p.resolve()
+    }
+    if (this.#flushWaiters.length > 0) for (const w of this.#flushWaiters.splice(0)) w()
+  }
+}

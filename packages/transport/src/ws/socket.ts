@@ -1,0 +1,424 @@
+/**
+ * PickleSocket: one picklewire connection over a ws WebSocket, the same object on the client
+ * and the server side. It sends values (send, request), delivers received values in order
+ * ('message' events, receive(), async iteration), answers requests (onRequest), and fails the
+ * whole connection, with a documented close code, on the first frame that breaks the protocol.
+ */
+import { EventEmitter } from 'node:events'
+import { WebSocket } from 'ws'
+import { TransportError } from '../errors.js'
+import { decodeValue, encodeValue } from '../message.js'
+import type { Role } from './auth.js'
+import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
+import { Heartbeat } from './heartbeat.js'
+import { resolveOptions, type PickleSocketOptions, type RequestHandler, type ResolvedOptions } from './options.js'
+import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
+import { MessageSender } from './sender.js'
+import { newStats, type WebSocketStats } from './stats.js'
+
+/** What a 'message' listener gets besides the value. */
+export interface MessageInfo {
+  /** The message id (1, 2, 3, ... per sender). */
+  id: number
+  /** The header's extras the sender's application set, if any (picklewire's own, al and auth, left out). */
+  x?: Record<string, unknown>
+}
+
+/** How a connection ended. `error` is null for a clean close (1000, 1001 or 1005, no message cut short). */
+export interface CloseInfo {
+  code: number
+  reason: string
+  error: Error | null
+}
+
+export interface SendOptions {
+  /** Extras for the header's `x` (string keys; picklewire's own, al and auth, win). */
+  x?: Record<string, unknown>
+}
+
+export interface RequestOptions extends SendOptions {
+  /** Milliseconds to wait for the reply; 0 waits as long as the connection lives. Default: the socket's requestTimeout. */
+  timeout?: number
+}
+
+interface PickleSocketEvents {
+  message: [value: unknown, info: MessageInfo]
+  error: [err: Error]
+  close: [info: CloseInfo]
+}
+
+type Queued =
+  | { value: unknown; error?: undefined; bytes: number; info: MessageInfo }
+  | { value?: undefined; error: Error; bytes: number; info?: undefined }
+
+interface PendingRequest {
+  resolve: (value: unknown) => void
+  reject: (err: Error) => void
+  timer: NodeJS.Timeout | null
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
+
+/** ws's own errors (bad frames, maxPayload) as TransportErrors. */
+function fromWsError(err: Error & { code?: string }): TransportError {
+  if (err instanceof TransportError) return err
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new TransportError('LIMIT', `a frame over the size limit: ${err.message}`, { cause: err })
+  if (err.code?.startsWith('WS_ERR_')) return new TransportError('PROTOCOL', `bad WebSocket frame: ${err.message}`, { cause: err })
+  return new TransportError('CLOSED', `connection failed: ${err.message}`, { cause: err })
+}
+
+/** What a receiver reports of a message: its id, and the header extras that are the application's (not al or auth). */
+function infoOf(id: number, x: Record<string, unknown> | undefined): MessageInfo {
+  if (x === undefined) return { id }
+  let extras: Record<string, unknown> | undefined
+  for (const k of Object.keys(x)) {
+    if (k !== EXTRA.alignment && k !== EXTRA.auth) (extras ??= Object.create(null) as Record<string, unknown>)[k] = x[k]
+  }
+  return extras === undefined ? { id } : { id, x: extras }
+}
+
+/** The value of an 'err' reply: {'type': str, 'message': str}, as a Map or a plain object. */
+function remoteError(value: unknown, re: number): TransportError {
+  const get = (k: string): unknown => (value instanceof Map ? value.get(k) : typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[k] : undefined)
+  const type = get('type')
+  const message = get('message')
+  const what = typeof message === 'string' ? `${typeof type === 'string' ? `${type}: ` : ''}${message}` : String(value)
+  return new TransportError('REMOTE', `request ${re} failed on the other side: ${what}`)
+}
+
+export class PickleSocket extends EventEmitter<PickleSocketEvents> implements AsyncIterable<unknown> {
+  /** Counters: messages and bytes each way, copies, backpressure waits and pauses. */
+  readonly stats: WebSocketStats = newStats()
+  /** Resolves (never rejects) when the connection has closed, cleanly or not. */
+  readonly closed: Promise<CloseInfo>
+
+  readonly #options: ResolvedOptions
+  readonly #sender: MessageSender
+  readonly #receiver: MessageReceiver
+  readonly #heartbeat: Heartbeat
+  #onRequest: RequestHandler | null
+  readonly #queue: Queued[] = []
+  #queuedBytes = 0
+  #paused = false
+  readonly #takers: ((r: IteratorResult<unknown> | Error) => void)[] = []
+  readonly #pending = new Map<number, PendingRequest>()
+  #error: Error | null = null
+  #closing = false
+  #closeInfo: CloseInfo | null = null
+  #resolveClosed!: (info: CloseInfo) => void
+
+  /**
+   * Wraps a ws WebSocket (connecting or open). connectPickleSocket and PickleSocketServer make
+   * these; construct one yourself to speak picklewire over a ws socket you made.
+   * @param role which side of the connection this is: its messages are authenticated under that name
+   */
+  constructor(readonly ws: WebSocket, readonly role: Role, options: PickleSocketOptions = {}) {
+    super()
+    if (role !== 'client' && role !== 'server') throw new TypeError(`role must be 'client' or 'server', got ${String(role)}`)
+    this.#options = resolveOptions(options)
+    this.#onRequest = this.#options.onRequest
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
+    const { key, limits, highWaterMark, heartbeatInterval, heartbeatTimeout } = this.#options
+    ws.binaryType = 'nodebuffer'
+    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.stats)
+    this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.stats)
+    this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
+      this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
+    })
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event === 'message' && this.#queue.length > 0) queueMicrotask(() => this.#flushToListeners())
+    })
+    ws.on('message', (data, isBinary) => this.#onFrame(data as Buffer, isBinary))
+    ws.on('pong', () => this.#heartbeat.alive())
+    ws.on('ping', () => this.#heartbeat.alive())
+    ws.on('error', (err) => this.#fail(fromWsError(err)))
+    ws.on('close', (code, reason) => this.#onClose(code, reason.toString()))
+    if (ws.readyState === WebSocket.OPEN) this.#heartbeat.start()
+    else ws.once('open', () => this.#heartbeat.start())
+  }
+
+  /** The error that ended (or is ending) the connection, if any. */
+  get error(): Error | null {
+    return this.#error
+  }
+
+  /**
+   * Sends a value as one message. Resolves once ws has the frames; waits first while more than
+   * highWaterMark bytes are buffered. Out-of-band buffers are sent from your memory: do not
+   * change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
+   */
+  send(value: unknown, options: SendOptions = {}): Promise<void> {
+    const closed = this.#refuseSend()
+    if (closed) return Promise.reject(closed)
+    try {
+      return this.#sender.send(encodeValue(value, this.#options.pickler), { kind: KIND.message, x: options.x })
+    } catch (err) {
+      return Promise.reject(asError(err))
+    }
+  }
+
+  /**
+   * Sends a value as a request and resolves with the peer's reply. Rejects with
+   * TransportError('REMOTE') when the peer's handler failed, 'TIMEOUT' after the timeout,
+   * 'CLOSED' (or the connection's error) when the connection ends first.
+   */
+  request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+    const closed = this.#refuseSend()
+    if (closed) return Promise.reject(closed)
+    let parts
+    try {
+      parts = encodeValue(value, this.#options.pickler)
+    } catch (err) {
+      return Promise.reject(asError(err))
+    }
+    const id = this.#sender.nextId
+    const timeout = options.timeout ?? this.#options.requestTimeout
+    return new Promise((resolve, reject) => {
+      const entry: PendingRequest = { resolve, reject, timer: null }
+      if (timeout > 0) {
+        entry.timer = setTimeout(() => {
+          this.#pending.delete(id)
+          reject(new TransportError('TIMEOUT', `no reply to request ${id} within ${timeout} ms`))
+        }, timeout)
+      }
+      this.#pending.set(id, entry)
+      this.#sender.send(parts, { kind: KIND.request, x: options.x }).catch((err: Error) => this.#settle(id, err))
+    })
+  }
+
+  /** Sets (or with null removes) the handler that answers the peer's requests. */
+  onRequest(handler: RequestHandler | null): this {
+    if (handler !== null && typeof handler !== 'function') throw new TypeError('onRequest needs a function or null')
+    this.#onRequest = handler
+    return this
+  }
+
+  /**
+   * The next received value, for callers that do not listen to 'message' (values go to
+   * listeners when there are any, else to a queue; a listener added later gets the queue
+   * first). Rejects with the connection's error,
+   * or TransportError('CLOSED') after a clean close once the queue is empty.
+   */
+  async receive(): Promise<unknown> {
+    const r = await this.#take()
+    if (r.done) throw new TransportError('CLOSED', 'the connection is closed and every message was received')
+    return r.value
+  }
+
+  /** The received values in order; ends after a clean close, throws the error of an unclean one. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    for (;;) {
+      const r = await this.#take()
+      if (r.done) return
+      yield r.value
+    }
+  }
+
+  /** Resolves when every message sent so far has been written to the socket. */
+  flushed(): Promise<void> {
+    return this.#sender.flushed()
+  }
+
+  /**
+   * Closes cleanly: messages already sent are written first, then the close handshake runs.
+   * Resolves with how the connection ended.
+   */
+  async close(code: number = CLOSE.normal, reason = ''): Promise<CloseInfo> {
+    if (!this.#closing && this.#closeInfo === null) {
+      this.#closing = true
+      try {
+        await this.#sender.flushed()
+      } catch {
+        // the connection failed meanwhile; closing below is then a no-op
+      }
+      this.ws.close(code, closeReason(reason))
+    }
+    return this.closed
+  }
+
+  /** Drops the connection at once, without a close handshake. */
+  terminate(): void {
+    this.ws.terminate()
+  }
+
+  #refuseSend(): Error | null {
+    if (this.#error) return this.#error
+    if (this.#closing || this.#closeInfo) return new TransportError('CLOSED', 'the connection is closing or closed')
+    if (this.ws.readyState === WebSocket.CONNECTING) return new TransportError('CLOSED', 'the connection is not open yet')
+    return null
+  }
+
+  #onFrame(data: Buffer, isBinary: boolean): void {
+    if (this.#error !== null) return
+    this.#heartbeat.alive()
+    let message: ReceivedMessage | null
+    try {
+      message = this.#receiver.push(data, isBinary)
+    } catch (err) {
+      this.#fail(err instanceof TransportError ? err : new TransportError('PROTOCOL', String(err), { cause: err }))
+      return
+    }
+    if (message !== null) this.#dispatch(message)
+  }
+
+  #dispatch(m: ReceivedMessage): void {
+    const h = m.header
+    switch (h.k) {
+      case KIND.message: {
+        let value: unknown
+        try {
+          value = decodeValue(m.parts, this.#options.unpickler)
+        } catch (err) {
+          this.#deliver({ error: asError(err), bytes: 0 })
+          return
+        }
+        this.#deliver({ value, bytes: m.bytes, info: infoOf(h.id, h.x) })
+        return
+      }
+      case KIND.request:
+        void this.#answer(m)
+        return
+      case KIND.reply:
+      case KIND.error: {
+        const re = h.re!
+        if (!this.#pending.has(re)) return // the request timed out: a late reply is dropped
+        let value: unknown
+        try {
+          value = decodeValue(m.parts, this.#options.unpickler)
+        } catch (err) {
+          this.#settle(re, asError(err))
+          return
+        }
+        if (h.k === KIND.reply) this.#settle(re, null, value)
+        else this.#settle(re, remoteError(value, re))
+      }
+    }
+  }
+
+  #deliver(item: Queued): void {
+    if (this.listenerCount('message') > 0 && this.#queue.length === 0) {
+      this.#emitMessage(item)
+      return
+    }
+    const taker = this.#takers.shift()
+    if (taker !== undefined) {
+      taker(item.error ?? { done: false, value: item.value })
+      return
+    }
+    this.#queue.push(item)
+    this.#queuedBytes += item.bytes
+    if (!this.#paused && this.#queuedBytes > this.#options.receiveHighWaterMark) {
+      this.#paused = true
+      this.stats.receivePauses++
+      this.ws.pause()
+    }
+  }
+
+  #emitMessage(item: Queued): void {
+    if (item.error === undefined) this.emit('message', item.value, item.info!)
+    else if (this.listenerCount('error') > 0) this.emit('error', item.error)
+  }
+
+  /** A 'message' listener was added: the queue goes to it first, in order. */
+  #flushToListeners(): void {
+    while (this.#queue.length > 0 && this.listenerCount('message') > 0) this.#emitMessage(this.#shift()!)
+  }
+
+  #shift(): Queued | undefined {
+    const item = this.#queue.shift()
+    if (item !== undefined) {
+      this.#queuedBytes -= item.bytes
+      if (this.#paused && this.#queuedBytes <= this.#options.receiveHighWaterMark) {
+        this.#paused = false
+        this.ws.resume()
+      }
+    }
+    return item
+  }
+
+  #take(): Promise<IteratorResult<unknown>> {
+    const item = this.#shift()
+    if (item !== undefined) {
+      return item.error === undefined ? Promise.resolve({ done: false, value: item.value }) : Promise.reject(item.error)
+    }
+    if (this.#error !== null) return Promise.reject(this.#error)
+    if (this.#closeInfo !== null) return Promise.resolve({ done: true, value: undefined })
+    return new Promise((resolve, reject) => {
+      this.#takers.push((r) => (r instanceof Error ? reject(r) : resolve(r)))
+    })
+  }
+
+  async #answer(m: ReceivedMessage): Promise<void> {
+    const { id, x } = m.header
+    let reply: unknown
+    let failure: Error | null = null
+    try {
+      const value = decodeValue(m.parts, this.#options.unpickler)
+      if (this.#onRequest === null) throw new Error('no request handler on this side')
+      reply = await this.#onRequest(value, infoOf(id, x))
+    } catch (err) {
+      failure = asError(err)
+    }
+    if (this.#refuseSend()) return
+    let parts
+    try {
+      if (failure === null) parts = encodeValue(reply, this.#options.pickler)
+    } catch (err) {
+      failure = new Error(`the reply cannot be pickled: ${asError(err).message}`)
+    }
+    const kind = failure === null ? KIND.reply : KIND.error
+    if (failure !== null) parts = encodeValue(new Map([['type', failure.name], ['message', failure.message]]))
+    await this.#sender.send(parts!, { kind, re: id }).catch(() => {})
+  }
+
+  #settle(id: number, err: Error | null, value?: unknown): void {
+    const p = this.#pending.get(id)
+    if (p === undefined) return
+    this.#pending.delete(id)
+    if (p.timer !== null) clearTimeout(p.timer)
+    if (err === null) p.resolve(value)
+    else p.reject(err)
+  }
+
+  /** Ends everything waiting on the connection: requests, queued sends, receivers. */
+  #settleAll(err: Error | null): void {
+    const closedErr = err ?? new TransportError('CLOSED', 'the connection closed before the reply')
+    for (const id of [...this.#pending.keys()]) this.#settle(id, closedErr)
+    this.#sender.close(err ?? new TransportError('CLOSED', 'the connection is closed'))
+    for (const taker of this.#takers.splice(0)) taker(err ?? { done: true, value: undefined })
+  }
+
+  /** Fails the connection: everything waiting gets `err`, and the peer gets the close code for it. */
+  #fail(err: TransportError): void {
+    if (this.#error !== null || this.#closeInfo !== null) return
+    this.#error = err
+    this.#heartbeat.stop()
+    this.#settleAll(err)
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    const ws = this.ws
+    if (ws.readyState === WebSocket.OPEN) ws.close(closeCodeFor(err, err instanceof VersionMismatch), closeReason(err.message))
+    if (err.code === 'TIMEOUT') ws.terminate()
+  }
+
+  #onClose(code: number, reason: string): void {
+    this.#heartbeat.stop()
+    if (this.#error === null) {
+      let err: TransportError | null = null
+      if (this.#receiver.inMessage) {
+        err = new TransportError('CLOSED', `the connection closed (${code}${reason ? ` ${reason}` : ''}) ${this.#receiver.progress()}: the message is lost`)
+      } else if (!CLEAN_CLOSE_CODES.has(code)) {
+        err = errorForCloseCode(code, reason)
+      }
+      if (err !== null) {
+        this.#error = err
+        if (this.listenerCount('error') > 0) this.emit('error', err)
+      }
+      this.#settleAll(err)
+    }
+    this.#closeInfo = { code, reason, error: this.#error }
+    this.#resolveClosed(this.#closeInfo)
+    this.emit('close', this.#closeInfo)
+  }
+}

@@ -1,0 +1,26 @@
+/** Counters every picklewire WebSocket keeps, so that tests and dashboards can see copies and waits. */
+export interface WebSocketStats {
+  /** Messages written to ws / completed and accepted from the peer. */
+  messagesSent: number
+  messagesReceived: number
+  /** Bytes of message frames (header, pickle, buffers, MAC) sent / received. */
+  bytesSent: number
+  bytesReceived: number
+  /** Received buffers copied because their view would have been misaligned, and their bytes. */
+  alignmentCopies: number
+  bytesCopied: number
+  /** Bytes handed to ws and not yet written to the socket, now and at most. */
+  bufferedBytes: number
+  maxBufferedBytes: number
+  /** send() calls that had to wait for the high-water mark. */
+  sendWaits: number
+  /** Times reading was paused because unconsumed messages passed receiveHighWaterMark. */
+  receivePauses: number
+}
+
+export function newStats(): WebSocketStats {
+  return {
+    messagesSent: 0, messagesReceived: 0, bytesSent: 0, bytesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
+    bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0,
+  }
+}
