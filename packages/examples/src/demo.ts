@@ -7,6 +7,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
+import { runWebSocketDemo } from './ws-tensors.js'
 
 const PRODUCER = `
 import pickle, sys, datetime, decimal, collections
@@ -130,7 +131,12 @@ function numpyDemo(): void {
   process.stdout.write(execFileSync(python(), ['-c', NUMPY_CONSUMER], { input: writeFrames([fromNode, ...sent.map((b) => b.raw())]) }))
 }
 
-function main(): void {
+function section(title: string): void {
+  console.log(`\n=== ${title} ===`)
+}
+
+async function main(): Promise<void> {
+  section('codec: Python -> Node')
   let out: Buffer
   try {
     out = execFileSync(python(), ['-c', PRODUCER])
@@ -147,8 +153,12 @@ function main(): void {
   const view = raw.raw()
   console.log(`the out-of-band buffer is a view over the received frame, not a copy: ${view.buffer === buffers[0]!.buffer}`)
   console.log(`its text: ${JSON.stringify(new TextDecoder().decode(view))}`)
+  section('codec: Node -> Python')
   nodeToPython()
+  section('codec: numpy arrays both ways')
   numpyDemo()
+  section('WebSocket: numpy tensors streamed between Python and Node')
+  await runWebSocketDemo()
 }
 
-main()
+await main()
