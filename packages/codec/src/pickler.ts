@@ -794,43 +794,61 @@ export class Pickler {
     }
   }
 
-  /** Items from an iterator (reduce's listitems, protocol 0 lists), batched as Python's batch_list. */
+  /** Items from an iterator (reduce's listitems, protocol 0 lists), as Python's batch_list. */
   #batchAppends(items: Iterable<unknown>): void {
-    const it = items[Symbol.iterator]()
     let index = 0
     try {
-      if (this.protocol === 0) {
-        for (let r = it.next(); !r.done; r = it.next(), index++) {
-          this.#save(r.value)
-          this.#op(OP.APPEND)
-        }
-        return
-      }
-      for (;;) {
-        const first = it.next()
-        if (first.done) return
-        let next = it.next()
-        if (next.done) {
-          this.#save(first.value)
-          this.#op(OP.APPEND)
-          return
-        }
-        this.#op(OP.MARK)
-        this.#save(first.value)
+      this.#batch(items, (item) => {
+        this.#save(item)
         index++
-        let n = 1
-        for (;;) {
-          this.#save(next.value)
-          index++
-          if (++n === BATCH_SIZE) break
-          next = it.next()
-          if (next.done) break
-        }
-        this.#op(OP.APPENDS)
-        if (n !== BATCH_SIZE) return
-      }
+      }, OP.APPEND, OP.APPENDS)
     } catch (err) {
       throw withPath(err, index)
+    }
+  }
+
+  /** Pairs from an iterator (reduce's dictitems, protocol 0 dicts), as Python's batch_dict. */
+  #batchSetItems(items: Iterable<readonly [unknown, unknown]>): void {
+    this.#batch(items, (p: unknown) => {
+      if (!Array.isArray(p) || p.length !== 2) throw new PicklingError(`dict items must be [key, value] pairs, got ${describe(p)}`)
+      this.#savePair(p[0], p[1])
+    }, OP.SETITEM, OP.SETITEMS)
+  }
+
+  /**
+   * Python's batching of items from an iterator: at protocol 0 each item and its `one` opcode;
+   * above, MARK, up to 1,000 items and the `many` opcode, with a last lone item written with
+   * `one`. Unlike a list's own items, a batch never ends in an empty MARK.
+   */
+  #batch<T>(items: Iterable<T>, saveItem: (item: T) => void, one: number, many: number): void {
+    const it = items[Symbol.iterator]()
+    if (this.protocol === 0) {
+      for (let r = it.next(); !r.done; r = it.next()) {
+        saveItem(r.value)
+        this.#op(one)
+      }
+      return
+    }
+    for (;;) {
+      const first = it.next()
+      if (first.done) return
+      let next = it.next()
+      if (next.done) {
+        saveItem(first.value)
+        this.#op(one)
+        return
+      }
+      this.#op(OP.MARK)
+      saveItem(first.value)
+      let n = 1
+      for (;;) {
+        saveItem(next.value)
+        if (++n === BATCH_SIZE) break
+        next = it.next()
+        if (next.done) break
+      }
+      this.#op(many)
+      if (n !== BATCH_SIZE) return
     }
   }
 
@@ -895,48 +913,6 @@ export class Pickler {
       this.#save(v)
     } catch (err) {
       throw withPath(err, typeof k === 'string' || typeof k === 'number' ? k : describe(k))
-    }
-  }
-
-  /** Pairs from an iterator (reduce's dictitems, protocol 0 dicts), batched as Python's batch_dict. */
-  #batchSetItems(items: Iterable<readonly [unknown, unknown]>): void {
-    const it = items[Symbol.iterator]()
-    const pair = (r: IteratorResult<readonly [unknown, unknown]>): readonly [unknown, unknown] => {
-      const p = r.value as unknown
-      if (!Array.isArray(p) || p.length !== 2) throw new PicklingError(`dict items must be [key, value] pairs, got ${describe(p)}`)
-      return p as unknown as readonly [unknown, unknown]
-    }
-    if (this.protocol === 0) {
-      for (let r = it.next(); !r.done; r = it.next()) {
-        const [k, v] = pair(r)
-        this.#savePair(k, v)
-        this.#op(OP.SETITEM)
-      }
-      return
-    }
-    for (;;) {
-      const first = it.next()
-      if (first.done) return
-      let next = it.next()
-      if (next.done) {
-        const [k, v] = pair(first)
-        this.#savePair(k, v)
-        this.#op(OP.SETITEM)
-        return
-      }
-      this.#op(OP.MARK)
-      const [k, v] = pair(first)
-      this.#savePair(k, v)
-      let n = 1
-      for (;;) {
-        const [k2, v2] = pair(next)
-        this.#savePair(k2, v2)
-        if (++n === BATCH_SIZE) break
-        next = it.next()
-        if (next.done) break
-      }
-      this.#op(OP.SETITEMS)
-      if (n !== BATCH_SIZE) return
     }
   }
 
