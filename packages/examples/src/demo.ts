@@ -7,6 +7,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
+import { runDaskDemo } from './dask-cluster.js'
 import { runWebSocketDemo } from './ws-tensors.js'
 
 const PRODUCER = `
@@ -159,6 +160,8 @@ async function main(): Promise<void> {
   numpyDemo()
   section('WebSocket: numpy tensors streamed between Python and Node')
   await runWebSocketDemo()
+  section('Dask: a Node client on a local cluster')
+  await runDaskDemo()
 }
 
 await main()

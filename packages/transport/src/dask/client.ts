@@ -1,0 +1,547 @@
+/**
+ * A Dask client in Node: the same conversation distributed.Client has with a scheduler.
+ *
+ * - One long-lived comm is the client's stream: "register-client" opens it, the scheduler
+ *   answers "stream-start", then both sides send lists of messages. Ours: "update-graph"
+ *   (submit), "client-releases-keys", "heartbeat-client", "close-client", "close-stream".
+ *   The scheduler's: "key-in-memory", "task-erred", "cancelled-key", "lost-data",
+ *   "task-retried", "restart", "stream-closed".
+ * - Request/reply ops ("gather", "scatter", or any other with rpc()) go over other comms to
+ *   the scheduler, pooled; each request is {"op", ...args, "reply": true}.
+ *
+ * A task is sent as Dask's run_spec {"function": <pickle>, "args": <pickle>, "kwargs": <pickle>}
+ * (distributed/worker.py dumps_task): the worker unpickles them when it runs the task, after
+ * putting the data of each dependency in place of its key wherever the key appears in the
+ * arguments (utils_comm.pack_data). Arguments holding nested calls go as
+ * execute_task((function, *args)), as Dask's task tuples do. The function is a Python global
+ * named by its qualified name; nothing of JavaScript runs there.
+ */
+import { randomUUID } from 'node:crypto'
+import { NDArray, PyGlobal, Tuple, dumps } from '@picklewire/codec'
+import { TransportError } from '../errors.js'
+import { checkCommOptions, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
+import { DaskFuture } from './future.js'
+import { DaskSerialize, loadsMessage } from './protocol.js'
+import { loadOpaque, replyError, taskError } from './remote-error.js'
+import { DaskSerialized, deserializeFromWire, field, newStats, type DaskStats } from './serialize.js'
+
+export interface DaskClientOptions extends DaskCommOptions {
+  /** Milliseconds between "heartbeat-client" messages; 0 sends none. Default 5,000 (Dask's distributed.client.heartbeat). */
+  heartbeatInterval?: number
+  /** Default timeout of gather, scatter and rpc, in milliseconds; 0 waits without limit. Default 60,000. */
+  rpcTimeout?: number
+  /** Idle request comms kept open for reuse. Default 4. */
+  maxIdleComms?: number
+  /** The client's id on the scheduler. Default 'Client-<uuid>', as Dask names its clients. */
+  id?: string
+  /** Called with each scheduler message this client has no use for ("event", "error", ...). Default: none. */
+  onMessage?: (msg: Map<unknown, unknown>) => void
+}
+
+export interface SubmitOptions {
+  /** Keyword arguments of the call. Default none. */
+  kwargs?: Record<string, unknown> | Map<string, unknown>
+  /** The key. Default '<function name>-<uuid>'. */
+  key?: string
+  /** Dask's user priority: higher runs first. Default 0. */
+  priority?: number
+  /** How many times the scheduler retries the task when it fails. Default 0. */
+  retries?: number
+  /** Worker addresses (or names) the task may run on. Default: any. */
+  workers?: string[]
+}
+
+export interface ScatterOptions {
+  /** Worker addresses to place the data on. Default: the scheduler chooses. */
+  workers?: string[]
+  /** Copy to every worker. Default false. */
+  broadcast?: boolean
+  /** Keys to use, one per value. Default '<type>-<uuid>'. */
+  keys?: string[]
+  /** Milliseconds for the whole call. Default: the client's rpcTimeout. */
+  timeout?: number
+}
+
+export interface RpcOptions {
+  /** Milliseconds for the whole call. Default: the client's rpcTimeout. */
+  timeout?: number
+  /**
+   * Accept a None reply. A scheduler answers None to an op it has no handler for, so by
+   * default None is an error that says so; set this for ops that do return None. Default false.
+   */
+  allowNull?: boolean
+}
+
+export type DaskClientStatus = 'running' | 'closing' | 'closed'
+
+/** The ops of the client stream this client sends (the scheduler drops a stream on any other). */
+const STREAM_OPS = new Set(['update-graph', 'client-releases-keys', 'heartbeat-client', 'close-client', 'close-stream'])
+
+const DEFAULT_HEARTBEAT = 5000
+const DEFAULT_RPC_TIMEOUT = 60_000
+
+/** "numpy.ones" -> numpy, ones; "module:Qual.name" names an attribute path inside a module. */
+export function pythonGlobal(name: string | PyGlobal): PyGlobal {
+  if (name instanceof PyGlobal) return name
+  if (typeof name !== 'string') throw new TypeError(`expected a Python function's qualified name like "numpy.ones", got ${typeof name}`)
+  const colon = name.indexOf(':')
+  if (colon > 0 && colon < name.length - 1) return new PyGlobal(name.slice(0, colon), name.slice(colon + 1))
+  const dot = name.lastIndexOf('.')
+  if (dot <= 0 || dot === name.length - 1 || /\s/.test(name)) {
+    throw new TypeError(`expected a Python function's qualified name like "numpy.ones" or "module:Class.method", got ${JSON.stringify(name)}`)
+  }
+  return new PyGlobal(name.slice(0, dot), name.slice(dot + 1))
+}
+
+const APPLY = new PyGlobal('dask.utils', 'apply')
+const EXECUTE_TASK = new PyGlobal('distributed.worker', 'execute_task')
+
+/** A Tuple whose first item is a Python global: Dask runs it as a call (a nested task), wherever it appears. */
+function isNestedCall(v: unknown, depth = 0): boolean {
+  if (depth > 100) return false
+  if (v instanceof Tuple) return v[0] instanceof PyGlobal || v.some((x) => isNestedCall(x, depth + 1))
+  if (Array.isArray(v)) return v.some((x) => isNestedCall(x, depth + 1))
+  return false
+}
+
+function uuidHex(): string {
+  return randomUUID().replaceAll('-', '')
+}
+
+function typeName(v: unknown): string {
+  if (v instanceof NDArray || (ArrayBuffer.isView(v) && !(v instanceof Uint8Array))) return 'ndarray'
+  if (v instanceof Uint8Array) return 'bytes'
+  if (v === null || v === undefined) return 'NoneType'
+  if (typeof v === 'string') return 'str'
+  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float'
+  if (typeof v === 'bigint') return 'int'
+  if (typeof v === 'boolean') return 'bool'
+  if (v instanceof Tuple) return 'tuple'
+  if (Array.isArray(v)) return 'list'
+  if (v instanceof Map || Object.getPrototypeOf(v) === Object.prototype) return 'dict'
+  return (v as object).constructor?.name ?? 'object'
+}
+
+function typeOfPickle(bytes: unknown): string | null {
+  const t = loadOpaque(bytes)
+  return t instanceof PyGlobal ? `${t.module}.${t.name}` : null
+}
+
+/** A Dask client connected to one scheduler. Make one with DaskClient.connect. */
+export class DaskClient {
+  readonly id: string
+  /** Counters over every comm of this client (bytes, messages, frames decompressed, merges copied). */
+  readonly stats: DaskStats
+  /** The version warning the scheduler sent with "stream-start" (it compares package versions), or ''. */
+  versionWarning = ''
+  #status: DaskClientStatus = 'running'
+  #stream: DaskComm
+  #futures = new Map<string, DaskFuture>()
+  #outbox: unknown[] = []
+  #flushing = false
+  #heartbeat: NodeJS.Timeout | null = null
+  #idle: DaskComm[] = []
+  #comms = new Set<DaskComm>()
+  #closeError: TransportError | null = null
+  readonly #options: DaskClientOptions
+
+  private constructor(readonly address: string, stream: DaskComm, id: string, options: DaskClientOptions) {
+    this.#stream = stream
+    this.id = id
+    this.#options = options
+    this.stats = options.stats!
+  }
+
+  /**
+   * Connects to the scheduler at address ("tcp://host:8786", "ws://host:port"), registers as a
+   * client and opens the stream. Rejects with TransportError('TIMEOUT') when the scheduler does
+   * not answer within options.timeout (default 10 s), ('REMOTE') when it refuses the client.
+   */
+  static async connect(address: string, options: DaskClientOptions = {}): Promise<DaskClient> {
+    parseDaskAddress(address)
+    checkCommOptions(options)
+    for (const [name, v] of [['heartbeatInterval', options.heartbeatInterval], ['rpcTimeout', options.rpcTimeout], ['maxIdleComms', options.maxIdleComms]] as const) {
+      if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new TypeError(`${name} must be a non-negative number, got ${String(v)}`)
+    }
+    const stats = options.stats ?? newStats()
+    const opts: DaskClientOptions = { ...options, stats }
+    const id = options.id ?? `Client-${randomUUID()}`
+    const started = Date.now()
+    const stream = await connectDask(address, opts)
+    try {
+      await stream.write({ op: 'register-client', client: id, reply: false, versions: { host: {}, packages: {} } })
+      const left = Math.max(1, (options.timeout ?? 10_000) - (Date.now() - started))
+      const first = await stream.read(left)
+      const err = replyError('register-client', first)
+      if (err) throw err
+      const msgs = Array.isArray(first) ? first : [first]
+      const start = msgs[0]
+      if (field(start, 'op') !== 'stream-start') {
+        throw new TransportError('PROTOCOL', `expected "stream-start" from the scheduler at ${address}, got ${JSON.stringify(field(start, 'op') ?? typeof start)}`)
+      }
+      const failure = field(start, 'error')
+      if (typeof failure === 'string' && failure !== '') throw new TransportError('REMOTE', `the scheduler refused the client: ${failure}`)
+      const client = new DaskClient(stream.peer, stream, id, opts)
+      const warning = field(start, 'warning')
+      if (typeof warning === 'string') client.versionWarning = warning
+      client.#start(msgs.slice(1))
+      return client
+    } catch (err) {
+      stream.abort()
+      throw err
+    }
+  }
+
+  get status(): DaskClientStatus {
+    return this.#status
+  }
+
+  /** Futures of this client not yet released, by key. */
+  get futures(): ReadonlyMap<string, DaskFuture> {
+    return this.#futures
+  }
+
+  #start(early: unknown[]): void {
+    this.#stream.onClose((err) => this.#lost(err))
+    for (const m of early) this.#handle(m)
+    void this.#readLoop()
+    const every = this.#options.heartbeatInterval ?? DEFAULT_HEARTBEAT
+    if (every > 0) {
+      this.#heartbeat = setInterval(() => this.#send({ op: 'heartbeat-client' }), every)
+      this.#heartbeat.unref()
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const ctx = { limits: this.#stream.limits, stats: this.stats, deserialize: false }
+    while (this.#status !== 'closed') {
+      let frames: Uint8Array[]
+      try {
+        frames = await this.#stream.readFrames()
+      } catch {
+        return // the close listener reports it
+      }
+      let batch: unknown
+      try {
+        // Values stay serialized here, and are read one by one, so one unreadable value cannot hide the other messages.
+        batch = loadsMessage(frames, ctx)
+      } catch (err) {
+        this.#lost(new TransportError('PROTOCOL', `unreadable message from the scheduler: ${(err as Error).message}`, { cause: err }))
+        this.#stream.abort()
+        return
+      }
+      for (const m of Array.isArray(batch) ? batch : [batch]) this.#handle(m)
+    }
+  }
+
+  /** A value the stream left serialized; an unreadable one comes back as the TransportError that says why. */
+  #value(v: unknown): unknown {
+    if (!(v instanceof DaskSerialized)) return v
+    try {
+      return deserializeFromWire(v.header, v.frames, { limits: this.#stream.limits, stats: this.stats, unpickler: this.#options.unpickler })
+    } catch (err) {
+      return err instanceof TransportError ? err : new TransportError('PROTOCOL', String(err), { cause: err })
+    }
+  }
+
+  #handle(msg: unknown): void {
+    if (!(msg instanceof Map)) return
+    const op = msg.get('op')
+    const key = msg.get('key')
+    const future = typeof key === 'string' ? this.#futures.get(key) : undefined
+    switch (op) {
+      case 'key-in-memory':
+        future?._finish(typeOfPickle(this.#value(msg.get('type'))))
+        return
+      case 'task-erred':
+        future?._fail(taskError(String(key), this.#value(msg.get('exception')), this.#value(msg.get('traceback'))))
+        return
+      case 'cancelled-key':
+        future?._fail(new TransportError('REMOTE', `the scheduler cancelled key ${String(key)}`), 'cancelled')
+        return
+      case 'lost-data':
+      case 'task-retried':
+        future?._reset()
+        return
+      case 'restart':
+        for (const f of this.#futures.values()) f._fail(new TransportError('REMOTE', `the scheduler restarted; key ${f.key} is gone`), 'cancelled')
+        return
+      case 'stream-closed':
+      case 'close':
+        if (this.#status === 'running') this.#lost(new TransportError('CLOSED', `the scheduler at ${this.address} closed the client's stream`))
+        return
+      default:
+        this.#options.onMessage?.(msg)
+    }
+  }
+
+  /** The connection to the scheduler is gone: every pending future and request fails. */
+  #lost(err: TransportError): void {
+    if (this.#status === 'closed') return
+    const closing = this.#status === 'closing'
+    this.#status = 'closed'
+    this.#closeError = closing ? new TransportError('CLOSED', 'the client is closed') : new TransportError('CLOSED', `lost the connection to the scheduler at ${this.address}: ${err.message}`, { cause: err })
+    if (this.#heartbeat) clearInterval(this.#heartbeat)
+    for (const c of this.#comms) c.abort()
+    this.#comms.clear()
+    this.#idle = []
+    for (const f of this.#futures.values()) {
+      if (!f.done) f._fail(this.#closeError, 'cancelled')
+    }
+    this.#stream.abort()
+  }
+
+  #check(): void {
+    if (this.#status !== 'running') throw this.#closeError ?? new TransportError('CLOSED', 'the client is closing')
+  }
+
+  /** Queues a stream message; the queue is sent as one list on the next turn of the event loop. */
+  #send(msg: { op: string } & Record<string, unknown>): void {
+    if (!STREAM_OPS.has(msg.op)) throw new TypeError(`not a client stream op: ${msg.op}`)
+    if (this.#status === 'closed') return
+    this.#outbox.push(msg)
+    if (!this.#flushing) {
+      this.#flushing = true
+      setImmediate(() => void this.#flush())
+    }
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = false
+    const batch = this.#outbox
+    this.#outbox = []
+    if (batch.length === 0 || this.#stream.closed) return
+    try {
+      await this.#stream.write(batch)
+    } catch {
+      // a closed stream is reported by its close listener
+    }
+  }
+
+  #taskArg(v: unknown, deps: Set<string>, depth: number): unknown {
+    if (depth > 100) throw new TypeError('task arguments nest deeper than 100 levels')
+    if (v instanceof DaskFuture) {
+      if (this.#futures.get(v.key) !== v) {
+        throw new TransportError('CLOSED', `future ${v.key} ${v.status === 'released' ? 'was released' : 'belongs to another client'}`)
+      }
+      deps.add(v.key)
+      return v.key
+    }
+    if (v instanceof Tuple) return Tuple.fromItems(v.map((x) => this.#taskArg(x, deps, depth + 1)))
+    if (Array.isArray(v) && v.constructor === Array) return v.map((x) => this.#taskArg(x, deps, depth + 1))
+    if (v instanceof Map && v.constructor === Map) return new Map([...v].map(([k, x]) => [k, this.#taskArg(x, deps, depth + 1)]))
+    if (v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+      return new Map(Object.entries(v).map(([k, x]) => [k, this.#taskArg(x, deps, depth + 1)]))
+    }
+    return v
+  }
+
+  /**
+   * Runs fn(...args, **kwargs) on a worker and returns its future at once. fn is a Python
+   * function's qualified name ("numpy.ones", "operator.add", "module:Class.method") or a PyGlobal.
+   * Arguments are pickled: literals, TypedArrays and NDArrays (as numpy arrays, out of band),
+   * and other futures of this client, whose results the worker puts in their place. A Tuple
+   * argument whose first item is a PyGlobal (directly or in a list) is itself run as a call on
+   * the worker first (Dask's nested tasks). Arguments travel inside the task's pickle: scatter
+   * large arrays first to send them as frames of their own. Throws at once when an argument
+   * cannot be pickled or the client is closed.
+   */
+  submit(fn: string | PyGlobal, args: readonly unknown[] = [], options: SubmitOptions = {}): DaskFuture {
+    this.#check()
+    const callable = pythonGlobal(fn)
+    const deps = new Set<string>()
+    const callArgs = args.map((a) => this.#taskArg(a, deps, 0))
+    const kwargs = options.kwargs === undefined ? null : this.#taskArg(options.kwargs instanceof Map ? options.kwargs : { ...options.kwargs }, deps, 0)
+    const key = options.key ?? `${callable.name.split('.').pop()}-${uuidHex()}`
+    if (this.#futures.has(key)) throw new TypeError(`key ${JSON.stringify(key)} is already used by a future of this client`)
+    // Pickled now, so that a value the pickler refuses fails this call, not a later batch. The
+    // worker unpickles these bytes only when it runs the task: a function it cannot import
+    // fails the task, not the worker's connection (as a pickled task nested in the message would).
+    const pickler = { ...this.#options.pickler, protocol: Math.min(this.#stream.settings.pickleProtocol, 5) }
+    let runSpec: Record<string, Uint8Array>
+    if (callArgs.some(isNestedCall) || (kwargs instanceof Map && [...kwargs.values()].some(isNestedCall))) {
+      // Nested calls run through distributed's execute_task, as Dask's own task tuples do.
+      const task = kwargs === null
+        ? Tuple.fromItems([callable, ...callArgs])
+        : Tuple.fromItems([APPLY, callable, callArgs, kwargs])
+      runSpec = { function: dumps(EXECUTE_TASK, pickler), args: dumps(Tuple.fromItems([task]), pickler) }
+    } else {
+      runSpec = { function: dumps(callable, pickler), args: dumps(Tuple.fromItems(callArgs), pickler) }
+      if (kwargs !== null) runSpec.kwargs = dumps(kwargs, pickler)
+    }
+    const future = new DaskFuture(key, this)
+    this.#futures.set(key, future)
+    const msg: { op: string } & Record<string, unknown> = {
+      op: 'update-graph',
+      tasks: { [key]: runSpec },
+      dependencies: { [key]: [...deps] },
+      keys: [key],
+      user_priority: options.priority ?? 0,
+    }
+    if (options.retries) msg.retries = { [key]: options.retries }
+    if (options.workers) msg.restrictions = { [key]: options.workers }
+    this.#send(msg)
+    return future
+  }
+
+  #rpcTimeout(timeout: number | undefined): number {
+    const t = timeout ?? this.#options.rpcTimeout ?? DEFAULT_RPC_TIMEOUT
+    if (!Number.isFinite(t) || t < 0) throw new TypeError(`timeout must be a non-negative number of milliseconds, got ${String(timeout)}`)
+    return t
+  }
+
+  async #acquire(deadline: number): Promise<DaskComm> {
+    while (this.#idle.length > 0) {
+      const c = this.#idle.pop()!
+      if (!c.closed) return c
+    }
+    const left = deadline === Infinity ? this.#options.timeout ?? 10_000 : Math.max(1, deadline - Date.now())
+    const comm = await connectDask(this.address, { ...this.#options, timeout: left })
+    if (this.#status !== 'running') {
+      comm.abort()
+      this.#check()
+    }
+    this.#comms.add(comm)
+    comm.onClose(() => this.#comms.delete(comm))
+    return comm
+  }
+
+  #putBack(comm: DaskComm): void {
+    if (comm.closed || this.#status !== 'running') return
+    if (this.#idle.length < (this.#options.maxIdleComms ?? 4)) this.#idle.push(comm)
+    else void comm.close()
+  }
+
+  /**
+   * Sends {"op": op, ...args, "reply": true} to the scheduler on a request comm and returns the
+   * reply. A reply with an error status becomes a DaskRemoteError with the Python exception and
+   * traceback; a None reply an error that says the op may not exist (see RpcOptions.allowNull).
+   */
+  async rpc(op: string, args: Record<string, unknown> = {}, options: RpcOptions = {}): Promise<unknown> {
+    this.#check()
+    if (typeof op !== 'string' || op === '') throw new TypeError(`op must be a non-empty string, got ${JSON.stringify(op)}`)
+    const timeout = this.#rpcTimeout(options.timeout)
+    const deadline = timeout === 0 ? Infinity : Date.now() + timeout
+    const comm = await this.#acquire(deadline)
+    let reply: unknown
+    try {
+      await comm.write({ ...args, op, reply: true })
+      reply = await comm.read(deadline === Infinity ? 0 : Math.max(1, deadline - Date.now()))
+    } catch (err) {
+      comm.abort()
+      if (this.#closeError && err instanceof TransportError && err.code === 'CLOSED') throw this.#closeError
+      if (err instanceof TransportError && err.code === 'TIMEOUT') {
+        throw new TransportError('TIMEOUT', `op ${JSON.stringify(op)} got no reply from ${this.address} within ${timeout} ms`, { cause: err })
+      }
+      throw err
+    }
+    this.#putBack(comm)
+    if (reply === null && !options.allowNull) {
+      throw new TransportError('PROTOCOL', `op ${JSON.stringify(op)} got None from the scheduler at ${this.address}: it has no handler of that name (or the handler returns None; pass allowNull)`)
+    }
+    const err = replyError(op, reply)
+    if (err) throw err
+    return reply
+  }
+
+  #own(futures: readonly DaskFuture[]): void {
+    for (const f of futures) {
+      if (!(f instanceof DaskFuture)) throw new TypeError(`expected DaskFutures, got ${typeof f}`)
+      if (this.#futures.get(f.key) !== f) {
+        throw new TransportError('CLOSED', `future ${f.key} ${f.status === 'released' ? 'was released' : 'belongs to another client'}`)
+      }
+    }
+  }
+
+  /**
+   * The values of futures, in order, once all are in memory. Rejects with the first failed
+   * task's DaskRemoteError, or TransportError('TIMEOUT') when the timeout (default: rpcTimeout)
+   * runs out. NumPy arrays come back as NDArrays whose data views the frames they arrived in.
+   */
+  async gather(futures: readonly DaskFuture[], options: { timeout?: number } = {}): Promise<unknown[]> {
+    this.#check()
+    this.#own(futures)
+    const timeout = this.#rpcTimeout(options.timeout)
+    const started = Date.now()
+    await Promise.all(futures.map((f) => f.wait({ timeout })))
+    const keys = [...new Set(futures.map((f) => f.key))]
+    if (keys.length === 0) return []
+    const left = timeout === 0 ? 0 : Math.max(1, timeout - (Date.now() - started))
+    const reply = await this.rpc('gather', { keys }, { timeout: left })
+    const status = field(reply, 'status')
+    if (status !== 'OK') {
+      const missing = field(reply, 'keys')
+      const names = missing instanceof Map ? [...missing.keys()].map(String) : keys
+      throw new TransportError('REMOTE', `the scheduler could not gather ${names.join(', ')} (status ${JSON.stringify(status)}): their workers are gone`)
+    }
+    const data = field(reply, 'data')
+    if (!(data instanceof Map)) throw new TransportError('PROTOCOL', 'gather reply has no "data" map')
+    return futures.map((f) => {
+      if (!data.has(f.key)) throw new TransportError('PROTOCOL', `gather reply lacks key ${f.key}`)
+      return data.get(f.key)
+    })
+  }
+
+  /**
+   * Sends values from Node to the workers (through the scheduler, as Dask's scatter with
+   * direct=False) and returns their futures, already finished. NDArrays and TypedArrays travel
+   * as numpy arrays (Dask's "dask" serializer: dtype, shape, strides and one frame), anything
+   * else pickled.
+   */
+  async scatter(values: readonly unknown[], options: ScatterOptions = {}): Promise<DaskFuture[]> {
+    this.#check()
+    const keys = options.keys ?? values.map((v) => `${typeName(v)}-${uuidHex()}`)
+    if (keys.length !== values.length) throw new TypeError(`scatter got ${values.length} values but ${keys.length} keys`)
+    for (const k of keys) if (this.#futures.has(k)) throw new TypeError(`key ${JSON.stringify(k)} is already used by a future of this client`)
+    const data = new Map<string, unknown>(keys.map((k, i) => [k, new DaskSerialize(values[i])]))
+    const reply = await this.rpc('scatter', {
+      data,
+      workers: options.workers ?? null,
+      client: this.id,
+      broadcast: options.broadcast ?? false,
+      // seconds the scheduler waits for a running worker
+      timeout: Math.max(1, Math.floor(this.#rpcTimeout(options.timeout) / 1000)),
+    }, { timeout: options.timeout })
+    if (!Array.isArray(reply)) throw new TransportError('PROTOCOL', 'scatter reply is not a list of keys')
+    return keys.map((k, i) => {
+      const f = this.#futures.get(k) ?? new DaskFuture(k, this)
+      this.#futures.set(k, f)
+      f._finish(values[i] instanceof NDArray || ArrayBuffer.isView(values[i]) ? 'numpy.ndarray' : null)
+      return f
+    })
+  }
+
+  /** Tells the scheduler this client no longer needs these keys; it may forget them. */
+  release(...futures: DaskFuture[]): void {
+    const keys: string[] = []
+    for (const f of futures) {
+      if (this.#futures.get(f.key) !== f) continue
+      this.#futures.delete(f.key)
+      f._fail(new TransportError('CLOSED', `future ${f.key} was released`), 'released')
+      keys.push(f.key)
+    }
+    if (keys.length > 0 && this.#status === 'running') this.#send({ op: 'client-releases-keys', keys, client: this.id })
+  }
+
+  /**
+   * Says goodbye to the scheduler ("close-client", "close-stream"), closes every comm and fails
+   * pending futures with TransportError('CLOSED'). Waits at most timeout ms (default 2,000) for
+   * the scheduler to close the stream.
+   */
+  async close(options: { timeout?: number } = {}): Promise<void> {
+    if (this.#status !== 'running') return
+    this.#send({ op: 'close-client' })
+    this.#send({ op: 'close-stream' })
+    this.#status = 'closing'
+    await this.#flush()
+    const timeout = options.timeout ?? 2000
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeout)
+      this.#stream.onClose(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+    this.#lost(new TransportError('CLOSED', 'the client is closed'))
+  }
+}

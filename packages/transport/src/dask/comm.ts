@@ -1,0 +1,578 @@
+/**
+ * A Dask comm: one connection to a scheduler or worker (or from a Dask peer to us) that carries
+ * whole messages both ways, over tcp:// or ws://, after Dask's handshake.
+ *
+ * Handshake (distributed/comm/core.py): the listening side writes its
+ * {"compression", "python", "pickle-protocol"} first; the connecting side reads it, then writes
+ * its own. Both then use the lower pickle protocol, and the compression only when both named
+ * the same one. The connecting side retries refused connections until its timeout, as Dask's
+ * connect() does.
+ */
+import { once } from 'node:events'
+import net from 'node:net'
+import { WebSocket, WebSocketServer } from 'ws'
+import { TransportError } from '../errors.js'
+import { COMPRESSIONS, type DaskCompression } from './compression.js'
+import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits, type DaskLimits } from './framing.js'
+import { dumpsMessage, loadsMessage } from './protocol.js'
+import { field, newStats, type DaskSerializerName, type DaskStats, type SerializeContext } from './serialize.js'
+import type { PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
+
+/** What each side tells the other in the handshake. */
+export interface DaskHandshake {
+  compression: string | null
+  python: number[]
+  'pickle-protocol': number
+}
+
+/** What a comm uses after the handshake. */
+export interface DaskCommSettings {
+  pickleProtocol: number
+  compression: DaskCompression | null
+}
+
+export interface DaskCommOptions {
+  /** Milliseconds for connecting (with retries) and the handshake together. Default 10,000. */
+  timeout?: number
+  /** Limits on incoming messages, checked before allocation. Default DEFAULT_DASK_LIMITS. */
+  limits?: Partial<DaskLimits>
+  /**
+   * The compression this side asks for: 'lz4', 'zlib' or null. A peer compresses toward us only
+   * when it names the same one; frames compressed anyway (relayed from workers) are read
+   * whatever this says. Default null.
+   */
+  compression?: DaskCompression | null
+  /** Highest pickle protocol offered. Default 5 (out-of-band buffers). */
+  pickleProtocol?: number
+  /** Frames longer than this are sent as shards. Default: Dask's, 64 MiB on tcp and 8 MiB on ws. */
+  shardBytes?: number
+  /** Serializer families tried for values sent, in order. Default ['dask', 'pickle']. */
+  serializers?: readonly DaskSerializerName[]
+  /** How received pickles are loaded (globals, opaque, dict, ...). Default: the codec's defaults. */
+  unpickler?: Omit<UnpicklerOptions, 'buffers'>
+  /** How sent values are pickled (globals, dispatchTable, ...). Default: the codec's defaults. */
+  pickler?: Omit<PicklerOptions, 'protocol' | 'bufferCallback'>
+  /** Counters to add to (several comms may share one). Default: the comm's own. */
+  stats?: DaskStats
+}
+
+export const DEFAULT_DASK_TIMEOUT = 10_000
+/** Dask's distributed.comm.shard (tcp) and distributed.comm.websockets.shard (ws). */
+export const TCP_SHARD_BYTES = 64 * 2 ** 20
+export const WS_SHARD_BYTES = 8 * 2 ** 20
+/**
+ * The "python" this side announces: the oldest CPython that reads pickle protocol 5, which is
+ * what this side writes. Dask stores the field and reads nothing from it.
+ */
+export const ANNOUNCED_PYTHON = [3, 8, 0]
+
+export type DaskScheme = 'tcp' | 'ws'
+
+/** "tcp://host:port", "ws://host:port" or "host:port" (tcp), split; IPv6 hosts in brackets. */
+export function parseDaskAddress(address: string): { scheme: DaskScheme; host: string; port: number } {
+  const m = /^(?:([a-z]+):\/\/)?(\[[^\]]+\]|[^:/]+):(\d+)\/?$/.exec(address)
+  if (!m) throw new TypeError(`expected a Dask address like "tcp://127.0.0.1:8786" or "ws://host:port", got ${JSON.stringify(address)}`)
+  const scheme = m[1] ?? 'tcp'
+  if (scheme !== 'tcp' && scheme !== 'ws') {
+    throw new TypeError(`Dask address ${JSON.stringify(address)}: this client speaks tcp:// and ws://, not ${scheme}://`)
+  }
+  const port = Number(m[3])
+  if (port <= 0 || port > 65535) throw new TypeError(`Dask address ${JSON.stringify(address)}: bad port`)
+  return { scheme, host: m[2]!.replace(/^\[|\]$/g, ''), port }
+}
+
+/** Checks the options before any connection is made; throws TypeError naming the bad one. */
+export function checkCommOptions(options: DaskCommOptions): void {
+  timeoutOf(options.timeout, 'timeout')
+  resolveDaskLimits(options.limits)
+  const compression = options.compression ?? null
+  if (compression !== null && !COMPRESSIONS.includes(compression)) {
+    throw new TypeError(`compression must be one of ${COMPRESSIONS.join(', ')} or null, got ${JSON.stringify(compression)}`)
+  }
+  const protocol = options.pickleProtocol ?? 5
+  if (!Number.isInteger(protocol) || protocol < 0 || protocol > 5) throw new TypeError(`pickleProtocol must be 0 to 5, got ${String(protocol)}`)
+  const shard = options.shardBytes
+  if (shard !== undefined && (!Number.isSafeInteger(shard) || shard <= 0)) throw new TypeError(`shardBytes must be a positive integer, got ${String(shard)}`)
+  for (const name of options.serializers ?? []) {
+    if (name !== 'dask' && name !== 'pickle' && name !== 'msgpack') throw new TypeError(`unknown serializer ${JSON.stringify(name)} (dask, pickle or msgpack)`)
+  }
+}
+
+function timeoutOf(v: number | undefined, what: string): number {
+  const t = v ?? DEFAULT_DASK_TIMEOUT
+  if (!Number.isFinite(t) || t <= 0) throw new TypeError(`${what} must be a positive number of milliseconds, got ${String(v)}`)
+  return t
+}
+
+/**
+ * Moves frames; knows nothing of what they hold. What arrives before the comm attaches (a peer
+ * may speak the moment the connection opens) is kept and handed over on attach.
+ */
+abstract class Carrier {
+  #onMessage: ((frames: Uint8Array[]) => void) | null = null
+  #onClose: ((err: TransportError) => void) | null = null
+  #early: Uint8Array[][] = []
+  #closedWith: TransportError | null = null
+
+  abstract send(frames: Uint8Array[]): Promise<void>
+  /** Ends the connection after what was sent. */
+  abstract close(): void
+  /** Drops the connection now. */
+  abstract abort(): void
+
+  attach(onMessage: (frames: Uint8Array[]) => void, onClose: (err: TransportError) => void): void {
+    this.#onMessage = onMessage
+    this.#onClose = onClose
+    for (const m of this.#early.splice(0)) onMessage(m)
+    if (this.#closedWith) onClose(this.#closedWith)
+  }
+
+  protected deliver(frames: Uint8Array[]): void {
+    if (this.#onMessage) this.#onMessage(frames)
+    else this.#early.push(frames)
+  }
+
+  protected closed(err: TransportError): void {
+    if (this.#onClose) this.#onClose(err)
+    else this.#closedWith = err
+  }
+}
+
+class TcpCarrier extends Carrier {
+  #reader: TcpFrameReader
+  #error: TransportError | null = null
+
+  /**
+   * Connects; the socket reads through onread, so that big frames land straight in the buffer
+   * they are delivered in (one copy fewer than 'data' events, which each bring a new chunk).
+   */
+  static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string): Promise<TcpCarrier> {
+    const reader = new TcpFrameReader(limits)
+    const scratch = new Uint8Array(64 * 1024)
+    let carrier: TcpCarrier | null = null
+    const socket = net.connect({
+      host,
+      port,
+      onread: {
+        buffer: () => reader.readTarget(scratch),
+        callback: (n, buf) => {
+          carrier?.received(buf, n)
+          return true
+        },
+      },
+    })
+    carrier = new TcpCarrier(socket, limits, peer, reader)
+    const timer = setTimeout(() => socket.destroy(new Error(`no connection within ${ms} ms`)), ms)
+    try {
+      await once(socket, 'connect')
+    } finally {
+      clearTimeout(timer)
+    }
+    return carrier
+  }
+
+  /** reader: given when the socket reads through onread into it; otherwise 'data' events feed a reader of its own. */
+  constructor(private readonly socket: net.Socket, limits: DaskLimits, private readonly peer: string, reader?: TcpFrameReader) {
+    super()
+    this.#reader = reader ?? new TcpFrameReader(limits)
+    socket.setNoDelay(true)
+    if (!reader) socket.on('data', (chunk: Buffer) => this.received(chunk, chunk.length))
+    socket.on('error', (err) => {
+      this.#error ??= new TransportError('CLOSED', `connection to ${peer} failed: ${err.message}`, { cause: err })
+    })
+    socket.on('close', () => {
+      const mid = this.#reader.idle ? '' : ' in the middle of a message'
+      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
+    })
+  }
+
+  /** n bytes arrived in buf. */
+  received(buf: Uint8Array, n: number): void {
+    if (this.#error) return
+    let messages: Uint8Array[][]
+    try {
+      messages = this.#reader.afterRead(buf, n)
+    } catch (err) {
+      this.#error = err as TransportError
+      this.socket.destroy()
+      return
+    }
+    for (const m of messages) this.deliver(m)
+  }
+
+  send(frames: Uint8Array[]): Promise<void> {
+    const socket = this.socket
+    if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
+    return new Promise((resolve, reject) => {
+      socket.cork()
+      socket.write(encodeTcpPrelude(frames))
+      const last = frames.length - 1
+      const done = (err?: Error | null): void => {
+        if (err) reject(new TransportError('CLOSED', `writing to ${this.peer} failed: ${err.message}`, { cause: err }))
+        else resolve()
+      }
+      if (last < 0) socket.write(new Uint8Array(0), done)
+      frames.forEach((f, i) => {
+        if (i === last) socket.write(f, done)
+        else if (f.byteLength > 0) socket.write(f)
+      })
+      socket.uncork()
+    })
+  }
+
+  close(): void {
+    this.socket.end()
+    this.socket.destroySoon()
+  }
+
+  abort(): void {
+    this.socket.destroy()
+  }
+}
+
+class WsCarrier extends Carrier {
+  #reader: WsFrameReader
+  #error: TransportError | null = null
+
+  constructor(private readonly ws: WebSocket, limits: DaskLimits, private readonly peer: string) {
+    super()
+    this.#reader = new WsFrameReader(limits)
+    ws.binaryType = 'nodebuffer'
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      let message: Uint8Array[] | null
+      try {
+        if (!isBinary) throw new TransportError('PROTOCOL', 'a Dask peer sent a text WebSocket message')
+        message = this.#reader.push(data)
+      } catch (err) {
+        this.#error = err as TransportError
+        ws.terminate()
+        return
+      }
+      if (message !== null) this.deliver(message)
+    })
+    ws.on('error', (err) => {
+      const code = (err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'LIMIT' : 'CLOSED'
+      this.#error ??= new TransportError(code, `connection to ${peer} failed: ${err.message}`, { cause: err })
+    })
+    ws.on('close', () => {
+      const mid = this.#reader.idle ? '' : ' in the middle of a message'
+      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
+    })
+  }
+
+  send(frames: Uint8Array[]): Promise<void> {
+    const ws = this.ws
+    if (ws.readyState !== WebSocket.OPEN) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error): void => {
+        if (err) reject(new TransportError('CLOSED', `writing to ${this.peer} failed: ${err.message}`, { cause: err }))
+        else resolve()
+      }
+      ws.send(encodeFrameCount(frames.length), { binary: true }, frames.length === 0 ? done : undefined)
+      frames.forEach((f, i) => ws.send(f, { binary: true }, i === frames.length - 1 ? done : undefined))
+    })
+  }
+
+  close(): void {
+    this.ws.close()
+  }
+
+  abort(): void {
+    this.ws.terminate()
+  }
+}
+
+interface Waiter {
+  resolve: (frames: Uint8Array[]) => void
+  reject: (err: TransportError) => void
+  timer: NodeJS.Timeout | null
+}
+
+/** A connection that carries Dask messages both ways. Made by connectDask or a DaskListener. */
+export class DaskComm {
+  readonly stats: DaskStats
+  /** What the peer announced in the handshake; null until it is done. */
+  remote: DaskHandshake | null = null
+  /** What this side announced. */
+  readonly local: DaskHandshake
+  /** The pickle protocol and compression in use (set by the handshake). */
+  settings: DaskCommSettings = { pickleProtocol: 5, compression: null }
+  readonly limits: DaskLimits
+  #queue: Uint8Array[][] = []
+  #waiters: Waiter[] = []
+  #error: TransportError | null = null
+  #closeListeners: ((err: TransportError) => void)[] = []
+
+  /** @internal use connectDask or listenDask. */
+  constructor(
+    private readonly carrier: Carrier,
+    /** The peer, as a Dask address. */
+    readonly peer: string,
+    readonly scheme: DaskScheme,
+    private readonly options: DaskCommOptions,
+  ) {
+    this.limits = resolveDaskLimits(options.limits)
+    this.stats = options.stats ?? newStats()
+    this.local = { compression: options.compression ?? null, python: ANNOUNCED_PYTHON, 'pickle-protocol': options.pickleProtocol ?? 5 }
+    carrier.attach((frames) => {
+      this.stats.messagesIn++
+      for (const f of frames) this.stats.bytesIn += f.byteLength
+      const w = this.#waiters.shift()
+      if (w) {
+        if (w.timer) clearTimeout(w.timer)
+        w.resolve(frames)
+      } else this.#queue.push(frames)
+    }, (err) => {
+      this.#error ??= err
+      for (const w of this.#waiters.splice(0)) {
+        if (w.timer) clearTimeout(w.timer)
+        w.reject(this.#error)
+      }
+      for (const l of this.#closeListeners.splice(0)) l(this.#error)
+    })
+  }
+
+  /** True once the connection is closed (by either side). */
+  get closed(): boolean {
+    return this.#error !== null
+  }
+
+  /** Why the connection closed, or null. */
+  get error(): TransportError | null {
+    return this.#error
+  }
+
+  /** Calls fn once when the connection closes, with the reason. */
+  onClose(fn: (err: TransportError) => void): void {
+    if (this.#error) fn(this.#error)
+    else this.#closeListeners.push(fn)
+  }
+
+  /** The next message's frames as they arrived. timeout in milliseconds (0: none); on timeout the comm is aborted. */
+  readFrames(timeout = 0): Promise<Uint8Array[]> {
+    const queued = this.#queue.shift()
+    if (queued) return Promise.resolve(queued)
+    if (this.#error) return Promise.reject(this.#error)
+    return new Promise((resolve, reject) => {
+      const w: Waiter = { resolve, reject, timer: null }
+      if (timeout > 0) {
+        w.timer = setTimeout(() => {
+          this.#waiters.splice(this.#waiters.indexOf(w), 1)
+          // A reply that comes later would answer the wrong question: the comm cannot be reused.
+          this.#error ??= new TransportError('TIMEOUT', `no message from ${this.peer} within ${timeout} ms`)
+          this.carrier.abort()
+          reject(new TransportError('TIMEOUT', `no message from ${this.peer} within ${timeout} ms`))
+        }, timeout)
+      }
+      this.#waiters.push(w)
+    })
+  }
+
+  /** The next message, with serialized values read. Errors in one message's values reject this read only. */
+  async read(timeout = 0): Promise<unknown> {
+    const frames = await this.readFrames(timeout)
+    return loadsMessage(frames, { limits: this.limits, unpickler: this.options.unpickler, stats: this.stats })
+  }
+
+  /** The context values are serialized with. */
+  get serializeContext(): SerializeContext {
+    return {
+      pickleProtocol: this.settings.pickleProtocol,
+      compression: this.settings.compression,
+      shardBytes: this.options.shardBytes ?? (this.scheme === 'ws' ? WS_SHARD_BYTES : TCP_SHARD_BYTES),
+      serializers: this.options.serializers,
+      pickler: this.options.pickler,
+    }
+  }
+
+  /** Sends a message; resolves when its bytes are handed to the socket. */
+  write(msg: unknown): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error)
+    let frames: Uint8Array[]
+    try {
+      frames = dumpsMessage(msg, this.serializeContext, this.stats)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.writeFrames(frames)
+  }
+
+  /** Sends a message's frames as they are. */
+  writeFrames(frames: Uint8Array[]): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error)
+    this.stats.messagesOut++
+    for (const f of frames) this.stats.bytesOut += f.byteLength
+    return this.carrier.send(frames)
+  }
+
+  /** Closes after what was written; resolves when closed (at most after timeout ms, then aborts). */
+  async close(timeout = 1000): Promise<void> {
+    if (this.#error) return
+    const closed = new Promise<void>((resolve) => this.onClose(() => resolve()))
+    this.carrier.close()
+    const timer = setTimeout(() => this.carrier.abort(), timeout)
+    await closed
+    clearTimeout(timer)
+  }
+
+  /** Drops the connection now. */
+  abort(): void {
+    this.carrier.abort()
+  }
+
+  /** @internal records the peer's handshake and settles protocol and compression. */
+  settle(remote: unknown): void {
+    const protocol = field(remote, 'pickle-protocol')
+    if (!(remote instanceof Map) || typeof protocol !== 'number' || !remote.has('compression')) {
+      throw new TransportError('PROTOCOL', `${this.peer} did not send a Dask handshake (a map with "compression" and "pickle-protocol")`)
+    }
+    const compression = field(remote, 'compression')
+    const python = field(remote, 'python')
+    this.remote = {
+      compression: typeof compression === 'string' ? compression : null,
+      python: Array.isArray(python) ? python.filter((x): x is number => typeof x === 'number') : [],
+      'pickle-protocol': protocol,
+    }
+    this.settings = {
+      pickleProtocol: Math.max(0, Math.min(this.local['pickle-protocol'], protocol)),
+      compression: this.local.compression !== null && this.local.compression === this.remote.compression ? this.local.compression as DaskCompression : null,
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+async function openWs(host: string, port: number, ms: number, limits: DaskLimits, peer: string): Promise<WsCarrier> {
+  const url = `ws://${host.includes(':') ? `[${host}]` : host}:${port}/`
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: limits.maxMessageBytes, handshakeTimeout: ms })
+  // Listening from the start: ws may deliver the peer's first message in the same turn as 'open'.
+  const carrier = new WsCarrier(ws, limits, peer)
+  const [event] = await Promise.race([once(ws, 'open').then(() => ['open']), once(ws, 'close').then(() => ['close'])])
+  if (event !== 'open') throw new Error(`the WebSocket handshake with ${url} failed`)
+  return carrier
+}
+
+/**
+ * Connects to a Dask scheduler or worker ("tcp://host:port", "ws://host:port") and does the
+ * handshake. Refused connections are retried with growing pauses until the timeout, as Dask's
+ * connect() does. Rejects with TransportError('TIMEOUT') when the time runs out, ('PROTOCOL')
+ * when the peer does not speak Dask.
+ */
+export async function connectDask(address: string, options: DaskCommOptions = {}): Promise<DaskComm> {
+  const { scheme, host, port } = parseDaskAddress(address)
+  checkCommOptions(options)
+  const timeout = timeoutOf(options.timeout, 'timeout')
+  const limits = resolveDaskLimits(options.limits)
+  const deadline = Date.now() + timeout
+  const peer = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`
+  let carrier: Carrier | null = null
+  let lastError: unknown = null
+  for (let attempt = 0; carrier === null; attempt++) {
+    const left = deadline - Date.now()
+    if (left <= 0) {
+      const why = lastError instanceof Error ? `: ${lastError.message}` : ''
+      throw new TransportError('TIMEOUT', `could not connect to ${peer} within ${timeout} ms${why}`, { cause: lastError })
+    }
+    try {
+      carrier = scheme === 'tcp'
+        ? await TcpCarrier.connect(host, port, left, limits, peer)
+        : await openWs(host, port, left, limits, peer)
+    } catch (err) {
+      lastError = err
+      await sleep(Math.min(Math.max(0, deadline - Date.now()), Math.random() * 10 * 2 ** Math.min(attempt, 8)))
+    }
+  }
+  const comm = new DaskComm(carrier, peer, scheme, options)
+  try {
+    const left = Math.max(1, deadline - Date.now())
+    // The listener speaks first.
+    comm.settle(await comm.read(left))
+    await comm.write(comm.local)
+  } catch (err) {
+    comm.abort()
+    if (err instanceof TransportError && err.code === 'TIMEOUT') {
+      throw new TransportError('TIMEOUT', `no Dask handshake from ${peer} within ${timeout} ms`, { cause: err })
+    }
+    throw err
+  }
+  return comm
+}
+
+export interface DaskListenOptions extends DaskCommOptions {
+  /** 'tcp' or 'ws'. Default 'tcp'. */
+  scheme?: DaskScheme
+  /** Default '127.0.0.1'. */
+  host?: string
+  /** Default 0: a free port. */
+  port?: number
+}
+
+/**
+ * Accepts Dask comms: the handshake is done from the listening side (ours first, then the
+ * peer's), then onComm gets the comm. A peer that does not complete the handshake within the
+ * timeout is dropped.
+ */
+export class DaskListener {
+  readonly #server: net.Server | WebSocketServer
+  readonly #comms = new Set<DaskComm>()
+
+  private constructor(server: net.Server | WebSocketServer, readonly address: string) {
+    this.#server = server
+  }
+
+  static async listen(options: DaskListenOptions, onComm: (comm: DaskComm) => void): Promise<DaskListener> {
+    checkCommOptions(options)
+    const scheme = options.scheme ?? 'tcp'
+    if (scheme !== 'tcp' && scheme !== 'ws') throw new TypeError(`scheme must be 'tcp' or 'ws', got ${JSON.stringify(scheme)}`)
+    const host = options.host ?? '127.0.0.1'
+    const limits = resolveDaskLimits(options.limits)
+    const timeout = timeoutOf(options.timeout, 'timeout')
+    let listener: DaskListener | null = null
+    const accept = async (carrier: Carrier, peer: string): Promise<void> => {
+      const comm = new DaskComm(carrier, peer, scheme, options)
+      try {
+        await comm.write(comm.local)
+        comm.settle(await comm.read(timeout))
+      } catch {
+        comm.abort()
+        return
+      }
+      listener!.#comms.add(comm)
+      comm.onClose(() => listener!.#comms.delete(comm))
+      onComm(comm)
+    }
+    if (scheme === 'tcp') {
+      const server = net.createServer((socket) => {
+        const peer = `tcp://${socket.remoteAddress}:${socket.remotePort}`
+        void accept(new TcpCarrier(socket, limits, peer), peer)
+      })
+      server.listen(options.port ?? 0, host)
+      await once(server, 'listening')
+      const a = server.address() as net.AddressInfo
+      listener = new DaskListener(server, `tcp://${host.includes(':') ? `[${host}]` : host}:${a.port}`)
+    } else {
+      const server = new WebSocketServer({ host, port: options.port ?? 0, perMessageDeflate: false, maxPayload: limits.maxMessageBytes })
+      await once(server, 'listening')
+      server.on('connection', (ws, req) => {
+        const peer = `ws://${req.socket.remoteAddress}:${req.socket.remotePort}`
+        void accept(new WsCarrier(ws, limits, peer), peer)
+      })
+      const a = server.address() as net.AddressInfo
+      listener = new DaskListener(server, `ws://${host.includes(':') ? `[${host}]` : host}:${a.port}`)
+    }
+    return listener
+  }
+
+  /** Stops accepting and closes every comm it made. */
+  async close(): Promise<void> {
+    for (const c of this.#comms) c.abort()
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+  }
+}
+
+/** Opens a listener; see DaskListener. */
+export function listenDask(options: DaskListenOptions, onComm: (comm: DaskComm) => void): Promise<DaskListener> {
+  return DaskListener.listen(options, onComm)
+}
