@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
 // right before JavaScript is timed on it, with numpy for the numpy suite), pickleparser, msgpackr
 // and, for numpy arrays, one memcpy of the same bytes; for WebSocket messages, raw ws and raw
-// websockets sending the same bytes (bench/ws.mjs).
+// websockets sending the same bytes (bench/ws.mjs); for worker threads, structured clone,
+// transfer lists, piscina and a bare SharedArrayBuffer hand-off (bench/shm.mjs).
 // Progress goes to stderr, results to stdout. Run with --expose-gc (npm run bench does).
 
 import { readFileSync } from 'node:fs'
@@ -19,32 +20,36 @@ import { hasGc, timingPolicy } from './measure.mjs'
 import { numpyWorkloads, runNumpy } from './numpy.mjs'
 import { workloads } from './workloads.mjs'
 import { runWs } from './ws.mjs'
+import { runShm } from './shm.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [--quick] [--only=NAME,...]
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [--quick] [--only=NAME,...]
   load, dump     which benchmarks to run (default: all three; dump needs the pickler built)
   numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
   ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
+  shm            worker threads: picklewire channels and ArenaPool against structured clone, transfer,
+                 piscina and a bare SharedArrayBuffer hand-off
   --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
   --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
                  f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
 environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, numpy: false, ws: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
     else if (a === 'dump' || a === '--dump') opts.dump = true
     else if (a === 'numpy' || a === '--numpy') opts.numpy = true
     else if (a === 'ws' || a === '--ws') opts.ws = true
+    else if (a === 'shm' || a === '--shm') opts.shm = true
     else if (a === '--quick') opts.quick = true
     else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws) opts.load = opts.dump = opts.numpy = opts.ws = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = true
   return opts
 }
 
@@ -75,7 +80,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump && !opts.numpy && !opts.ws) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -115,6 +120,11 @@ async function main() {
       console.log('\n## ws: picklewire messages over WebSocket (loopback) against raw ws / websockets sending the same bytes\n')
       log('ws:')
       await runWs({ quick: opts.quick, log })
+    }
+    if (opts.shm) {
+      console.log('\n## shm: worker threads, picklewire over shared memory against structured clone, transfer, piscina\n')
+      log('shm:')
+      await runShm({ quick: opts.quick, timing, log })
     }
   } finally {
     py.close()

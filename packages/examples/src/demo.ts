@@ -8,6 +8,7 @@
 import { execFileSync } from 'node:child_process'
 import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
 import { runDaskDemo } from './dask-cluster.js'
+import { runWorkersDemo } from './workers-pipeline.js'
 import { runWebSocketDemo } from './ws-tensors.js'
 
 const PRODUCER = `
@@ -158,6 +159,8 @@ async function main(): Promise<void> {
   nodeToPython()
   section('codec: numpy arrays both ways')
   numpyDemo()
+  section('worker threads: buffers through shared memory')
+  await runWorkersDemo()
   section('WebSocket: numpy tensors streamed between Python and Node')
   await runWebSocketDemo()
   section('Dask: a Node client on a local cluster')

@@ -6,4 +6,5 @@ export { DEFAULT_LIMITS, checkLengths, resolveLimits, type Limits } from './limi
 export { PROTOCOL_VERSION, decodeHeader, encodeHeader, type MessageHeader } from './header.js'
 export { MIN_OUT_OF_BAND_BYTES, decodeValue, encodeValue, type EncodeOptions, type MessageParts } from './message.js'
 export * from './ws/index.js'
+export * from './shm/index.js'
 export * from './dask/index.js'

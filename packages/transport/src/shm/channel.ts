@@ -1,0 +1,596 @@
+/**
+ * A channel between two threads, both ways, as MessageChannel is: createChannel() makes two
+ * ends, one is posted to the other thread (with its port in the transfer list) and opened
+ * there. Each direction has its own arena and record ring, so a side waiting for room never
+ * waits on its own messages: with both sides receiving while they send, there is no deadlock.
+ *
+ * Signalling ('atomics', the default, or 'port'): with 'atomics' records go through the
+ * shared ring and a receiver wakes on Atomics.waitAsync; with 'port' records are posted on the
+ * MessagePort and a window of unreceived messages bounds the port's queue. Either way the
+ * buffers stay in the arena, and the port is how a side learns that the other one is gone.
+ *
+ * When the other side's thread dies (worker.terminate(), process.exit, an uncaught error),
+ * this side takes the messages it had fully sent, frees every block the dead side held or
+ * had queued, and then pending and later receives fail with TransportError('CLOSED').
+ */
+import type { MessagePort } from 'node:worker_threads'
+import { MessageChannel } from 'node:worker_threads'
+import type { PickleBuffer } from '@picklewire/codec'
+import { TransportError } from '../errors.js'
+import { decodeHeader } from '../header.js'
+import { DEFAULT_ARENA_BYTES } from './arena.js'
+import { Endpoint, type Draft, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
+import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
+import { THREAD_OWNER, type ArenaStats, type PipeMemoryOptions, type TypedArrayConstructor } from './pipe.js'
+import type { Held, Received } from './received.js'
+import { FLAG_TRANSFERS, KIND_IN_BLOCK, readPrefix, readU32, type RecordPrefix } from './record.js'
+import { DEFAULT_RING_BYTES } from './ring.js'
+import { checkWait, deadlineOf, type WaitOptions } from './wait.js'
+
+export type Signalling = 'atomics' | 'port'
+
+/** The default signalling, chosen by bench/shm.mjs (docs/shared-memory.md has the numbers). */
+export const DEFAULT_SIGNALLING: Signalling = 'atomics'
+/** Port signalling: messages posted and not yet received before send waits. Default 1,024. */
+export const DEFAULT_WINDOW = 1024
+
+export interface ChannelOptions extends PipeMemoryOptions {
+  /** How records travel and receivers wake: 'atomics' (shared ring, Atomics.waitAsync) or 'port' (MessagePort). Default 'atomics'. */
+  signalling?: Signalling
+  /** With 'port': most messages posted and not yet received. Default 1,024. */
+  window?: number
+}
+
+/** One end of a channel, as createChannel makes it: post it to its thread with `transferList: [init.port]`. */
+export interface ChannelInit {
+  type: 'picklewire/channel'
+  side: 0 | 1
+  sabs: [SharedArrayBuffer, SharedArrayBuffer]
+  ringBytes: number
+  signalling: Signalling
+  window: number
+  port: MessagePort
+}
+
+export interface ChannelSendOptions extends WaitOptions {
+  /**
+   * ArrayBuffers the receiver may take over: a buffer over one of them is transferred (no
+   * copy; the sender's ArrayBuffer is detached) instead of being copied into the arena.
+   */
+  transfer?: readonly ArrayBuffer[]
+}
+
+export interface ChannelStats extends ShmStats {
+  /** Arena bytes freed on behalf of a dead peer. */
+  bytesReclaimed: number
+  /** The arena this side sends into and the one it receives from. */
+  arenas: { out: ArenaStats; in: ArenaStats }
+}
+
+const queuedFor = (direction: number): number => -1 - direction
+
+export function createChannel(options: ChannelOptions = {}): { port1: ChannelInit; port2: ChannelInit } {
+  const signalling = options.signalling ?? DEFAULT_SIGNALLING
+  if (signalling !== 'atomics' && signalling !== 'port') throw new TypeError(`signalling must be 'atomics' or 'port', got ${String(signalling)}`)
+  const window = options.window ?? DEFAULT_WINDOW
+  if (!Number.isSafeInteger(window) || window < 1 || window > 2 ** 30) throw new TypeError(`window must be a positive integer, got ${String(window)}`)
+  // With port signalling the ring carries no records, only the counters and the closed flag.
+  const ringBytes = signalling === 'port' ? 256 : options.ringBytes ?? DEFAULT_RING_BYTES
+  const capacity = options.capacity ?? DEFAULT_ARENA_BYTES
+  const sabs: [SharedArrayBuffer, SharedArrayBuffer] = [createPipeMemory(capacity, ringBytes), createPipeMemory(capacity, ringBytes)]
+  const { port1, port2 } = new MessageChannel()
+  const common = { type: 'picklewire/channel' as const, sabs, ringBytes, signalling, window }
+  return { port1: { ...common, side: 0, port: port1 }, port2: { ...common, side: 1, port: port2 } }
+}
+
+export function openChannel(init: ChannelInit, options: EndpointOptions = {}): Channel {
+  if (init?.type !== 'picklewire/channel') throw new TypeError('openChannel needs one end of what createChannel returned')
+  return new Channel(init, options)
+}
+
+type InboxEntry = { record: Uint8Array; prefix: RecordPrefix; held: Held[]; transfers: ArrayBuffer[] } | { error: unknown }
+
+/** Records read from the ring at once, at most. */
+const READ_BATCH = 256
+
+type State = 'open' | 'closed' | 'peer-closed' | 'peer-dying' | 'peer-dead'
+
+export class Channel {
+  readonly side: 0 | 1
+  readonly signalling: Signalling
+  readonly #mem: [PipeMemory, PipeMemory]
+  readonly #endpoint: Endpoint
+  readonly #out: RingLink
+  readonly #in: RingLink
+  readonly #port: MessagePort
+  readonly #window: number
+  #state: State = 'open'
+  readonly #inbox: (InboxEntry | Promise<InboxEntry>)[] = []
+  readonly #transfers = new Map<number, ArrayBuffer[]>()
+  readonly #wakers = new Set<() => void>()
+  #arrivals: Promise<unknown> = Promise.resolve()
+  readonly #inflight = new Set<Promise<unknown>>()
+  #sendChain: Promise<unknown> = Promise.resolve()
+  #sending = 0
+  #waiting = 0
+  #receiveChain: Promise<unknown> = Promise.resolve()
+  #bytesReclaimed = 0
+  /** Settles when the channel is closed, by either side or by the other side's death. */
+  readonly done: Promise<void>
+  #resolveDone!: () => void
+
+  constructor(init: ChannelInit, options: EndpointOptions = {}) {
+    this.side = init.side
+    this.signalling = init.signalling
+    this.#window = init.window
+    this.#mem = [openPipeMemory(init.sabs[0], init.ringBytes), openPipeMemory(init.sabs[1], init.ringBytes)]
+    this.#endpoint = new Endpoint([this.#mem[0].arena, this.#mem[1].arena], THREAD_OWNER, options)
+    const out = this.side
+    const inn = 1 - this.side
+    this.#out = new RingLink(this.#endpoint, this.#mem[out]!, out, queuedFor(out))
+    this.#in = new RingLink(this.#endpoint, this.#mem[inn]!, inn, queuedFor(inn))
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve))
+    this.#port = init.port
+    this.#port.on('message', (msg: unknown) => this.#onPortMessage(msg))
+    this.#port.once('close', () => void this.#onPortClose())
+    this.#port.unref()
+  }
+
+  /** False once this side closed, the other side closed, or the other side died. */
+  get open(): boolean {
+    return this.#state === 'open'
+  }
+
+  // ---- sending ----
+
+  #closedForSend = (): string | null => {
+    switch (this.#state) {
+      case 'open':
+        return this.#in.memory.ring.closedBy !== 0 || this.#out.memory.ring.closedBy !== 0 ? 'the other side closed the channel' : null
+      case 'closed':
+        return 'this side closed the channel'
+      case 'peer-closed':
+        return 'the other side closed the channel'
+      default:
+        return "the other side's thread exited"
+    }
+  }
+
+  #stopIfClosed = (): void => {
+    const why = this.#closedForSend()
+    if (why !== null) throw new TransportError('CLOSED', why)
+  }
+
+  /**
+   * Sends a value: each out-of-band buffer goes as it is if it lies in a block this side holds
+   * (allocated with alloc, or received), is transferred if its ArrayBuffer is in
+   * options.transfer, and is copied once into the arena otherwise. Resolves once the message
+   * is queued for the other side; waits while the arena or the ring is full.
+   */
+  send(value: unknown, options: ChannelSendOptions = {}): Promise<void> {
+    if (this.#sending === 0 && this.signalling === 'atomics') {
+      // The common case goes through without a promise hop: nothing to wait for, room in the ring.
+      let draft: Draft | undefined
+      let out: Outgoing | undefined
+      try {
+        this.#stopIfClosed()
+        draft = this.#endpoint.draft(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed })
+        if (draft.toCopy.length === 0) {
+          out = this.#endpoint.finish(draft)
+          const flags = out.transfers.length > 0 ? FLAG_TRANSFERS : 0
+          const bytes = this.#out.tryCommit(out, flags, this.#closedForSend, true)
+          if (bytes >= 0) {
+            this.#sent(out, flags, bytes)
+            return Promise.resolve()
+          }
+        }
+      } catch (err) {
+        if (out !== undefined) this.#endpoint.abandon(out)
+        else if (draft !== undefined) this.#endpoint.release(draft.copies)
+        return Promise.reject(err)
+      }
+      const d = draft
+      const o = out
+      return this.#enqueueSend(async () => {
+        let ready = o
+        if (ready === undefined) {
+          await this.#endpoint.fill(d)
+          ready = this.#endpoint.finish(d)
+        }
+        await this.#commit(ready, options)
+      })
+    }
+    return this.#enqueueSend(async () => {
+      this.#stopIfClosed()
+      await this.#commit(await this.#endpoint.prepare(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed }), options)
+    })
+  }
+
+  #enqueueSend(fn: () => Promise<void>): Promise<void> {
+    this.#sending++
+    const p = this.#sendChain.then(fn).finally(() => this.#sending--)
+    this.#sendChain = p.then(noop, noop)
+    return p
+  }
+
+  async #commit(out: Outgoing, options: ChannelSendOptions): Promise<void> {
+    try {
+      if (this.signalling === 'atomics') await this.#commitToRing(out, options)
+      else await this.#postToPort(out, options)
+    } catch (err) {
+      this.#endpoint.abandon(out)
+      throw err
+    }
+  }
+
+  #sent(out: Outgoing, flags: number, bytes: number): void {
+    // Posted after the commit: a send that fails to commit transfers nothing. The receiver waits for these.
+    if (flags !== 0) this.#port.postMessage({ t: 'tr', id: out.id, tr: out.transfers }, out.transfers)
+    this.#endpoint.sent(out, bytes)
+  }
+
+  async #commitToRing(out: Outgoing, options: WaitOptions): Promise<void> {
+    const flags = out.transfers.length > 0 ? FLAG_TRANSFERS : 0
+    const bytes = await this.#out.commit(out, flags, options, this.#closedForSend, true)
+    this.#sent(out, flags, bytes)
+  }
+
+  async #postToPort(out: Outgoing, options: WaitOptions): Promise<void> {
+    const { arena, ring } = this.#out.memory
+    const deadline = deadlineOf(options)
+    for (;;) {
+      const consumed = ring.consumed
+      if (((ring.published - consumed) | 0) < this.#window) break
+      this.#stopIfClosed()
+      checkWait(options, deadline, `waiting for the other side to receive (${this.#window} messages unreceived)`)
+      await ring.waitConsumed(consumed, deadline, options.signal)
+    }
+    const record = this.#endpoint.record(out, this.#out.queued)
+    await arena.locked(this.#endpoint.id, () => {
+      this.#stopIfClosed()
+      this.#endpoint.moveLocked(out, this.side, this.#out.queued)
+    })
+    const bytes = record.length
+    this.#port.postMessage({ t: 'm', r: record, tr: out.transfers }, [record.buffer as ArrayBuffer, ...out.transfers])
+    ring.countPublished()
+    this.#endpoint.sent(out, bytes)
+  }
+
+  // ---- receiving ----
+
+  #onPortMessage(msg: unknown): void {
+    if (typeof msg !== 'object' || msg === null) return
+    const m = msg as { t?: unknown; r?: unknown; tr?: unknown; id?: unknown }
+    const transfers = Array.isArray(m.tr) ? (m.tr as unknown[]).filter((x): x is ArrayBuffer => x instanceof ArrayBuffer) : []
+    if (m.t === 'm' && m.r instanceof Uint8Array) {
+      const record = m.r
+      this.#arrivals = this.#arrivals.then(() => this.#arrive(record, transfers))
+    } else if (m.t === 'tr' && typeof m.id === 'number') {
+      this.#transfers.set(m.id, transfers)
+      this.#wake()
+    }
+  }
+
+  /** Port signalling: a record arrived; its blocks are taken now, in arrival order. */
+  async #arrive(record: Uint8Array, transfers: ArrayBuffer[]): Promise<void> {
+    let entry: InboxEntry
+    try {
+      const prefix = readPrefix(record)
+      const held = await this.#endpoint.take(prefix)
+      entry = { record, prefix, held, transfers }
+    } catch (error) {
+      entry = { error }
+    }
+    if (this.#state === 'closed') {
+      this.#discard(entry)
+      this.#in.memory.ring.countConsumed(this.#window >> 1)
+      return
+    }
+    this.#inbox.push(entry)
+    this.#wake()
+  }
+
+  #closedForReceive(): string | null {
+    switch (this.#state) {
+      case 'open':
+        // With port signalling the port's close event, after its last message, says the rest.
+        return this.signalling === 'atomics' && this.#in.memory.ring.closedBy !== 0 && this.#in.memory.ring.empty ? 'the other side closed the channel' : null
+      case 'closed':
+        return 'this side closed the channel'
+      case 'peer-closed':
+        return this.signalling === 'port' || this.#in.memory.ring.empty ? 'the other side closed the channel' : null
+      case 'peer-dying':
+        return null
+      case 'peer-dead':
+        return "the other side's thread exited before sending more"
+    }
+  }
+
+  /**
+   * The next message, in send order. Its buffers are views over the arena: release() the
+   * message when done (or drop it and let the garbage collector release it). Fails with
+   * CLOSED once the channel is closed and every message sent before was received.
+   */
+  receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
+    const p = this.#receiveChain.then(() => this.#receiveOne<T>(options))
+    this.#receiveChain = p.then(noop, noop)
+    return p
+  }
+
+  async #receiveOne<T>(options: WaitOptions): Promise<Received<T>> {
+    const deadline = deadlineOf(options)
+    for (;;) {
+      const next = this.#inbox.shift()
+      if (next !== undefined) return this.#deliver<T>(next instanceof Promise ? await next : next)
+      let observed = 0
+      if (this.signalling === 'atomics' && (this.#state === 'open' || this.#state === 'peer-closed')) {
+        observed = this.#in.memory.ring.published
+        if (this.#fillFromRing() > 0) continue
+        if (this.#inbox.length > 0) continue
+      }
+      if (this.#inbox.length > 0) continue
+      const why = this.#closedForReceive()
+      if (why !== null) throw new TransportError('CLOSED', why)
+      checkWait(options, deadline, 'waiting for a message')
+      const published = this.signalling === 'atomics' && this.#state === 'open' ? this.#in.memory.ring.waitPublished(observed, deadline, options.signal) : null
+      // An idle channel does not keep its thread alive; a receive waiting for a message does.
+      if (this.#waiting++ === 0) this.#port.ref()
+      try {
+        await this.#changed(published, deadline, options.signal)
+      } finally {
+        if (--this.#waiting === 0 && !this.#portClosed) this.#port.unref()
+      }
+    }
+  }
+
+  /**
+   * Atomics signalling: moves what the ring holds (up to a batch) into the inbox, in order. The
+   * ring has one reader, this side, so reading needs no lock; a record's blocks are taken
+   * under their arena's lock, asynchronously when it is busy: such an entry is a promise in
+   * the inbox until then. Returns the number of records read.
+   */
+  #fillFromRing(): number {
+    const ring = this.#in.memory.ring
+    let n = 0
+    for (; n < READ_BATCH; n++) {
+      let record: Uint8Array | null
+      try {
+        record = ring.readLocked()
+      } catch (error) {
+        this.#inbox.push({ error })
+        return n + 1
+      }
+      if (record === null) break
+      this.#inbox.push(this.#takeRecord(record))
+    }
+    return n
+  }
+
+  /** The record's entry: at once when it names no block and transfers nothing, else once taken. */
+  #takeRecord(record: Uint8Array): InboxEntry | Promise<InboxEntry> {
+    let prefix: RecordPrefix
+    try {
+      prefix = readPrefix(record)
+    } catch (error) {
+      return { error }
+    }
+    if (prefix.blocks.length === 0 && (prefix.flags & FLAG_TRANSFERS) === 0) return { record, prefix, held: [], transfers: [] }
+    return this.#track(this.#takeSlow(record, prefix))
+  }
+
+  async #takeSlow(record: Uint8Array, prefix: RecordPrefix): Promise<InboxEntry> {
+    try {
+      if (prefix.kind === KIND_IN_BLOCK) {
+        // The record is in a block of its own: take it, copy the record out, free the block.
+        const [block] = await this.#endpoint.take(prefix)
+        const length = readU32(record, prefix.bodyOffset)
+        if (length > block!.bytes) throw new TransportError('PROTOCOL', `a record of ${length} bytes does not fit its block of ${block!.bytes}`)
+        record = this.#endpoint.arenas[block!.arena]!.view(block!.unit, 0, length).slice()
+        this.#endpoint.release([block!])
+        prefix = readPrefix(record)
+      }
+      const held = await this.#endpoint.take(prefix)
+      const transfers = prefix.flags & FLAG_TRANSFERS ? await this.#transfersOf(record, prefix, held) : []
+      return { record, prefix, held, transfers }
+    } catch (error) {
+      return { error }
+    }
+  }
+
+  async #transfersOf(record: Uint8Array, prefix: RecordPrefix, held: Held[]): Promise<ArrayBuffer[]> {
+    let id: number
+    try {
+      const hlen = readU32(record, prefix.bodyOffset)
+      id = decodeHeader(record.subarray(prefix.bodyOffset + 4, prefix.bodyOffset + 4 + hlen), this.#endpoint.limits).id
+    } catch (err) {
+      this.#endpoint.release(held)
+      throw err
+    }
+    for (;;) {
+      const tr = this.#transfers.get(id)
+      if (tr !== undefined) {
+        this.#transfers.delete(id)
+        return tr
+      }
+      if (this.#state === 'peer-dead' || this.#state === 'closed' || (this.#state === 'peer-dying' && this.#portClosed)) {
+        this.#endpoint.release(held)
+        throw new TransportError('CLOSED', `message ${id} came without the ArrayBuffers it transfers: the other side is gone`)
+      }
+      // They come on the port, which must keep the thread alive meanwhile.
+      if (this.#waiting++ === 0) this.#port.ref()
+      try {
+        await this.#changed(null, Infinity, undefined)
+      } finally {
+        if (--this.#waiting === 0 && !this.#portClosed) this.#port.unref()
+      }
+    }
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p)
+    void p.finally(() => this.#inflight.delete(p))
+    return p
+  }
+
+  #deliver<T>(entry: InboxEntry): Received<T> {
+    if (this.signalling === 'port') this.#in.memory.ring.countConsumed(this.#window >> 1)
+    if ('error' in entry) throw entry.error
+    return this.#endpoint.decode<T>(entry.record, entry.prefix, entry.held, entry.transfers)
+  }
+
+  #discard(entry: InboxEntry | Promise<InboxEntry>): void {
+    if (entry instanceof Promise) void entry.then((e) => this.#discard(e))
+    else if (!('error' in entry)) this.#endpoint.release(entry.held)
+  }
+
+  /** Every message until the channel closes. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Received> {
+    for (;;) {
+      try {
+        yield await this.receive()
+      } catch (err) {
+        if (err instanceof TransportError && err.code === 'CLOSED') return
+        throw err
+      }
+    }
+  }
+
+  /** Resolves on the next #wake(), when `also` settles, at the deadline or on abort; leaves nothing behind. */
+  #changed(also: Promise<unknown> | null, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const done = (): void => {
+        this.#wakers.delete(done)
+        if (timer !== undefined) clearTimeout(timer)
+        signal?.removeEventListener('abort', done)
+        resolve()
+      }
+      this.#wakers.add(done)
+      if (deadline !== Infinity) timer = setTimeout(done, Math.max(0, deadline - performance.now()))
+      if (signal !== undefined) {
+        if (signal.aborted) done()
+        else signal.addEventListener('abort', done, { once: true })
+      }
+      also?.then(done, done)
+    })
+  }
+
+  #wake(): void {
+    const w = [...this.#wakers]
+    this.#wakers.clear()
+    for (const f of w) f()
+  }
+
+  // ---- allocation in place ----
+
+  /** Bytes in this side's arena to fill and send without a copy; waits for space. */
+  alloc(byteLength: number, options: WaitOptions = {}): Promise<Uint8Array> {
+    return this.#endpoint.alloc(this.side, byteLength, options, this.#stopIfClosed)
+  }
+
+  /** A TypedArray in this side's arena (64-byte aligned), to fill and send without a copy. */
+  allocArray<T>(ctor: TypedArrayConstructor<T>, length: number, options: WaitOptions = {}): Promise<T> {
+    return this.#endpoint.allocArray(this.side, ctor, length, options, this.#stopIfClosed)
+  }
+
+  /** As alloc, or null at once when the arena has no room now. */
+  tryAlloc(byteLength: number): Uint8Array | null {
+    return this.#endpoint.tryAlloc(this.side, byteLength)
+  }
+
+  /** Frees an allocated (or received) block this side holds; false if the view is not over one. */
+  free(view: ArrayBufferView | PickleBuffer): boolean {
+    return this.#endpoint.free(view)
+  }
+
+  // ---- closing and faults ----
+
+  /**
+   * Closes this side: its pending and later receives fail with CLOSED, messages queued for it
+   * are released, and the other side receives what this side sent, then CLOSED. Messages this
+   * side received stay valid until released.
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return
+    const was = this.#state
+    this.#state = 'closed'
+    this.#wake()
+    const me = this.#endpoint.id
+    if (was === 'open' || was === 'peer-closed') {
+      for (const link of [this.#in, this.#out]) await link.memory.arena.locked(me, () => link.memory.ring.close(me))
+      if (this.signalling === 'atomics') await this.#discardRing()
+    }
+    await this.#arrivals
+    for (const e of this.#inbox.splice(0)) this.#discard(e)
+    if (was === 'open' || was === 'peer-closed') {
+      // Blocks queued for this side that no record will ever name (a port message lost in flight).
+      for (const m of this.#mem) {
+        await m.arena.locked(me, () => m.arena.reclaimLocked((owner) => owner === this.#in.queued))
+      }
+    }
+    for (const m of this.#mem) m.arena.wakeSpaceWaiters()
+    this.#port.close()
+    this.#resolveDone()
+  }
+
+  async #discardRing(): Promise<void> {
+    while (this.#fillFromRing() > 0) {
+      for (const e of this.#inbox.splice(0)) this.#discard(await e)
+    }
+  }
+
+  #portClosed = false
+
+  async #onPortClose(): Promise<void> {
+    this.#portClosed = true
+    this.#wake()
+    if (this.#state === 'closed') return
+    const me = this.#endpoint.id
+    const by = this.#in.memory.ring.closedBy || this.#out.memory.ring.closedBy
+    if (by !== 0 && by !== me) {
+      await this.#arrivals
+      if (this.#state === 'open') this.#state = 'peer-closed'
+      this.#wake()
+      this.#resolveDone()
+      return
+    }
+    // No close was signalled: the other side's thread is gone. Break any lock it died holding.
+    this.#state = 'peer-dying'
+    this.#wake()
+    for (const m of this.#mem) m.arena.mutex.breakIfHeldBy((holder) => holder !== me)
+    await this.#arrivals
+    await Promise.allSettled([...this.#inflight])
+    if (this.signalling === 'atomics') {
+      while (this.#fillFromRing() > 0);
+      await Promise.allSettled([...this.#inflight])
+    }
+    // Everything it had sent is taken; whatever else is not this side's was the dead side's.
+    for (const m of this.#mem) {
+      this.#bytesReclaimed += await m.arena.locked(me, () => {
+        m.ring.close(me)
+        if (m === this.#out.memory) m.ring.clearLocked()
+        return m.arena.reclaimLocked((owner) => owner !== me)
+      })
+      m.arena.wakeSpaceWaiters()
+    }
+    if (this.#state === 'peer-dying') this.#state = 'peer-dead'
+    this.#wake()
+    this.#resolveDone()
+  }
+
+  /** Frees blocks whose release waited for a lock (releases are otherwise immediate). */
+  settle(): Promise<void> {
+    return this.#endpoint.settle()
+  }
+
+  stats(): ChannelStats {
+    const arena = (m: PipeMemory): ArenaStats => ({ capacity: m.arena.capacity, bytesInUse: m.arena.bytesInUse, freeBytes: m.arena.freeBytes })
+    return {
+      ...this.#endpoint.stats,
+      bytesReclaimed: this.#bytesReclaimed,
+      arenas: { out: arena(this.#out.memory), in: arena(this.#in.memory) },
+    }
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,189 @@
+/**
+ * A pipe: one direction, any number of threads sending and receiving (as a Go channel), over
+ * one SharedArrayBuffer that holds its arena and its record ring. Each message goes to exactly
+ * one receiver, in the order the senders committed them. The job pipeline of the examples
+ * reads jobs from one pipe with several workers and writes results to another.
+ *
+ * A thread that dies holding blocks (allocated, or received and not released) leaks them until
+ * someone who saw it die calls reclaim(threadId), which reclaimOnExit(worker, ...) does.
+ * Messages it had already sent are not lost: their blocks belong to the queue, not to it.
+ */
+import { threadId, type Worker } from 'node:worker_threads'
+import type { PickleBuffer } from '@picklewire/codec'
+import { TransportError } from '../errors.js'
+import { DEFAULT_ARENA_BYTES, QUEUED } from './arena.js'
+import { Endpoint, type EndpointOptions, type ShmStats } from './endpoint.js'
+import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
+import type { Received } from './received.js'
+import { DEFAULT_RING_BYTES } from './ring.js'
+import type { WaitOptions } from './wait.js'
+
+/** The owner id of every endpoint of this thread: its threadId plus one (0 means a free block). */
+export const THREAD_OWNER = threadId + 1
+
+export interface PipeMemoryOptions {
+  /** The largest buffer the arena holds at once, in bytes; the arena never grows. Default 64 MiB. */
+  capacity?: number
+  /** Bytes of the record ring (a power of two): how many small messages can wait. Default 1 MiB. */
+  ringBytes?: number
+}
+
+/** What createPipe returns: post it to other threads (it is structured-clonable) and open it there. */
+export interface PipeInit {
+  type: 'picklewire/pipe'
+  sab: SharedArrayBuffer
+  ringBytes: number
+}
+
+export type TypedArrayConstructor<T> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; readonly BYTES_PER_ELEMENT: number }
+
+/** Counters of one endpoint, and the state of the arena it sends into. */
+export interface ArenaStats {
+  capacity: number
+  bytesInUse: number
+  freeBytes: number
+}
+
+export function createPipe(options: PipeMemoryOptions = {}): PipeInit {
+  const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES
+  return { type: 'picklewire/pipe', sab: createPipeMemory(options.capacity ?? DEFAULT_ARENA_BYTES, ringBytes), ringBytes }
+}
+
+export function openPipe(init: PipeInit, options: EndpointOptions = {}): Pipe {
+  if (init?.type !== 'picklewire/pipe') throw new TypeError('openPipe needs what createPipe returned')
+  return new Pipe(openPipeMemory(init.sab, init.ringBytes), options)
+}
+
+export class Pipe {
+  readonly #memory: PipeMemory
+  readonly #endpoint: Endpoint
+  readonly #link: RingLink
+  #sendChain: Promise<unknown> = Promise.resolve()
+  #receiveChain: Promise<unknown> = Promise.resolve()
+
+  constructor(memory: PipeMemory, options: EndpointOptions = {}) {
+    this.#memory = memory
+    this.#endpoint = new Endpoint([memory.arena], THREAD_OWNER, options)
+    this.#link = new RingLink(this.#endpoint, memory, 0, QUEUED)
+  }
+
+  /** True once any endpoint closed the pipe. */
+  get closed(): boolean {
+    return this.#memory.ring.closedBy !== 0
+  }
+
+  #closedForSend = (): string | null => (this.closed ? 'the pipe is closed' : null)
+  #closedForReceive = (): string | null => (this.closed && this.#memory.ring.empty ? 'the pipe is closed and every message in it was received' : null)
+
+  /**
+   * Sends a value: its out-of-band buffers go to the arena (in place if they were allocated
+   * there, else copied once) and the rest through the ring. Waits while either is full.
+   */
+  send(value: unknown, options: WaitOptions = {}): Promise<void> {
+    const p = this.#sendChain.then(async () => {
+      const why = this.#closedForSend()
+      if (why !== null) throw new TransportError('CLOSED', why)
+      const out = await this.#endpoint.prepare(value, 0, { wait: options, stop: () => this.#stopIfClosed() })
+      try {
+        const bytes = await this.#link.commit(out, 0, options, this.#closedForSend)
+        this.#endpoint.sent(out, bytes)
+      } catch (err) {
+        this.#endpoint.abandon(out)
+        throw err
+      }
+    })
+    this.#sendChain = p.then(noop, noop)
+    return p
+  }
+
+  #stopIfClosed(): void {
+    const why = this.#closedForSend()
+    if (why !== null) throw new TransportError('CLOSED', why)
+  }
+
+  /** The next message, in order; waits while the pipe is empty; CLOSED once closed and empty. */
+  receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
+    const p = this.#receiveChain.then(async () => {
+      const got = await this.#link.takeNext(options, this.#closedForReceive)
+      const held = await this.#endpoint.take(got.prefix, got.taken)
+      return this.#endpoint.decode<T>(got.record, got.prefix, held)
+    })
+    this.#receiveChain = p.then(noop, noop)
+    return p
+  }
+
+  /** Every message until the pipe is closed and empty. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Received> {
+    for (;;) {
+      try {
+        yield await this.receive()
+      } catch (err) {
+        if (err instanceof TransportError && err.code === 'CLOSED') return
+        throw err
+      }
+    }
+  }
+
+  /** Bytes in the arena to fill in place and send without a copy; waits for space. */
+  alloc(byteLength: number, options: WaitOptions = {}): Promise<Uint8Array> {
+    return this.#endpoint.alloc(0, byteLength, options, () => this.#stopIfClosed())
+  }
+
+  /** A TypedArray in the arena (64-byte aligned), to fill in place and send without a copy. */
+  allocArray<T>(ctor: TypedArrayConstructor<T>, length: number, options: WaitOptions = {}): Promise<T> {
+    return this.#endpoint.allocArray(0, ctor, length, options, () => this.#stopIfClosed())
+  }
+
+  /** As alloc, or null at once when the arena has no room. */
+  tryAlloc(byteLength: number): Uint8Array | null {
+    return this.#endpoint.tryAlloc(0, byteLength)
+  }
+
+  /** Frees an allocated block that will not be sent; false if the view is not over one this endpoint holds. */
+  free(view: ArrayBufferView | PickleBuffer): boolean {
+    return this.#endpoint.free(view)
+  }
+
+  /** Closes the pipe for every endpoint: sends fail with CLOSED; receivers get what is queued, then CLOSED. */
+  async close(): Promise<void> {
+    const { arena, ring } = this.#memory
+    await arena.locked(THREAD_OWNER, () => ring.close(THREAD_OWNER))
+    arena.wakeSpaceWaiters()
+  }
+
+  /**
+   * Frees every block a dead thread held (allocated, or received and not released) and breaks
+   * the arena's lock if it died holding it. Call it only for a thread that has exited.
+   * Returns the payload bytes freed.
+   */
+  async reclaim(deadThreadId: number): Promise<number> {
+    const dead = deadThreadId + 1
+    if (dead === THREAD_OWNER) throw new TypeError('a thread cannot reclaim its own blocks: release them')
+    const { arena } = this.#memory
+    arena.mutex.breakIfHeldBy((holder) => holder === dead)
+    return arena.locked(THREAD_OWNER, () => arena.reclaimLocked((owner) => owner === dead))
+  }
+
+  /** Frees blocks whose release waited for the lock (releases are otherwise immediate when the lock is free). */
+  settle(): Promise<void> {
+    return this.#endpoint.settle()
+  }
+
+  stats(): ShmStats & { arena: ArenaStats } {
+    const { arena } = this.#memory
+    return { ...this.#endpoint.stats, arena: { capacity: arena.capacity, bytesInUse: arena.bytesInUse, freeBytes: arena.freeBytes } }
+  }
+}
+
+/**
+ * Reclaims, when `worker` exits (cleanly or not), whatever it still held in these pipes. The
+ * thread id is read now: Node sets worker.threadId to -1 once the worker has exited.
+ */
+export function reclaimOnExit(worker: Worker, ...pipes: Pipe[]): void {
+  const tid = worker.threadId
+  worker.once('exit', () => {
+    for (const p of pipes) void p.reclaim(tid)
+  })
+}
+
+function noop(): void {}

@@ -1,0 +1,145 @@
+// The worker side of the shared-memory tests (test/transport/shm-*.test.ts): one scenario per
+// run, named in workerData.scenario, over the channel (or pipe) in workerData.
+import { parentPort, threadId, workerData } from 'node:worker_threads'
+import { PickleBuffer } from '@picklewire/codec'
+import { openArenaBuffer, openChannel, openPipe } from '@picklewire/transport'
+
+const TIMEOUT = { timeout: 20_000 }
+const view32 = (pb) => {
+  const raw = pb.raw()
+  return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+}
+
+const scenarios = {
+  // Checks the order of n integers, then answers with what it saw.
+  async count(ch, { n }) {
+    let expect = 0
+    let bad = 0
+    for (;;) {
+      const m = await ch.receive(TIMEOUT)
+      if (m.value === 'end') break
+      if (m.value !== expect) bad++
+      expect++
+      m.release()
+    }
+    await ch.send(new Map([['count', expect], ['bad', bad]]))
+  },
+
+  // Both at once: checks the order of n integers from the main thread while it sends its own n.
+  async duplex(ch, { n }) {
+    const counting = (async () => {
+      let expect = 0
+      let bad = 0
+      for (;;) {
+        const m = await ch.receive(TIMEOUT)
+        if (m.value === 'end') return new Map([['count', expect], ['bad', bad]])
+        if (m.value !== expect) bad++
+        expect++
+        m.release()
+      }
+    })()
+    for (let i = 0; i < n; i++) await ch.send(i, TIMEOUT)
+    await ch.send('end')
+    await ch.send(await counting)
+    await ch.receive(TIMEOUT) // the main thread's acknowledgement
+  },
+
+  // Sends n integers, then 'end'.
+  async emit(ch, { n }) {
+    for (let i = 0; i < n; i++) await ch.send(i, TIMEOUT)
+    await ch.send('end')
+    await ch.receive(TIMEOUT) // the main thread's acknowledgement
+  },
+
+  // Writes through the views it received, sends one back as it is (zero copy), reports its counters.
+  async touch(ch) {
+    const m = await ch.receive(TIMEOUT)
+    const data = m.value.get('data')
+    const f = view32(data)
+    f[0] = 42
+    f[1] = f[1] * 2
+    const shared = data.raw().buffer instanceof SharedArrayBuffer
+    await ch.send(new Map([['back', data], ['shared', shared], ['stats', new Map(Object.entries(ch.stats()).filter(([, v]) => typeof v === 'number'))]]))
+    m.release()
+    await ch.receive(TIMEOUT)
+  },
+
+  // Sends and receives n messages with buffers of `size` bytes at the same time (both ways).
+  async chatter(ch, { n, size }) {
+    const receiving = (async () => {
+      let bad = 0
+      for (let k = 0; k < n; k++) {
+        const m = await ch.receive(TIMEOUT)
+        const b = m.value.get('b').raw()
+        if (m.value.get('i') !== k || b.length !== size || b[0] !== (k & 255) || b[size - 1] !== (k & 255)) bad++
+        m.release()
+      }
+      return bad
+    })()
+    for (let i = 0; i < n; i++) {
+      await ch.send(new Map([['i', i], ['b', new PickleBuffer(new Uint8Array(size).fill(i & 255))]]), TIMEOUT)
+    }
+    const bad = await receiving
+    await ch.send(new Map([['bad', bad], ['copied', ch.stats().bytesCopied]]))
+    await ch.receive(TIMEOUT)
+  },
+
+  // Holds `hold` messages from the main thread, sends `count` in-place buffers, then waits, exits or throws.
+  async stream(ch, { hold, count, size, then }) {
+    const held = []
+    for (let k = 0; k < hold; k++) held.push(await ch.receive(TIMEOUT))
+    for (let i = 0; count === -1 || i < count; i++) {
+      const a = await ch.alloc(size)
+      a.fill(i & 255)
+      await ch.send(new Map([['i', i], ['b', new PickleBuffer(a)]]))
+    }
+    // One block allocated and never sent: it must be reclaimed too.
+    await ch.alloc(size)
+    parentPort.postMessage({ sent: count, held: held.length })
+    if (then === 'exit') process.exit(3)
+    if (then === 'throw') throw new Error('the worker failed on purpose')
+    await new Promise(() => setTimeout(() => {}, 60_000))
+  },
+
+  // Echoes until 'stop'.
+  async echo(ch) {
+    for (;;) {
+      const m = await ch.receive(TIMEOUT)
+      if (m.value === 'stop') break
+      await ch.send(m.value)
+    }
+    await ch.close()
+  },
+
+  // A pipe job worker: takes jobs, doubles their data in place, sends results; `die` after that many jobs.
+  async jobs(_, { jobs, results, die }) {
+    const inbox = openPipe(jobs)
+    const outbox = openPipe(results)
+    let done = 0
+    parentPort.postMessage('ready')
+    for await (const job of inbox) {
+      if (done === die) process.exit(4) // dies holding this job's block
+      const f = view32(job.value.get('data'))
+      for (let i = 0; i < f.length; i++) f[i] *= 2
+      await outbox.send(new Map([['id', job.value.get('id')], ['data', job.value.get('data')]]), TIMEOUT)
+      job.release()
+      done++
+    }
+    parentPort.postMessage({ done })
+  },
+
+  // Takes an arena's lock and dies holding it, with a block allocated.
+  async lockAndDie(_, { sab }) {
+    const arena = openArenaBuffer(sab)
+    const me = threadId + 1
+    arena.tryAlloc(1000, me)
+    if (!arena.mutex.tryLock(me)) throw new Error('could not take the lock')
+    parentPort.postMessage('locked')
+    await new Promise(() => setTimeout(() => {}, 60_000))
+  },
+
+}
+
+const { scenario, channel, args = {} } = workerData
+const ch = channel === undefined ? null : openChannel(channel)
+await scenarios[scenario](ch, args)
