@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
 // right before JavaScript is timed on it, with numpy for the numpy suite), pickleparser, msgpackr
 // and, for numpy arrays, one memcpy of the same bytes; for WebSocket messages, raw ws and raw
 // websockets sending the same bytes (bench/ws.mjs); for worker threads, structured clone,
-// transfer lists, piscina and a bare SharedArrayBuffer hand-off (bench/shm.mjs).
+// transfer lists, piscina and a bare SharedArrayBuffer hand-off (bench/shm.mjs); for Dask, the
+// stock Python client gathering the same key from the same local cluster (bench/dask.mjs).
 // Progress goes to stderr, results to stdout. Run with --expose-gc (npm run bench does).
 
 import { readFileSync } from 'node:fs'
@@ -21,22 +22,26 @@ import { numpyWorkloads, runNumpy } from './numpy.mjs'
 import { workloads } from './workloads.mjs'
 import { runWs } from './ws.mjs'
 import { runShm } from './shm.mjs'
+import { runDask } from './dask.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [--quick] [--only=NAME,...]
-  load, dump     which benchmarks to run (default: all three; dump needs the pickler built)
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [--quick] [--only=NAME,...]
+  load, dump     which benchmarks to run (default: every suite; dump needs the pickler built)
   numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
   ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
   shm            worker threads: picklewire channels and ArenaPool against structured clone, transfer,
                  piscina and a bare SharedArrayBuffer hand-off
+  dask           a 64 MiB numpy array gathered from a local Dask scheduler + worker: Node's DaskClient
+                 against the stock Python client (skipped when the Dask Python cannot import distributed)
   --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
   --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
                  f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
-environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)`
+environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)
+             PICKLEWIRE_DASK_PYTHON  the Python with distributed for dask (default /usr/bin/python3)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
@@ -44,12 +49,13 @@ function parseArgs(argv) {
     else if (a === 'numpy' || a === '--numpy') opts.numpy = true
     else if (a === 'ws' || a === '--ws') opts.ws = true
     else if (a === 'shm' || a === '--shm') opts.shm = true
+    else if (a === 'dask' || a === '--dask') opts.dask = true
     else if (a === '--quick') opts.quick = true
     else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = true
   return opts
 }
 
@@ -80,7 +86,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -125,6 +131,11 @@ async function main() {
       console.log('\n## shm: worker threads, picklewire over shared memory against structured clone, transfer, piscina\n')
       log('shm:')
       await runShm({ quick: opts.quick, timing, log })
+    }
+    if (opts.dask) {
+      console.log('\n## dask: a numpy array gathered from a local Dask cluster, Node client against the stock Python client\n')
+      log('dask:')
+      await runDask({ quick: opts.quick, log })
     }
   } finally {
     py.close()
