@@ -35,3 +35,22 @@ t.test('a long string with a lone surrogate decodes by hand, at any length', asy
     t.equal(v, text, `${n} characters each side`)
   }
 })
+
+t.test('big lists filled ahead are whole wherever they are looked at', async (t) => {
+  for (let p = 1; p <= 5; p++) {
+    // set(l) and tuple(l) run while the load is under way: they must see all 2,500 items.
+    const v = loads(pyDumps('(lambda l: [l, set(l), tuple(l), l])(list(range(2500)))', p)) as unknown[]
+    const l = v[0] as number[]
+    t.equal(l.length, 2500, `protocol ${p}: the list has exactly its items`)
+    t.equal(l[2499], 2499)
+    t.equal((v[1] as Set<number>).size, 2500, `protocol ${p}: set() saw every item`)
+    t.equal((v[2] as number[]).length, 2500, `protocol ${p}: tuple() saw every item`)
+    t.equal(v[3], l, 'the same list object both times')
+  }
+  // A single APPEND after a big APPENDS batch lands after the batch (a crafted pickle).
+  const bytes = [0x80, 0x04, 0x5d, 0x28, ...Array.from({ length: 1000 }, (_, i) => [0x4b, i % 256]).flat(), 0x65, 0x4b, 7, 0x61, 0x2e]
+  const list = loads(Uint8Array.from(bytes)) as number[]
+  t.equal(list.length, 1001)
+  t.equal(list[999], 999 % 256)
+  t.equal(list[1000], 7)
+})

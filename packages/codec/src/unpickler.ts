@@ -83,7 +83,7 @@ function underflow(): never {
 
 const EMPTY_BYTES = new Uint8Array(0)
 const EMPTY_VIEW = new DataView(new ArrayBuffer(0))
-/** APPENDS batches of at least this many items are kept aside and written once, at the final size. */
+/** A list that receives an APPENDS batch of at least this many items is grown ahead by doubling. */
 const DEFER_BATCH = 1000
 
 /** Everything one Unpickler needs while it loads; loaders read and write it directly. */
@@ -100,8 +100,12 @@ class LoadState {
   marks: number[] = []
   /** The topmost mark's position (0 without one): nothing below it may be popped. */
   fence = 0
-  /** Lists whose APPENDS batches wait to be written in one go; null when there are none. */
-  pending: Map<unknown[], unknown[][]> | null = null
+  /**
+   * Big lists being filled by APPENDS: their length runs ahead (doubling, so that they are not
+   * regrown batch by batch), and this holds how many items they really have. Trimmed before
+   * anything can look at them; null when there are none.
+   */
+  pending: Map<unknown[], number> | null = null
   memo: unknown[] = []
   memoCount = 0
   proto = 0
@@ -280,18 +284,23 @@ class LoadState {
     return this.stack[m - 1]
   }
 
-  /** Writes the deferred APPENDS batches into their lists, each list grown once to its final size. */
+  /** Trims the lists filled ahead to the items they really have (an in-place shrink). */
   flushLists(): void {
     const pending = this.pending
     if (pending === null) return
     this.pending = null
-    for (const [list, batches] of pending) {
-      let n = list.length
-      let total = 0
-      for (const b of batches) total += b.length
-      list.length = n + total
-      for (const b of batches) for (let i = 0; i < b.length; i++) list[n++] = b[i]
-    }
+    for (const [list, n] of pending) list.length = n
+  }
+
+  /** Appends stack[from..] to a big list, growing it by doubling rather than batch by batch. */
+  appendAhead(list: unknown[], from: number): void {
+    const st = this.stack
+    const pending = (this.pending ??= new Map())
+    let n = pending.get(list) ?? list.length
+    const need = n + st.length - from
+    if (need > list.length) list.length = Math.max(need, list.length * 2)
+    for (let i = from; i < st.length; i++) list[n++] = st[i]
+    pending.set(list, n)
   }
 
   // ---- values ----
@@ -706,9 +715,13 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const v = s.pop()
     const list = s.top()
     if (Array.isArray(list) && list.constructor === Array) {
-      const waiting = s.pending?.get(list)
-      if (waiting !== undefined) waiting.push([v])
-      else list.push(v)
+      const n = s.pending?.get(list)
+      if (n === undefined) list.push(v)
+      else {
+        if (n === list.length) list.length = n * 2
+        list[n] = v
+        s.pending!.set(list, n + 1)
+      }
     } else {
       appendItems(list, [v], 0)
     }
@@ -718,9 +731,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const st = s.stack
     const list = s.belowMark(m)
     if (Array.isArray(list) && list.constructor === Array) {
-      const waiting = s.pending?.get(list)
-      if (waiting !== undefined) waiting.push(st.slice(m))
-      else if (st.length - m >= DEFER_BATCH) (s.pending ??= new Map()).set(list, [st.slice(m)])
+      if (st.length - m >= DEFER_BATCH || s.pending?.has(list)) s.appendAhead(list, m)
       else for (let i = m; i < st.length; i++) list.push(st[i])
     } else {
       appendItems(list, st, m)
