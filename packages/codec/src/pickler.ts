@@ -116,16 +116,13 @@ function rawUnicodeEscape(s: string): Uint8Array {
     for (const c of v.toString(16).padStart(width, '0')) out.push(c.charCodeAt(0))
   }
   for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i)
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1)
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00)
-        i++
-        out.push(0x5c, 0x55)
-        hex(c, 8)
-        continue
-      }
+    // A surrogate pair is one code point; a lone surrogate stays itself, as Python writes it.
+    const c = s.codePointAt(i)!
+    if (c > 0xffff) {
+      i++
+      out.push(0x5c, 0x55)
+      hex(c, 8)
+      continue
     }
     if (c >= 0x100 || c === 0x5c || c === 0x0a || c === 0x0d || c === 0x00 || c === 0x1a) {
       out.push(0x5c, 0x75)
@@ -148,18 +145,15 @@ function encodeUtf8(s: string): Uint8Array {
 function encodeUtf8Into(s: string, out: Uint8Array, at: number): number {
   let n = at
   for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i)
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1)
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00)
-        i++
-        out[n++] = 0xf0 | (c >> 18)
-        out[n++] = 0x80 | ((c >> 12) & 0x3f)
-        out[n++] = 0x80 | ((c >> 6) & 0x3f)
-        out[n++] = 0x80 | (c & 0x3f)
-        continue
-      }
+    // A surrogate pair is one code point; a lone surrogate stays itself ('surrogatepass').
+    const c = s.codePointAt(i)!
+    if (c > 0xffff) {
+      i++
+      out[n++] = 0xf0 | (c >> 18)
+      out[n++] = 0x80 | ((c >> 12) & 0x3f)
+      out[n++] = 0x80 | ((c >> 6) & 0x3f)
+      out[n++] = 0x80 | (c & 0x3f)
+      continue
     }
     if (c < 0x80) out[n++] = c
     else if (c < 0x800) {
