@@ -17,3 +17,15 @@ export class TransportError extends Error {
     this.name = 'TransportError'
   }
 }
+
+/** Values from receive() until it fails with CLOSED: the end of a carrier's async iteration. */
+export async function* receiveUntilClosed<T>(receive: () => Promise<T>): AsyncGenerator<T> {
+  for (;;) {
+    try {
+      yield await receive()
+    } catch (err) {
+      if (err instanceof TransportError && err.code === 'CLOSED') return
+      throw err
+    }
+  }
+}

@@ -16,7 +16,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import { MessageChannel } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
-import { TransportError } from '../errors.js'
+import { TransportError, receiveUntilClosed } from '../errors.js'
 import { decodeHeader } from '../header.js'
 import { DEFAULT_ARENA_BYTES } from './arena.js'
 import { Endpoint, type Draft, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
@@ -444,15 +444,8 @@ export class Channel {
   }
 
   /** Every message until the channel closes. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Received> {
-    for (;;) {
-      try {
-        yield await this.receive()
-      } catch (err) {
-        if (err instanceof TransportError && err.code === 'CLOSED') return
-        throw err
-      }
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Received> {
+    return receiveUntilClosed(() => this.receive())
   }
 
   /** Resolves on the next #wake(), when `also` settles, at the deadline or on abort; leaves nothing behind. */

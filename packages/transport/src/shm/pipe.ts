@@ -10,7 +10,7 @@
  */
 import { threadId, type Worker } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
-import { TransportError } from '../errors.js'
+import { TransportError, receiveUntilClosed } from '../errors.js'
 import { DEFAULT_ARENA_BYTES, QUEUED } from './arena.js'
 import { Endpoint, type EndpointOptions, type ShmStats } from './endpoint.js'
 import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
@@ -113,15 +113,8 @@ export class Pipe {
   }
 
   /** Every message until the pipe is closed and empty. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Received> {
-    for (;;) {
-      try {
-        yield await this.receive()
-      } catch (err) {
-        if (err instanceof TransportError && err.code === 'CLOSED') return
-        throw err
-      }
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Received> {
+    return receiveUntilClosed(() => this.receive())
   }
 
   /** Bytes in the arena to fill in place and send without a copy; waits for space. */
