@@ -58,21 +58,21 @@ const TWO_32 = 2 ** 32
 const encoder = new TextEncoder()
 
 const NO_BYTES = new Uint8Array(0)
+const NO_VIEW: DataView = new DataView(NO_BYTES.buffer)
+const NO_EXTENSIONS: ReadonlyMap<string, number> = new Map()
 
 /**
  * One output buffer lent to whichever dump runs, so that small pickles do not start from a few
  * bytes and grow each time. A dump inside a dump (from a hook) finds it lent and takes its own.
  */
 let scratch: Uint8Array<ArrayBuffer> | null = new Uint8Array(64 * 1024)
+let scratchView: DataView | null = new DataView(scratch.buffer)
 
-function borrowScratch(): Uint8Array<ArrayBuffer> {
-  const b = scratch
-  scratch = null
-  return b ?? new Uint8Array(4096)
-}
-
-function returnScratch(b: Uint8Array<ArrayBuffer>): void {
-  if (b.length >= 4096 && b.length <= 1 << 20 && (scratch === null || scratch.length < b.length)) scratch = b
+function returnScratch(b: Uint8Array<ArrayBuffer>, view: DataView): void {
+  if (b.length >= 4096 && b.length <= 1 << 20 && (scratch === null || scratch.length < b.length)) {
+    scratch = b
+    scratchView = view
+  }
 }
 
 type NodeBuffer = { allocUnsafeSlow(size: number): Uint8Array<ArrayBuffer> }
@@ -257,7 +257,7 @@ export class Pickler {
 
   // output
   #buf: Uint8Array<ArrayBuffer> = NO_BYTES
-  #view = new DataView(NO_BYTES.buffer)
+  #view: DataView = NO_VIEW
   #n = 0
   #framing = false
   #frameStart = -1
@@ -285,9 +285,12 @@ export class Pickler {
     this.#dispatchTable = options.dispatchTable ?? null
     this.#reducerOverride = options.reducerOverride ?? null
     this.#globals = options.globals ?? defaultGlobals
-    const ext = new Map<string, number>()
-    for (const [code, [m, n]] of options.extensions ?? []) ext.set(`${m}\0${n}`, code)
-    this.#extensions = ext
+    if (options.extensions === undefined) this.#extensions = NO_EXTENSIONS
+    else {
+      const ext = new Map<string, number>()
+      for (const [code, [m, n]] of options.extensions) ext.set(`${m}\0${n}`, code)
+      this.#extensions = ext
+    }
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
     this.#numpy = checkNumpyNames(options.numpy ?? '1')
   }
@@ -316,7 +319,7 @@ export class Pickler {
 
   /** Pickles value and returns the bytes (the memo is shared with earlier dumps of this Pickler). */
   dumpToBytes(value: unknown): Uint8Array {
-    if (this.#buf.length === 0) this.#setBuffer(borrowScratch())
+    if (this.#buf.length === 0) this.#borrowScratch()
     this.#n = 0
     this.#frameStart = -1
     this.#framing = false
@@ -357,13 +360,26 @@ export class Pickler {
 
   #setBuffer(b: Uint8Array<ArrayBuffer>): void {
     this.#buf = b
-    this.#view = new DataView(b.buffer, b.byteOffset, b.byteLength)
+    this.#view = b.length === 0 ? NO_VIEW : new DataView(b.buffer, b.byteOffset, b.byteLength)
+  }
+
+  /** Takes the shared scratch buffer (with its DataView) if no other dump holds it. */
+  #borrowScratch(): void {
+    if (scratch !== null && scratchView !== null) {
+      this.#buf = scratch
+      this.#view = scratchView
+      scratch = null
+      scratchView = null
+    } else {
+      this.#setBuffer(new Uint8Array(4096))
+    }
   }
 
   /** Gives the output buffer back to the shared scratch, so that the next dump starts with room. */
   #returnBuffer(): void {
-    returnScratch(this.#buf)
-    this.#setBuffer(NO_BYTES)
+    returnScratch(this.#buf, this.#view)
+    this.#buf = NO_BYTES
+    this.#view = NO_VIEW
   }
 
   // ---- output ----
@@ -418,25 +434,24 @@ export class Pickler {
     for (let i = 0; i < text.length; i++) this.#buf[at + i] = text.charCodeAt(i)
   }
 
-  #bytes(b: Uint8Array): void {
-    const at = this.#reserve(b.length)
-    this.#buf.set(b, at)
-  }
-
-  /** Writes a header and a payload; a payload of a frame's size or more goes outside any frame. */
-  #writeHeaderAndPayload(header: Uint8Array, payload: Uint8Array): void {
-    if (payload.length >= FRAME_SIZE_TARGET) {
+  /**
+   * Writes an opcode, its length argument (little-endian, lengthSize bytes: 1, 4 or 8) and a
+   * payload; a payload of a frame's size or more goes outside any frame.
+   */
+  #writeHeaderAndPayload(code: number, lengthSize: number, n: number, payload: Uint8Array): void {
+    const big = payload.length >= FRAME_SIZE_TARGET
+    const framing = this.#framing
+    if (big) {
       this.#commitFrame()
-      const framing = this.#framing
       this.#framing = false
-      this.#bytes(header)
-      this.#bytes(payload)
-      this.#framing = framing
-    } else {
-      const at = this.#reserve(header.length + payload.length)
-      this.#buf.set(header, at)
-      this.#buf.set(payload, at + header.length)
     }
+    const at = this.#reserve(1 + lengthSize + n)
+    this.#buf[at] = code
+    if (lengthSize === 1) this.#buf[at + 1] = n
+    else if (lengthSize === 4) this.#view.setUint32(at + 1, n, true)
+    else this.#writeU8At(at + 1, n)
+    this.#buf.set(payload, at + 1 + lengthSize)
+    this.#framing = framing
   }
 
   #commitFrame(): void {
@@ -643,23 +658,10 @@ export class Pickler {
   /** A header choosing the 1-, 4- or 8-byte length form, then the payload. */
   #writeSized(data: Uint8Array, op1: number, op4: number, op8: number, shortAllowed: boolean): void {
     const n = data.length
-    let header: Uint8Array
-    if (n <= 0xff && shortAllowed) {
-      header = Uint8Array.of(op1, n)
-    } else if (n <= 0xffffffff) {
-      header = new Uint8Array(5)
-      header[0] = op4
-      new DataView(header.buffer).setUint32(1, n, true)
-    } else if (this.protocol >= 4) {
-      header = new Uint8Array(9)
-      header[0] = op8
-      const dv = new DataView(header.buffer)
-      dv.setUint32(1, n % TWO_32, true)
-      dv.setUint32(5, Math.floor(n / TWO_32), true)
-    } else {
-      throw new PicklingError(`cannot serialize an object of ${n} bytes (4 GiB or more) below protocol 4`)
-    }
-    this.#writeHeaderAndPayload(header, data)
+    if (n <= 0xff && shortAllowed) this.#writeHeaderAndPayload(op1, 1, n, data)
+    else if (n <= 0xffffffff) this.#writeHeaderAndPayload(op4, 4, n, data)
+    else if (this.protocol >= 4) this.#writeHeaderAndPayload(op8, 8, n, data)
+    else throw new PicklingError(`cannot serialize an object of ${n} bytes (4 GiB or more) below protocol 4`)
   }
 
   // ---- bytes and buffers ----
@@ -685,17 +687,8 @@ export class Pickler {
       this.#saveReduce({ callable: G.bytearray, args: b.length === 0 ? tuple() : tuple(copy) }, b)
       return
     }
-    const header = new Uint8Array(9)
-    header[0] = OP.BYTEARRAY8
-    this.#writeU8Header(header, b.length)
-    this.#writeHeaderAndPayload(header, b)
+    this.#writeHeaderAndPayload(OP.BYTEARRAY8, 8, b.length, b)
     this.#memoPut(b)
-  }
-
-  #writeU8Header(header: Uint8Array, n: number): void {
-    const dv = new DataView(header.buffer)
-    dv.setUint32(1, n % TWO_32, true)
-    dv.setUint32(5, Math.floor(n / TWO_32), true)
   }
 
   #savePickleBuffer(pb: PickleBuffer): void {
@@ -704,12 +697,7 @@ export class Pickler {
     const inBand = this.#bufferCallback === null ? true : Boolean(this.#bufferCallback(pb))
     if (inBand) {
       if (pb.readonly) this.#writeSized(view, OP.SHORT_BINBYTES, OP.BINBYTES, OP.BINBYTES8, true)
-      else {
-        const header = new Uint8Array(9)
-        header[0] = OP.BYTEARRAY8
-        this.#writeU8Header(header, view.length)
-        this.#writeHeaderAndPayload(header, view)
-      }
+      else this.#writeHeaderAndPayload(OP.BYTEARRAY8, 8, view.length, view)
       this.#memoPut(pb)
     } else {
       this.#op(OP.NEXT_BUFFER)
@@ -780,12 +768,70 @@ export class Pickler {
       do {
         this.#op(OP.MARK)
         const end = Math.min(list.length, total + BATCH_SIZE)
-        for (; total < end; total++) this.#save(list[total])
+        while (total < end) {
+          const item = list[total]
+          if (typeof item === 'number') {
+            const next = this.#saveNumberRun(list, total, end)
+            if (next > total) {
+              total = next
+              continue
+            }
+          }
+          this.#save(item)
+          total++
+        }
         this.#op(OP.APPENDS)
       } while (total < list.length)
     } catch (err) {
       throw withPath(err, total)
     }
+  }
+
+  /**
+   * The list items from `from` up to `end` that are numbers #save would write as BININT1,
+   * BININT2, BININT or BINFLOAT, written in one loop with the output position in a local;
+   * returns the index of the first item left for #save (anything else, a frame to commit,
+   * a buffer to grow, a persistent_id hook to consult). The bytes are #save's, item by item.
+   */
+  #saveNumberRun(list: unknown[], from: number, end: number): number {
+    if (this.#persistentId !== null || this.protocol === 0) return from
+    const frameStart = this.#frameStart
+    if (frameStart < 0 && this.#framing) return from
+    const buf = this.#buf
+    const view = this.#view
+    const limit = buf.length - 9
+    let n = this.#n
+    let i = from
+    for (; i < end; i++) {
+      const x = list[i]
+      if (typeof x !== 'number' || n > limit) break
+      if (frameStart >= 0 && n - frameStart - FRAME_HEADER_SIZE >= FRAME_SIZE_TARGET) break
+      if ((x | 0) === x && (x !== 0 || 1 / x > 0)) {
+        if (x >= 0 && x <= 0xff) {
+          buf[n] = OP.BININT1
+          buf[n + 1] = x
+          n += 2
+        } else if (x >= 0 && x <= 0xffff) {
+          buf[n] = OP.BININT2
+          buf[n + 1] = x & 0xff
+          buf[n + 2] = x >> 8
+          n += 3
+        } else {
+          buf[n] = OP.BININT
+          view.setInt32(n + 1, x, true)
+          n += 5
+        }
+      } else if (!Number.isSafeInteger(x) || x === 0) {
+        // A float: not an integer, or -0, NaN, an infinity, or an integer beyond 2**53.
+        buf[n] = OP.BINFLOAT
+        view.setFloat64(n + 1, x, false)
+        n += 9
+      } else {
+        break
+      }
+    }
+    this.#n = n
+    return i
   }
 
   /** Items from an iterator (reduce's listitems, protocol 0 lists), as Python's batch_list. */

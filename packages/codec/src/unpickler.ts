@@ -165,7 +165,9 @@ class LoadState {
           case OP.MEMOIZE: L.MEMOIZE(this); continue
           case OP.BINPUT: L.BINPUT(this); continue
           case OP.BINGET: L.BINGET(this); continue
-          case OP.MARK: L.MARK(this); continue
+          case OP.MARK:
+            if (!appendRun(this)) L.MARK(this)
+            continue
           case OP.APPENDS: L.APPENDS(this); continue
           case OP.APPEND: L.APPEND(this); continue
           case OP.SETITEMS: L.SETITEMS(this); continue
@@ -553,6 +555,109 @@ function build(s: LoadState, inst: unknown, state: unknown): void {
       defineOwn(inst as Record<string, unknown>, k, v)
     }
   }
+}
+
+/**
+ * A fast path for the commonest batch, `MARK <numbers or strings> APPENDS` onto a list (how a
+ * list of ints, floats or str is pickled): entered at a MARK whose next opcode is BININT1,
+ * BININT2, BININT, BINFLOAT or SHORT_BINUNICODE and whose stack top is a plain list, it reads
+ * the items straight into that list (a list of floats keeps them unboxed) and their MEMOIZEs
+ * into the memo, without the stack. The loaders give the same result; this only skips the
+ * dispatch. Anything else before the APPENDS (another opcode, the end of the input, a memo
+ * slot already taken) undoes what the run did, and the opcodes are read again one by one by
+ * the loaders, which raise the errors. Returns whether it consumed MARK ... APPENDS.
+ */
+function appendRun(s: LoadState): boolean {
+  const data = s.data
+  const start = s.pos
+  const end = s.end
+  if (start >= end) return false
+  const first = data[start]!
+  if (first !== OP.BININT1 && first !== OP.BININT2 && first !== OP.BININT && first !== OP.BINFLOAT && first !== OP.SHORT_BINUNICODE) {
+    return false
+  }
+  const st = s.stack
+  if (st.length <= s.fence) return false
+  const list = st[st.length - 1]
+  if (!Array.isArray(list) || list.constructor !== Array) return false
+  // Items go at list[n]; a big list grows ahead by doubling, as appendAhead does.
+  const pending = s.pending?.get(list)
+  const n0 = pending ?? list.length
+  let n = n0
+  let room = list.length
+  const view = s.view
+  const memo = s.memo
+  const lossless = s.lossless
+  const memoStart = s.memoCount
+  let memoCount = memoStart
+  let pos = start
+  for (;;) {
+    if (pos >= end) break
+    const code = data[pos]!
+    let item: unknown
+    if (code === OP.BININT1) {
+      if (pos + 2 > end) break
+      item = data[pos + 1]
+      pos += 2
+    } else if (code === OP.BININT2) {
+      if (pos + 3 > end) break
+      item = data[pos + 1]! | (data[pos + 2]! << 8)
+      pos += 3
+    } else if (code === OP.BININT) {
+      if (pos + 5 > end) break
+      item = view.getInt32(pos + 1, true)
+      pos += 5
+    } else if (code === OP.BINFLOAT) {
+      if (pos + 9 > end) break
+      const x = view.getFloat64(pos + 1, false)
+      item = lossless && Number.isInteger(x) ? new PyFloat(x) : x
+      pos += 9
+    } else if (code === OP.SHORT_BINUNICODE) {
+      if (pos + 2 > end) break
+      const len = data[pos + 1]!
+      if (pos + 2 + len > end) break
+      try {
+        item = decodeUtf8(data, pos + 2, pos + 2 + len)
+      } catch {
+        break // the loader raises it, at this opcode's position
+      }
+      pos += 2 + len
+    } else if (code === OP.MEMOIZE) {
+      // Memoizes the item just read (never the list: it was not read in this run).
+      if (n === n0 || memo[memoCount] !== undefined) break
+      memo[memoCount++] = list[n - 1]
+      pos += 1
+      continue
+    } else if (code === OP.FRAME) {
+      if (pos + 9 > end) break
+      const size = view.getUint32(pos + 1, true) + view.getUint32(pos + 5, true) * TWO_32
+      if (size > end - pos - 9) break
+      pos += 9
+      continue
+    } else if (code === OP.APPENDS) {
+      if (n < list.length) (s.pending ??= new Map()).set(list, n)
+      else if (pending !== undefined) s.pending!.delete(list)
+      s.memoCount = memoCount
+      s.pos = pos + 1
+      return true
+    } else {
+      break
+    }
+    if (n < room) list[n] = item
+    else if (n < DEFER_BATCH) {
+      list.push(item)
+      room++
+    } else {
+      room = n * 2
+      list.length = room
+      list[n] = item
+    }
+    n++
+  }
+  // Undo: the list's items beyond n0 are dropped (a list grown ahead keeps its count, n0).
+  if (pending === undefined) list.length = n0
+  for (let i = memoStart; i < memoCount; i++) memo[i] = undefined
+  return false
 }
 
 // ---- one loader per opcode ----
