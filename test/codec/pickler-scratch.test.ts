@@ -1,5 +1,5 @@
 import t from 'tap'
-import { NotImplemented, PyGlobal, dumps, loads } from '@picklewire/codec'
+import { NotImplemented, PicklingError, PyGlobal, dumps, dumpsTransient, loads } from '@picklewire/codec'
 
 // dumps() lends one output buffer to whichever dump runs; a dump started from inside another
 // (a hook calling dumps) must get its own, or the two pickles would overwrite each other.
@@ -27,4 +27,32 @@ t.test('big pickles are handed over with no stale bytes past their end', async (
   t.equal(out.length, payload.length + 9, 'PROTO (2), BINBYTES header (5), payload, MEMOIZE, STOP')
   const tail = new Uint8Array(out.buffer, out.byteOffset + out.length)
   t.ok(tail.every((b) => b === 0), `the ${tail.length} bytes past the pickle in its ArrayBuffer are zero`)
+})
+
+t.test('dumpsTransient lends the pickle for the length of the callback only', async (t) => {
+  const value = { seq: 7, payload: new Uint8Array(1000).fill(3), name: 'x'.repeat(20) }
+  const expected = dumps(value, { protocol: 5 })
+  let lent: Uint8Array | null = null
+  const copy = dumpsTransient(value, { protocol: 5 }, (pickle) => {
+    lent = pickle
+    return pickle.slice()
+  })
+  t.same(copy, expected, 'the same bytes as dumps')
+  t.equal(lent!.buffer, dumpsTransient(1, { protocol: 5 }, (p) => p.buffer), 'the view is over reused memory, not a fresh allocation')
+  // A dumps inside the callback gets its own memory: the lent view stays whole meanwhile.
+  const nested = dumpsTransient(['a', 1], { protocol: 5 }, (outer) => {
+    const before = outer.slice()
+    const inner = dumps(['b'.repeat(5000)], { protocol: 5 })
+    t.same(outer, before, 'a nested dumps does not write over the lent pickle')
+    return inner
+  })
+  t.same(loads(nested), ['b'.repeat(5000)])
+  // A failed dump never calls consume, and the next one starts clean.
+  let called = false
+  t.throws(() => dumpsTransient([Symbol('no')], { protocol: 5 }, () => { called = true }), PicklingError)
+  t.notOk(called)
+  t.same(dumpsTransient([1, 2], { protocol: 5 }, (p) => loads(p)), [1, 2])
+  // An exception from consume passes through, and the memory is returned all the same.
+  t.throws(() => dumpsTransient(1, { protocol: 5 }, () => { throw new Error('consumer failed') }), { message: 'consumer failed' })
+  t.same(dumpsTransient('after', { protocol: 5 }, (p) => loads(p)), 'after')
 })

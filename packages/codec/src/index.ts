@@ -10,7 +10,7 @@ export {
 export {
   GlobalRegistry, MAX_ZERO_FILL, defaultGlobals, fixImport, reverseFixImport, type ClassHooks, type Registration,
 } from './globals.js'
-export { Pickler, dump, dumps, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
+export { Pickler, dump, dumps, dumpsTransient, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
 export {
   DType, MAX_NDIM, NATIVE_BYTE_ORDER, NDArray, NumpyScalar, float16ToNumber, numberToFloat16,
   type ByteOrder, type DTypeKind, type NDArrayData, type NDArrayOptions, type NDArrayOrder, type NumpyNames, type TypedData,

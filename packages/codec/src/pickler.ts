@@ -319,6 +319,38 @@ export class Pickler {
 
   /** Pickles value and returns the bytes (the memo is shared with earlier dumps of this Pickler). */
   dumpToBytes(value: unknown): Uint8Array {
+    const n = this.#write(value)
+    let out: Uint8Array
+    if (n > 1 << 20) {
+      // Big pickles are handed over without a copy. The buffer may come from uninitialized
+      // memory: zero what lies past the pickle, so that out.buffer shows nothing stale.
+      this.#buf.fill(0, n)
+      out = this.#buf.subarray(0, n)
+      this.#setBuffer(NO_BYTES)
+    } else {
+      out = this.#buf.slice(0, n)
+    }
+    this.#returnBuffer()
+    return out
+  }
+
+  /**
+   * Pickles value and passes the pickle to consume as a view of this pickler's output memory,
+   * valid only until consume returns; returns what consume returns. For a carrier that copies
+   * the pickle anyway (into a frame, a ring, a socket): no output is allocated or copied. A
+   * view kept past consume shows whatever a later dump writes there.
+   */
+  dumpTransient<R>(value: unknown, consume: (pickle: Uint8Array) => R): R {
+    const n = this.#write(value)
+    try {
+      return consume(this.#buf.subarray(0, n))
+    } finally {
+      this.#returnBuffer()
+    }
+  }
+
+  /** Writes the whole pickle into #buf and returns its length; on failure nothing is kept. */
+  #write(value: unknown): number {
     if (this.#buf.length === 0) this.#borrowScratch()
     this.#n = 0
     this.#frameStart = -1
@@ -344,18 +376,7 @@ export class Pickler {
     }
     const n = this.#n
     this.#n = 0
-    let out: Uint8Array
-    if (n > 1 << 20) {
-      // Big pickles are handed over without a copy. The buffer may come from uninitialized
-      // memory: zero what lies past the pickle, so that out.buffer shows nothing stale.
-      this.#buf.fill(0, n)
-      out = this.#buf.subarray(0, n)
-      this.#setBuffer(NO_BYTES)
-    } else {
-      out = this.#buf.slice(0, n)
-    }
-    this.#returnBuffer()
-    return out
+    return n
   }
 
   #setBuffer(b: Uint8Array<ArrayBuffer>): void {
@@ -1261,6 +1282,14 @@ function withPath(err: unknown, step: string | number): unknown {
 /** Python's pickle.dumps. */
 export function dumps(value: unknown, options?: PicklerOptions): Uint8Array {
   return new Pickler(null, options).dumpToBytes(value)
+}
+
+/**
+ * dumps for a consumer that copies the pickle at once: consume gets a view of the pickler's
+ * output memory, valid only until it returns (see Pickler.dumpTransient).
+ */
+export function dumpsTransient<R>(value: unknown, options: PicklerOptions | undefined, consume: (pickle: Uint8Array) => R): R {
+  return new Pickler(null, options).dumpTransient(value, consume)
 }
 
 /** Python's pickle.dump: the pickle is written to the sink in one piece, or not at all. */

@@ -82,14 +82,14 @@ function underflow(): never {
 }
 
 const EMPTY_BYTES = new Uint8Array(0)
-const EMPTY_VIEW = new DataView(new ArrayBuffer(0))
 /** A list that receives an APPENDS batch of at least this many items is grown ahead by doubling. */
 const DEFER_BATCH = 1000
 
 /** Everything one Unpickler needs while it loads; loaders read and write it directly. */
 class LoadState {
   data: Uint8Array = EMPTY_BYTES
-  view: DataView = EMPTY_VIEW
+  /** A DataView of data, made on first use (many small pickles never need one). */
+  view: DataView | null = null
   pos = 0
   end = 0
   /**
@@ -134,8 +134,10 @@ class LoadState {
   }
 
   setInput(data: Uint8Array, start: number, end: number): void {
-    this.data = data
-    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+    if (data !== this.data) {
+      this.data = data
+      this.view = null
+    }
     this.pos = start
     this.end = end
   }
@@ -190,9 +192,14 @@ class LoadState {
     return result
   }
 
+  dv(): DataView {
+    return (this.view ??= new DataView(this.data.buffer, this.data.byteOffset, this.data.byteLength))
+  }
+
   resetStack(): void {
-    this.stack.length = 0
-    this.marks.length = 0
+    // Setting a length is a call into the engine; after a clean load the stack is empty already.
+    if (this.stack.length !== 0) this.stack.length = 0
+    if (this.marks.length !== 0) this.marks.length = 0
     this.fence = 0
     this.pending = null
   }
@@ -217,18 +224,23 @@ class LoadState {
   }
 
   int4(): number {
-    return this.view.getInt32(this.need(4), true)
+    const at = this.need(4)
+    const d = this.data
+    return d[at]! | (d[at + 1]! << 8) | (d[at + 2]! << 16) | (d[at + 3]! << 24)
   }
 
   uint4(): number {
-    return this.view.getUint32(this.need(4), true)
+    const at = this.need(4)
+    const d = this.data
+    return (d[at]! | (d[at + 1]! << 8) | (d[at + 2]! << 16) | (d[at + 3]! << 24)) >>> 0
   }
 
   /** An 8-byte unsigned length; anything past what the input holds is truncation, not an allocation. */
   uint8(): number {
     const at = this.need(8)
-    const lo = this.view.getUint32(at, true)
-    const hi = this.view.getUint32(at + 4, true)
+    const d = this.data
+    const lo = (d[at]! | (d[at + 1]! << 8) | (d[at + 2]! << 16) | (d[at + 3]! << 24)) >>> 0
+    const hi = (d[at + 4]! | (d[at + 5]! << 8) | (d[at + 6]! << 16) | (d[at + 7]! << 24)) >>> 0
     if (hi >= 0x200000) return Number.MAX_SAFE_INTEGER // beyond 2^53: larger than any input can be
     return hi * TWO_32 + lo
   }
@@ -585,7 +597,7 @@ function appendRun(s: LoadState): boolean {
   const n0 = pending ?? list.length
   let n = n0
   let room = list.length
-  const view = s.view
+  const view = s.dv()
   const memo = s.memo
   const lossless = s.lossless
   const memoStart = s.memoCount
@@ -715,7 +727,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(s.float(parseFloatText(s.lineText())))
   },
   BINFLOAT(s) {
-    s.stack.push(s.float(s.view.getFloat64(s.need(8), false)))
+    s.stack.push(s.float(s.dv().getFloat64(s.need(8), false)))
   },
 
   // text
