@@ -145,6 +145,14 @@ class TcpCarrier extends Carrier {
   /**
    * Connects; the socket reads through onread, so that big frames land straight in the buffer
    * they are delivered in (one copy fewer than 'data' events, which each bring a new chunk).
+   *
+   * How Node 20 drives a function-valued onread.buffer (lib/net.js, stream_base_commons.js):
+   * it is called once when the handle starts reading, then after every read of n > 0 bytes,
+   * right after callback(n, buf), and its result is where the next read lands (a result that is
+   * not a Uint8Array keeps the previous target). buf is always the target of that read, data at
+   * [0, n). EOF and read errors take the ordinary 'end' / 'error' / 'close' path and never reach
+   * callback; callback returning false would pause reading (never done here: a message is
+   * bounded by the limits, and the reader only ever holds the one being read).
    */
   static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string): Promise<TcpCarrier> {
     const reader = new TcpFrameReader(limits)
