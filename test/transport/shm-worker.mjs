@@ -101,6 +101,19 @@ const scenarios = {
     await new Promise(() => setTimeout(() => {}, 60_000))
   },
 
+  // Receives with for await until the channel closes, checking the order of integers; answers with what it saw.
+  async iterate(ch) {
+    let count = 0
+    let bad = 0
+    for await (const m of ch) {
+      if (m.value !== count) bad++
+      count++
+      m.release()
+      if (count % 1000 === 0) await ch.send(count) // progress, so that the sender can wait for a drained ring
+    }
+    parentPort.postMessage({ count, bad })
+  },
+
   // Echoes until 'stop'.
   async echo(ch) {
     for (;;) {

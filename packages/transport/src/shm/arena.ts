@@ -307,7 +307,7 @@ export class Arena {
       const ref = await this.mutex.withLock(owner, () => this.allocLocked(byteLength, owner))
       if (ref !== null) return ref
       checkWait(options, deadline, `waiting for ${byteLength} bytes of arena space`)
-      await sleep(i, this.#freeGen, this.#c + C_SPACE_WAITERS, gen, deadline, options.signal)
+      await sleep(i, this.#freeGen, this.#c + C_SPACE_WAITERS, gen, deadline, { signal: options.signal })
     }
   }
 

@@ -16,14 +16,13 @@
 import type { MessagePort } from 'node:worker_threads'
 import { MessageChannel } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
-import { TransportError, receiveUntilClosed } from '../errors.js'
-import { decodeHeader } from '../header.js'
+import { TransportError } from '../errors.js'
 import { DEFAULT_ARENA_BYTES } from './arena.js'
 import { Endpoint, type Draft, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
 import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
 import { THREAD_OWNER, type ArenaStats, type PipeMemoryOptions, type TypedArrayConstructor } from './pipe.js'
 import type { Held, Received } from './received.js'
-import { FLAG_TRANSFERS, KIND_IN_BLOCK, readPrefix, readU32, type RecordPrefix } from './record.js'
+import { FLAG_TRANSFERS, KIND_IN_BLOCK, readId, readPrefix, readU32, type RecordPrefix } from './record.js'
 import { DEFAULT_RING_BYTES } from './ring.js'
 import { checkWait, deadlineOf, type WaitOptions } from './wait.js'
 
@@ -312,12 +311,46 @@ export class Channel {
    * CLOSED once the channel is closed and every message sent before was received.
    */
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
+    if (this.#receiving === 0) {
+      // A message ready now, and no receive before this one: no promise chain, no wait.
+      let got: Received<T> | undefined
+      try {
+        got = this.#receiveNow<T>()
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      if (got !== undefined) return Promise.resolve(got)
+    }
+    this.#receiving++
     const p = this.#receiveChain.then(() => this.#receiveOne<T>(options))
     this.#receiveChain = p.then(noop, noop)
     return p
   }
 
+  /** Receives that have not settled yet (taken in order, one after the other). */
+  #receiving = 0
+
+  /** The next message if one is ready now (read from the ring if need be), else undefined. */
+  #receiveNow<T>(): Received<T> | undefined {
+    let next = this.#inbox[0]
+    if (next === undefined && this.signalling === 'atomics' && (this.#state === 'open' || this.#state === 'peer-closed')) {
+      this.#fillFromRing()
+      next = this.#inbox[0]
+    }
+    if (next === undefined || next instanceof Promise) return undefined
+    this.#inbox.shift()
+    return this.#deliver<T>(next)
+  }
+
   async #receiveOne<T>(options: WaitOptions): Promise<Received<T>> {
+    try {
+      return await this.#receiveWaiting<T>(options)
+    } finally {
+      this.#receiving--
+    }
+  }
+
+  async #receiveWaiting<T>(options: WaitOptions): Promise<Received<T>> {
     const deadline = deadlineOf(options)
     for (;;) {
       const next = this.#inbox.shift()
@@ -332,7 +365,7 @@ export class Channel {
       const why = this.#closedForReceive()
       if (why !== null) throw new TransportError('CLOSED', why)
       checkWait(options, deadline, 'waiting for a message')
-      const published = this.signalling === 'atomics' && this.#state === 'open' ? this.#in.memory.ring.waitPublished(observed, deadline, options.signal) : null
+      const published = this.signalling === 'atomics' && this.#state === 'open' ? this.#in.memory.ring.waitPublished(observed, deadline, options.signal, false) : null
       // An idle channel does not keep its thread alive; a receive waiting for a message does.
       if (this.#waiting++ === 0) this.#port.ref()
       try {
@@ -355,7 +388,7 @@ export class Channel {
     for (; n < READ_BATCH; n++) {
       let record: Uint8Array | null
       try {
-        record = ring.readLocked()
+        record = ring.readLocked(true)
       } catch (error) {
         this.#inbox.push({ error })
         return n + 1
@@ -374,12 +407,23 @@ export class Channel {
     } catch (error) {
       return { error }
     }
-    if (prefix.blocks.length === 0 && (prefix.flags & FLAG_TRANSFERS) === 0) return { record, prefix, held: [], transfers: [] }
+    if ((prefix.flags & FLAG_TRANSFERS) === 0 && prefix.kind !== KIND_IN_BLOCK) {
+      if (prefix.blocks.length === 0) return { record, prefix, held: [], transfers: [] }
+      // Its blocks are taken now if their arenas' locks are free, else once they are.
+      const taken: (Held | null)[] = prefix.blocks.map(() => null)
+      try {
+        if (this.#endpoint.tryTake(prefix, taken)) return { record, prefix, held: taken as Held[], transfers: [] }
+      } catch (error) {
+        return { error }
+      }
+      return this.#track(this.#takeSlow(record, prefix, taken))
+    }
     return this.#track(this.#takeSlow(record, prefix))
   }
 
-  async #takeSlow(record: Uint8Array, prefix: RecordPrefix): Promise<InboxEntry> {
+  async #takeSlow(record: Uint8Array, prefix: RecordPrefix, taken?: (Held | null)[]): Promise<InboxEntry> {
     try {
+      if (taken !== undefined) return { record, prefix, held: await this.#endpoint.take(prefix, taken), transfers: [] }
       if (prefix.kind === KIND_IN_BLOCK) {
         // The record is in a block of its own: take it, copy the record out, free the block.
         const [block] = await this.#endpoint.take(prefix)
@@ -400,8 +444,7 @@ export class Channel {
   async #transfersOf(record: Uint8Array, prefix: RecordPrefix, held: Held[]): Promise<ArrayBuffer[]> {
     let id: number
     try {
-      const hlen = readU32(record, prefix.bodyOffset)
-      id = decodeHeader(record.subarray(prefix.bodyOffset + 4, prefix.bodyOffset + 4 + hlen), this.#endpoint.limits).id
+      id = readId(prefix)
     } catch (err) {
       this.#endpoint.release(held)
       throw err
@@ -444,8 +487,41 @@ export class Channel {
   }
 
   /** Every message until the channel closes. */
-  [Symbol.asyncIterator](): AsyncGenerator<Received> {
-    return receiveUntilClosed(() => this.receive())
+  [Symbol.asyncIterator](): AsyncIterableIterator<Received> {
+    let finished = false
+    const end = (err: unknown): IteratorResult<Received> => {
+      if (err instanceof TransportError && err.code === 'CLOSED') {
+        finished = true
+        return { value: undefined, done: true }
+      }
+      throw err
+    }
+    const value = (received: Received): IteratorResult<Received> => ({ value: received, done: false })
+    const it: AsyncIterableIterator<Received> = {
+      next: () => {
+        if (finished) return Promise.resolve({ value: undefined, done: true })
+        if (this.#receiving === 0) {
+          // As receive(), without its promise when a message is ready.
+          try {
+            const got = this.#receiveNow<unknown>()
+            if (got !== undefined) return Promise.resolve({ value: got, done: false })
+          } catch (err) {
+            try {
+              return Promise.resolve(end(err))
+            } catch (e) {
+              return Promise.reject(e)
+            }
+          }
+        }
+        return this.receive().then(value, end)
+      },
+      return: (v?: unknown) => {
+        finished = true
+        return Promise.resolve({ value: v as Received, done: true })
+      },
+      [Symbol.asyncIterator]: () => it,
+    }
+    return it
   }
 
   /** Resolves on the next #wake(), when `also` settles, at the deadline or on abort; leaves nothing behind. */

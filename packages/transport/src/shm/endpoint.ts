@@ -4,14 +4,13 @@
  * whose buffers sit in arena blocks, and how a record becomes a value over views of them.
  * Channels, pipes and the piscina pool differ only in how records travel; they all use this.
  */
-import type { PickleBuffer, UnpicklerOptions } from '@picklewire/codec'
+import { PickleBuffer, dumps, loads, type PicklerOptions, type UnpicklerOptions } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
-import { PROTOCOL_VERSION, decodeHeader, encodeHeader } from '../header.js'
 import { checkLengths, resolveLimits, type Limits } from '../limits.js'
-import { decodeValue, encodeValue, type EncodeOptions, type MessageParts } from '../message.js'
+import { MIN_OUT_OF_BAND_BYTES, type EncodeOptions, type MessageParts } from '../message.js'
 import { BLOCK_ALIGN, unitsFor, type Arena, type BlockRef } from './arena.js'
 import { Held, Received } from './received.js'
-import { EMPTY, KIND_MESSAGE, TRANSFERRED, readU32, recordPrefixBytes, u32, writePrefix, type RecordBlock, type RecordPrefix } from './record.js'
+import { EMPTY, KIND_MESSAGE, TRANSFERRED, dataView, headerBytes, readHeader, recordPrefixBytes, writeHeader, writePrefix, type RecordPrefix } from './record.js'
 import type { WaitOptions } from './wait.js'
 
 /** Options every shared-memory endpoint takes. */
@@ -73,8 +72,6 @@ export interface PrepareOptions {
   wait?: WaitOptions
   /** Asked whenever a wait for space wakes; throws to give up (a closed channel). */
   stop?: () => void
-  /** More entries for the header's x. */
-  extra?: Record<string, unknown>
 }
 
 /** A message being prepared: see Endpoint.draft. */
@@ -84,7 +81,7 @@ export interface Draft {
   parts: MessageParts
   at: number[]
   blocks: Held[]
-  index: Map<Held, number>
+  index: Map<Held, number> | null
   transfers: ArrayBuffer[]
   copies: Held[]
   /** Indexes of buffers still to copy into the arena. */
@@ -94,6 +91,12 @@ export interface Draft {
 }
 
 function blockIndex(d: Draft, held: Held): number {
+  if (d.index === null) {
+    // Most messages have one block or none: a map only from the second.
+    if (d.blocks.length === 0) return d.blocks.push(held) - 1
+    if (d.blocks[0] === held) return 0
+    d.index = new Map([[d.blocks[0]!, 0]])
+  }
   let k = d.index.get(held)
   if (k === undefined) {
     k = d.blocks.push(held) - 1
@@ -110,8 +113,11 @@ export interface Outgoing {
   /** Blocks this endpoint allocated for copies of the message's buffers (a subset of blocks). */
   copies: Held[]
   transfers: ArrayBuffer[]
-  header: Uint8Array
   pickle: Uint8Array
+  /** Each out-of-band buffer's length and read-only flag, and where it is (two numbers a buffer: see record.ts). */
+  lengths: number[]
+  readonly: boolean[]
+  at: number[]
   bufferBytes: number
   transferredBytes: number
 }
@@ -126,8 +132,12 @@ export class Endpoint {
   readonly arenas: readonly Arena[]
   readonly stats: ShmStats = emptyStats()
   readonly limits: Limits
-  readonly #encode: EncodeOptions
   readonly #decode: Omit<UnpicklerOptions, 'buffers'>
+  /** The pickler's options, made once: its buffer callback collects into #outBuffers and #outReadonly. */
+  readonly #dumpOptions: PicklerOptions
+  readonly #outOfBand: (buffer: PickleBuffer) => boolean
+  #outBuffers: Uint8Array[] = []
+  #outReadonly: boolean[] = []
   readonly #owned: Map<number, Held>[]
   readonly #registry: FinalizationRegistry<Held> | null
   /** The block each SharedArrayBuffer object of a block is over (release on collection only). */
@@ -135,6 +145,7 @@ export class Endpoint {
   readonly #pending: Held[] = []
   #flushing = false
   #nextId = 0
+  readonly #releaseHeld = (held: readonly Held[]): void => this.release(held)
   /** A number unique to this endpoint within its thread, for ids of things it posts. */
   readonly serial = ++nextEndpoint
 
@@ -143,7 +154,18 @@ export class Endpoint {
     this.id = id
     this.arenas = arenas
     this.limits = resolveLimits(options.limits)
-    this.#encode = options.encode ?? {}
+    const { outOfBand = (b: PickleBuffer) => b.byteLength >= MIN_OUT_OF_BAND_BYTES, ...rest } = options.encode ?? {}
+    this.#outOfBand = outOfBand
+    this.#dumpOptions = {
+      ...rest,
+      protocol: 5,
+      bufferCallback: (b: PickleBuffer) => {
+        if (!this.#outOfBand(b)) return true
+        this.#outBuffers.push(b.raw())
+        this.#outReadonly.push(b.readonly)
+        return false
+      },
+    }
     this.#decode = options.decode ?? {}
     this.#owned = arenas.map(() => new Map())
     this.#registry = options.gcRelease === false ? null : new FinalizationRegistry((held) => this.#collected(held))
@@ -276,20 +298,22 @@ export class Endpoint {
    * into the arena where a block can be had at once. Copies left to make are in `toCopy`.
    */
   draft(value: unknown, out: number, options: PrepareOptions = {}): Draft {
-    const parts = encodeValue(value, this.#encode)
-    checkLengths(parts.pickle.length, parts.buffers.map((b) => b.byteLength), this.limits)
-    const transferable = options.transfer === undefined ? null : new Set<unknown>(options.transfer)
+    const parts = this.encode(value)
+    const lengths = parts.buffers.map((b) => b.byteLength)
+    checkLengths(parts.pickle.length, lengths, this.limits)
+    const transferable = options.transfer === undefined || options.transfer.length === 0 ? null : new Set<unknown>(options.transfer)
     const d: Draft = {
-      out, options, parts, at: new Array(parts.buffers.length * 2), blocks: [], index: new Map(), transfers: [],
+      out, options, parts, at: new Array(parts.buffers.length * 2), blocks: [], index: null, transfers: [],
       copies: [], toCopy: [], bufferBytes: 0, transferredBytes: 0,
     }
     let tIndex: Map<ArrayBuffer, number> | null = null
-    parts.buffers.forEach((buf, i) => {
+    for (let i = 0; i < parts.buffers.length; i++) {
+      const buf = parts.buffers[i]!
       d.bufferBytes += buf.byteLength
       if (buf.byteLength === 0) {
         d.at[2 * i] = EMPTY
         d.at[2 * i + 1] = 0
-        return
+        continue
       }
       const found = this.#find(buf)
       if (found !== null) {
@@ -309,7 +333,7 @@ export class Endpoint {
       } else {
         d.toCopy.push(i)
       }
-    })
+    }
     if (d.toCopy.length === 0) return d
     if (options.whenFull !== 'transfer') this.#checkSelfDeadlock(out, d.toCopy.reduce((n, i) => n + unitsFor(parts.buffers[i]!.byteLength), 0))
     const arena = this.arenas[out]!
@@ -373,30 +397,50 @@ export class Endpoint {
     d.at[2 * i + 1] = 0
   }
 
-  /** The draft, every copy made, as a message ready to go: its header is written. */
-  finish(d: Draft): Outgoing {
-    if (d.toCopy.length > 0) throw new Error('finish: the draft still has buffers to copy')
-    const id = ++this.#nextId
-    const { parts } = d
-    const header = encodeHeader({
-      v: PROTOCOL_VERSION, id, k: 'msg', p: parts.pickle.length,
-      b: parts.buffers.map((b) => b.byteLength), ro: parts.readonly, x: d.options.extra === undefined ? { at: d.at } : { at: d.at, ...d.options.extra },
-    })
-    return { id, blocks: d.blocks, copies: d.copies, transfers: d.transfers, header, pickle: parts.pickle, bufferBytes: d.bufferBytes, transferredBytes: d.transferredBytes }
+  /** Pickles a value with protocol 5, collecting its out-of-band buffers (views, not copies). */
+  encode(value: unknown): MessageParts {
+    const buffers: Uint8Array[] = []
+    const readonly: boolean[] = []
+    const savedBuffers = this.#outBuffers
+    const savedReadonly = this.#outReadonly
+    this.#outBuffers = buffers
+    this.#outReadonly = readonly
+    try {
+      return { pickle: dumps(value, this.#dumpOptions), buffers, readonly }
+    } finally {
+      this.#outBuffers = savedBuffers
+      this.#outReadonly = savedReadonly
+    }
   }
 
-  /** The record of a prepared message as parts (for a ring) and its length. */
-  recordParts(out: Outgoing, from: number, flags = 0): { parts: Uint8Array[]; length: number } {
-    const prefix = new Uint8Array(recordPrefixBytes(out.blocks.length))
-    writePrefix(prefix, { kind: KIND_MESSAGE, flags, from, sender: this.id, blocks: out.blocks.map(blockOfHeld) })
-    const parts = [prefix, u32(out.header.length), out.header, out.pickle]
-    return { parts, length: prefix.length + 4 + out.header.length + out.pickle.length }
+  /** The draft, every copy made, as a message ready to go. */
+  finish(d: Draft): Outgoing {
+    if (d.toCopy.length > 0) throw new Error('finish: the draft still has buffers to copy')
+    const { parts } = d
+    return {
+      id: ++this.#nextId, blocks: d.blocks, copies: d.copies, transfers: d.transfers, pickle: parts.pickle,
+      lengths: parts.buffers.map((b) => b.byteLength), readonly: parts.readonly, at: d.at, bufferBytes: d.bufferBytes, transferredBytes: d.transferredBytes,
+    }
+  }
+
+  /** The length of a prepared message's record. */
+  recordLength(out: Outgoing): number {
+    if (out.blocks.length > 0xffff) throw new TransportError('LIMIT', `${out.blocks.length} arena blocks in one message is over 65,535`)
+    return recordPrefixBytes(out.blocks.length) + headerBytes(out.lengths.length) + out.pickle.length
+  }
+
+  /** Writes a prepared message's record (recordLength bytes) at `at` of `dv` (over `bytes`' memory). */
+  writeRecord(dv: DataView, bytes: Uint8Array, at: number, out: Outgoing, from: number, flags = 0): void {
+    let o = writePrefix(dv, at, KIND_MESSAGE, flags, from, this.id, out.blocks)
+    o = writeHeader(dv, o, out.id, out.pickle.length, out.lengths, out.readonly, out.at)
+    bytes.set(out.pickle, o)
   }
 
   /** The record as one Uint8Array over an ArrayBuffer of its own size (to post or transfer). */
   record(out: Outgoing, from: number, flags = 0): Uint8Array {
-    const { parts, length } = this.recordParts(out, from, flags)
-    return concat(parts, length)
+    const bytes = new Uint8Array(this.recordLength(out))
+    this.writeRecord(dataView(bytes), bytes, 0, out, from, flags)
+    return bytes
   }
 
   /** Under arena `a`'s lock: passes the message's blocks in `a` from this endpoint to `to`. */
@@ -449,13 +493,40 @@ export class Endpoint {
     })
   }
 
-  /** Takes every block of the record not taken yet, arena by arena. */
-  async take(prefix: RecordPrefix, taken: (Held | null)[] = prefix.blocks.map(() => null)): Promise<Held[]> {
+  /**
+   * As take, without waiting: takes the record's blocks arena by arena while their locks are
+   * free now. True when every block is taken; false when a lock was busy (take the rest with
+   * take(prefix, taken)). On a bad record, releases what it took and throws.
+   */
+  tryTake(prefix: RecordPrefix, taken: (Held | null)[]): boolean {
+    this.#checkArenas(prefix)
+    for (let a = 0; a < this.arenas.length; a++) {
+      if (!prefix.blocks.some((b, k) => b.arena === a && !taken[k])) continue
+      const mutex = this.arenas[a]!.mutex
+      if (!mutex.tryLock(this.id)) return false
+      try {
+        this.takeLocked(prefix, a, taken)
+      } catch (err) {
+        this.release(taken.filter((h): h is Held => h !== null))
+        throw err
+      } finally {
+        mutex.unlock(this.id)
+      }
+    }
+    return true
+  }
+
+  #checkArenas(prefix: RecordPrefix): void {
     for (const b of prefix.blocks) {
       if (!Number.isInteger(b.arena) || b.arena < 0 || b.arena >= this.arenas.length) {
         throw new TransportError('PROTOCOL', `a message names arena ${b.arena}; this endpoint shares ${this.arenas.length}`)
       }
     }
+  }
+
+  /** Takes every block of the record not taken yet, arena by arena. */
+  async take(prefix: RecordPrefix, taken: (Held | null)[] = prefix.blocks.map(() => null)): Promise<Held[]> {
+    this.#checkArenas(prefix)
     for (let a = 0; a < this.arenas.length; a++) {
       if (!prefix.blocks.some((b, k) => b.arena === a && !taken[k])) continue
       try {
@@ -478,19 +549,20 @@ export class Endpoint {
     let value: unknown
     let id: number
     try {
-      const hlen = readU32(record, prefix.bodyOffset)
-      const start = prefix.bodyOffset + 4
-      if (start + hlen > record.length) throw new TransportError('PROTOCOL', `a header of ${hlen} bytes overruns its record of ${record.length}`)
-      const header = decodeHeader(record.subarray(start, start + hlen), this.limits)
-      const pickle = record.subarray(start + hlen)
-      if (pickle.length !== header.p) throw new TransportError('PROTOCOL', `the header announces a pickle of ${header.p} bytes; the record holds ${pickle.length}`)
-      const at = header.x?.at
-      if (!Array.isArray(at) || at.length !== header.b.length * 2 || !at.every((n) => Number.isSafeInteger(n))) {
-        throw new TransportError('PROTOCOL', 'the header does not say where each buffer is (x.at)')
+      const header = readHeader(prefix, record.length)
+      checkLengths(header.pickleLength, header.lengths, this.limits)
+      const pickle = record.subarray(header.pickleOffset)
+      const m = header.lengths.length
+      blockOfView = header.at
+      views = new Array(m)
+      for (let i = 0; i < m; i++) views[i] = this.#bufferView(header.at[i]!, header.offsets[i]!, header.lengths[i]!, held, transfers)
+      if (m === 0) {
+        value = loads(pickle, this.#decode)
+      } else {
+        const buffers = new Array<PickleBuffer>(m)
+        for (let i = 0; i < m; i++) buffers[i] = new PickleBuffer(views[i]!, { readonly: header.readonly[i]! })
+        value = loads(pickle, { ...this.#decode, buffers })
       }
-      blockOfView = header.b.map((_, i) => at[2 * i] as number)
-      views = header.b.map((len, i) => this.#bufferView(at[2 * i] as number, at[2 * i + 1] as number, len, held, transfers))
-      value = decodeValue({ pickle, buffers: views, readonly: header.ro }, this.#decode)
       id = header.id
     } catch (err) {
       this.release(held)
@@ -504,7 +576,7 @@ export class Endpoint {
     this.stats.messagesReceived++
     this.stats.bytesReceived += bytes
     this.stats.recordBytesReceived += record.length
-    return new Received<T>(id, value as T, views, held, (h) => this.release(h))
+    return new Received<T>(id, value as T, views, held, this.#releaseHeld)
   }
 
   #bufferView(k: number, offset: number, length: number, held: readonly Held[], transfers: readonly ArrayBuffer[]): Uint8Array {
@@ -604,10 +676,6 @@ export class Endpoint {
       await this.arenas[a]!.locked(this.id, () => this.#freeLocked(a))
     }
   }
-}
-
-function blockOfHeld(h: Held): RecordBlock {
-  return { arena: h.arena, unit: h.unit, ticket: h.ticket }
 }
 
 function checkByteLength(n: number): void {

@@ -8,10 +8,9 @@ import { TransportError } from '../errors.js'
 import { BLOCK_ALIGN, CONTROL_BYTES, Arena, heapUnitsFor } from './arena.js'
 import type { Endpoint, Outgoing } from './endpoint.js'
 import type { Held } from './received.js'
-import { KIND_IN_BLOCK, readPrefix, readU32, recordPrefixBytes, u32, writePrefix, type RecordPrefix } from './record.js'
+import { KIND_IN_BLOCK, dataView, readPrefix, readU32, recordPrefixBytes, writePrefix, type RecordPrefix } from './record.js'
 import { RING_CONTROL_BYTES, RecordRing, checkRingBytes } from './ring.js'
 import { checkWait, deadlineOf, type WaitOptions } from './wait.js'
-import { concat } from './endpoint.js'
 
 /** An arena and a record ring in one SharedArrayBuffer, under one mutex. */
 export interface PipeMemory {
@@ -66,21 +65,21 @@ export class RingLink {
   async commit(out: Outgoing, flags: number, wait: WaitOptions, closed: () => string | null, singleSender = false): Promise<number> {
     const { endpoint, a, queued } = this
     const { arena, ring } = this.memory
-    const rec = endpoint.recordParts(out, queued, flags)
-    let parts = rec.parts
-    let length = rec.length
+    const recordLength = endpoint.recordLength(out)
+    let inRing: Uint8Array | null = null
     let pointer: Held | null = null
     const stop = (): void => {
       const why = closed()
       if (why !== null) throw new TransportError('CLOSED', why)
     }
-    if (length > ring.maxInlineRecord) {
-      pointer = await endpoint.allocBlock(a, length, wait, stop)
-      arena.view(pointer.unit, 0, length).set(concat(parts, length))
-      const prefix = new Uint8Array(recordPrefixBytes(1))
-      writePrefix(prefix, { kind: KIND_IN_BLOCK, flags, from: queued, sender: endpoint.id, blocks: [pointer] })
-      parts = [prefix, u32(length)]
-      length = prefix.length + 4
+    if (recordLength > ring.maxInlineRecord) {
+      // Too large for the ring: the record goes in a block of its own; the ring carries a pointer to it.
+      pointer = await endpoint.allocBlock(a, recordLength, wait, stop)
+      const view = arena.view(pointer.unit, 0, recordLength)
+      endpoint.writeRecord(dataView(view), view, 0, out, queued, flags)
+      inRing = new Uint8Array(recordPrefixBytes(1) + 4)
+      const dv = dataView(inRing)
+      dv.setUint32(writePrefix(dv, 0, KIND_IN_BLOCK, flags, queued, endpoint.id, [pointer]), recordLength, true)
     }
     const deadline = deadlineOf(wait)
     try {
@@ -90,14 +89,17 @@ export class RingLink {
           stop()
           endpoint.moveLocked(out, a, queued)
           if (pointer !== null) arena.moveLocked(pointer, endpoint.id, queued)
-          if (ring.writeLocked(parts, length)) return true
+          if (inRing !== null ? ring.writeLocked([inRing], inRing.length, false) : this.#write(out, recordLength, flags, false)) return true
           endpoint.moveBackLocked(out, a, queued)
           if (pointer !== null) arena.moveLocked(pointer, queued, endpoint.id)
           return false
         }
         // One sender and one receiver (a channel) need no lock for the ring itself, only for block moves.
         const done = singleSender && pointer === null && !out.blocks.some((h) => h.arena === a) ? attempt() : await arena.locked(endpoint.id, attempt)
-        if (done) break
+        if (done) {
+          ring.wakeReceivers()
+          break
+        }
         checkWait(wait, deadline, 'waiting for room in the record ring')
         await ring.waitConsumed(observed, deadline, wait.signal)
       }
@@ -106,7 +108,17 @@ export class RingLink {
       throw err
     }
     if (pointer !== null) endpoint.forgetMoved(pointer)
-    return rec.length
+    return recordLength
+  }
+
+  /** Under the lock (or as the ring's only sender): writes the message's record into the ring in place; false when it has no room. */
+  #write(out: Outgoing, length: number, flags: number, wakeNow = true): boolean {
+    const ring = this.memory.ring
+    const at = ring.reserveLocked(length)
+    if (at < 0) return false
+    this.endpoint.writeRecord(ring.dv, ring.bytes, at, out, this.queued, flags)
+    ring.publishLocked(wakeNow)
+    return true
   }
 
   /**
@@ -116,23 +128,27 @@ export class RingLink {
   tryCommit(out: Outgoing, flags: number, closed: () => string | null, singleSender = false): number {
     const { endpoint, a, queued } = this
     const { arena, ring } = this.memory
-    const rec = endpoint.recordParts(out, queued, flags)
-    if (rec.length > ring.maxInlineRecord) return -1
-    const attempt = (): boolean => {
-      const why = closed()
-      if (why !== null) throw new TransportError('CLOSED', why)
-      endpoint.moveLocked(out, a, queued)
-      if (ring.writeLocked(rec.parts, rec.length)) return true
-      endpoint.moveBackLocked(out, a, queued)
-      return false
-    }
-    if (singleSender && !out.blocks.some((h) => h.arena === a)) return attempt() ? rec.length : -1
+    const length = endpoint.recordLength(out)
+    if (length > ring.maxInlineRecord) return -1
+    const why = closed()
+    if (why !== null) throw new TransportError('CLOSED', why)
+    let inArena = false
+    for (let k = 0; k < out.blocks.length; k++) if (out.blocks[k]!.arena === a) inArena = true
+    // One sender and one receiver (a channel) need no lock for the ring itself, only for block moves.
+    if (singleSender && !inArena) return this.#write(out, length, flags) ? length : -1
     if (!arena.mutex.tryLock(endpoint.id)) return -1
+    let done = false
     try {
-      return attempt() ? rec.length : -1
+      if (closed() !== null) return -1
+      endpoint.moveLocked(out, a, queued)
+      done = this.#write(out, length, flags, false)
+      if (!done) endpoint.moveBackLocked(out, a, queued)
     } finally {
       arena.mutex.unlock(endpoint.id)
     }
+    if (!done) return -1
+    ring.wakeReceivers()
+    return length
   }
 
   /** Under the arena's lock: the next record with its blocks in this arena taken, or null. */

@@ -48,7 +48,7 @@ export class SharedMutex {
         }
       }
       const holder = Atomics.load(w, this.#lock)
-      if (holder !== 0) await sleep(w, this.#lock, this.#waiters, holder, Infinity, undefined, 50)
+      if (holder !== 0) await sleep(w, this.#lock, this.#waiters, holder, Infinity, { slice: 50 })
     }
   }
 

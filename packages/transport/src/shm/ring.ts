@@ -29,6 +29,9 @@ const R_CLOSED = 7
 const R_SIZE = 8
 
 const MAGIC = 0x70777269 // 'pwri'
+/** Records read out of the ring are copied into chunks of this size; larger ones get a buffer of their own. */
+const CHUNK_BYTES = 64 * 1024
+const CHUNK_RECORD = 8 * 1024
 const WRAP = -1
 
 export function checkRingBytes(n: number): number {
@@ -44,12 +47,24 @@ export class RecordRing {
   readonly #u8: Uint8Array
   readonly #c: number
   readonly #data: number // byte offset of the ring's bytes
+  #nextHead = 0
+  #chunk: Uint8Array | null = null
+  #chunkUsed = 0
+  /** The run of records last copied into #chunk: from ring counter #runFrom, #runBytes bytes at #runBase. */
+  #runFrom = 0
+  #runBase = 0
+  #runBytes = 0
+  /** A DataView and bytes over the whole SharedArrayBuffer, to write reserved records in place. */
+  readonly dv: DataView
+  readonly bytes: Uint8Array
 
   constructor(sab: SharedArrayBuffer, controlOffset: number, dataOffset: number, size: number, init = false) {
     checkRingBytes(size)
     this.size = size
     this.#i32 = new Int32Array(sab)
     this.#u8 = new Uint8Array(sab)
+    this.bytes = this.#u8
+    this.dv = new DataView(sab)
     this.#c = controlOffset >> 2
     this.#data = dataOffset
     if (init) {
@@ -98,36 +113,68 @@ export class RecordRing {
   }
 
   /** Under the mutex: writes one record made of `parts`, or returns false when the ring has no room now. */
-  writeLocked(parts: readonly Uint8Array[], length: number): boolean {
+  writeLocked(parts: readonly Uint8Array[], length: number, wakeNow = true): boolean {
+    let o = this.reserveLocked(length)
+    if (o < 0) return false
+    for (const p of parts) {
+      this.#u8.set(p, o)
+      o += p.length
+    }
+    this.publishLocked(wakeNow)
+    return true
+  }
+
+  /**
+   * Under the mutex: room for a record of `length` bytes. Returns the byte offset in the
+   * SharedArrayBuffer where its bytes go (write them there, then publishLocked), or -1 when
+   * the ring has no room now. Nothing is visible to receivers before publishLocked.
+   */
+  reserveLocked(length: number): number {
     const i = this.#i32
     const size = this.size
     const need = (4 + length + 7) & ~7
     if (need > size) throw new RangeError(`a record of ${length} bytes cannot fit a ring of ${size}`)
     const head = i[this.#c + R_HEAD]!
-    const used = (head - i[this.#c + R_TAIL]!) >>> 0
+    const used = (head - Atomics.load(i, this.#c + R_TAIL)) >>> 0
     const pos = head & (size - 1)
     const skip = need > size - pos ? size - pos : 0
-    if (used + skip + need > size) return false
+    if (used + skip + need > size) return -1
     if (skip !== 0) i[(this.#data + pos) >> 2] = WRAP
     const at = skip !== 0 ? 0 : pos
     i[(this.#data + at) >> 2] = length
-    let o = this.#data + at + 4
-    for (const p of parts) {
-      this.#u8.set(p, o)
-      o += p.length
-    }
-    Atomics.store(i, this.#c + R_HEAD, (head + skip + need) | 0)
-    Atomics.add(i, this.#c + R_PUBLISHED, 1)
-    wake(i, this.#c + R_PUBLISHED, this.#c + R_RECEIVE_WAITERS)
-    return true
+    this.#nextHead = (head + skip + need) | 0
+    return this.#data + at + 4
   }
 
-  /** Under the mutex: takes the next record, as a copy, or null when the ring is empty. */
-  readLocked(): Uint8Array | null {
+  /**
+   * Under the mutex: publishes the record reserved last (one store: it is whole or absent) and
+   * wakes a sleeping receiver; with `wakeNow` false the caller calls wakeReceivers() itself
+   * once it has let go of the arena's lock, so that the receiver it wakes does not find the
+   * lock still held (and sleep again on it) when it comes to take the message's blocks.
+   */
+  publishLocked(wakeNow = true): void {
+    const i = this.#i32
+    Atomics.store(i, this.#c + R_HEAD, this.#nextHead)
+    Atomics.add(i, this.#c + R_PUBLISHED, 1)
+    if (wakeNow) this.wakeReceivers()
+  }
+
+  /** Wakes receivers asleep waiting for a record (after publishLocked(false)). */
+  wakeReceivers(): void {
+    wake(this.#i32, this.#c + R_PUBLISHED, this.#c + R_RECEIVE_WAITERS)
+  }
+
+  /**
+   * Under the mutex: takes the next record, as a copy, or null when the ring is empty.
+   * `onlyReader`: this object is the ring's only reader (a channel's receiving side), so
+   * records published after the one asked for may be copied out with it, in one copy, and
+   * handed out by the next calls (see #copyRun).
+   */
+  readLocked(onlyReader = false): Uint8Array | null {
     const i = this.#i32
     const size = this.size
-    const head = i[this.#c + R_HEAD]!
-    let tail = i[this.#c + R_TAIL]!
+    const head = Atomics.load(i, this.#c + R_HEAD)
+    let tail = Atomics.load(i, this.#c + R_TAIL)
     if (head === tail) return null
     let pos = tail & (size - 1)
     let length = i[(this.#data + pos) >> 2]!
@@ -137,7 +184,7 @@ export class RecordRing {
       length = i[this.#data >> 2]!
     }
     if (length < 0 || length + 4 > size) throw new TransportError('PROTOCOL', `record ring is corrupt: a record of ${length} bytes`)
-    const record = this.#u8.slice(this.#data + pos + 4, this.#data + pos + 4 + length)
+    const record = onlyReader ? this.#copyRun(tail, pos, length, head) : this.#copyOut(this.#data + pos + 4, length)
     const newTail = (tail + ((4 + length + 7) & ~7)) | 0
     Atomics.store(i, this.#c + R_TAIL, newTail)
     Atomics.add(i, this.#c + R_CONSUMED, 1)
@@ -147,19 +194,78 @@ export class RecordRing {
     return record
   }
 
+  /**
+   * A copy of `length` bytes of the ring, in ordinary memory: small records are copied into
+   * a shared chunk (one allocation for many records; TypedArray.set from shared memory is a
+   * memcpy, where slice() of it is a slow path), larger ones into a buffer of their own.
+   */
+  #copyOut(from: number, length: number): Uint8Array {
+    const src = this.#u8.subarray(from, from + length)
+    if (length > CHUNK_RECORD) {
+      const own = new Uint8Array(length)
+      own.set(src)
+      return own
+    }
+    let chunk = this.#chunk
+    let at = this.#chunkUsed
+    if (chunk === null || at + length > chunk.length) {
+      chunk = this.#chunk = new Uint8Array(CHUNK_BYTES)
+      at = 0
+    }
+    chunk.set(src, at)
+    this.#chunkUsed = (at + length + 7) & ~7
+    return chunk.subarray(at, at + length)
+  }
+
+  /**
+   * The record at ring counter `tail` (position `pos`, `length` bytes) from a copy of the run
+   * of published records it starts: the whole run up to `head` or the ring's end (at most a
+   * chunk) is copied at once, and the records after it are cut from that copy by the next
+   * calls, as long as they fall inside it. TypedArray.set from shared memory costs about
+   * half a microsecond a call whatever the size below a few KiB: one call serves many records.
+   * Only for a ring's only reader: the counters it is given are then consecutive.
+   */
+  #copyRun(tail: number, pos: number, length: number, head: number): Uint8Array {
+    const chunk = this.#chunk
+    const offset = (tail - this.#runFrom) >>> 0
+    if (chunk !== null && offset < this.#runBytes && offset + 4 + length <= this.#runBytes) {
+      const at = this.#runBase + offset + 4
+      return chunk.subarray(at, at + length)
+    }
+    const need = 4 + length
+    let n = Math.min((head - tail) >>> 0, this.size - pos, CHUNK_BYTES)
+    if (n < need) n = need
+    if (need > CHUNK_RECORD) {
+      this.#runBytes = 0
+      return this.#copyOut(this.#data + pos + 4, length)
+    }
+    let base = this.#chunkUsed
+    if (chunk === null || base + n > chunk.length) {
+      this.#chunk = new Uint8Array(CHUNK_BYTES)
+      base = 0
+    }
+    this.#chunk!.set(this.#u8.subarray(this.#data + pos, this.#data + pos + n), base)
+    this.#chunkUsed = (base + n + 7) & ~7
+    this.#runFrom = tail
+    this.#runBase = base
+    this.#runBytes = n
+    return this.#chunk!.subarray(base + 4, base + 4 + length)
+  }
+
   /** Under the mutex: drops every record (the only receiver is gone). */
   clearLocked(): void {
+    this.#runBytes = 0
     Atomics.store(this.#i32, this.#c + R_TAIL, Atomics.load(this.#i32, this.#c + R_HEAD))
   }
 
-  /** Waits for a record to be published after `observed` (a value of `published`). */
-  async waitPublished(observed: number, deadline: number, signal?: AbortSignal): Promise<void> {
-    await this.#wait(R_RECEIVE_WAITERS, R_PUBLISHED, observed, deadline, signal)
+  /** Waits for a record to be published after `observed` (a value of `published`); `keepAlive` false when the caller keeps the loop alive itself. */
+  waitPublished(observed: number, deadline: number, signal?: AbortSignal, keepAlive = true): Promise<unknown> {
+    return sleep(this.#i32, this.#c + R_PUBLISHED, this.#c + R_RECEIVE_WAITERS, observed, deadline, { signal, keepAlive })
   }
 
   /** Waits for a record to be taken after `observed` (a value of `consumed`). */
-  async waitConsumed(observed: number, deadline: number, signal?: AbortSignal): Promise<void> {
-    await this.#wait(R_SEND_WAITERS, R_CONSUMED, observed, deadline, signal)
+  waitConsumed(observed: number, deadline: number, signal?: AbortSignal): Promise<unknown> {
+    return sleep(this.#i32, this.#c + R_CONSUMED, this.#c + R_SEND_WAITERS, observed, deadline, { signal })
   }
 
   /** Port signalling counts messages here too: a message posted (published) or taken (consumed). */
@@ -172,9 +278,5 @@ export class RecordRing {
     const i = this.#i32
     const consumed = Atomics.add(i, this.#c + R_CONSUMED, 1) + 1
     if (((Atomics.load(i, this.#c + R_PUBLISHED) - consumed) | 0) <= window) wake(i, this.#c + R_CONSUMED, this.#c + R_SEND_WAITERS)
-  }
-
-  async #wait(waiters: number, word: number, observed: number, deadline: number, signal?: AbortSignal): Promise<void> {
-    await sleep(this.#i32, this.#c + word, this.#c + waiters, observed, deadline, signal)
   }
 }

@@ -32,35 +32,79 @@ export function checkWait(options: WaitOptions, deadline: number, what: string):
 }
 
 
+/** What a sleep may also do besides waiting for the word. */
+export interface SleepOptions {
+  /** Gives up with nothing thrown (the caller re-checks) when aborted. */
+  signal?: AbortSignal | undefined
+  /** Wakes after at most this many ms even if nothing changed (for waits a dead thread could leave hanging). */
+  slice?: number
+  /** Keep the thread's event loop alive while sleeping (a pending waitAsync does not). Default true. */
+  keepAlive?: boolean
+}
+
+// One timer, ref'd while any sleep that must keep the event loop alive is pending: cheaper than a timer per sleep.
+let aliveCount = 0
+let aliveTimer: ReturnType<typeof setInterval> | null = null
+function holdAlive(): void {
+  if (aliveCount++ === 0) {
+    if (aliveTimer === null) aliveTimer = setInterval(noop, 2 ** 30)
+    else aliveTimer.ref()
+  }
+}
+function dropAlive(): void {
+  if (--aliveCount === 0) aliveTimer!.unref()
+}
+
+const RESOLVED: Promise<unknown> = Promise.resolve()
+
 /**
  * Sleeps until words[index] is no longer `observed`, a wake() arrives, the deadline passes or
  * the signal aborts (the caller re-checks its condition afterwards). words[sleepers] counts the
- * threads asleep on the word; wake() counts out those it wakes, so that a burst of changes
- * costs one notify, not one each. A slice of at most `slice` ms bounds every sleep, so that a
- * lost wake-up costs a slice, never a hang.
+ * threads asleep on the word; wake() notifies only when it is not zero, and counts out those
+ * it wakes, so that a burst of changes costs one notify, not one each, and a sender whose
+ * receiver is busy (not asleep) notifies nobody.
+ *
+ * No lost wake-up: the sleeper counts itself in (sequentially consistent) before waitAsync
+ * compares the word, and a waker changes the word before it reads the count; so either the
+ * waker sees the sleeper and notifies it, or waitAsync sees the new value and returns at once.
+ *
+ * Atomics.waitAsync is called without a timeout: V8 turns a timeout into a delayed task of
+ * the embedder, which in Node costs a wake-up of the thread's own loop, a libuv timer and,
+ * when it fires, a linear scan of every delayed task still pending (thousands, with one wait
+ * per message): that, not the signal, was most of a small message's cost. Deadlines, slices
+ * and keeping the event loop alive are done with JS timers instead, and only when asked for.
+ * A wait given up on (deadline, abort, slice) stays in V8's list, counted as a sleeper, until
+ * the next wake() of that word takes it out.
  */
-export async function sleep(words: Int32Array, index: number, sleepers: number, observed: number, deadline: number, signal?: AbortSignal, slice = 1000): Promise<void> {
-  const ms = Math.max(0, Math.min(slice, deadline - performance.now()))
+export function sleep(words: Int32Array, index: number, sleepers: number, observed: number, deadline: number, options: SleepOptions = {}): Promise<unknown> {
   Atomics.add(words, sleepers, 1)
-  const r = waitAsync(words, index, observed, ms)
+  const r = waitAsync(words, index, observed)
   if (!r.async) {
     Atomics.sub(words, sleepers, 1)
-    return
+    return RESOLVED
   }
-  // A pending waitAsync does not keep Node's event loop alive; a timer does, for as long as the sleep.
-  const alive = setTimeout(() => {}, ms + 1000)
-  const woken = r.value.then((how) => {
-    if (how !== 'ok') Atomics.sub(words, sleepers, 1)
+  const { signal, slice = Infinity, keepAlive = true } = options
+  const until = Math.min(deadline, slice === Infinity ? Infinity : performance.now() + slice)
+  if (until === Infinity && signal === undefined && !keepAlive) return r.value
+  return new Promise<void>((resolve) => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let settled = false
+    const done = (): void => {
+      if (settled) return
+      settled = true
+      if (timer !== undefined) clearTimeout(timer)
+      if (keepAlive) dropAlive()
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    if (keepAlive) holdAlive()
+    if (until !== Infinity) timer = setTimeout(done, Math.max(0, until - performance.now()))
+    if (signal !== undefined) {
+      if (signal.aborted) done()
+      else signal.addEventListener('abort', done, { once: true })
+    }
+    r.value.then(done, done)
   })
-  // An abort must end a sleep at once; waitAsync cannot be cancelled, so the sleep is raced with the signal.
-  let onAbort: (() => void) | undefined
-  try {
-    if (signal === undefined) await woken
-    else await Promise.race([woken, new Promise<void>((resolve) => signal.addEventListener('abort', (onAbort = () => resolve()), { once: true }))])
-  } finally {
-    clearTimeout(alive)
-    if (onAbort !== undefined) signal!.removeEventListener('abort', onAbort)
-  }
 }
 
 /** Wakes the threads asleep on words[index] (after the caller changed it). */
@@ -69,3 +113,5 @@ export function wake(words: Int32Array, index: number, sleepers: number): void {
   const n = Atomics.notify(words, index)
   if (n > 0) Atomics.sub(words, sleepers, n)
 }
+
+function noop(): void {}
