@@ -60,11 +60,24 @@ export interface UnpicklerOptions {
   opaque?: boolean
   /** Deepest MARK nesting accepted. Default 10,000. */
   maxDepth?: number
+  /**
+   * Work budget of one load, against CPU amplification (a small pickle passing a big memoized
+   * list to list() a million times): every call of a reconstructor (REDUCE, NEWOBJ, INST,
+   * OBJ) and every BUILD is charged 1 plus the length of each argument it is handed (items of
+   * a list, tuple, dict or set, characters of a str, bytes of a buffer), and a load that has
+   * been charged more than its budget fails with an UnpicklingError. Default: 64 per byte of
+   * the pickle and of its out-of-band buffers, plus 1,048,576: a pickle CPython wrote never
+   * comes near it, as each argument it passes was written into it (or sent beside it) once.
+   */
+  maxWork?: number
   /** Largest single pickle read from a chunk source, in bytes. Default 2 GiB. */
   maxSize?: number
 }
 
 const DEFAULT_MAX_DEPTH = 10_000
+/** The default work budget: WORK_PER_BYTE per input byte plus WORK_BASE (see maxWork). */
+const WORK_PER_BYTE = 64
+const WORK_BASE = 1 << 20
 const DEFAULT_MAX_SIZE = 2 ** 31
 /** Python refuses int() of more digits than this (sys.int_info.default_max_str_digits). */
 const MAX_INT_DIGITS = 4300
@@ -115,6 +128,10 @@ class LoadState {
   readonly opaque: boolean
   readonly dictAsObject: boolean
   readonly maxDepth: number
+  readonly maxWork: number | null
+  /** What this load has been charged, and what it may be (see UnpicklerOptions.maxWork). */
+  work = 0
+  workLimit = 0
   readonly encoding: string
   readonly errors: string
   readonly fixImports: boolean
@@ -127,6 +144,7 @@ class LoadState {
     this.opaque = options.opaque ?? false
     this.dictAsObject = checkChoice(options.dict ?? 'map', ['map', 'object'], 'dict') === 'object'
     this.maxDepth = checkLimit(options.maxDepth ?? DEFAULT_MAX_DEPTH, 'maxDepth')
+    this.maxWork = options.maxWork === undefined ? null : checkLimit(options.maxWork, 'maxWork')
     this.encoding = options.encoding ?? 'ASCII'
     this.errors = options.errors ?? 'strict'
     this.fixImports = options.fixImports ?? true
@@ -147,6 +165,8 @@ class LoadState {
     if (this.pos >= this.end) throw new EOFError('Ran out of input')
     this.resetStack()
     this.proto = 0
+    this.work = 0
+    this.workLimit = this.maxWork ?? WORK_BASE + WORK_PER_BYTE * (this.end - this.pos)
     let opStart = this.pos
     try {
       const data = this.data
@@ -190,6 +210,19 @@ class LoadState {
     this.result = undefined
     this.resetStack()
     return result
+  }
+
+  /** Charges a reconstructor call or BUILD for what it is handed; over budget is an error. */
+  charge(what: 'a call of' | 'a new' | 'BUILD of', subject: unknown, args: readonly unknown[]): void {
+    let w = 1
+    for (let i = 0; i < args.length; i++) w += workSize(args[i])
+    this.work += w
+    if (this.work > this.workLimit) {
+      throw new UnpicklingError(
+        `the load exceeded its work budget (${this.workLimit} items handed to reconstructors and BUILD; ` +
+          `${what} ${describe(subject)} was handed ${w}): a pickle amplifying work through memoized values? See the maxWork option`,
+      )
+    }
   }
 
   dv(): DataView {
@@ -493,8 +526,25 @@ function addItems(target: unknown, items: unknown[]): void {
 
 // ---- objects ----
 
+/** How much a reconstructor may have to walk through in one argument (see UnpicklerOptions.maxWork). */
+function workSize(v: unknown): number {
+  if (typeof v === 'string') return v.length
+  if (typeof v !== 'object' || v === null) return 1
+  if (Array.isArray(v)) return v.length + 1
+  if (v instanceof Map || v instanceof Set) return v.size + 1
+  if (ArrayBuffer.isView(v)) return v.byteLength + 1
+  if (v instanceof PickleBuffer) return v.released ? 1 : v.byteLength + 1
+  if (isPlainObject(v)) {
+    let n = 1
+    for (const k in v) if (Object.prototype.hasOwnProperty.call(v, k)) n++
+    return n
+  }
+  return 1
+}
+
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
+  s.charge('a call of', callable, args)
   if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
   if (typeof callable === 'function') return callable(...args)
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
@@ -515,8 +565,9 @@ function followOptions(s: LoadState, g: PyGlobal, v: unknown): unknown {
   return v
 }
 
-function newObject(cls: unknown, args: unknown, kwargs: unknown, origin: 'newobj' | 'newobj_ex'): unknown {
+function newObject(s: LoadState, cls: unknown, args: unknown, kwargs: unknown, origin: 'newobj' | 'newobj_ex'): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`NEWOBJ arguments must be a tuple, got ${describe(args)}`)
+  s.charge('a new', cls, kwargs === null ? args : [...args, kwargs])
   if (cls instanceof PyGlobal) return withName(cls, () => cls.newObject(args, kwargs, origin))
   if (typeof cls === 'function' && typeof cls.prototype === 'object' && cls.prototype !== null) return Object.create(cls.prototype)
   throw new UnpicklingError(`cannot create an instance of ${describe(cls)}`)
@@ -541,6 +592,7 @@ const NOT_BUILDABLE = [
 
 function build(s: LoadState, inst: unknown, state: unknown): void {
   if (typeof inst !== 'object' || inst === null) throw new UnpicklingError(`BUILD needs an object, got ${describe(inst)}`)
+  s.charge('BUILD of', inst, Array.isArray(state) && state.constructor === Tuple ? state : [state])
   const ctor = (inst as { constructor?: unknown }).constructor
   const hook = typeof ctor === 'function' ? s.globals.registration(ctor)?.hooks.setState : undefined
   const custom = hook ? (st: unknown) => hook(inst, st) : (inst as { [setState]?: unknown })[setState]
@@ -798,7 +850,9 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const next = s.buffers.next()
     if (next.done) throw new UnpicklingError('not enough out-of-band buffers')
     const buf = next.value
-    s.stack.push(buf instanceof PickleBuffer ? buf : new PickleBuffer(buf))
+    const pb = buf instanceof PickleBuffer ? buf : new PickleBuffer(buf)
+    if (s.maxWork === null) s.workLimit += WORK_PER_BYTE * pb.byteLength
+    s.stack.push(pb)
   },
   READONLY_BUFFER(s) {
     const top = s.top()
@@ -1013,14 +1067,14 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if (s.pending !== null) s.flushLists()
     const args = s.pop()
     const cls = s.pop()
-    s.stack.push(newObject(cls, args, null, 'newobj'))
+    s.stack.push(newObject(s, cls, args, null, 'newobj'))
   },
   NEWOBJ_EX(s) {
     if (s.pending !== null) s.flushLists()
     const kwargs = s.pop()
     const args = s.pop()
     const cls = s.pop()
-    s.stack.push(newObject(cls, args, kwargs, 'newobj_ex'))
+    s.stack.push(newObject(s, cls, args, kwargs, 'newobj_ex'))
   },
   INST(s) {
     if (s.pending !== null) s.flushLists()
