@@ -187,9 +187,7 @@ class LoadState {
           case OP.MEMOIZE: L.MEMOIZE(this); continue
           case OP.BINPUT: L.BINPUT(this); continue
           case OP.BINGET: L.BINGET(this); continue
-          case OP.MARK:
-            if (!appendRun(this)) L.MARK(this)
-            continue
+          case OP.MARK: L.MARK(this); continue
           case OP.APPENDS: L.APPENDS(this); continue
           case OP.APPEND: L.APPEND(this); continue
           case OP.SETITEMS: L.SETITEMS(this); continue
@@ -674,8 +672,13 @@ function appendRun(s: LoadState): boolean {
     } else if (code === OP.BINFLOAT) {
       if (pos + 9 > end) break
       const x = view.getFloat64(pos + 1, false)
-      item = lossless && Number.isInteger(x) ? new PyFloat(x) : x
       pos += 9
+      if (lossless && Number.isInteger(x)) item = new PyFloat(x)
+      else if (n < room) {
+        // Stored straight from the read, so that a list of floats never boxes them one by one.
+        list[n++] = x
+        continue
+      } else item = x
     } else if (code === OP.SHORT_BINUNICODE) {
       if (pos + 2 > end) break
       const len = data[pos + 1]!
@@ -1005,6 +1008,8 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(s.top())
   },
   MARK(s) {
+    const next = s.data[s.pos]
+    if ((next === OP.BININT1 || next === OP.BININT2 || next === OP.BININT || next === OP.BINFLOAT || next === OP.SHORT_BINUNICODE) && appendRun(s)) return
     if (s.marks.length >= s.maxDepth) throw new UnpicklingError(`MARK nesting deeper than maxDepth (${s.maxDepth})`)
     s.fence = s.stack.length
     s.marks.push(s.fence)
