@@ -34,6 +34,8 @@ export interface Registration {
 /** A name to value mapping for globals; a registry can fall back to a parent. */
 export class GlobalRegistry {
   readonly #entries = new Map<string, unknown>()
+  /** The same entries by module, then name: a lookup hashes the two strings it has, without joining them. */
+  readonly #byModule = new Map<string, Map<string, unknown>>()
   readonly #registrations = new Map<Function, Registration>()
   #frozen = false
 
@@ -41,19 +43,22 @@ export class GlobalRegistry {
 
   /** The value for module.name, or undefined when neither this registry nor its parents have it. */
   get(module: string, name: string): unknown {
-    const key = `${module}.${name}`
-    if (this.#entries.has(key)) return this.#entries.get(key)
+    const names = this.#byModule.get(module)
+    if (names !== undefined && names.has(name)) return names.get(name)
     return this.parent?.get(module, name)
   }
 
   has(module: string, name: string): boolean {
-    return this.#entries.has(`${module}.${name}`) || (this.parent?.has(module, name) ?? false)
+    return this.#byModule.get(module)?.has(name) === true || (this.parent?.has(module, name) ?? false)
   }
 
   /** Registers any value (a PyGlobal, a function, a constant) under module.name. */
   set(module: string, name: string, value: unknown): this {
     if (this.#frozen) throw new PickleError('this registry is frozen; make a new GlobalRegistry(parent) to extend it')
     this.#entries.set(`${module}.${name}`, value)
+    let names = this.#byModule.get(module)
+    if (names === undefined) this.#byModule.set(module, (names = new Map()))
+    names.set(name, value)
     return this
   }
 

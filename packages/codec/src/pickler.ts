@@ -1031,7 +1031,7 @@ export class Pickler {
   }
 
   #saveGlobal(g: PyGlobal): void {
-    const key = g.extensionCode !== null && g.opaque ? `\0ext${g.extensionCode}` : `${g.module}\0${g.name}`
+    const key = g.memoKey
     const idx = this.#globalMemo.get(key)
     if (idx !== undefined) return this.#memoGet(idx)
     const code = g.extensionCode !== null && g.opaque ? g.extensionCode : this.protocol >= 2 ? this.#extensions.get(key) : undefined
@@ -1105,6 +1105,8 @@ export class Pickler {
 
   /** Recipes for the value classes this codec exports, as their Python types reduce. */
   #builtinRecipe(obj: object): Recipe | null {
+    // TypedArrays first: they are the commonest value here (a tensor in every message).
+    if (ArrayBuffer.isView(obj)) return numpyRecipe(obj, this.protocol, this.#numpy)
     if (obj instanceof PyObject) return this.#opaqueRecipe(obj)
     if (obj instanceof Complex) return { callable: G.complex, args: tuple(new PyFloat(obj.real), new PyFloat(obj.imag)) }
     if (obj instanceof PyRange) return { callable: G.range, args: tuple(obj.start, obj.stop, obj.step) }

@@ -924,29 +924,28 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   TUPLE(s) {
     const m = s.markStart()
     const st = s.stack
-    const t = new Tuple()
-    for (let i = m; i < st.length; i++) t.push(st[i])
+    const n = st.length - m
+    const t = new Tuple(n)
+    for (let i = 0; i < n; i++) t[i] = st[m + i]
     st.length = m
     st.push(t)
   },
   TUPLE1(s) {
-    const t = new Tuple()
-    t.push(s.pop())
+    const t = new Tuple(1)
+    t[0] = s.pop()
     s.stack.push(t)
   },
   TUPLE2(s) {
-    const b = s.pop()
-    const a = s.pop()
-    const t = new Tuple()
-    t.push(a, b)
+    const t = new Tuple(2)
+    t[1] = s.pop()
+    t[0] = s.pop()
     s.stack.push(t)
   },
   TUPLE3(s) {
-    const c = s.pop()
-    const b = s.pop()
-    const a = s.pop()
-    const t = new Tuple()
-    t.push(a, b, c)
+    const t = new Tuple(3)
+    t[2] = s.pop()
+    t[1] = s.pop()
+    t[0] = s.pop()
     s.stack.push(t)
   },
 
