@@ -2,16 +2,20 @@
 // websockets (Python) sending the same bytes over the same kind of loopback connection, in one
 // run, as ratios. Large float32 arrays (MB/s) and 1 KiB messages (messages per second).
 //
-// Node <-> Node: the other Node end runs in a worker thread, so each end has a core. The
-// clock runs from the moment the receiver is ready until the last message is received (and,
-// for picklewire, loaded: an NDArray over the received bytes). Python <-> Node: one python3
+// Node <-> Node: the other Node end runs in a worker thread, so each end has a core (the 1 KiB
+// messages get a fresh one). The clock runs from the moment the receiver is ready until the
+// last message is received (and, for picklewire, loaded: an NDArray over the received bytes).
+// 1 KiB messages: picklewire as it is (protocol version 2: one frame each) and limited to
+// version 1 (two frames each), against ws + pickle and raw ws. Python <-> Node: one python3
 // process per run (packages/transport/python/interop_peer.py send-bench / recv-bench).
 //
 // Masking: a client must mask every byte it sends (RFC 6455) and the server unmask it; ws does
-// both with a JavaScript loop unless the optional native bufferutil addon is installed (it is
-// not here). The masking table times that loop against a memcpy, and a client that masks with
-// an all-zero key (ws's generateMask option: the loop is skipped; not RFC-compliant, shown
-// only to price the masking).
+// both with a JavaScript loop unless the optional native bufferutil addon is installed (an
+// optional dependency of @picklewire/transport; WS_NO_BUFFER_UTIL=1 in the environment makes
+// ws ignore it, for an A/B run). The masking table times ws's mask as loaded here and ws's
+// JavaScript loop (in a child process with WS_NO_BUFFER_UTIL=1) against a memcpy, and a client
+// that masks with an all-zero key (ws's generateMask option: the masking is skipped; not
+// RFC-compliant, shown only to price the masking).
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -110,7 +114,7 @@ if (!isMainThread && workerData?.picklewireWsBenchPeer) await peerMain()
 
 /** Node client -> Node server (worker): seconds from "go" to "done". */
 async function clientSends(kind, ports, job, wsOptions = {}) {
-  if (kind !== 'pw') {
+  if (kind !== 'pw' && kind !== 'pw1') {
     const ws = new WebSocket(`ws://127.0.0.1:${ports.raw}/`, { ...RAW_WS, ...wsOptions })
     await once(ws, 'open')
     const bytes = job.small ? smallMessage(job.bytes).raw : tensor(job.bytes).raw
@@ -125,7 +129,7 @@ async function clientSends(kind, ports, job, wsOptions = {}) {
     ws.close()
     return dt / 1000
   }
-  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { ws: wsOptions })
+  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { ws: wsOptions, protocolVersion: kind === 'pw1' ? 1 : 2 })
   const { value } = smallMessage(job.bytes)
   const array = job.small ? null : tensor(job.bytes).array
   await sock.send(JSON.stringify({ ...job, mode: 'sink' }))
@@ -141,7 +145,7 @@ async function clientSends(kind, ports, job, wsOptions = {}) {
 
 /** Node server (worker) -> Node client: seconds from the request to the last message loaded. */
 async function serverSends(kind, ports, job) {
-  if (kind !== 'pw') {
+  if (kind !== 'pw' && kind !== 'pw1') {
     const ws = new WebSocket(`ws://127.0.0.1:${ports.raw}/`, RAW_WS)
     await once(ws, 'open')
     let got = 0
@@ -156,7 +160,7 @@ async function serverSends(kind, ports, job) {
     ws.close()
     return dt / 1000
   }
-  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`)
+  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { protocolVersion: kind === 'pw1' ? 1 : 2 })
   const t0 = performance.now()
   await sock.send(JSON.stringify({ ...job, mode: 'source' }))
   let copied = 0
@@ -257,23 +261,45 @@ function pythonReady() {
   })
 }
 
-/** ws's masking loop as it runs without bufferutil, against a memcpy of as many bytes. */
-function maskingCost(bytes) {
+/** The path of ws's buffer-util.js, as @picklewire/transport loads it. */
+function wsBufferUtil() {
   const wsDir = dirname(createRequire(fileURLToPath(import.meta.resolve('@picklewire/transport'))).resolve('ws'))
-  const { mask } = createRequire(import.meta.url)(join(wsDir, 'lib', 'buffer-util.js'))
+  return join(wsDir, 'lib', 'buffer-util.js')
+}
+
+/** Best of 4 timings of ws's mask over `bytes` bytes, run where it is called (source: a function of bytes and a require). */
+function timeMask(bytes, req) {
+  const { mask } = req(wsBufferUtil())
   const src = Buffer.alloc(bytes, 1)
   const dst = Buffer.allocUnsafe(bytes)
   const key = Buffer.from([1, 2, 3, 4])
-  const best = (fn) => {
-    let b = Infinity
-    for (let i = 0; i < 4; i++) {
-      const t0 = performance.now()
-      fn()
-      b = Math.min(b, (performance.now() - t0) / 1000)
-    }
-    return b
+  let b = Infinity
+  for (let i = 0; i < 4; i++) {
+    const t0 = performance.now()
+    mask(src, key, dst, 0, bytes)
+    b = Math.min(b, (performance.now() - t0) / 1000)
   }
-  return { mask: best(() => mask(src, key, dst, 0, bytes)), memcpy: best(() => src.copy(dst)) }
+  return b
+}
+
+/** ws's mask as loaded here, its JavaScript loop (a child process without bufferutil), and a memcpy of as many bytes. */
+async function maskingCost(bytes) {
+  const src = Buffer.alloc(bytes, 1)
+  const dst = Buffer.allocUnsafe(bytes)
+  let memcpy = Infinity
+  for (let i = 0; i < 4; i++) {
+    const t0 = performance.now()
+    src.copy(dst)
+    memcpy = Math.min(memcpy, (performance.now() - t0) / 1000)
+  }
+  const mask = timeMask(bytes, createRequire(import.meta.url))
+  const script = `const { performance } = require('node:perf_hooks'); const wsBufferUtil = () => ${JSON.stringify(wsBufferUtil())};
+${timeMask.toString()}; process.stdout.write(String(timeMask(${bytes}, require)))`
+  const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, WS_NO_BUFFER_UTIL: '1' }, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  await once(child, 'exit')
+  return { mask, jsLoop: Number(out), memcpy }
 }
 
 const rate = (bytes, t) => fmtRate(bytes, t.best)
@@ -286,8 +312,12 @@ export async function runWs({ quick, log }) {
   const big = { bytes: p.mib * MiB, count: p.count }
   const small = { bytes: p.small, count: p.smallCount, small: true }
   const bytes = big.bytes * big.count
-  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { picklewireWsBenchPeer: true } })
-  const [ports] = await once(worker, 'message')
+  const peer = async () => {
+    const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { picklewireWsBenchPeer: true } })
+    const [ports] = await once(worker, 'message')
+    return { worker, ports }
+  }
+  let { worker, ports } = await peer()
   const rows = []
   const smallRows = []
   let zeroMask
@@ -305,7 +335,13 @@ export async function runWs({ quick, log }) {
     } else {
       rows.push({ label: `Python rows skipped: ${PYTHON} lacks numpy, websockets or msgpack`, na: true })
     }
-    const kinds = ['pw', 'codec', 'raw']
+    // The small messages get a fresh peer thread, and this thread a full GC first: what the
+    // 64 MiB runs left in the heaps (and the GC work it makes) would otherwise fall on the
+    // runs that allocate per message (picklewire, ws + pickle) and not on raw ws.
+    await worker.terminate()
+    ;({ worker, ports } = await peer())
+    globalThis.gc?.()
+    const kinds = ['pw', 'pw1', 'codec', 'raw']
     smallRows.push(await pair('Node -> Node, client sends', (k) => clientSends(k, ports, small), kinds))
     smallRows.push(await pair('Node -> Node, server sends', (k) => serverSends(k, ports, small), kinds))
   } finally {
@@ -316,17 +352,24 @@ export async function runWs({ quick, log }) {
   printTable(['path', 'picklewire', 'raw ws / websockets', 'vs raw'], rows.map((r) => r.na
     ? [r.label, 'n/a', 'n/a', 'n/a']
     : [r.label, rate(bytes, r.pw), rate(bytes, r.raw), ratio(r.pw, r.raw)]))
+  console.log(`\nmedians (picklewire / raw): ${rows.filter((r) => !r.na).map((r) => `${r.label}: ${fmtRate(bytes, r.pw.median)} / ${fmtRate(bytes, r.raw.median)}`).join('; ')}`)
   console.log(`\n### ${small.count.toLocaleString('en')} messages of ${fmtBytes(small.bytes)} per run (best of ${p.runs}, taking turns): {'seq': i, 'payload': bytes}, header + pickle = ${fmtBytes(small.bytes)}\n`)
-  console.log('ws + pickle: the same value pickled with the same codec (dumps), sent as one frame, loaded on receipt (loads): what an')
-  console.log(`application does without the carrier. raw ws: ready-made frames of ${fmtBytes(small.bytes)}, nothing pickled or loaded.\n`)
-  printTable(['path', 'picklewire', 'ws + pickle', 'raw ws', 'vs ws + pickle', 'vs raw'], smallRows.map((r) => [
-    r.label, perSecond(small.count, r.pw), perSecond(small.count, r.codec), perSecond(small.count, r.raw), ratio(r.pw, r.codec), ratio(r.pw, r.raw),
+  console.log('picklewire: protocol version 2, one frame per message (the pickle inside the header frame); v1: the same with')
+  console.log('protocolVersion: 1, two frames per message (header, pickle). ws + pickle: the same value pickled with the same codec')
+  console.log('(dumps), sent as one frame, loaded on receipt (loads): what an application does without the carrier. raw ws:')
+  console.log(`ready-made frames of ${fmtBytes(small.bytes)}, nothing pickled or loaded.\n`)
+  printTable(['path', 'picklewire', 'picklewire v1', 'ws + pickle', 'raw ws', 'vs ws + pickle', 'vs raw'], smallRows.map((r) => [
+    r.label, perSecond(small.count, r.pw), perSecond(small.count, r.pw1), perSecond(small.count, r.codec), perSecond(small.count, r.raw), ratio(r.pw, r.codec), ratio(r.pw, r.raw),
   ]))
+  const med = (t) => `${Math.round(small.count / t.median).toLocaleString('en')}/s`
+  console.log(`\nmedians (picklewire / v1 / ws + pickle / raw ws): ${smallRows.map((r) => `${r.label}: ${med(r.pw)} / ${med(r.pw1)} / ${med(r.codec)} / ${med(r.raw)} (${(r.raw.median / r.pw.median).toFixed(2)}x of raw)`).join('; ')}`)
 
-  const m = maskingCost(big.bytes)
-  console.log(`\n### masking (bufferutil is ${hasBufferutil() ? '' : 'not '}installed)\n`)
+  const m = await maskingCost(big.bytes)
+  const bu = bufferutilState()
+  console.log(`\n### masking (bufferutil ${bu})\n`)
   printTable(['operation', 'rate'], [
-    [`ws's JavaScript mask loop over ${fmtBytes(big.bytes)}`, fmtRate(big.bytes, m.mask)],
+    [`ws's mask over ${fmtBytes(big.bytes)}, as loaded here (bufferutil ${bu})`, fmtRate(big.bytes, m.mask)],
+    [`ws's JavaScript mask loop over ${fmtBytes(big.bytes)} (no bufferutil)`, fmtRate(big.bytes, m.jsLoop)],
     [`memcpy of ${fmtBytes(big.bytes)} (Buffer.copy)`, fmtRate(big.bytes, m.memcpy)],
     ['Node -> Node, client sends, random mask (picklewire / raw)', `${rate(bytes, rows[0].pw)} / ${rate(bytes, rows[0].raw)}`],
     ['Node -> Node, client sends, all-zero mask: no masking work (picklewire / raw)', `${rate(bytes, zeroMask.pw)} / ${rate(bytes, zeroMask.raw)}`],
@@ -334,12 +377,15 @@ export async function runWs({ quick, log }) {
   console.log('\nReceiving Node side: every picklewire array above loaded as an NDArray over the Buffer ws delivered (checked: no copy beyond ws\'s own assembly of the frame).')
 }
 
-function hasBufferutil() {
+/** Whether ws uses bufferutil here: 'in use', 'installed, turned off by WS_NO_BUFFER_UTIL' or 'not installed'. */
+function bufferutilState() {
+  let installed
   try {
-    const wsDir = dirname(createRequire(fileURLToPath(import.meta.resolve('@picklewire/transport'))).resolve('ws'))
-    createRequire(join(wsDir, 'index.js')).resolve('bufferutil')
-    return true
+    createRequire(wsBufferUtil())('bufferutil')
+    installed = true
   } catch {
-    return false
+    installed = false
   }
+  if (!installed) return 'not installed'
+  return process.env.WS_NO_BUFFER_UTIL ? 'installed, turned off by WS_NO_BUFFER_UTIL' : 'in use'
 }

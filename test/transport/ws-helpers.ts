@@ -90,9 +90,9 @@ export async function within<T>(ms: number, p: Promise<T>, what: string): Promis
   }
 }
 
-/** A plain ws client (no picklewire) for crafting frames by hand. */
-export async function rawClient(url: string, options: ConstructorParameters<typeof WebSocket>[2] = {}): Promise<WebSocket> {
-  const ws = new WebSocket(url, [SUBPROTOCOL], { perMessageDeflate: false, ...options })
+/** A plain ws client (no picklewire) for crafting frames by hand; offers picklewire.v1 unless told otherwise. */
+export async function rawClient(url: string, options: ConstructorParameters<typeof WebSocket>[2] = {}, protocols: string[] = [SUBPROTOCOL]): Promise<WebSocket> {
+  const ws = new WebSocket(url, protocols, { perMessageDeflate: false, ...options })
   await within(5000, once(ws, 'open'), 'the raw client to open')
   return ws
 }

@@ -1,11 +1,11 @@
 """A scriptable Python peer for the Node interop tests and benchmarks (not part of the API).
 
-    python3 interop_peer.py echo-server [--key K] [--max-buffers N] [--ping S]
+    python3 interop_peer.py echo-server [--key K] [--max-buffers N] [--ping S] [--protocol-version V]
         prints {"port": N}, echoes every message and answers requests until killed or stdin
         closes; pings every S seconds (default 20)
-    python3 interop_peer.py arrays-client URL --count N [--seed S] [--key K]
+    python3 interop_peer.py arrays-client URL --count N [--seed S] [--key K] [--protocol-version V]
         sends N messages of numpy arrays (varied dtypes, shapes, orders, read-only flags) and
-        checks each echo; prints {"sent": N, "matched": M, "dtypes": [...], ...}
+        checks each echo; prints {"sent": N, "matched": M, "dtypes": [...], "version": V, "stats": {...}}
         (--any-byte-order: a big-endian array may come back in the machine's byte order)
     python3 interop_peer.py request-client URL --count N [--key K]
         asks N requests ({'op': 'scale', ...}) and checks the answers; then one that fails
@@ -115,13 +115,13 @@ async def echo_server(args) -> None:
             print(f'echo-server: {e.code}: {e}', file=sys.stderr, flush=True)
 
     async with pw.serve(handler, key=key_of(args), limits=limits_of(args), on_request=answer,
-                        heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10)) as server:
+                        protocol_version=args.protocol_version, heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10)) as server:
         out({'port': server.sockets[0].getsockname()[1]})
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
 
 
 async def arrays_client(args) -> int:
-    sock = await pw.connect(args.url, key=key_of(args))
+    sock = await pw.connect(args.url, key=key_of(args), protocol_version=args.protocol_version)
     sent = [make_array(i, args.seed) for i in range(args.count)]
     # What pickle itself makes of each array (numpy loads a non-contiguous big-endian array in
     # the machine's byte order): the echo must equal that.
@@ -151,13 +151,14 @@ async def arrays_client(args) -> int:
 
     await asyncio.gather(send_all(), check_all())
     result['stats'] = vars(sock.stats)
+    result['version'] = sock.version
     await sock.close()
     out(result)
     return 0 if result['matched'] == args.count else 1
 
 
 async def request_client(args) -> int:
-    sock = await pw.connect(args.url, key=key_of(args))
+    sock = await pw.connect(args.url, key=key_of(args), protocol_version=args.protocol_version)
     good = 0
     for i in range(args.count):
         a = np.arange(i % 50 + 1, dtype=np.float64).reshape(-1, 1)
@@ -249,12 +250,14 @@ def main() -> int:
     s.add_argument('--key')
     s.add_argument('--max-buffers', type=int)
     s.add_argument('--ping', type=float, default=20)
+    s.add_argument('--protocol-version', type=int, default=pw.LATEST_VERSION)
     for name in ('arrays-client', 'request-client'):
         s = sub.add_parser(name)
         s.add_argument('url')
         s.add_argument('--count', type=int, default=100)
         s.add_argument('--seed', type=int, default=1)
         s.add_argument('--key')
+        s.add_argument('--protocol-version', type=int, default=pw.LATEST_VERSION)
         s.add_argument('--any-byte-order', action='store_true',
                        help='a big-endian array may come back in the machine order (NDArray loads it so)')
     s = sub.add_parser('partial')

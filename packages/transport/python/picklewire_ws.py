@@ -1,8 +1,10 @@
 """picklewire over WebSocket: the Python peer.
 
-Speaks the wire protocol of docs/wire-protocol.md (version 1) with asyncio, websockets and
-msgpack, and nothing else. A message is a msgpack header frame, the pickle frame, then one
-binary frame per out-of-band buffer (and a 32-byte HMAC-SHA256 frame when a key is set).
+Speaks the wire protocol of docs/wire-protocol.md (versions 1 and 2) with asyncio, websockets
+and msgpack, and nothing else. A message is a msgpack header frame, the pickle frame, then one
+binary frame per out-of-band buffer (and a 32-byte HMAC-SHA256 frame when a key is set). On a
+version 2 connection (subprotocol picklewire.v2, preferred by both sides) a pickle of up to
+16 KiB rides inside the header frame instead, so a message without buffers is one frame.
 Values are pickled with protocol 5 and a buffer_callback, so numpy arrays leave as memoryviews
 of their own memory, and are loaded with buffers=, so they come back as arrays over the
 received frames.
@@ -39,12 +41,27 @@ from websockets.asyncio.server import serve as _ws_serve
 from websockets.exceptions import ConnectionClosed
 
 __all__ = [
-    'PROTOCOL_VERSION', 'SUBPROTOCOL', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
+    'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
     'PickleSocket', 'connect', 'serve', 'encode_value', 'encode_header', 'decode_header',
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # version 1: every message has a pickle frame
+LATEST_VERSION = 2  # version 2: a small pickle may ride inside the header frame (`pk`)
+PROTOCOL_VERSIONS = (2, 1)  # newest first
 SUBPROTOCOL = 'picklewire.v1'
+
+
+def subprotocol_of(version: int) -> str:
+    return f'picklewire.v{version}'
+
+
+def version_of_subprotocol(name: str | None) -> int:
+    """The version a handshake selected: 2 for picklewire.v2, else 1 (v1, or no subprotocol)."""
+    return 2 if name == subprotocol_of(2) else 1
+
+
+def _offered(version: int) -> list[str]:
+    return [subprotocol_of(v) for v in PROTOCOL_VERSIONS if v <= version]
 
 KIND_MESSAGE, KIND_REQUEST, KIND_REPLY, KIND_ERROR = 'msg', 'req', 'rep', 'err'
 KINDS = frozenset((KIND_MESSAGE, KIND_REQUEST, KIND_REPLY, KIND_ERROR))
@@ -54,6 +71,7 @@ MAC_BYTES = 32
 ALIGNMENTS = frozenset((1, 2, 4, 8))
 MIN_OUT_OF_BAND_BYTES = 1024
 MAX_HEADER_BYTES = 64 * 1024
+MAX_INLINE_PICKLE_BYTES = 16 * 1024
 
 
 class CLOSE:
@@ -113,6 +131,9 @@ class Stats:
     messages_received: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    #: WebSocket data frames of those messages (version 2: one for a message without buffers or MAC)
+    frames_sent: int = 0
+    frames_received: int = 0
     #: bytes copied on receipt to make writable buffers (writable=True only)
     bytes_copied: int = 0
 
@@ -120,12 +141,15 @@ class Stats:
 # -- headers ------------------------------------------------------------------------------------
 
 def encode_header(*, id: int, k: str, p: int, b: list[int], ro: list[bool], re: int | None = None,
-                  x: dict[str, Any] | None = None, v: int = PROTOCOL_VERSION) -> bytes:
+                  x: dict[str, Any] | None = None, v: int = PROTOCOL_VERSION, pk: bytes | None = None) -> bytes:
+    """A header frame. pk: the pickle itself, inline (version 2; p must be its length)."""
     h: dict[str, Any] = {'v': v, 'id': id, 'k': k, 'p': p, 'b': b, 'ro': ro}
     if re is not None:
         h['re'] = re
     if x:
         h['x'] = x
+    if pk is not None:
+        h['pk'] = pk
     return msgpack.packb(h, use_bin_type=True)
 
 
@@ -153,8 +177,9 @@ def check_lengths(p: int, b: list[int], limits: Limits) -> None:
         raise TransportError('LIMIT', f'message of {total} bytes is over max_message_bytes ({limits.max_message_bytes})')
 
 
-def decode_header(frame: bytes, limits: Limits) -> dict[str, Any]:
-    """Decodes and validates a header, as @picklewire/transport's decodeHeader does."""
+def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION) -> dict[str, Any]:
+    """Decodes and validates a header of a connection of this version (checks 1 to 7 of the
+    spec), as @picklewire/transport's decodeWireHeader does. An inline pickle is under 'pk'."""
     if len(frame) > MAX_HEADER_BYTES:
         raise _bad(f'{len(frame)} bytes is too long for a header')
     try:
@@ -164,8 +189,8 @@ def decode_header(frame: bytes, limits: Limits) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise _bad('not a map')
     v = _uint(raw.get('v'), 'v')
-    if v != PROTOCOL_VERSION:
-        raise TransportError('PROTOCOL', f'unsupported protocol version {v}; this side speaks {PROTOCOL_VERSION}',
+    if v != version:
+        raise TransportError('PROTOCOL', f'unsupported protocol version {v}; this connection speaks {version}',
                              version_mismatch=True)
     k = raw.get('k', KIND_MESSAGE)
     if not isinstance(k, str) or len(k) > 32:
@@ -183,8 +208,18 @@ def decode_header(frame: bytes, limits: Limits) -> dict[str, Any]:
         if not isinstance(f, bool):
             raise _bad(f'ro[{i}] must be a boolean')
     p = _uint(raw.get('p'), 'p')
+    pk = raw.get('pk')
+    if pk is not None or 'pk' in raw:
+        if version < 2:
+            raise _bad('pk (an inline pickle) needs protocol version 2')
+        if not isinstance(pk, bytes):
+            raise _bad('pk must be binary (msgpack bin)')
+        if len(pk) != p:
+            raise _bad(f'pk holds {len(pk)} bytes but p announces {p}')
     check_lengths(p, b, limits)
     h = {'v': v, 'id': _uint(raw.get('id'), 'id'), 'k': k, 'p': p, 'b': b, 'ro': ro}
+    if pk is not None:
+        h['pk'] = pk
     re = raw.get('re')
     if re is not None:
         h['re'] = _uint(re, 're')
@@ -265,8 +300,8 @@ class _Receiver:
     """header -> pickle -> buffers -> [MAC]: the same state machine as the Node receiver."""
     HEADER, PICKLE, BUFFER, MAC = range(4)
 
-    def __init__(self, limits: Limits, key: bytes | None, peer: str):
-        self.limits, self.key, self.peer = limits, key, peer
+    def __init__(self, limits: Limits, key: bytes | None, peer: str, version: int = PROTOCOL_VERSION):
+        self.limits, self.key, self.peer, self.version = limits, key, peer, version
         self.next_id = 1
         self._reset()
 
@@ -277,6 +312,7 @@ class _Receiver:
         self.buffers: list[bytes] = []
         self.nbytes = 0
         self.mac: _Mac | None = None
+        self.inline = False
 
     @property
     def in_message(self) -> bool:
@@ -286,8 +322,9 @@ class _Receiver:
         h = self.header
         if h is None:
             return 'between messages'
-        frames = 2 + len(h['b']) + (1 if self.mac else 0)
-        got = {self.PICKLE: 1, self.BUFFER: 2 + len(self.buffers)}.get(self.state, frames - 1)
+        first = 1 if self.inline else 2
+        frames = first + len(h['b']) + (1 if self.mac else 0)
+        got = {self.PICKLE: 1, self.BUFFER: first + len(self.buffers)}.get(self.state, frames - 1)
         return f"in message {h['id']} after {got} of its {frames} frames"
 
     def push(self, frame: bytes | str) -> _Message | None:
@@ -296,7 +333,9 @@ class _Receiver:
         self.nbytes += len(frame)
         if self.state == self.HEADER:
             self._on_header(frame)
-            return None
+            if not self.inline:
+                return None
+            return self._next()  # the pickle came inline: buffers, the MAC, or the end of the message
         h = self.header
         assert h is not None
         if self.state == self.PICKLE:
@@ -314,7 +353,10 @@ class _Receiver:
             return self._complete()
         if self.mac is not None:
             self.mac.update(frame)
-        if len(self.buffers) < len(h['b']):
+        return self._next()
+
+    def _next(self) -> _Message | None:
+        if len(self.buffers) < len(self.header['b']):
             self.state = self.BUFFER
             return None
         if self.mac is not None:
@@ -323,7 +365,7 @@ class _Receiver:
         return self._complete()
 
     def _on_header(self, frame: bytes) -> None:
-        h = decode_header(frame, self.limits)
+        h = decode_header(frame, self.limits, self.version)
         if h['k'] not in KINDS:
             raise TransportError('PROTOCOL', f"message {h['id']} has unknown kind {h['k']!r}")
         if h['id'] != self.next_id:
@@ -346,6 +388,9 @@ class _Receiver:
         if self.key is not None:
             self.mac = _Mac(self.key, self.peer)
             self.mac.update(frame)
+        if 'pk' in h:
+            self.inline = True
+            self.pickle = h['pk']
         self.state = self.PICKLE
 
     def _expect(self, frame: bytes, n: int, what: str) -> None:
@@ -394,7 +439,9 @@ class PickleSocket:
         self.out_of_band = out_of_band
         self.stats = Stats()
         self.error: BaseException | None = None
-        self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client')
+        #: the protocol version the handshake selected (its subprotocol): 2 or 1
+        self.version = version_of_subprotocol(getattr(ws, 'subprotocol', None))
+        self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self._send_lock = asyncio.Lock()
         self._next_id = 1
@@ -437,9 +484,19 @@ class PickleSocket:
                 extras['al'] = parts.align
             if self.key is not None:
                 extras['auth'] = AUTH_SCHEME
-            header = encode_header(id=id, k=kind, p=len(parts.pickle), b=[b.nbytes for b in parts.buffers],
-                                   ro=parts.readonly, re=re, x=extras)
-            frames: list[Any] = [header, parts.pickle, *parts.buffers]
+            lengths = [b.nbytes for b in parts.buffers]
+            header = None
+            if self.version >= 2 and len(parts.pickle) <= MAX_INLINE_PICKLE_BYTES:
+                header = encode_header(v=self.version, id=id, k=kind, p=len(parts.pickle), b=lengths,
+                                       ro=parts.readonly, re=re, x=extras, pk=parts.pickle)
+                if len(header) > MAX_HEADER_BYTES:
+                    header = None  # large extras: the pickle goes in a frame of its own after all
+            if header is not None:
+                frames: list[Any] = [header, *parts.buffers]
+            else:
+                header = encode_header(v=self.version, id=id, k=kind, p=len(parts.pickle), b=lengths,
+                                       ro=parts.readonly, re=re, x=extras)
+                frames = [header, parts.pickle, *parts.buffers]
             if self.key is not None:
                 mac = _Mac(self.key, self.role)
                 for f in frames:
@@ -453,6 +510,7 @@ class PickleSocket:
             except ConnectionClosed:
                 raise self._closed_error() from None
             self.stats.messages_sent += 1
+            self.stats.frames_sent += len(frames)
             self.stats.bytes_sent += sum(memoryview(f).nbytes for f in frames)
             return id
 
@@ -511,6 +569,7 @@ class PickleSocket:
         try:
             while True:
                 frame = await self.ws.recv()
+                self.stats.frames_received += 1
                 m = self._receiver.push(frame)
                 if m is not None:
                     self.stats.messages_received += 1
@@ -636,6 +695,11 @@ def _remote_error(value: Any, re: int) -> TransportError:
 
 # -- connecting and serving ---------------------------------------------------------------------
 
+def _check_version(version: int) -> None:
+    if version not in PROTOCOL_VERSIONS:
+        raise ValueError(f'protocol_version must be one of {PROTOCOL_VERSIONS}, got {version!r}')
+
+
 def _ws_options(limits: Limits, heartbeat_interval: float | None, heartbeat_timeout: float | None,
                 ws_options: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -651,7 +715,8 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
                   on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
                   unpickler: type[pickle.Unpickler] | None = None, heartbeat_interval: float | None = 20,
                   heartbeat_timeout: float | None = 20,
-                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, **ws_options: Any) -> PickleSocket:
+                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
+                  protocol_version: int = LATEST_VERSION, **ws_options: Any) -> PickleSocket:
     """Connects to a picklewire server (ws:// or wss://; pass ssl= for TLS options).
 
     key: shared HMAC-SHA256 key (both sides need it). limits: checked on every header.
@@ -660,9 +725,11 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     receipt (default False: values come back over the received bytes, read-only).
     unpickler: a pickle.Unpickler subclass, e.g. with a restricted find_class.
     heartbeat_interval / heartbeat_timeout: websockets' ping_interval / ping_timeout, seconds.
+    protocol_version: the newest version to offer (2: picklewire.v2 then picklewire.v1; 1: v1 only).
     Other keyword arguments go to websockets' connect().
     """
-    ws = await _ws_connect(uri, subprotocols=[SUBPROTOCOL],
+    _check_version(protocol_version)
+    ws = await _ws_connect(uri, subprotocols=_offered(protocol_version),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                         writable=writable, unpickler=unpickler, out_of_band=out_of_band)
@@ -672,11 +739,15 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
           key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS, on_request: RequestHandler | None = None,
           queue_size: int = 16, writable: bool = False, unpickler: type[pickle.Unpickler] | None = None,
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
-          out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, **ws_options: Any):
+          out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
+          **ws_options: Any):
     """Serves picklewire connections: `handler(sock)` runs for each; the connection closes
     when it returns. Use as `async with serve(...) as server:` (websockets' Server; the port is
     server.sockets[0].getsockname()[1]). Options as for connect(); others go to websockets' serve().
+    The server selects the newest subprotocol a client offers, up to protocol_version.
     """
+    _check_version(protocol_version)
+    offered_here = _offered(protocol_version)
     async def on_connection(ws) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                             writable=writable, unpickler=unpickler, out_of_band=out_of_band)
@@ -686,7 +757,7 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
             await sock.close()
 
     def select_subprotocol(connection, offered):
-        return SUBPROTOCOL if SUBPROTOCOL in offered else None
+        return next((name for name in offered_here if name in offered), None)
 
-    return _ws_serve(on_connection, host, port, subprotocols=[SUBPROTOCOL], select_subprotocol=select_subprotocol,
+    return _ws_serve(on_connection, host, port, subprotocols=offered_here, select_subprotocol=select_subprotocol,
                      **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))

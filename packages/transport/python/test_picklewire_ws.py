@@ -12,6 +12,7 @@ import asyncio
 import pickle
 import unittest
 
+import msgpack
 import numpy as np
 from websockets.asyncio.client import connect as raw_connect
 
@@ -108,6 +109,107 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(pw.TransportError) as e:
             receiver.push(frames[3])
         self.assertEqual(e.exception.code, 'AUTH')
+
+    async def test_version_2_is_negotiated_and_a_small_message_is_one_frame(self):
+        async with Peer() as peer:
+            sock = await peer.client()
+            self.assertEqual(sock.version, 2)
+            self.assertEqual(sock.ws.subprotocol, 'picklewire.v2')
+            for i in range(50):
+                await sock.send({'seq': i, 'payload': bytes(960)})
+            for i in range(50):
+                self.assertEqual((await sock.recv())['seq'], i)
+            self.assertEqual(sock.stats.frames_sent, 50)
+            self.assertEqual(sock.stats.frames_received, 50)
+            self.assertEqual(peer.server_socks[0].version, 2)
+            self.assertEqual(peer.server_socks[0].stats.frames_received, 50)
+            # buffers still travel as frames of their own; a big pickle gets its own frame
+            a = np.arange(4096, dtype=np.float64)
+            await sock.send({'a': a})
+            np.testing.assert_array_equal((await sock.recv())['a'], a)
+            self.assertEqual(sock.stats.frames_sent, 52, 'header (pickle inline) and one buffer frame')
+            big = 'x' * (pw.MAX_INLINE_PICKLE_BYTES + 10)
+            await sock.send(big)
+            self.assertEqual(await sock.recv(), big)
+            self.assertEqual(sock.stats.frames_sent, 54, 'header and pickle frame')
+            await sock.close()
+
+    async def test_version_2_with_a_key_is_header_and_mac(self):
+        async with Peer(key='k') as peer:
+            sock = await peer.client(key='k')
+            await sock.send({'seq': 1})
+            self.assertEqual(await sock.recv(), {'seq': 1})
+            self.assertEqual(sock.stats.frames_sent, 2)
+            self.assertEqual(sock.stats.frames_received, 2)
+            await sock.close()
+
+    async def test_version_1_when_either_side_asks(self):
+        async with Peer() as peer:
+            sock = await peer.client(protocol_version=1)
+            self.assertEqual(sock.version, 1)
+            await sock.send([1, 2])
+            self.assertEqual(await sock.recv(), [1, 2])
+            self.assertEqual(sock.stats.frames_sent, 2)
+            self.assertEqual(sock.stats.frames_received, 2)
+            await sock.close()
+        async with Peer(protocol_version=1) as peer:
+            sock = await peer.client()
+            self.assertEqual(sock.version, 1)
+            await sock.send('x')
+            self.assertEqual(await sock.recv(), 'x')
+            self.assertEqual(sock.stats.frames_received, 2)
+            await sock.close()
+        with self.assertRaises(ValueError):
+            await pw.connect('ws://127.0.0.1:1/', protocol_version=3)
+
+    async def test_the_spec_test_vector_version_2(self):
+        frames = [bytes.fromhex(h) for h in (
+            '88a17602a2696401a16ba36d7367a17014a1629110a2726f91c2a17882a2616c9108a461757468ab686d61632d736861323536'
+            'a2706bc41480059509000000000000007d948c01789497732e',
+            '000102030405060708090a0b0c0d0e0f',
+            '2d16a90eb0470fc6efa4075158381e7f1d2ebe5a28f1af6ce8c35d19d6900bd6',
+        )]
+        pk = bytes.fromhex('80059509000000000000007d948c01789497732e')
+        self.assertEqual(pw.encode_header(v=2, id=1, k='msg', p=20, b=[16], ro=[False],
+                                          x={'al': [8], 'auth': 'hmac-sha256'}, pk=pk), frames[0])
+        receiver = pw._Receiver(pw.DEFAULT_LIMITS, b'picklewire test key', 'client', 2)
+        self.assertEqual([receiver.push(f) for f in frames[:2]], [None] * 2)
+        m = receiver.push(frames[2])
+        self.assertEqual(bytes(pickle.loads(m.pickle, buffers=m.buffers)['x']), bytes(range(16)))
+        tampered = bytearray(frames[0])
+        tampered[-3] ^= 1  # a byte of the inline pickle
+        receiver = pw._Receiver(pw.DEFAULT_LIMITS, b'picklewire test key', 'client', 2)
+        receiver.push(bytes(tampered))
+        receiver.push(frames[1])
+        with self.assertRaises(pw.TransportError) as e:
+            receiver.push(frames[2])
+        self.assertEqual(e.exception.code, 'AUTH')
+
+    def test_inline_header_checks(self):
+        good = pickle.dumps('ok', protocol=5)
+        receiver = pw._Receiver(pw.DEFAULT_LIMITS, None, 'client', 2)
+        m = receiver.push(pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[], pk=good))
+        self.assertEqual(pickle.loads(m.pickle), 'ok', 'one frame, one message')
+        self.assertEqual(receiver.progress(), 'between messages')
+        cases = {
+            'pk on version 1': (1, pw.encode_header(v=1, id=1, k='msg', p=len(good), b=[], ro=[], pk=good), 'PROTOCOL', 'needs protocol version 2'),
+            'pk shorter than p': (2, pw.encode_header(v=2, id=1, k='msg', p=len(good) + 1, b=[], ro=[], pk=good), 'PROTOCOL', 'p announces'),
+            'pk a str': (2, msgpack.packb({'v': 2, 'id': 1, 'k': 'msg', 'p': 2, 'pk': 'ok'}), 'PROTOCOL', 'must be binary'),
+            'pk nil': (2, msgpack.packb({'v': 2, 'id': 1, 'k': 'msg', 'p': 2, 'pk': None}), 'PROTOCOL', 'must be binary'),
+            'version 1 header on version 2': (2, pw.encode_header(v=1, id=1, k='msg', p=len(good), b=[], ro=[]), 'PROTOCOL', 'this connection speaks 2'),
+            'over max_pickle_bytes': (2, pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[], pk=good), 'LIMIT', 'max_pickle_bytes'),
+            'cut inside pk': (2, pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[], pk=good)[:-3], 'PROTOCOL', 'not msgpack'),
+            'header over 64 KiB': (2, pw.encode_header(v=2, id=1, k='msg', p=70000, b=[], ro=[], pk=bytes(70000)), 'PROTOCOL', 'too long'),
+        }
+        for name, (version, frame, code, text) in cases.items():
+            with self.subTest(name):
+                limits = pw.Limits(max_pickle_bytes=4) if name == 'over max_pickle_bytes' else pw.DEFAULT_LIMITS
+                receiver = pw._Receiver(limits, None, 'client', version)
+                with self.assertRaises(pw.TransportError) as e:
+                    receiver.push(frame)
+                self.assertEqual(e.exception.code, code)
+                self.assertIn(text, str(e.exception))
+                self.assertEqual(e.exception.close_code() == pw.CLOSE.VERSION, name == 'version 1 header on version 2')
 
     async def test_received_values_are_read_only_unless_writable_is_asked(self):
         async with Peer() as peer:
@@ -244,6 +346,30 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                     await ws.wait_closed()
                     self.assertEqual(ws.close_code, code)
                     self.assertEqual(peer.received, [])
+
+    async def test_raw_version_2_frames_that_break_the_protocol(self):
+        good = pickle.dumps('ok', protocol=5)
+        h2 = lambda **kw: pw.encode_header(**{'v': 2, 'id': 1, 'k': 'msg', 'p': len(good), 'b': [], 'ro': [], 'pk': good, **kw})
+        cases = {
+            'version 1 header': ([pw.encode_header(id=1, k='msg', p=len(good), b=[], ro=[]), good], 4426),
+            'pk shorter than p': ([h2(p=len(good) + 1)], 4400),
+            'pk a str': ([msgpack.packb({'v': 2, 'id': 1, 'k': 'msg', 'p': 2, 'pk': 'ok'})], 4400),
+            'a pickle frame after an inline header': ([h2(), good], 4400),
+            'id out of sequence': ([h2(id=2)], 4400),
+            'buffer over the limit': ([h2(b=[2 ** 31], ro=[False])], 4413),
+            'header over 64 KiB': ([h2(p=70000, pk=bytes(70000))], 4400),
+        }
+        for name, (frames, code) in cases.items():
+            with self.subTest(name):
+                async with Peer() as peer:
+                    ws = await raw_connect(peer.url, subprotocols=['picklewire.v2'])
+                    self.assertEqual(ws.subprotocol, 'picklewire.v2')
+                    for f in frames:
+                        await ws.send(f)
+                    await ws.wait_closed()
+                    self.assertEqual(ws.close_code, code)
+                    expected = ['ok'] if name == 'a pickle frame after an inline header' else []
+                    self.assertEqual(peer.received, expected)
 
     async def test_peer_gone_mid_message_is_an_error(self):
         async with Peer() as peer:

@@ -1,8 +1,7 @@
 /** The client side: connect to a picklewire WebSocket server. */
 import { WebSocket, type ClientOptions } from 'ws'
 import { TransportError } from '../errors.js'
-import { SUBPROTOCOL } from './constants.js'
-import { maxPayloadFor, resolveOptions, type PickleSocketOptions } from './options.js'
+import { maxPayloadFor, offeredSubprotocols, resolveOptions, type PickleSocketOptions } from './options.js'
 import { PickleSocket } from './socket.js'
 
 export interface ConnectOptions extends PickleSocketOptions {
@@ -22,7 +21,7 @@ export interface ConnectOptions extends PickleSocketOptions {
 export function connectPickleSocket(url: string | URL, options: ConnectOptions = {}): Promise<PickleSocket> {
   const { ws: wsOptions, ...rest } = options
   const resolved = resolveOptions(rest)
-  const ws = new WebSocket(url, [SUBPROTOCOL], {
+  const ws = new WebSocket(url, offeredSubprotocols(resolved.protocolVersion), {
     perMessageDeflate: false,
     skipUTF8Validation: true,
     maxPayload: maxPayloadFor(resolved.limits),

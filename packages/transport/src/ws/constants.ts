@@ -5,7 +5,10 @@
  */
 import { TransportError, type TransportErrorCode } from '../errors.js'
 
-/** Offered by clients and selected by servers in the opening handshake. */
+/**
+ * Version 1's subprotocol. Clients offer picklewire.v2 first, then this; servers select the
+ * newest offered (see wire.ts).
+ */
 export const SUBPROTOCOL = 'picklewire.v1'
 
 /** Message kinds (the header's `k`). */

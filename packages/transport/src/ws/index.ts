@@ -8,6 +8,10 @@ export {
 } from './options.js'
 export { AUTH_SCHEME, CLOSE, KIND, SUBPROTOCOL } from './constants.js'
 export { MAC_BYTES, type Role } from './auth.js'
+export {
+  MAX_INLINE_PICKLE_BYTES, PROTOCOL_VERSIONS, decodeWireHeader, encodeWireHeader, subprotocolOf, versionOfSubprotocol,
+  type WireHeader,
+} from './wire.js'
 export type { WebSocketStats } from './stats.js'
 /** ws's own classes, for raw sockets and for wrapping your own in a PickleSocket without depending on ws yourself. */
 export { WebSocket, WebSocketServer } from 'ws'

@@ -5,6 +5,7 @@
 import type { UnpicklerOptions } from '@picklewire/codec'
 import { resolveLimits, type Limits } from '../limits.js'
 import type { EncodeOptions } from '../message.js'
+import { LATEST_VERSION, MAX_HEADER_BYTES, PROTOCOL_VERSIONS, subprotocolOf } from './wire.js'
 
 /** What a request handler gets besides the value. */
 export interface RequestInfo {
@@ -57,6 +58,13 @@ export interface PickleSocketOptions {
   unpickler?: Omit<UnpicklerOptions, 'buffers'>
   /** How sent values are pickled, and which buffers go out of band. Default: encodeValue's defaults. */
   pickler?: EncodeOptions
+  /**
+   * The newest protocol version to offer (client) or select (server) in the handshake: 2
+   * (picklewire.v2, small pickles inside the header frame) or 1 (picklewire.v1). Default 2;
+   * a peer that speaks only version 1 gets version 1 either way. A PickleSocket you make
+   * yourself speaks the version its ws socket's handshake selected.
+   */
+  protocolVersion?: number
 }
 
 export interface ResolvedOptions {
@@ -70,6 +78,7 @@ export interface ResolvedOptions {
   onRequest: RequestHandler | null
   unpickler: Omit<UnpicklerOptions, 'buffers'>
   pickler: EncodeOptions
+  protocolVersion: number
 }
 
 export const DEFAULT_HIGH_WATER_MARK = 8 * 2 ** 20
@@ -77,13 +86,30 @@ export const DEFAULT_RECEIVE_HIGH_WATER_MARK = 64 * 2 ** 20
 export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
 export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000
 
-/** The largest header a receiver accepts (decodeHeader's own bound). */
-export const MAX_HEADER_BYTES = 64 * 1024
+/** The largest header a receiver accepts. */
+export { MAX_HEADER_BYTES }
 
 function count(name: string, value: number | undefined, fallback: number, min: number): number {
   const v = value ?? fallback
   if (!Number.isSafeInteger(v) || v < min) throw new TypeError(`option ${name} must be an integer of at least ${min}, got ${String(value)}`)
   return v
+}
+
+function protocolVersion(v: number | undefined): number {
+  if (v === undefined) return LATEST_VERSION
+  if (!PROTOCOL_VERSIONS.includes(v)) throw new TypeError(`option protocolVersion must be one of ${PROTOCOL_VERSIONS.join(', ')}, got ${String(v)}`)
+  return v
+}
+
+/** The subprotocols a client offers, newest first, up to `version`. */
+export function offeredSubprotocols(version: number): string[] {
+  return PROTOCOL_VERSIONS.filter((v) => v <= version).map(subprotocolOf)
+}
+
+/** What a server selects from the subprotocols a client offers: the newest it speaks up to `version`, or none. */
+export function selectSubprotocol(offered: ReadonlySet<string>, version: number): string | false {
+  for (const name of offeredSubprotocols(version)) if (offered.has(name)) return name
+  return false
 }
 
 export function resolveOptions(o: PickleSocketOptions = {}): ResolvedOptions {
@@ -104,6 +130,7 @@ export function resolveOptions(o: PickleSocketOptions = {}): ResolvedOptions {
     onRequest: o.onRequest ?? null,
     unpickler: o.unpickler ?? {},
     pickler: o.pickler ?? {},
+    protocolVersion: protocolVersion(o.protocolVersion),
   }
 }
 

@@ -3,19 +3,22 @@
  *
  *   HEADER --header--> PICKLE --pickle--> BUFFER (once per buffer) --> [MAC] --> HEADER
  *
+ * A version 2 header that carries the pickle (`pk`) goes straight on to the buffers, the MAC
+ * or, for a message of one frame, the end of the message.
+ *
  * Every frame is checked against what the header announced before it is kept; the header is
  * checked against the limits before any frame of the message arrives. A violation throws a
  * TransportError and the message is dropped whole: nothing partial ever leaves this file.
  */
-import { Unpackr } from 'msgpackr'
 import { TransportError } from '../errors.js'
-import { PROTOCOL_VERSION, decodeHeader, type MessageHeader } from '../header.js'
+import type { MessageHeader } from '../header.js'
 import type { Limits } from '../limits.js'
 import type { MessageParts } from '../message.js'
 import { alignedView } from './alignment.js'
 import { FrameMac, MAC_BYTES, type Role } from './auth.js'
 import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
 import type { WebSocketStats } from './stats.js'
+import { VersionMismatch, decodeWireHeader } from './wire.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
 export interface ReceivedMessage {
@@ -31,29 +34,7 @@ const enum State {
   MAC,
 }
 
-/** A header that names another protocol version: the receiver closes with its own code for it. */
-export class VersionMismatch extends TransportError {}
-
-const peek = new Unpackr({ useRecords: false, mapsAsObjects: false })
-
-/** decodeHeader's errors, with a wrong version told apart (it gets close code 4426). */
-function readHeader(frame: Uint8Array, limits: Limits): MessageHeader {
-  try {
-    return decodeHeader(frame, limits)
-  } catch (err) {
-    if (err instanceof TransportError && err.code === 'PROTOCOL') {
-      let v: unknown
-      try {
-        const raw = peek.unpack(frame)
-        v = raw instanceof Map ? raw.get('v') : undefined
-      } catch {
-        v = undefined
-      }
-      if (Number.isSafeInteger(v) && (v as number) >= 0 && v !== PROTOCOL_VERSION) throw new VersionMismatch('PROTOCOL', err.message)
-    }
-    throw err
-  }
-}
+export { VersionMismatch }
 
 function alignments(h: MessageHeader): number[] | null {
   const al = h.x?.[EXTRA.alignment]
@@ -73,6 +54,9 @@ export class MessageReceiver {
   #buffers: Uint8Array[] = []
   #bytes = 0
   #mac: FrameMac | null = null
+  #inline = false
+  /** The connection's protocol version (from the handshake's subprotocol); set before the first frame. */
+  version = 1
 
   /**
    * @param peer which side sends the frames this receiver reads (its MAC label)
@@ -94,8 +78,9 @@ export class MessageReceiver {
   progress(): string {
     const h = this.#header
     if (h === null) return 'between messages'
-    const frames = 2 + h.b.length + (this.#mac ? 1 : 0)
-    const got = this.#state === State.PICKLE ? 1 : this.#state === State.BUFFER ? 2 + this.#buffers.length : frames - 1
+    const first = this.#inline ? 1 : 2
+    const frames = first + h.b.length + (this.#mac ? 1 : 0)
+    const got = this.#state === State.PICKLE ? 1 : this.#state === State.BUFFER ? first + this.#buffers.length : frames - 1
     return `in message ${h.id} after ${got} of its ${frames} frames`
   }
 
@@ -103,6 +88,7 @@ export class MessageReceiver {
   push(frame: Uint8Array, isBinary: boolean): ReceivedMessage | null {
     if (!isBinary) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
     this.#bytes += frame.byteLength
+    this.stats.framesReceived++
     switch (this.#state) {
       case State.HEADER: return this.#onHeader(frame)
       case State.PICKLE: return this.#onPickle(frame)
@@ -112,7 +98,7 @@ export class MessageReceiver {
   }
 
   #onHeader(frame: Uint8Array): ReceivedMessage | null {
-    const h = readHeader(frame, this.limits)
+    const h = decodeWireHeader(frame, this.limits, this.version)
     if (!KINDS.has(h.k)) throw new TransportError('PROTOCOL', `message ${h.id} has unknown kind ${JSON.stringify(h.k)}`)
     if (h.id !== this.#nextId) {
       throw new TransportError('PROTOCOL', `message id ${h.id} out of sequence: expected ${this.#nextId} (a message was lost, repeated or reordered)`)
@@ -129,6 +115,11 @@ export class MessageReceiver {
     if (this.key !== null) {
       this.#mac = new FrameMac(this.key, this.peer)
       this.#mac.update(frame)
+    }
+    if (h.pk !== undefined) {
+      this.#inline = true
+      this.#pickle = new Uint8Array(h.pk.buffer, h.pk.byteOffset, h.pk.byteLength)
+      return this.#next()
     }
     this.#state = State.PICKLE
     return null
@@ -191,6 +182,7 @@ export class MessageReceiver {
     this.#buffers = []
     this.#bytes = 0
     this.#mac = null
+    this.#inline = false
     this.stats.messagesReceived++
     this.stats.bytesReceived += message.bytes
     return message

@@ -1,17 +1,19 @@
 /**
  * Writes messages as frames: header, pickle, one frame per out-of-band buffer, then the MAC
- * when messages are authenticated. All frames of a message go to ws in one synchronous run, so
- * no other message's frames can come between them. Backpressure: while more than the
- * high-water mark of bytes handed to ws is not yet written to the socket, new messages wait
- * in a queue, in order, and their send() promises with them.
+ * when messages are authenticated. On a version 2 connection a small pickle rides inside the
+ * header frame (`pk`), so that a message without buffers is one frame. All frames of a
+ * message go to ws in one synchronous run, so no other message's frames can come between
+ * them. Backpressure: while more than the high-water mark of bytes handed to ws is not yet
+ * written to the socket, new messages wait in a queue, in order, and their send() promises
+ * with them.
  */
 import type { WebSocket } from 'ws'
-import { PROTOCOL_VERSION, encodeHeader, type MessageHeader } from '../header.js'
 import type { MessageParts } from '../message.js'
 import { naturalAlignment } from './alignment.js'
 import { FrameMac, type Role } from './auth.js'
 import { AUTH_SCHEME, EXTRA } from './constants.js'
 import type { WebSocketStats } from './stats.js'
+import { MAX_HEADER_BYTES, MAX_INLINE_PICKLE_BYTES, encodeWireHeader, type WireHeader } from './wire.js'
 
 /** What a message says besides its parts. */
 export interface Envelope {
@@ -37,6 +39,9 @@ interface Corkable {
 /** How many bytes a corked batch of messages may hold before it is written. */
 const CORK_BYTES = 64 * 1024
 
+/** ws.send's options for every frame (ws copies them). */
+const BINARY = Object.freeze({ binary: true })
+
 export class MessageSender {
   #nextId = 1
   #queue: Pending[] = []
@@ -45,6 +50,12 @@ export class MessageSender {
   /** The socket while this sender has it corked, and the bytes written since. */
   #corked: Corkable | null = null
   #corkedBytes = 0
+  /** Byte counts of the messages handed to ws and not yet written, in order (ws calls back in write order). */
+  readonly #unwritten: number[] = []
+  readonly #onWritten = (): void => this.#written(this.#unwritten.shift()!)
+  readonly #uncorkNow = (): void => this.#uncork()
+  /** The connection's protocol version (from the handshake's subprotocol); set before the first send. */
+  version = 1
 
   constructor(
     private readonly ws: WebSocket,
@@ -99,7 +110,7 @@ export class MessageSender {
 
   #frame(parts: MessageParts, envelope: Envelope): Uint8Array[] {
     const { pickle, buffers } = parts
-    const h: MessageHeader = { v: PROTOCOL_VERSION, id: this.#nextId++, k: envelope.kind, p: pickle.byteLength, b: [], ro: parts.readonly }
+    const h: WireHeader = { v: this.version, id: this.#nextId++, k: envelope.kind, p: pickle.byteLength, b: [], ro: parts.readonly }
     if (envelope.re !== undefined) h.re = envelope.re
     let x: Record<string, unknown> | undefined = envelope.x === undefined ? undefined : { ...envelope.x }
     if (buffers.length > 0) {
@@ -115,7 +126,22 @@ export class MessageSender {
     }
     if (this.key !== null) (x ??= {})[EXTRA.auth] = AUTH_SCHEME
     if (x !== undefined) h.x = x
-    const frames = buffers.length > 0 ? [encodeHeader(h), pickle, ...buffers] : [encodeHeader(h), pickle]
+    let header: Uint8Array | null = null
+    if (this.version >= 2 && pickle.byteLength <= MAX_INLINE_PICKLE_BYTES) {
+      h.pk = pickle
+      header = encodeWireHeader(h)
+      if (header.byteLength > MAX_HEADER_BYTES) {
+        // large extras: the pickle goes in a frame of its own after all
+        header = null
+        delete h.pk
+      }
+    }
+    let frames: Uint8Array[]
+    if (header !== null) frames = buffers.length > 0 ? [header, ...buffers] : [header]
+    else {
+      header = encodeWireHeader(h)
+      frames = buffers.length > 0 ? [header, pickle, ...buffers] : [header, pickle]
+    }
     if (this.key !== null) {
       const mac = new FrameMac(this.key, this.self)
       for (const f of frames) mac.update(f)
@@ -138,7 +164,7 @@ export class MessageSender {
       socket.cork()
       this.#corked = socket as Corkable
       this.#corkedBytes = 0
-      process.nextTick(() => this.#uncork())
+      process.nextTick(this.#uncorkNow)
     }
     this.#corkedBytes += bytes
   }
@@ -156,10 +182,12 @@ export class MessageSender {
     if (stats.bufferedBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = stats.bufferedBytes
     stats.messagesSent++
     stats.bytesSent += bytes
+    stats.framesSent += frames.length
     const last = frames.length - 1
-    for (let i = 0; i < last; i++) this.ws.send(frames[i]!, { binary: true })
+    for (let i = 0; i < last; i++) this.ws.send(frames[i]!, BINARY)
     // ws calls back in write order, so the last frame's callback means the whole message is out.
-    this.ws.send(frames[last]!, { binary: true }, () => this.#written(bytes))
+    this.#unwritten.push(bytes)
+    this.ws.send(frames[last]!, BINARY, this.#onWritten)
     if (this.#corkedBytes >= CORK_BYTES) this.#uncork()
   }
 

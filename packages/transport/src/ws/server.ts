@@ -4,8 +4,8 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer, type ServerOptions as WsServerOptions } from 'ws'
-import { CLOSE, SUBPROTOCOL } from './constants.js'
-import { maxPayloadFor, resolveOptions, type PickleSocketOptions } from './options.js'
+import { CLOSE } from './constants.js'
+import { maxPayloadFor, resolveOptions, selectSubprotocol, type PickleSocketOptions } from './options.js'
 import { PickleSocket } from './socket.js'
 
 export interface ListenOptions extends PickleSocketOptions {
@@ -23,7 +23,8 @@ export interface ListenOptions extends PickleSocketOptions {
   /**
    * ws's own server options, passed through (verifyClient, maxPayload, backlog, ...).
    * picklewire sets perMessageDeflate: false, skipUTF8Validation: true and maxPayload from the
-   * limits, and selects the picklewire.v1 subprotocol when a client offers it.
+   * limits, and selects the newest picklewire subprotocol a client offers (picklewire.v2, else
+   * picklewire.v1; up to the protocolVersion option).
    */
   ws?: WsServerOptions
 }
@@ -81,7 +82,7 @@ export async function listenPickleSocket(options: ListenOptions = {}): Promise<P
     perMessageDeflate: false,
     skipUTF8Validation: true,
     maxPayload: maxPayloadFor(resolved.limits),
-    handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    handleProtocols: (protocols) => selectSubprotocol(protocols, resolved.protocolVersion),
     ...wsOptions,
   })
   const secure = server !== undefined && 'setSecureContext' in server

@@ -15,6 +15,7 @@ import { resolveOptions, type PickleSocketOptions, type RequestHandler, type Res
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
 import { MessageSender } from './sender.js'
 import { newStats, type WebSocketStats } from './stats.js'
+import { versionOfSubprotocol } from './wire.js'
 
 /** What a 'message' listener gets besides the value. */
 export interface MessageInfo {
@@ -108,6 +109,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   #closing = false
   #closeInfo: CloseInfo | null = null
   #resolveClosed!: (info: CloseInfo) => void
+  #version = 0
 
   /**
    * Wraps a ws WebSocket (connecting or open). connectPickleSocket and PickleSocketServer make
@@ -135,8 +137,16 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     ws.on('ping', () => this.#heartbeat.alive())
     ws.on('error', (err) => this.#fail(fromWsError(err)))
     ws.on('close', (code, reason) => this.#onClose(code, reason.toString()))
-    if (ws.readyState === WebSocket.OPEN) this.#heartbeat.start()
-    else ws.once('open', () => this.#heartbeat.start())
+    if (ws.readyState === WebSocket.OPEN) this.#opened()
+    else ws.once('open', () => this.#opened())
+  }
+
+  /**
+   * The protocol version the handshake selected (docs/wire-protocol.md): 2 when the
+   * subprotocol is picklewire.v2, 1 otherwise (picklewire.v1, or none). 0 until the connection is open.
+   */
+  get protocolVersion(): number {
+    return this.#version
   }
 
   /** The error that ended (or is ending) the connection, if any. */
@@ -241,6 +251,14 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   /** Drops the connection at once, without a close handshake. */
   terminate(): void {
     this.ws.terminate()
+  }
+
+  /** The handshake is done: the subprotocol it selected fixes the version of every message, both ways. */
+  #opened(): void {
+    this.#version = versionOfSubprotocol(this.ws.protocol)
+    this.#sender.version = this.#version
+    this.#receiver.version = this.#version
+    this.#heartbeat.start()
   }
 
   #refuseSend(): Error | null {

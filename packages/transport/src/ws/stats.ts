@@ -6,6 +6,12 @@ export interface WebSocketStats {
   /** Bytes of message frames (header, pickle, buffers, MAC) sent / received. */
   bytesSent: number
   bytesReceived: number
+  /**
+   * WebSocket data frames of those messages sent / received: on a version 2 connection a
+   * message without out-of-band buffers (or MAC) is one frame, on version 1 two.
+   */
+  framesSent: number
+  framesReceived: number
   /** Received buffers copied because their view would have been misaligned, and their bytes. */
   alignmentCopies: number
   bytesCopied: number
@@ -20,7 +26,7 @@ export interface WebSocketStats {
 
 export function newStats(): WebSocketStats {
   return {
-    messagesSent: 0, messagesReceived: 0, bytesSent: 0, bytesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
+    messagesSent: 0, messagesReceived: 0, bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
     bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0,
   }
 }
