@@ -294,11 +294,19 @@ async function pingTable({ pings, log }) {
 export async function runShm({ quick, timing, log }) {
   const p = plan({ quick })
   console.log(`Default signalling: ${DEFAULT_SIGNALLING}. "floor": the payload is already in a SharedArrayBuffer and only its place is posted.`)
-  for (const size of p.sizes) printPayload(size, await payloadTable(size, { timing, log }))
+  // The message-rate and latency tables run first, each after a full collection: run after the
+  // payload tables, they measured the garbage those leave behind (256 MiB arrays, their
+  // clones) as much as the carriers. Every contender runs under the same conditions either way.
+  globalThis.gc?.()
   console.log('\n### 1 KiB objects, streamed one way (then one answer)\n')
   await smallTable({ small: p.small, smallRuns: p.smallRuns, log })
+  globalThis.gc?.()
   console.log('\n### signalling latency\n')
   await pingTable({ pings: p.pings, log })
+  for (const size of p.sizes) {
+    globalThis.gc?.()
+    printPayload(size, await payloadTable(size, { timing, log }))
+  }
 }
 
 if (!isMainThread && workerData?.role === 'post') postWorker()

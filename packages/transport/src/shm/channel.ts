@@ -168,27 +168,34 @@ export class Channel {
    */
   send(value: unknown, options: ChannelSendOptions = {}): Promise<void> {
     if (this.#sending === 0 && this.signalling === 'atomics') {
-      // The common case goes through without a promise hop: nothing to wait for, room in the ring.
+      // The common case goes through without a promise hop: nothing to wait for, room in the
+      // ring. The pickle is lent by the pickler (no output allocated): the record copies it into
+      // the ring at once, and a message that has to wait gets its own copy first.
       let draft: Draft | undefined
       let out: Outgoing | undefined
       try {
         this.#stopIfClosed()
-        draft = this.#endpoint.draft(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed })
-        if (draft.toCopy.length === 0) {
-          out = this.#endpoint.finish(draft)
-          const flags = out.transfers.length > 0 ? FLAG_TRANSFERS : 0
-          const bytes = this.#out.tryCommit(out, flags, this.#closedForSend, true)
-          if (bytes >= 0) {
-            this.#sent(out, flags, bytes)
-            return Promise.resolve()
+        const done = this.#endpoint.draftTransient(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed }, (d) => {
+          draft = d
+          if (d.toCopy.length === 0) {
+            out = this.#endpoint.finish(d)
+            const flags = out.transfers.length > 0 ? FLAG_TRANSFERS : 0
+            const bytes = this.#out.tryCommit(out, flags, this.#closedForSend, true)
+            if (bytes >= 0) {
+              this.#sent(out, flags, bytes)
+              return true
+            }
           }
-        }
+          this.#endpoint.keepPickle(d, out)
+          return false
+        })
+        if (done) return Promise.resolve()
       } catch (err) {
         if (out !== undefined) this.#endpoint.abandon(out)
         else if (draft !== undefined) this.#endpoint.release(draft.copies)
         return Promise.reject(err)
       }
-      const d = draft
+      const d = draft! // set by the callback, which ran: dumps succeeded
       const o = out
       return this.#enqueueSend(async () => {
         let ready = o

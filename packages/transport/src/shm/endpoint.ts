@@ -4,7 +4,7 @@
  * whose buffers sit in arena blocks, and how a record becomes a value over views of them.
  * Channels, pipes and the piscina pool differ only in how records travel; they all use this.
  */
-import { PickleBuffer, dumps, loads, type PicklerOptions, type UnpicklerOptions } from '@picklewire/codec'
+import { PickleBuffer, dumps, dumpsTransient, loads, type PicklerOptions, type UnpicklerOptions } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { checkLengths, resolveLimits, type Limits } from '../limits.js'
 import { MIN_OUT_OF_BAND_BYTES, type EncodeOptions, type MessageParts } from '../message.js'
@@ -298,7 +298,26 @@ export class Endpoint {
    * into the arena where a block can be had at once. Copies left to make are in `toCopy`.
    */
   draft(value: unknown, out: number, options: PrepareOptions = {}): Draft {
-    const parts = this.encode(value)
+    return this.#draftParts(this.encode(value), out, options)
+  }
+
+  /**
+   * draft, for a caller that may finish the message at once: use gets the draft with its
+   * pickle lent from the pickler's output memory (dumpsTransient), valid only until use
+   * returns. A draft kept beyond use must be given its own copy first (keepPickle).
+   */
+  draftTransient<R>(value: unknown, out: number, options: PrepareOptions, use: (d: Draft) => R): R {
+    return this.#encodeWith(value, (parts) => use(this.#draftParts(parts, out, options)))
+  }
+
+  /** Gives a draft (and the message made from it, if any) a pickle of its own. */
+  keepPickle(d: Draft, made?: Outgoing): void {
+    const own = d.parts.pickle.slice()
+    d.parts = { ...d.parts, pickle: own }
+    if (made !== undefined) made.pickle = own
+  }
+
+  #draftParts(parts: MessageParts, out: number, options: PrepareOptions): Draft {
     const lengths = parts.buffers.map((b) => b.byteLength)
     checkLengths(parts.pickle.length, lengths, this.limits)
     const transferable = options.transfer === undefined || options.transfer.length === 0 ? null : new Set<unknown>(options.transfer)
@@ -410,6 +429,31 @@ export class Endpoint {
     } finally {
       this.#outBuffers = savedBuffers
       this.#outReadonly = savedReadonly
+    }
+  }
+
+  /** encode, with the pickle lent to use for as long as use runs (no output allocated). */
+  #encodeWith<R>(value: unknown, use: (parts: MessageParts) => R): R {
+    const buffers: Uint8Array[] = []
+    const readonly: boolean[] = []
+    const savedBuffers = this.#outBuffers
+    const savedReadonly = this.#outReadonly
+    this.#outBuffers = buffers
+    this.#outReadonly = readonly
+    let restored = false
+    try {
+      return dumpsTransient(value, this.#dumpOptions, (pickle) => {
+        // The pickling is over: a send from inside use collects its own buffers.
+        this.#outBuffers = savedBuffers
+        this.#outReadonly = savedReadonly
+        restored = true
+        return use({ pickle, buffers, readonly })
+      })
+    } finally {
+      if (!restored) {
+        this.#outBuffers = savedBuffers
+        this.#outReadonly = savedReadonly
+      }
     }
   }
 
