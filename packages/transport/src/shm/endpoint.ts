@@ -37,6 +37,9 @@ export interface EndpointOptions {
  * block is released when that object is collected: when nothing can reach the block any more.
  */
 
+/** SharedArrayBuffer objects made ahead per arena, for the blocks of the next messages (see #freshSab). */
+const SAB_STOCK = 4
+
 /** Per-endpoint counters; bytes are out-of-band buffer bytes unless said otherwise. */
 export interface ShmStats {
   messagesSent: number
@@ -221,7 +224,7 @@ export class Endpoint {
   #adopt(a: number, ref: BlockRef, handedOut: boolean): Held {
     const arena = this.arenas[a]!
     const own = handedOut && this.#registry !== null
-    const sab = own ? structuredClone(arena.sab) : arena.sab
+    const sab = own ? this.#freshSab(a) : arena.sab
     const held = new Held(a, ref.unit, ref.ticket, arena.payloadBytes(ref.unit), sab)
     if (own) {
       this.#byBuffer.set(sab, held)
@@ -230,6 +233,33 @@ export class Endpoint {
     this.#owned[a]!.set(ref.unit, held)
     this.stats.bytesHeld += held.bytes
     return held
+  }
+
+  /**
+   * A SharedArrayBuffer object of its own over arena a's memory. structuredClone makes one in
+   * several microseconds, so a few are made ahead, after the message that used the last one
+   * (setImmediate: when this thread would otherwise wait for the other side), and handed out
+   * from that stock. Each is used for one block only, as if made on the spot.
+   */
+  #freshSab(a: number): SharedArrayBuffer {
+    const stock = (this.#sabStock[a] ??= [])
+    const sab = stock.pop() ?? structuredClone(this.arenas[a]!.sab)
+    if (!this.#restocking) {
+      this.#restocking = true
+      setImmediate(this.#restock)
+    }
+    return sab
+  }
+
+  readonly #sabStock: SharedArrayBuffer[][] = []
+  #restocking = false
+  readonly #restock = (): void => {
+    this.#restocking = false
+    for (let a = 0; a < this.arenas.length; a++) {
+      const stock = this.#sabStock[a]
+      if (stock === undefined) continue
+      while (stock.length < SAB_STOCK) stock.push(structuredClone(this.arenas[a]!.sab))
+    }
   }
 
   #viewOf(held: Held, byteLength: number): Uint8Array {
