@@ -58,9 +58,24 @@ export function decodeHeader(bytes: Uint8Array, limits: Limits): MessageHeader {
   } catch (err) {
     bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
   }
-  if (!(raw instanceof Map)) bad('not a map')
-  const v = uint(raw.get('v'), 'v')
+  const v = headerVersion(raw)
   if (v !== PROTOCOL_VERSION) throw new TransportError('PROTOCOL', `unsupported protocol version ${v}; this side speaks ${PROTOCOL_VERSION}`)
+  return headerFields(raw as Map<unknown, unknown>, v, limits)
+}
+
+/** A decoded header's `v`, once it is known to be a map (the first checks of every carrier). */
+export function headerVersion(raw: unknown): number {
+  if (!(raw instanceof Map)) bad('not a map')
+  return uint(raw.get('v'), 'v')
+}
+
+/**
+ * The checks of every header field but `v` (already checked by the caller) and a carrier's
+ * own keys, in the order docs/wire-protocol.md lists them; `p` and `b` are checked against the
+ * limits. `before` runs after the lengths are read and before the limits are applied (a
+ * carrier's checks that depend on `p`).
+ */
+export function headerFields(raw: Map<unknown, unknown>, v: number, limits: Limits, before?: (p: number) => void): MessageHeader {
   const k = raw.get('k') ?? 'msg'
   if (typeof k !== 'string' || k.length > 32) bad('k must be a short string')
   const lens = raw.get('b') ?? []
@@ -68,9 +83,10 @@ export function decodeHeader(bytes: Uint8Array, limits: Limits): MessageHeader {
   if (!Array.isArray(lens) || !Array.isArray(ro)) bad('b and ro must be arrays')
   if (lens.length > limits.maxBuffers) throw new TransportError('LIMIT', `${lens.length} buffers is over maxBuffers (${limits.maxBuffers})`)
   if (ro.length !== lens.length) bad(`${lens.length} buffer lengths but ${ro.length} read-only flags`)
-  const b = lens.map((n, i) => uint(n, `b[${i}]`))
-  const flags = ro.map((f, i) => (typeof f === 'boolean' ? f : bad(`ro[${i}] must be a boolean`)))
+  const b = lens.length === 0 ? [] : lens.map((n, i) => uint(n, `b[${i}]`))
+  const flags = ro.length === 0 ? [] : ro.map((f, i) => (typeof f === 'boolean' ? f : bad(`ro[${i}] must be a boolean`)))
   const p = uint(raw.get('p'), 'p')
+  before?.(p)
   checkLengths(p, b, limits)
   const h: MessageHeader = { v, id: uint(raw.get('id'), 'id'), k, p, b, ro: flags }
   const re = raw.get('re')

@@ -13,8 +13,8 @@
  */
 import { Packr, Unpackr } from 'msgpackr'
 import { TransportError } from '../errors.js'
-import type { MessageHeader } from '../header.js'
-import { checkLengths, type Limits } from '../limits.js'
+import { headerFields, headerVersion, type MessageHeader } from '../header.js'
+import type { Limits } from '../limits.js'
 
 /** A header as this carrier sends and receives it: `pk` is the inline pickle (version 2). */
 export interface WireHeader extends MessageHeader {
@@ -338,12 +338,6 @@ function bad(why: string): never {
   throw new TransportError('PROTOCOL', `bad message header: ${why}`)
 }
 
-function uint(v: unknown, what: string): number {
-  if (typeof v === 'bigint' && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v)
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} must be an unsigned integer, got ${String(v)}`)
-  return v
-}
-
 /**
  * Decodes a header frame and runs checks 1 to 7 of docs/wire-protocol.md section 3 on it (the
  * receiver runs the rest): size, msgpack map, the connection's version, types, the limits.
@@ -357,39 +351,16 @@ export function decodeWireHeader(frame: Uint8Array, limits: Limits, version: num
   } catch (err) {
     bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
   }
-  if (!(raw instanceof Map)) bad('not a map')
-  const v = uint(raw.get('v'), 'v')
+  const v = headerVersion(raw)
   if (v !== version) throw new VersionMismatch('PROTOCOL', `unsupported protocol version ${v}; this connection speaks ${version}`)
-  const k = raw.get('k') ?? 'msg'
-  if (typeof k !== 'string' || k.length > 32) bad('k must be a short string')
-  const lens = raw.get('b') ?? []
-  const ro = raw.get('ro') ?? []
-  if (!Array.isArray(lens) || !Array.isArray(ro)) bad('b and ro must be arrays')
-  if (lens.length > limits.maxBuffers) throw new TransportError('LIMIT', `${lens.length} buffers is over maxBuffers (${limits.maxBuffers})`)
-  if (ro.length !== lens.length) bad(`${lens.length} buffer lengths but ${ro.length} read-only flags`)
-  const b = lens.length === 0 ? [] : lens.map((n, i) => uint(n, `b[${i}]`))
-  const flags = ro.length === 0 ? [] : ro.map((f, i) => (typeof f === 'boolean' ? f : bad(`ro[${i}] must be a boolean`)))
-  const p = uint(raw.get('p'), 'p')
-  const pk = raw.get('pk')
-  if (pk !== undefined) {
+  const map = raw as Map<unknown, unknown>
+  const pk = map.get('pk')
+  const h: WireHeader = headerFields(map, v, limits, (p) => {
+    if (pk === undefined) return
     if (version < 2) bad('pk (an inline pickle) needs protocol version 2')
     if (!(pk instanceof Uint8Array)) bad('pk must be binary (msgpack bin)')
     if (pk.byteLength !== p) bad(`pk holds ${pk.byteLength} bytes but p announces ${p}`)
-  }
-  checkLengths(p, b, limits)
-  const h: WireHeader = { v, id: uint(raw.get('id'), 'id'), k, p, b, ro: flags }
-  const re = raw.get('re')
-  if (re !== undefined && re !== null) h.re = uint(re, 're')
-  const x = raw.get('x')
-  if (x !== undefined && x !== null) {
-    if (!(x instanceof Map)) bad('x must be a map')
-    const ext: Record<string, unknown> = Object.create(null)
-    for (const [key, val] of x) {
-      if (typeof key !== 'string') bad('x keys must be strings')
-      ext[key] = val
-    }
-    h.x = ext
-  }
+  })
   if (pk !== undefined) h.pk = pk as Uint8Array
   return h
 }
