@@ -448,22 +448,24 @@ export class Endpoint {
 
   /** Pickles a value with protocol 5, collecting its out-of-band buffers (views, not copies). */
   encode(value: unknown): MessageParts {
-    const buffers: Uint8Array[] = []
-    const readonly: boolean[] = []
-    const savedBuffers = this.#outBuffers
-    const savedReadonly = this.#outReadonly
-    this.#outBuffers = buffers
-    this.#outReadonly = readonly
-    try {
-      return { pickle: dumps(value, this.#dumpOptions), buffers, readonly }
-    } finally {
-      this.#outBuffers = savedBuffers
-      this.#outReadonly = savedReadonly
-    }
+    return this.#collecting((found) => ({ pickle: dumps(value, this.#dumpOptions), ...found }))
   }
 
   /** encode, with the pickle lent to use for as long as use runs (no output allocated). */
   #encodeWith<R>(value: unknown, use: (parts: MessageParts) => R): R {
+    return this.#collecting((found, done) =>
+      dumpsTransient(value, this.#dumpOptions, (pickle) => {
+        done() // the pickling is over: a send from inside use collects its own buffers
+        return use({ pickle, ...found })
+      }),
+    )
+  }
+
+  /**
+   * Runs pickle with the bufferCallback of #dumpOptions collecting into fresh arrays, and puts
+   * back the arrays of any pickling it interrupted when pickle calls done, or returns.
+   */
+  #collecting<R>(pickle: (found: { buffers: Uint8Array[]; readonly: boolean[] }, done: () => void) => R): R {
     const buffers: Uint8Array[] = []
     const readonly: boolean[] = []
     const savedBuffers = this.#outBuffers
@@ -471,21 +473,19 @@ export class Endpoint {
     this.#outBuffers = buffers
     this.#outReadonly = readonly
     let restored = false
+    const done = (): void => {
+      if (restored) return
+      restored = true
+      this.#outBuffers = savedBuffers
+      this.#outReadonly = savedReadonly
+    }
     try {
-      return dumpsTransient(value, this.#dumpOptions, (pickle) => {
-        // The pickling is over: a send from inside use collects its own buffers.
-        this.#outBuffers = savedBuffers
-        this.#outReadonly = savedReadonly
-        restored = true
-        return use({ pickle, buffers, readonly })
-      })
+      return pickle({ buffers, readonly }, done)
     } finally {
-      if (!restored) {
-        this.#outBuffers = savedBuffers
-        this.#outReadonly = savedReadonly
-      }
+      done()
     }
   }
+
 
   /** The draft, every copy made, as a message ready to go. */
   finish(d: Draft): Outgoing {
