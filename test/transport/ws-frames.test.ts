@@ -3,14 +3,13 @@
  * breaking the wire protocol gets the documented error and close code (docs/wire-protocol.md),
  * and nothing of the broken message is delivered; the messages before it are.
  */
-import { createHmac } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
 import {
   MAC_BYTES, PROTOCOL_VERSION, encodeHeader, encodeValue, listenPickleSocket,
   type ListenOptions, type MessageHeader, type PickleSocket, type PickleSocketServer, type WebSocket,
 } from '@picklewire/transport'
-import { closeOf, collect, rawClient, within } from './ws-helpers.js'
+import { closeOf, collect, rawClient, within, specMac } from './ws-helpers.js'
 
 const KEY = Buffer.from('a shared secret')
 
@@ -28,16 +27,7 @@ function message(value: unknown, id: number, key: Uint8Array | null = null): Uin
   return frames
 }
 
-function mac(key: Uint8Array, frames: Uint8Array[], label = 'picklewire.v1 client'): Uint8Array {
-  const hmac = createHmac('sha256', key)
-  for (const f of [Buffer.from(label), ...frames]) {
-    const n = Buffer.alloc(8)
-    n.writeBigUInt64LE(BigInt(f.length))
-    hmac.update(n)
-    hmac.update(f)
-  }
-  return hmac.digest()
-}
+const mac = specMac
 
 interface Outcome {
   code: number

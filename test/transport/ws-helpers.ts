@@ -3,6 +3,7 @@
  * frames, and waiting with a bound (a test never hangs on a socket).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createHmac } from 'node:crypto'
 import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -115,4 +116,19 @@ export function collect(sock: PickleSocket): { values: unknown[]; done: Promise<
     }
   })()
   return { values, done }
+}
+
+/**
+ * A message's MAC computed as docs/wire-protocol.md specifies it, independently of the
+ * carrier's code: HMAC-SHA256 over the sender's label, then each frame's u64 length and bytes.
+ */
+export function specMac(key: Uint8Array, frames: Uint8Array[], label = 'picklewire.v1 client'): Buffer {
+  const hmac = createHmac('sha256', key)
+  for (const f of [Buffer.from(label), ...frames]) {
+    const n = Buffer.alloc(8)
+    n.writeBigUInt64LE(BigInt(f.length))
+    hmac.update(n)
+    hmac.update(f)
+  }
+  return hmac.digest()
 }

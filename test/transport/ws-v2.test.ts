@@ -6,7 +6,6 @@
  * `pk`, one on a version 1 connection, a header over its size, a tampered inline pickle under
  * HMAC) gets the documented error and close code, with nothing of the message delivered.
  */
-import { createHmac } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { GlobalRegistry, PickleBuffer, dumps } from '@picklewire/codec'
 import {
@@ -14,7 +13,7 @@ import {
   listenPickleSocket, subprotocolOf, PickleSocket,
   type ListenOptions, type PickleSocketServer, type WireHeader,
 } from '@picklewire/transport'
-import { PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, rawClient, within } from './ws-helpers.js'
+import { PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, rawClient, within, specMac } from './ws-helpers.js'
 
 const V2 = subprotocolOf(2)
 const KEY = Buffer.from('a shared secret')
@@ -23,16 +22,7 @@ function header(h: Partial<WireHeader> & { p: number }): Buffer {
   return encodeWireHeader({ v: 2, id: 1, k: 'msg', b: [], ro: [], ...h })
 }
 
-function mac(key: Uint8Array, frames: Uint8Array[], label = 'picklewire.v1 client'): Buffer {
-  const hmac = createHmac('sha256', key)
-  for (const f of [Buffer.from(label), ...frames]) {
-    const n = Buffer.alloc(8)
-    n.writeBigUInt64LE(BigInt(f.length))
-    hmac.update(n)
-    hmac.update(f)
-  }
-  return hmac.digest()
-}
+const mac = specMac
 
 /** A version 2 message with its pickle inline: the header frame, the buffers (and the MAC, signed as a client, with a key). */
 function inline(value: unknown, id: number, key: Uint8Array | null = null): Uint8Array[] {
