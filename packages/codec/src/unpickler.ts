@@ -715,7 +715,9 @@ function appendRun(s: LoadState): boolean {
       list.push(item)
       room++
     } else {
-      room = n * 2
+      // A big list: room for what the batches ahead hold (counted, not trusted: they are in the
+      // input), so that it is sized once; doubling if that is more.
+      room = Math.max(n * 2, n + 1 + countAhead(data, pos, end))
       list.length = room
       list[n] = item
     }
@@ -725,6 +727,36 @@ function appendRun(s: LoadState): boolean {
   if (pending === undefined) list.length = n0
   for (let i = memoStart; i < memoCount; i++) memo[i] = undefined
   return false
+}
+
+/**
+ * How many more items the append runs from pos on would read: the rest of this batch and the
+ * `MARK ... APPENDS` batches right after it (what CPython writes for one big list), counting
+ * the opcodes appendRun reads, up to the first other one. Only a size hint: each is read again.
+ */
+function countAhead(data: Uint8Array, pos: number, end: number): number {
+  let count = 0
+  let p = pos
+  while (p < end) {
+    const code = data[p]!
+    if (code === OP.BININT1) p += 2
+    else if (code === OP.BININT2) p += 3
+    else if (code === OP.BININT) p += 5
+    else if (code === OP.BINFLOAT) p += 9
+    else if (code === OP.SHORT_BINUNICODE) {
+      if (p + 1 >= end) break
+      p += 2 + data[p + 1]!
+    } else {
+      if (code === OP.MEMOIZE) p += 1
+      else if (code === OP.FRAME) p += 9
+      else if (code === OP.APPENDS && p + 1 < end && data[p + 1] === OP.MARK) p += 2
+      else if (code === OP.APPENDS && p + 10 < end && data[p + 1] === OP.FRAME && data[p + 10] === OP.MARK) p += 11
+      else break
+      continue
+    }
+    count++
+  }
+  return count
 }
 
 // ---- one loader per opcode ----
