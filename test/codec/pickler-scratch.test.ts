@@ -1,5 +1,5 @@
 import t from 'tap'
-import { NotImplemented, PicklingError, PyGlobal, dumps, dumpsTransient, loads } from '@picklewire/codec'
+import { NotImplemented, Pickler, PicklingError, PyGlobal, dumps, dumpsTransient, loads } from '@picklewire/codec'
 
 // dumps() lends one output buffer to whichever dump runs; a dump started from inside another
 // (a hook calling dumps) must get its own, or the two pickles would overwrite each other.
@@ -47,6 +47,16 @@ t.test('dumpsTransient lends the pickle for the length of the callback only', as
     return inner
   })
   t.same(loads(nested), ['b'.repeat(5000)])
+  // Even a dump with the same Pickler from inside consume writes elsewhere.
+  const pickler = new Pickler(null, { protocol: 5 })
+  const same = pickler.dumpTransient(['outer', 1], (outer) => {
+    const before = outer.slice()
+    const inner = pickler.dumpToBytes(['inner'.repeat(100)])
+    t.same(outer, before, 'the lent pickle is intact after a nested dump on the same pickler')
+    return [before, inner] as const
+  })
+  t.same(loads(same[0]), ['outer', 1])
+  t.same(loads(same[1]), ['inner'.repeat(100)])
   // A failed dump never calls consume, and the next one starts clean.
   let called = false
   t.throws(() => dumpsTransient([Symbol('no')], { protocol: 5 }, () => { called = true }), PicklingError)

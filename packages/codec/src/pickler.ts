@@ -342,10 +342,16 @@ export class Pickler {
    */
   dumpTransient<R>(value: unknown, consume: (pickle: Uint8Array) => R): R {
     const n = this.#write(value)
+    // The pickler lets go of the memory while consume runs: a dump from inside consume, even
+    // with this pickler, writes elsewhere.
+    const buf = this.#buf
+    const view = this.#view
+    this.#buf = NO_BYTES
+    this.#view = NO_VIEW
     try {
-      return consume(this.#buf.subarray(0, n))
+      return consume(buf.subarray(0, n))
     } finally {
-      this.#returnBuffer()
+      returnScratch(buf, view)
     }
   }
 
