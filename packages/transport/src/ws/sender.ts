@@ -140,7 +140,9 @@ export class MessageSender {
     if (header !== null) frames = buffers.length > 0 ? [header, ...buffers] : [header]
     else {
       header = encodeWireHeader(h)
-      frames = buffers.length > 0 ? [header, pickle, ...buffers] : [header, pickle]
+      // A lent pickle is copied: ws may write this frame after the pickler has reused its memory.
+      const own = parts.transient === true ? pickle.slice() : pickle
+      frames = buffers.length > 0 ? [header, own, ...buffers] : [header, own]
     }
     if (this.key !== null) {
       const mac = new FrameMac(this.key, this.self)

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import { WebSocket } from 'ws'
 import { TransportError } from '../errors.js'
-import { decodeValue, encodeValue } from '../message.js'
+import { decodeValue, encodeValue, encodeValueWith } from '../message.js'
 import type { Role } from './auth.js'
 import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
@@ -163,7 +163,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     try {
-      return this.#sender.send(encodeValue(value, this.#options.pickler), { kind: KIND.message, x: options.x })
+      // The sender frames the message at once (a small pickle is copied into its header frame).
+      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x }))
     } catch (err) {
       return Promise.reject(asError(err))
     }

@@ -1,0 +1,42 @@
+/**
+ * The WebSocket sender frames a message from a pickle lent by the pickler (dumpsTransient): a
+ * small pickle is copied into the header frame, a big one (over 16 KiB, or any on a version 1
+ * connection) into a frame of its own, so that messages queued behind the high-water mark keep
+ * their bytes while the pickler writes other pickles into the same memory.
+ */
+import { once } from 'node:events'
+import t from 'tap'
+import { dumps } from '@picklewire/codec'
+import { connectPickleSocket, listenPickleSocket, type PickleSocket } from '@picklewire/transport'
+import { within } from './ws-helpers.js'
+
+for (const protocolVersion of [2, 1]) {
+  t.test(`queued messages arrive intact while other pickles are made (protocol version ${protocolVersion})`, async (t) => {
+    const server = await listenPickleSocket({})
+    const accepted = once(server, 'connection')
+    const a = await connectPickleSocket(server.url, { highWaterMark: 1, protocolVersion })
+    const [b] = (await accepted) as [PickleSocket]
+    t.teardown(async () => {
+      a.terminate()
+      await server.close()
+    })
+    // Small (inline in v2) and big (a pickle frame of its own) pickles, with other pickling
+    // between the sends while earlier ones wait in the sender's queue.
+    const value = (i: number) => new Map<string, unknown>([['i', i], ['text', String.fromCharCode(97 + (i % 26)).repeat(i % 3 === 0 ? 40_000 : 100 + i)]])
+    const n = 60
+    const sends: Promise<void>[] = []
+    for (let i = 0; i < n; i++) {
+      sends.push(a.send(value(i)))
+      dumps(['unrelated', 'z'.repeat(30_000 + i)], { protocol: 5 })
+    }
+    let wrong = 0
+    for (let i = 0; i < n; i++) {
+      const v = (await within(10_000, b.receive(), `message ${i}`)) as Map<string, unknown>
+      const want = value(i)
+      if (v.get('i') !== i || v.get('text') !== want.get('text')) wrong++
+    }
+    await Promise.all(sends)
+    t.equal(wrong, 0, `all ${n} messages whole and in order`)
+    t.ok(a.stats.sendWaits > 0, `some sends waited behind the high-water mark (${a.stats.sendWaits})`)
+  })
+}
