@@ -642,7 +642,7 @@ function appendRun(s: LoadState): boolean {
   if (st.length <= s.fence) return false
   const list = st[st.length - 1]
   if (!Array.isArray(list) || list.constructor !== Array) return false
-  // Items go at list[n]; a big list grows ahead by doubling, as appendAhead does.
+  // Items go at list[n]; a big list is grown ahead (see below) and trimmed at a flush point, as appendAhead does.
   const pending = s.pending?.get(list)
   const n0 = pending ?? list.length
   let n = n0
