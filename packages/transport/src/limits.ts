@@ -24,7 +24,12 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 
 /** The defaults with the caller's overrides, each checked to be a positive integer. */
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
-  const out = { ...DEFAULT_LIMITS, ...partial }
+  return resolvePositive(DEFAULT_LIMITS, partial)
+}
+
+/** Any carrier's limits: its defaults with the caller's overrides, each checked to be a positive integer. */
+export function resolvePositive<T extends object>(defaults: Readonly<T>, partial: Partial<T>): T {
+  const out = { ...defaults, ...partial } as T
   for (const [k, v] of Object.entries(out)) {
     if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`limit ${k} must be a positive integer, got ${String(v)}`)
   }

@@ -10,6 +10,7 @@
  * before allocating anything, and hand over whole messages only.
  */
 import { TransportError } from '../errors.js'
+import { resolvePositive } from '../limits.js'
 
 /** Limits on what a Dask peer may announce. */
 export interface DaskLimits {
@@ -29,11 +30,7 @@ export const DEFAULT_DASK_LIMITS: Readonly<DaskLimits> = Object.freeze({
 
 /** The defaults with the caller's overrides, each checked to be a positive integer. */
 export function resolveDaskLimits(partial: Partial<DaskLimits> = {}): DaskLimits {
-  const out = { ...DEFAULT_DASK_LIMITS, ...partial }
-  for (const [k, v] of Object.entries(out)) {
-    if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`limit ${k} must be a positive integer, got ${String(v)}`)
-  }
-  return out
+  return resolvePositive(DEFAULT_DASK_LIMITS, partial)
 }
 
 /**

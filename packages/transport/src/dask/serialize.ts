@@ -290,13 +290,7 @@ function mergeFrames(parts: Uint8Array[], ctx: DeserializeContext): Uint8Array {
   if (total > ctx.limits.maxMessageBytes) throw new TransportError('LIMIT', `merged frame of ${total} bytes is over maxMessageBytes`)
   if (contiguous) return new Uint8Array(parts[0]!.buffer, parts[0]!.byteOffset, total)
   if (ctx.stats) ctx.stats.mergeCopies++
-  const out = allocate(total)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
+  return concat(parts)
 }
 
 /**
