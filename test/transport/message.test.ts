@@ -1,8 +1,9 @@
 import t from 'tap'
 import { PickleBuffer, Tuple } from '@picklewire/codec'
 import {
-  DEFAULT_LIMITS, PROTOCOL_VERSION, TransportError, decodeHeader, decodeValue, encodeHeader, encodeValue, resolveLimits,
+  DEFAULT_LIMITS, PROTOCOL_VERSION, decodeHeader, decodeValue, encodeHeader, encodeValue, resolveLimits,
 } from '@picklewire/transport'
+import { thrownCode } from '../helpers/transport-errors.js'
 
 t.test('a value round-trips through its parts; big buffers travel out of band as views', async (t) => {
   const big = new Uint8Array(4096).fill(7)
@@ -23,14 +24,7 @@ t.test('headers round-trip and are validated before any allocation', async (t) =
   const h = { v: PROTOCOL_VERSION, id: 7, k: 'msg', p: 10, b: [100, 200], ro: [false, true], x: { tag: 'abc' } }
   const back = decodeHeader(encodeHeader(h), limits)
   t.same({ ...back, x: { ...back.x } }, h)
-  const code = (fn: () => unknown): string | undefined => {
-    try {
-      fn()
-    } catch (err) {
-      return err instanceof TransportError ? err.code : `not a TransportError: ${String(err)}`
-    }
-    return undefined
-  }
+  const code = thrownCode
   t.equal(code(() => decodeHeader(encodeHeader({ ...h, v: 99 }), limits)), 'PROTOCOL', 'wrong version')
   t.equal(code(() => decodeHeader(encodeHeader({ ...h, b: [2 ** 40] , ro: [false] }), limits)), 'LIMIT', 'a buffer over maxBufferBytes')
   t.equal(code(() => decodeHeader(encodeHeader({ ...h, b: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(1), ro: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(false) }), limits)), 'LIMIT', 'too many buffers')

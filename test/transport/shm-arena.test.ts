@@ -1,17 +1,11 @@
 import t, { type Test } from 'tap'
 import { Worker } from 'node:worker_threads'
-import { BLOCK_ALIGN, TransportError, createArenaBuffer, openArenaBuffer, type BlockRef } from '@picklewire/transport'
+import { BLOCK_ALIGN, createArenaBuffer, openArenaBuffer, type BlockRef } from '@picklewire/transport'
+import { thrownCode } from '../helpers/transport-errors.js'
 
 const ME = 1
 const OTHER = 7
-const code = (fn: () => unknown): string | undefined => {
-  try {
-    fn()
-  } catch (err) {
-    return err instanceof TransportError ? err.code : `not a TransportError: ${String(err)}`
-  }
-  return undefined
-}
+const code = thrownCode
 
 t.test('blocks are 64-byte aligned views of one SharedArrayBuffer, and the arena never grows', async (t) => {
   const sab = createArenaBuffer(64 * 1024)
