@@ -1316,6 +1316,13 @@ export class Unpickler {
   }
 }
 
+/**
+ * One Unpickler (with its LoadState) held for the module's lifetime: V8 keeps a hidden class
+ * alive only through the objects that have it, so without one a full GC between loads drops
+ * the class and throws away the unpickler code optimized for it (see pickler.ts SHAPE_KEEPER).
+ */
+export const SHAPE_KEEPER: unknown = new Unpickler(EMPTY_BYTES)
+
 /** Python's pickle.loads: the first pickle in data. */
 export function loads(data: BytesLike, options?: UnpicklerOptions): unknown {
   return new Unpickler(data, options).load()
