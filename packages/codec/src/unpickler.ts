@@ -374,9 +374,16 @@ class LoadState {
   }
 
   memoPut(index: number): void {
+    const memo = this.memo
+    if (index === memo.length) {
+      // The usual case (MEMOIZE, and PUTs numbered in order): no read past the end.
+      memo.push(this.top())
+      this.memoCount++
+      return
+    }
     if (index < 0) throw new UnpicklingError('negative PUT argument')
-    if (this.memo[index] === undefined) this.memoCount++
-    this.memo[index] = this.top()
+    if (memo[index] === undefined) this.memoCount++
+    memo[index] = this.top()
   }
 
   findClass(module: string, name: string): unknown {
