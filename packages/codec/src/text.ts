@@ -88,23 +88,17 @@ function badUtf8(pos: number, start: number, why: string): never {
   throw new UnpicklingError(`invalid UTF-8 in string at byte ${pos - start}: ${why}`)
 }
 
-/** How many UTF-16 code units well-formed UTF-8 bytes make (validation comes after). */
-function countUnits(b: Uint8Array, start: number, end: number): number {
-  let n = 0
-  for (let i = start; i < end; i++) {
-    const c = b[i]!
-    if ((c & 0xc0) !== 0x80) n += c >= 0xf0 ? 2 : 1
-  }
-  return n
-}
+/** Code units of a short string as they are decoded, before they go to their exact-length array. */
+const scratchUnits: number[] = new Array<number>(SHORT).fill(0)
 
 /**
- * UTF-8 with encoded surrogates allowed (Python's 'surrogatepass'), validated byte by byte.
- * Anything else invalid is an UnpicklingError.
+ * UTF-8 with encoded surrogates allowed (Python's 'surrogatepass'), validated as it is decoded:
+ * one pass, each sequence length written out. Anything else invalid is an UnpicklingError.
  */
 function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
-  const count = end - start <= SHORT ? countUnits(b, start, end) : -1
-  const units = count >= 0 && count <= SHORT ? byLength[count]! : []
+  const short = end - start <= SHORT
+  // A short input makes at most as many code units as it has bytes.
+  const units = short ? scratchUnits : []
   let n = 0
   let i = start
   while (i < end) {
@@ -112,34 +106,43 @@ function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
     if (c < 0x80) {
       units[n++] = c
       i++
-      continue
-    }
-    let cp: number
-    let need: number
-    let min: number
-    if (c >= 0xc2 && c <= 0xdf) { cp = c & 0x1f; need = 1; min = 0x80 }
-    else if (c >= 0xe0 && c <= 0xef) { cp = c & 0x0f; need = 2; min = 0x800 }
-    else if (c >= 0xf0 && c <= 0xf4) { cp = c & 0x07; need = 3; min = 0x10000 }
-    else badUtf8(i, start, `unexpected byte 0x${c.toString(16)}`)
-    if (i + need > end - 1) badUtf8(i, start, 'truncated sequence')
-    for (let k = 1; k <= need; k++) {
-      const cc = b[i + k]!
-      if ((cc & 0xc0) !== 0x80) badUtf8(i + k, start, `invalid continuation byte 0x${cc.toString(16)}`)
-      cp = (cp << 6) | (cc & 0x3f)
-    }
-    if (cp < min || cp > 0x10ffff) badUtf8(i, start, 'overlong or out-of-range sequence')
-    if (cp >= 0x10000) {
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      if (i + 1 > end - 1) badUtf8(i, start, 'truncated sequence')
+      const c1 = b[i + 1]!
+      if ((c1 & 0xc0) !== 0x80) badUtf8(i + 1, start, `invalid continuation byte 0x${c1.toString(16)}`)
+      units[n++] = ((c & 0x1f) << 6) | (c1 & 0x3f)
+      i += 2
+    } else if (c >= 0xe0 && c <= 0xef) {
+      if (i + 2 > end - 1) badUtf8(i, start, 'truncated sequence')
+      const c1 = b[i + 1]!
+      if ((c1 & 0xc0) !== 0x80) badUtf8(i + 1, start, `invalid continuation byte 0x${c1.toString(16)}`)
+      const c2 = b[i + 2]!
+      if ((c2 & 0xc0) !== 0x80) badUtf8(i + 2, start, `invalid continuation byte 0x${c2.toString(16)}`)
+      const cp = ((c & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f)
+      if (cp < 0x800) badUtf8(i, start, 'overlong or out-of-range sequence')
+      units[n++] = cp // lone surrogates pass through, as with Python's 'surrogatepass'
+      i += 3
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      if (i + 3 > end - 1) badUtf8(i, start, 'truncated sequence')
+      let cp = c & 0x07
+      for (let k = 1; k <= 3; k++) {
+        const cc = b[i + k]!
+        if ((cc & 0xc0) !== 0x80) badUtf8(i + k, start, `invalid continuation byte 0x${cc.toString(16)}`)
+        cp = (cp << 6) | (cc & 0x3f)
+      }
+      if (cp < 0x10000 || cp > 0x10ffff) badUtf8(i, start, 'overlong or out-of-range sequence')
       cp -= 0x10000
       units[n++] = 0xd800 + (cp >> 10)
       units[n++] = 0xdc00 + (cp & 0x3ff)
+      i += 4
     } else {
-      units[n++] = cp // lone surrogates pass through, as with Python's 'surrogatepass'
+      badUtf8(i, start, `unexpected byte 0x${c.toString(16)}`)
     }
-    i += need + 1
   }
-  // A completed decode is well-formed, so a short string filled its exact-length array.
-  if (units.length <= SHORT && n === units.length) return String.fromCharCode.apply(null, units)
-  return fromCodeUnits(units, 0, n)
+  if (!short) return fromCodeUnits(units, 0, n)
+  const exact = byLength[n]!
+  for (let k = 0; k < n; k++) exact[k] = units[k]!
+  return String.fromCharCode.apply(null, exact)
 }
 
 /** Every byte is one code point U+0000..U+00FF. */
