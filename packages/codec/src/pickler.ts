@@ -38,6 +38,13 @@ export interface PicklerOptions {
   globals?: GlobalRegistry
   /** Extension codes (copyreg.add_extension), written as EXT1/2/4 from protocol 2. Default: none. */
   extensions?: ReadonlyMap<number, readonly [module: string, name: string]>
+  /**
+   * Python's Pickler.fast (deprecated in Python, kept for what it is good for): no memo, so no
+   * MEMOIZE/PUT opcodes, and a value reached twice is written twice; the bytes are CPython's in
+   * fast mode. A cycle cannot be written this way: it fails with a PicklingError at maxDepth.
+   * Much faster for records and strings, where the memo is most of the time. Default false.
+   */
+  fast?: boolean
   /** Deepest nesting written before a PicklingError; a little above CPython's recursion limit (1,000) and below what the JavaScript stack holds. Default 1,500. */
   maxDepth?: number
   /**
@@ -264,6 +271,8 @@ export class Pickler {
 
   // memo: objects by identity, strings by value (see docs/mapping.md), globals by name
   #memoSize = 0
+  /** Python's Pickler.fast: see PicklerOptions.fast. */
+  fast: boolean
   #objMemo = new Map<object, number>()
   #strMemo = new Map<string, number>()
   #globalMemo = new Map<string, number>()
@@ -292,6 +301,7 @@ export class Pickler {
       this.#extensions = ext
     }
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
+    this.fast = options.fast ?? false
     this.#numpy = checkNumpyNames(options.numpy ?? '1')
   }
 
@@ -502,7 +512,9 @@ export class Pickler {
 
   // ---- memo ----
 
+  /** Writes the memo opcode for the next index and returns it; -1 (and nothing written) in fast mode. */
   #memoPutIndex(): number {
+    if (this.fast) return -1
     const idx = this.#memoSize++
     if (this.protocol >= 4) this.#op(OP.MEMOIZE)
     else if (this.protocol === 0) this.#ascii(`p${idx}\n`)
@@ -512,7 +524,8 @@ export class Pickler {
   }
 
   #memoPut(obj: object): void {
-    this.#objMemo.set(obj, this.#memoPutIndex())
+    const idx = this.#memoPutIndex()
+    if (idx >= 0) this.#objMemo.set(obj, idx)
   }
 
   #memoGet(idx: number): void {
@@ -564,10 +577,13 @@ export class Pickler {
     // Floats are atoms in Python: never memoized, so no memo lookup for them.
     if (ctor === PyFloat) return this.#saveFloat((obj as PyFloat).value)
     if (ctor === FreshStr) return this.#saveFreshStr((obj as FreshStr).value)
-    const idx = this.#objMemo.get(obj)
+    // An empty memo (always, in fast mode) cannot hold it: no lookup.
+    const idx = this.#memoSize === 0 ? undefined : this.#objMemo.get(obj)
     if (idx !== undefined) return this.#memoGet(idx)
     if (++this.#depth > this.#maxDepth) {
-      throw new PicklingError(`the value nests deeper than maxDepth (${this.#maxDepth}); a cycle through values that cannot be memoized?`)
+      throw new PicklingError(this.fast
+        ? `the value nests deeper than maxDepth (${this.#maxDepth}); in fast mode (no memo) a cycle cannot be pickled`
+        : `the value nests deeper than maxDepth (${this.#maxDepth}); a cycle through values that cannot be memoized?`)
     }
     if (ctor === Array) this.#saveList(obj as unknown[])
     else if (ctor === Map) this.#saveDict(obj as Map<unknown, unknown>)
@@ -647,10 +663,11 @@ export class Pickler {
 
   /** A str: memoized by value, since JavaScript strings have no identity (see docs/mapping.md). */
   #saveStr(s: string): void {
-    const idx = this.#strMemo.get(s)
+    const idx = this.#memoSize === 0 ? undefined : this.#strMemo.get(s)
     if (idx !== undefined) return this.#memoGet(idx)
     this.#writeStr(s)
-    this.#strMemo.set(s, this.#memoPutIndex())
+    const put = this.#memoPutIndex()
+    if (put >= 0) this.#strMemo.set(s, put)
   }
 
   /** A str that Python makes afresh (a temporary): written and memoized, but never matched later. */
@@ -1072,7 +1089,8 @@ export class Pickler {
       this.#buf.set(n, at + 2 + m.length)
       this.#buf[at + 2 + m.length + n.length] = 0x0a
     }
-    this.#globalMemo.set(key, this.#memoPutIndex())
+    const put = this.#memoPutIndex()
+    if (put >= 0) this.#globalMemo.set(key, put)
   }
 
   #savePers(pid: unknown): void {
