@@ -87,7 +87,7 @@ t.test('errors thrown by hooks become PicklingErrors with the path, the hook\'s 
   const bad = caught(() => dumps([new Thing()], { dispatchTable: new Map([[Thing, () => 42 as never]]) }))
   t.match(bad.message, /a reduce value must be a string or \[callable, args, \.\.\.\] of 2 to 6 items, got number 42 \(at value\[0\]\)/)
   const notCallable = caught(() => dumps([new Thing()], { reducerOverride: () => ['not callable', []] }))
-  t.match(notCallable.message, /the callable of a reduce value must be a PyGlobal or a registered function, got string "not callable"/)
+  t.match(notCallable.message, /the callable of a reduce value must be a PyGlobal, an opaque placeholder or a registered function, got string "not callable"/)
   const args = caught(() => dumps([new Thing()], { reducerOverride: (v) => (v instanceof Thing ? [new PyGlobal('m', 'f'), 'x' as never] : NotImplemented) }))
   t.match(args.message, /the second item of a reduce value must be an array of arguments, got string "x"/)
   const items = caught(() => dumps([new Thing()], { reducerOverride: (v) => (v instanceof Thing ? [new PyGlobal('m', 'f'), [], null, null, [[1, 2, 3]] as never] : NotImplemented) }))

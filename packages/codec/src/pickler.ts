@@ -9,7 +9,7 @@ import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
-  PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef, PyRange, PySingleton, PyTime, PyTimeDelta,
+  PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef, PyRange, PySingleton, PyTime, PyTimeDelta,
   PyTimeZone, Slice, Tuple, UUID, describe, getNewArgs, getState, reduceEx, type ReduceValue,
 } from './types.js'
 
@@ -1132,6 +1132,15 @@ export class Pickler {
     // TypedArrays first: they are the commonest value here (a tensor in every message).
     if (ArrayBuffer.isView(obj)) return numpyRecipe(obj, this.protocol, this.#numpy)
     if (obj instanceof PyObject) return this.#opaqueRecipe(obj)
+    if (obj instanceof PyObjectCall) {
+      return {
+        callable: obj.target,
+        args: obj.args,
+        state: obj.state === undefined ? null : obj.state,
+        listItems: obj.listItems.length > 0 ? obj.listItems : null,
+        dictItems: obj.dictItems.length > 0 ? obj.dictItems : null,
+      }
+    }
     if (obj instanceof Complex) return { callable: G.complex, args: tuple(new PyFloat(obj.real), new PyFloat(obj.imag)) }
     if (obj instanceof PyRange) return { callable: G.range, args: tuple(obj.start, obj.stop, obj.step) }
     if (obj instanceof Slice) return { callable: G.slice, args: tuple(obj.start, obj.stop, obj.step) }
@@ -1277,8 +1286,9 @@ export class Pickler {
 
   /** The callable is saved as a value, as CPython does: persistentId and reducerOverride see it too. */
   #saveCallable(c: unknown): void {
-    if (!(c instanceof PyGlobal) && typeof c !== 'function') {
-      throw new PicklingError(`the callable of a reduce value must be a PyGlobal or a registered function, got ${describe(c)}`)
+    // An opaque placeholder stands for a Python callable too (a functools.partial, say).
+    if (!(c instanceof PyGlobal) && !(c instanceof PyOpaque) && typeof c !== 'function') {
+      throw new PicklingError(`the callable of a reduce value must be a PyGlobal, an opaque placeholder or a registered function, got ${describe(c)}`)
     }
     this.#save(c)
   }

@@ -329,27 +329,47 @@ export interface GlobalBehaviour {
   newObject?(args: readonly unknown[], kwargs: unknown): unknown
 }
 
-/**
- * An instance of a class nobody registered, kept inert by the opaque mode: the callable and
- * arguments that made it, and whatever BUILD, APPENDS and SETITEMS gave it afterwards.
- */
-export class PyObject implements HasSetState {
+/** What the opaque mode keeps of an inert object besides how it was made: BUILD, APPENDS, SETITEMS. */
+export abstract class PyOpaque implements HasSetState {
   /** The BUILD state; undefined when no BUILD was applied. */
   state: unknown = undefined
   /** Items appended with APPEND/APPENDS, in order. */
   readonly listItems: unknown[] = []
   /** Pairs set with SETITEM/SETITEMS, in order. */
-  readonly dictItems: [unknown, unknown][] = []
+  readonly dictItems: [unknown, unknown][] = [];
 
+  [setState](state: unknown): void {
+    this.state = state
+  }
+}
+
+/**
+ * An instance of a class nobody registered, kept inert by the opaque mode: the callable and
+ * arguments that made it, and whatever BUILD, APPENDS and SETITEMS gave it afterwards.
+ */
+export class PyObject extends PyOpaque {
   constructor(
     readonly callable: PyGlobal,
     readonly origin: PyObjectOrigin,
     readonly args: Tuple,
     readonly kwargs: unknown = null,
-  ) {}
+  ) {
+    super()
+  }
+}
 
-  [setState](state: unknown): void {
-    this.state = state
+/**
+ * The result of calling an inert object (opaque mode, REDUCE): at protocols 2 and 3 CPython
+ * writes a keyword-argument __getnewargs_ex__ as functools.partial(cls.__new__, cls, *args,
+ * **kwargs)() — a call of the partial placeholder. Pickles back as the same call.
+ */
+export class PyObjectCall extends PyOpaque {
+  constructor(
+    /** What was called. */
+    readonly target: PyOpaque,
+    readonly args: Tuple,
+  ) {
+    super()
   }
 }
 

@@ -10,7 +10,7 @@ import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
 import {
-  ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyPersistentRef,
+  ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef,
   PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, describe, setState,
   type BufferSource, type PyObjectOrigin,
 } from './types.js'
@@ -502,7 +502,7 @@ function setItem(s: LoadState, target: unknown, k: unknown, v: unknown): void {
   if (target instanceof Map) {
     checkHashable(k)
     target.set(k, v)
-  } else if (target instanceof PyObject) {
+  } else if (target instanceof PyOpaque) {
     target.dictItems.push([k, v])
   } else if (s.dictAsObject && typeof target === 'object' && target !== null && isPlainObject(target)) {
     if (typeof k !== 'string') throw new UnpicklingError(`dict key ${describe(k)} cannot be an object property with dict: 'object'; use dict: 'map'`)
@@ -523,7 +523,7 @@ function appendItems(target: unknown, items: unknown[], start: number): void {
     for (let i = start; i < items.length; i++) target.push(items[i])
     // A deque with a maxlen keeps its last maxlen items, as collections.deque.append does.
     if (target instanceof Deque && target.maxlen !== null && target.length > target.maxlen) target.splice(0, target.length - target.maxlen)
-  } else if (target instanceof PyObject) {
+  } else if (target instanceof PyOpaque) {
     for (let i = start; i < items.length; i++) target.listItems.push(items[i])
   } else {
     throw new UnpicklingError(`cannot append to ${describe(target)}`)
@@ -561,6 +561,9 @@ function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyOb
   s.charge('a call of', callable, args)
   if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
   if (typeof callable === 'function') return callable(...args)
+  // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
+  // is one more inert placeholder, which pickles back as the same call.
+  if (s.opaque && callable instanceof PyOpaque && origin === 'reduce') return new PyObjectCall(callable, Tuple.fromItems(args))
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
 }
 
