@@ -40,3 +40,52 @@ for (const protocolVersion of [2, 1]) {
     t.ok(a.stats.sendWaits > 0, `some sends waited behind the high-water mark (${a.stats.sendWaits})`)
   })
 }
+
+for (const protocolVersion of [2, 1]) {
+  t.test(`queued requests and replies arrive intact while other pickles are made (protocol version ${protocolVersion})`, async (t) => {
+    // Both sides queue behind a tiny high-water mark: requests on one side, replies on the other.
+    const server = await listenPickleSocket({ highWaterMark: 1 })
+    const accepted = once(server, 'connection')
+    const a = await connectPickleSocket(server.url, { highWaterMark: 1, protocolVersion })
+    const [b] = (await accepted) as [PickleSocket]
+    t.teardown(async () => {
+      a.terminate()
+      await server.close()
+    })
+    b.onRequest((v) => {
+      const m = v as Map<string, unknown>
+      const reply = new Map<string, unknown>([['i', m.get('i')], ['echo', m.get('text')]])
+      dumps(['unrelated reply side', 'r'.repeat(25_000)], { protocol: 5 })
+      return reply
+    })
+    const text = (i: number) => String.fromCharCode(65 + (i % 26)).repeat(i % 4 === 0 ? 30_000 : 50 + i)
+    const n = 40
+    const replies: Promise<unknown>[] = []
+    for (let i = 0; i < n; i++) {
+      replies.push(a.request(new Map<string, unknown>([['i', i], ['text', text(i)]])))
+      dumps(['unrelated', 'z'.repeat(20_000 + i)], { protocol: 5 })
+    }
+    const got = (await within(20_000, Promise.all(replies), 'the replies')) as Map<string, unknown>[]
+    let wrong = 0
+    got.forEach((r, i) => {
+      if (r.get('i') !== i || r.get('echo') !== text(i)) wrong++
+    })
+    t.equal(wrong, 0, `all ${n} replies whole and matched to their requests`)
+    t.ok(a.stats.sendWaits > 0 && b.stats.sendWaits > 0, `requests and replies waited behind the high-water mark (${a.stats.sendWaits}, ${b.stats.sendWaits})`)
+  })
+}
+
+t.test('a request whose value cannot be pickled rejects at once and leaves nothing pending', async (t) => {
+  const server = await listenPickleSocket({})
+  const accepted = once(server, 'connection')
+  const a = await connectPickleSocket(server.url, {})
+  const [b] = (await accepted) as [PickleSocket]
+  t.teardown(async () => {
+    a.terminate()
+    await server.close()
+  })
+  b.onRequest((v) => v)
+  await t.rejects(a.request(Symbol('not picklable'), { timeout: 5_000 }), /cannot pickle/)
+  // The connection still works, and the next request gets its own reply.
+  t.equal(await within(5_000, a.request('after'), 'the next reply'), 'after')
+})

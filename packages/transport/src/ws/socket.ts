@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import { WebSocket } from 'ws'
 import { TransportError } from '../errors.js'
-import { decodeValue, encodeValue, encodeValueWith } from '../message.js'
+import { decodeValue, encodeValueWith } from '../message.js'
 import type { Role } from './auth.js'
 import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
@@ -178,24 +178,31 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
-    let parts
-    try {
-      parts = encodeValue(value, this.#options.pickler)
-    } catch (err) {
-      return Promise.reject(asError(err))
-    }
-    const id = this.#sender.nextId
     const timeout = options.timeout ?? this.#options.requestTimeout
     return new Promise((resolve, reject) => {
       const entry: PendingRequest = { resolve, reject, timer: null }
+      let id = -1
+      let sent: Promise<void>
+      try {
+        // Framed while the pickler lends its output, as send() does. The id is taken once the
+        // value has pickled: a pickler hook that sends something itself takes the one before.
+        sent = encodeValueWith(value, this.#options.pickler ?? {}, (parts) => {
+          id = this.#sender.nextId
+          this.#pending.set(id, entry)
+          return this.#sender.send(parts, { kind: KIND.request, x: options.x })
+        })
+      } catch (err) {
+        if (id >= 0) this.#pending.delete(id)
+        reject(asError(err))
+        return
+      }
       if (timeout > 0) {
         entry.timer = setTimeout(() => {
           this.#pending.delete(id)
           reject(new TransportError('TIMEOUT', `no reply to request ${id} within ${timeout} ms`))
         }, timeout)
       }
-      this.#pending.set(id, entry)
-      this.#sender.send(parts, { kind: KIND.request, x: options.x }).catch((err: Error) => this.#settle(id, err))
+      sent.catch((err: Error) => this.#settle(id, err))
     })
   }
 
@@ -381,15 +388,18 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
       failure = asError(err)
     }
     if (this.#refuseSend()) return
-    let parts
+    // Framed while the pickler lends its output (encodeValueWith), as send() does.
+    let sent: Promise<void> | null = null
     try {
-      if (failure === null) parts = encodeValue(reply, this.#options.pickler)
+      if (failure === null) sent = encodeValueWith(reply, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.reply, re: id }))
     } catch (err) {
       failure = new Error(`the reply cannot be pickled: ${asError(err).message}`)
     }
-    const kind = failure === null ? KIND.reply : KIND.error
-    if (failure !== null) parts = encodeValue(new Map([['type', failure.name], ['message', failure.message]]))
-    await this.#sender.send(parts!, { kind, re: id }).catch(() => {})
+    if (failure !== null) {
+      const error = new Map([['type', failure.name], ['message', failure.message]])
+      sent = encodeValueWith(error, {}, (parts) => this.#sender.send(parts, { kind: KIND.error, re: id }))
+    }
+    await sent!.catch(() => {})
   }
 
   #settle(id: number, err: Error | null, value?: unknown): void {
