@@ -89,3 +89,44 @@ t.test('a request whose value cannot be pickled rejects at once and leaves nothi
   // The connection still works, and the next request gets its own reply.
   t.equal(await within(5_000, a.request('after'), 'the next reply'), 'after')
 })
+
+t.test('a message whose header cannot be encoded uses up no id: the connection goes on', async (t) => {
+  const server = await listenPickleSocket({})
+  const accepted = once(server, 'connection')
+  const a = await connectPickleSocket(server.url, {})
+  const [b] = (await accepted) as [PickleSocket]
+  t.teardown(async () => {
+    a.terminate()
+    await server.close()
+  })
+  b.onRequest((v) => v)
+  const circular: Record<string, unknown> = {}
+  circular.self = circular
+  await t.rejects(a.request('v', { x: circular, timeout: 5_000 }), 'a request with a circular extra is refused')
+  await t.rejects(a.send('v', { x: circular }), 'so is a message')
+  t.equal(await within(5_000, a.request('after'), 'the next reply'), 'after', 'the next request is answered')
+  await a.send('next message')
+  t.equal(await within(5_000, b.receive(), 'the next message'), 'next message', 'the next message arrives')
+  t.equal(a.error, null, 'the connection did not fail')
+})
+
+t.test("a handler's error that will not pickle as it is still comes back as an error reply", async (t) => {
+  const server = await listenPickleSocket({})
+  const accepted = once(server, 'connection')
+  const a = await connectPickleSocket(server.url, {})
+  const [b] = (await accepted) as [PickleSocket]
+  t.teardown(async () => {
+    a.terminate()
+    await server.close()
+  })
+  b.onRequest(() => {
+    const err = new Error('odd one')
+    Object.defineProperty(err, 'name', { value: Symbol('weird') })
+    throw err
+  })
+  const err = await within(5_000, a.request(1, { timeout: 5_000 }).catch((e: unknown) => e), 'the error reply')
+  t.equal((err as { code?: string }).code, 'REMOTE', 'an error reply, not a timeout')
+  t.match((err as Error).message, /Symbol\(weird\): odd one/)
+  b.onRequest((v) => v)
+  t.equal(await within(5_000, a.request('ok'), 'the next reply'), 'ok')
+})

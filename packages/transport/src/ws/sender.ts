@@ -110,7 +110,10 @@ export class MessageSender {
 
   #frame(parts: MessageParts, envelope: Envelope): Uint8Array[] {
     const { pickle, buffers } = parts
-    const h: WireHeader = { v: this.version, id: this.#nextId++, k: envelope.kind, p: pickle.byteLength, b: [], ro: parts.readonly }
+    // The id is used up only once the frames are built: a header that cannot be encoded (a
+    // circular `x`, say) sends nothing and must leave no gap in the ids the peer checks.
+    const id = this.#nextId
+    const h: WireHeader = { v: this.version, id, k: envelope.kind, p: pickle.byteLength, b: [], ro: parts.readonly }
     if (envelope.re !== undefined) h.re = envelope.re
     let x: Record<string, unknown> | undefined = envelope.x === undefined ? undefined : { ...envelope.x }
     if (buffers.length > 0) {
@@ -149,6 +152,7 @@ export class MessageSender {
       for (const f of frames) mac.update(f)
       frames.push(mac.digest())
     }
+    this.#nextId = id + 1
     return frames
   }
 

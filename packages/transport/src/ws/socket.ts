@@ -396,8 +396,14 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
       failure = new Error(`the reply cannot be pickled: ${asError(err).message}`)
     }
     if (failure !== null) {
-      const error = new Map([['type', failure.name], ['message', failure.message]])
-      sent = encodeValueWith(error, {}, (parts) => this.#sender.send(parts, { kind: KIND.error, re: id }))
+      // Strings whatever the handler threw, so that the error reply always pickles.
+      const error = new Map([['type', safeString(failure.name, 'Error')], ['message', safeString(failure.message, '')]])
+      try {
+        sent = encodeValueWith(error, {}, (parts) => this.#sender.send(parts, { kind: KIND.error, re: id }))
+      } catch (err) {
+        // Nothing can be sent (a broken connection): the requester's timeout or close ends its wait.
+        sent = Promise.reject(err)
+      }
     }
     await sent!.catch(() => {})
   }
@@ -449,5 +455,14 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.#closeInfo = { code, reason, error: this.#error }
     this.#resolveClosed(this.#closeInfo)
     this.emit('close', this.#closeInfo)
+  }
+}
+
+/** String(value), or the fallback when even that throws (a Symbol, an object whose toString throws). */
+function safeString(value: unknown, fallback: string): string {
+  try {
+    return typeof value === 'symbol' ? value.toString() : String(value)
+  } catch {
+    return fallback
   }
 }
