@@ -5,14 +5,17 @@
 // end. The arrays are built on the worker by tasks Node submits: numpy.random.random
 // (incompressible: sent as it is) and numpy.zeros (the worker compresses it with lz4).
 //
-// Three gatherer processes take turns, one gather each per round, so that whatever else the
+// Four gatherer processes take turns, one gather each per round, so that whatever else the
 // machine is doing falls on all of them alike: the stock Python client (distributed.Client,
 // Future(key), client.gather, timed with time.perf_counter); Node's DaskClient (this file run
 // with --gatherer, a full GC before each gather, timed with performance.now); and the same Node
 // process started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so that glibc's malloc asks for
 // transparent huge pages (madvise) for the big blocks it maps, as numpy does for its arrays: on
 // a kernel whose THP mode is "madvise" this is what separates the two Node rows (see
-// docs/dask.md, "Gathering 64 MiB"). No other process gets GLIBC_TUNABLES. Every Node gather is
+// docs/dask.md, "Gathering 64 MiB"). A fourth, Node's DaskClient with warmReceive: true, reads a
+// big message into memory whose pages were written while the process was idle (here: during
+// the other clients' turns; see packages/transport/src/dask/warm-memory.ts); its first gather of
+// a size is cold, and is the warm-up. No other process gets GLIBC_TUNABLES. Every Node gather is
 // checked (dtype, shape, 4 elements) against what the Python client gathered. Both clients
 // gather through the scheduler (Dask's default, direct=False). The bar of issue 8: Node within
 // 1.2x of the Python client.
@@ -116,8 +119,8 @@ function anonHugeKiB() {
  * <arrays JSON>`): submits the arrays' tasks under their keys (the scheduler has them in memory
  * already and computes nothing), then gathers one key per request line, a full GC before each.
  */
-async function nodeGatherer(address, arrays) {
-  const client = await DaskClient.connect(address, { timeout: 10_000, rpcTimeout: 60_000 })
+async function nodeGatherer(address, arrays, warm) {
+  const client = await DaskClient.connect(address, { timeout: 10_000, rpcTimeout: 60_000, warmReceive: warm })
   const futures = new Map(arrays.map((a) => [a.key, client.submit(a.fn, a.args, { key: a.key })]))
   await Promise.all([...futures.values()].map((f) => f.wait({ timeout: 60_000 })))
   console.log(JSON.stringify({ ready: true }))
@@ -282,14 +285,15 @@ export async function runDask({ quick, log }) {
     const futures = arrays.map((a) => client.submit(a.fn, a.args, { key: a.key }))
     await Promise.all(futures.map((f) => f.wait({ timeout: 60_000 })))
 
-    log('  starting the gatherers: the Python client, the Node client, the Node client with huge pages')
+    log('  starting the gatherers: the Python client, the Node client, the Node client with huge pages, the Node client with warm receive memory')
     const self = fileURLToPath(import.meta.url)
     const spec = JSON.stringify(arrays.map(({ fn, args, key }) => ({ fn, args, key })))
     const python = new Gatherer('the Python client', PYTHON, ['-c', PY_GATHERER, address, ...arrays.map((a) => a.key)], stock)
     const node = new Gatherer('the Node client', process.execPath, ['--expose-gc', self, '--gatherer', address, spec], stock)
     const huge = new Gatherer(`the Node client (${HUGE_TUNABLE})`, process.execPath, ['--expose-gc', self, '--gatherer', address, spec],
       { ...stock, GLIBC_TUNABLES: HUGE_TUNABLE })
-    gatherers.push(python, node, huge)
+    const warm = new Gatherer('the Node client (warmReceive)', process.execPath, ['--expose-gc', self, '--gatherer', address, spec, '--warm'], stock)
+    gatherers.push(python, node, huge, warm)
     await Promise.all(gatherers.map((g) => g.ready()))
 
     const rows = []
@@ -297,7 +301,7 @@ export async function runDask({ quick, log }) {
     for (const a of arrays) {
       log(`  ${a.key}: one warm-up each, then ${runs} rounds of one gather per client, in turns`)
       const ref = await python.gather(a.key)
-      for (const g of [node, huge]) check(await g.gather(a.key), ref, `${a.key} (${g.name})`)
+      for (const g of [node, huge, warm]) check(await g.gather(a.key), ref, `${a.key} (${g.name})`)
       const times = new Map(gatherers.map((g) => [g, []]))
       for (let r = 0; r < runs; r++) {
         // Each client goes first in a third of the rounds.
@@ -315,12 +319,14 @@ export async function runDask({ quick, log }) {
       rows.push({ array: a.name, client: 'Python (distributed.Client)', m: py, py })
       rows.push({ array: '', client: 'Node (DaskClient)', m: bestMedian(times.get(node)), py })
       rows.push({ array: '', client: `Node, GLIBC_TUNABLES=${HUGE_TUNABLE}`, m: bestMedian(times.get(huge)), py })
+      rows.push({ array: '', client: 'Node, warmReceive: true', m: bestMedian(times.get(warm)), py })
     }
     client.release(...futures)
 
     console.log(`Python ${versions[0]}, distributed ${versions[1]}, numpy ${versions[2]}, lz4 ${versions[3]}; one scheduler and one worker (1 thread) on loopback, tcp; ` +
-      `both clients gather through the scheduler. Three gatherer processes (the stock Python client; Node's DaskClient; the same Node process with ` +
-      `GLIBC_TUNABLES=${HUGE_TUNABLE}, so that glibc's malloc asks for transparent huge pages as numpy does for its arrays) take turns: ` +
+      `both clients gather through the scheduler. Four gatherer processes (the stock Python client; Node's DaskClient; the same Node process with ` +
+      `GLIBC_TUNABLES=${HUGE_TUNABLE}, so that glibc's malloc asks for transparent huge pages as numpy does for its arrays; Node's DaskClient with ` +
+      `warmReceive: true, which reads a big message into memory whose pages were written while the process was idle, here during the other clients' turns) take turns: ` +
       `one warm-up each, then N = ${runs} rounds of one gather per client, the first client rotating. ` +
       `Python timed with time.perf_counter, Node with performance.now after a full GC; every Node value checked (dtype, shape, 4 elements) against Python's. ` +
       `Transparent huge pages: ${thpMode()}; the Node process with the tunable had ` +
@@ -349,5 +355,5 @@ export async function runDask({ quick, log }) {
 }
 
 if (process.argv[2] === '--gatherer' && process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
-  await nodeGatherer(process.argv[3], JSON.parse(process.argv[4]))
+  await nodeGatherer(process.argv[3], JSON.parse(process.argv[4]), process.argv[5] === '--warm')
 }

@@ -10,7 +10,7 @@ import { randomFillSync } from 'node:crypto'
 import net from 'node:net'
 import t, { type Test } from 'tap'
 import {
-  DEFAULT_DASK_LIMITS, FRAME_ALIGNMENT, TcpFrameReader, TransportError, connectDask, dumpsMessage, encodeTcpPrelude, resolveDaskLimits,
+  DEFAULT_DASK_LIMITS, FRAME_ALIGNMENT, TcpFrameReader, TransportError, WarmMemory, connectDask, dumpsMessage, encodeTcpPrelude, resolveDaskLimits,
   type DaskComm, type DaskLimits,
 } from '@picklewire/transport'
 import { within } from './dask-helpers.js'
@@ -178,6 +178,33 @@ t.test('through a socket: messages written in odd pieces arrive whole, in order,
     else checkMessage(t, got, want, `message ${i}`)
   }
   t.equal(comm.stats.messagesIn, 5, 'the handshake and four messages')
+})
+
+t.test('through a socket with warmReceive: big messages after the first land in warmed memory of their own', async (t) => {
+  const warm = new WarmMemory({ minBytes: 1 << 20 })
+  t.teardown(() => warm.drop())
+  const messages = [0, 1, 2, 3].map(() => [Uint8Array.of(9), random((3 << 20) + 77)])
+  const address = await fakeDask(t, (s) => {
+    void (async () => {
+      for (const m of messages) {
+        await writeInPieces(s, tcpBytes(m), () => 1 << 20)
+        // Idle between messages, as between gathers: time for the spare to be warmed.
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    })()
+  })
+  const comm = await connectDask(address, { timeout: 5000, warmReceive: warm })
+  t.teardown(() => comm.abort())
+  const got: Uint8Array[][] = []
+  for (const [i, want] of messages.entries()) {
+    const frames = await comm.readFrames(10_000)
+    checkMessage(t, frames, want, `message ${i}`)
+    got.push(frames)
+  }
+  t.ok(warm.stats.fromSpare >= 2, `messages after the first were read into the spare (${warm.stats.fromSpare} of 4)`)
+  t.ok(warm.stats.warmBytes > 0, `with pages written ahead (${warm.stats.warmBytes} bytes)`)
+  t.equal(new Set(got.map((f) => f[1]!.buffer)).size, 4, 'each message in memory of its own')
+  await t.rejects(connectDask(address, { warmReceive: 'yes' as unknown as boolean }), TypeError, 'warmReceive is checked')
 })
 
 t.test('through a socket: byte by byte', async (t) => {

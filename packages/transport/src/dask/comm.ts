@@ -14,6 +14,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { TransportError } from '../errors.js'
 import { COMPRESSIONS, type DaskCompression } from './compression.js'
 import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits, type DaskLimits } from './framing.js'
+import { FRESH_MEMORY, WarmMemory, sharedWarmMemory } from './warm-memory.js'
 import { dumpsMessage, loadsMessage } from './protocol.js'
 import { field, newStats, type DaskSerializerName, type DaskStats, type SerializeContext } from './serialize.js'
 import type { PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
@@ -54,6 +55,15 @@ export interface DaskCommOptions {
   pickler?: Omit<PicklerOptions, 'protocol' | 'bufferCallback'>
   /** Counters to add to (several comms may share one). Default: the comm's own. */
   stats?: DaskStats
+  /**
+   * tcp: read big messages into memory whose pages were written ahead, while the event loop
+   * was idle (see warm-memory.ts and docs/dask.md): after a message of 4 MiB or more, a spare
+   * of its size is prepared, and dropped after 30 s unused. true: the process's shared
+   * WarmMemory; or a WarmMemory of your own. It costs the spare's memory and moves page faults
+   * into idle time; it helps when big messages come with idle time between them. Default
+   * false: fresh memory for every message.
+   */
+  warmReceive?: boolean | WarmMemory
 }
 
 export const DEFAULT_DASK_TIMEOUT = 10_000
@@ -81,10 +91,18 @@ export function parseDaskAddress(address: string): { scheme: DaskScheme; host: s
   return { scheme, host: m[2]!.replace(/^\[|\]$/g, ''), port }
 }
 
+function warmOf(option: boolean | WarmMemory | undefined): WarmMemory | null {
+  if (option === true) return sharedWarmMemory
+  if (option === undefined || option === false) return null
+  if (option instanceof WarmMemory) return option
+  throw new TypeError(`warmReceive must be true, false or a WarmMemory, got ${String(option)}`)
+}
+
 /** Checks the options before any connection is made; throws TypeError naming the bad one. */
 export function checkCommOptions(options: DaskCommOptions): void {
   timeoutOf(options.timeout, 'timeout')
   resolveDaskLimits(options.limits)
+  warmOf(options.warmReceive)
   const compression = options.compression ?? null
   if (compression !== null && !COMPRESSIONS.includes(compression)) {
     throw new TypeError(`compression must be one of ${COMPRESSIONS.join(', ')} or null, got ${JSON.stringify(compression)}`)
@@ -154,8 +172,8 @@ class TcpCarrier extends Carrier {
    * callback; callback returning false would pause reading (never done here: a message is
    * bounded by the limits, and the reader only ever holds the one being read).
    */
-  static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string): Promise<TcpCarrier> {
-    const reader = new TcpFrameReader(limits)
+  static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string, warm: WarmMemory | null): Promise<TcpCarrier> {
+    const reader = new TcpFrameReader(limits, warm ?? FRESH_MEMORY)
     const scratch = new Uint8Array(64 * 1024)
     let carrier: TcpCarrier | null = null
     const socket = net.connect({
@@ -485,7 +503,7 @@ export async function connectDask(address: string, options: DaskCommOptions = {}
     }
     try {
       carrier = scheme === 'tcp'
-        ? await TcpCarrier.connect(host, port, left, limits, peer)
+        ? await TcpCarrier.connect(host, port, left, limits, peer, warmOf(options.warmReceive))
         : await openWs(host, port, left, limits, peer)
     } catch (err) {
       lastError = err

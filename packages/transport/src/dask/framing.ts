@@ -11,6 +11,7 @@
  */
 import { TransportError } from '../errors.js'
 import { resolvePositive } from '../limits.js'
+import { FRESH_MEMORY, type FrameMemory } from './warm-memory.js'
 
 /** Limits on what a Dask peer may announce. */
 export interface DaskLimits {
@@ -107,7 +108,11 @@ export class TcpFrameReader {
   #frameHave = 0
   #direct: Uint8Array | null = null
 
-  constructor(private readonly limits: DaskLimits) {}
+  /** memory: where each message's buffer comes from (fresh by default; see warm-memory.ts). */
+  constructor(
+    private readonly limits: DaskLimits,
+    private readonly memory: FrameMemory = FRESH_MEMORY,
+  ) {}
 
   /** True when no message is partly read. */
   get idle(): boolean {
@@ -224,7 +229,7 @@ export class TcpFrameReader {
     this.#lengths = lengths
     this.#offsets = offsets
     // Uninitialised memory, as Dask's numpy.empty: every byte is overwritten before it is handed over.
-    this.#buffer = size === 0 ? new Uint8Array(0) : new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size)
+    this.#buffer = this.memory.take(size)
     this.#frame = 0
     this.#frameHave = 0
     this.#state = TcpState.FRAMES
@@ -240,6 +245,7 @@ export class TcpFrameReader {
     if (this.#frame < this.#count) return
     const buffer = this.#buffer!
     done.push(this.#lengths.map((n, i) => buffer.subarray(this.#offsets[i]!, this.#offsets[i]! + n)))
+    this.memory.done?.()
     this.#buffer = null
     this.#lengths = []
     this.#offsets = []

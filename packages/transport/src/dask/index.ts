@@ -18,5 +18,6 @@ export {
   DEFAULT_DASK_LIMITS, FRAME_ALIGNMENT, TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits,
   type DaskLimits,
 } from './framing.js'
+export { FRESH_MEMORY, WarmMemory, freshMemory, sharedWarmMemory, type FrameMemory, type WarmMemoryOptions } from './warm-memory.js'
 export { COMPRESSIONS, decompressFrame, maybeCompress, type DaskCompression } from './compression.js'
 export { lz4Compress, lz4CompressBound, lz4Decompress, lz4DecompressInto, lz4DecompressedSize } from './lz4.js'
