@@ -85,3 +85,15 @@ t.test('malformed UTF-8 is an UnpicklingError naming the fault and its byte', as
     }
   }
 })
+
+t.test('names of GLOBAL are strict UTF-8 and names of INST strict ASCII, as Python reads them', async (t) => {
+  // GLOBAL '\ud800' 'x' (encoded surrogate) and GLOBAL 'café' 'x' (valid UTF-8, unknown module).
+  const surrogate = Uint8Array.from([0x80, 0x02, 0x63, 0xed, 0xa0, 0x80, 0x0a, 0x78, 0x0a, 0x2e])
+  t.throws(() => loads(surrogate, { opaque: true }), { name: 'UnpicklingError', message: /the module name is not valid UTF-8/ })
+  const cafe = Uint8Array.from([0x80, 0x02, 0x63, ...utf8('café'), 0x0a, 0x78, 0x0a, 0x2e])
+  const g = loads(cafe, { opaque: true }) as { module: string; name: string }
+  t.equal(g.module, 'café', 'valid UTF-8 names still load (opaque)')
+  // INST 'café' 'X' with an empty MARK: not ASCII.
+  const inst = Uint8Array.from([0x28, 0x69, ...utf8('café'), 0x0a, 0x58, 0x0a, 0x2e])
+  t.throws(() => loads(inst, { opaque: true }), { name: 'UnpicklingError', message: /the module name is not ASCII \(byte 0xc3 at 3\)/ })
+})

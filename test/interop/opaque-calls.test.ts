@@ -46,3 +46,35 @@ t.test('a called placeholder loads inert and dumps back to the same bytes', asyn
   }
   t.equal(seen, 4)
 })
+
+t.test('an argument tuple shared by two opaque objects stays shared: CPython bytes back', async (t) => {
+  const raw = runPython(String.raw`
+import pickle, sys, functools, types
+m = types.ModuleType('pwshared'); sys.modules['pwshared'] = m
+def f(*a): return a
+f.__module__ = 'pwshared'; m.f = f
+ARGS = (1, 2)
+class ByReduce:
+    def __reduce__(self): return (f, ARGS)
+class ByPartial:
+    def __reduce__(self): return (functools.partial(f), ARGS)
+for c in (ByReduce, ByPartial):
+    c.__module__ = 'pwshared'; setattr(m, c.__name__, c)
+for v in ([ByReduce(), ByReduce()], [ByPartial(), ByPartial()]):
+    for p in range(6):
+        d = pickle.dumps(v, p)
+        sys.stdout.buffer.write(len(d).to_bytes(4, 'little') + bytes([p]) + d)
+`)
+  let cases = 0
+  for (let at = 0; at < raw.length;) {
+    const n = raw.readUInt32LE(at)
+    const protocol = raw[at + 4]!
+    const data = new Uint8Array(raw.subarray(at + 5, at + 5 + n))
+    at += 5 + n
+    cases++
+    const v = loads(data, { opaque: true, lossless: true }) as (PyObject | PyObjectCall)[]
+    t.equal(v[0]!.args, v[1]!.args, `protocol ${protocol}: one args tuple for both`)
+    t.same(Buffer.from(dumps(v, { protocol })), Buffer.from(data), `protocol ${protocol}: CPython's bytes back`)
+  }
+  t.equal(cases, 12)
+})

@@ -9,7 +9,7 @@ import type { ReduceValue } from './types.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
   PickleBuffer, PyDate, PyObject, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
-  describe, type GlobalBehaviour,
+  asTuple, describe, type GlobalBehaviour,
 } from './types.js'
 
 /** Hooks for a registered JavaScript class, in place of Python's dunder methods. */
@@ -308,7 +308,7 @@ function reconstructor(this: void, args: readonly unknown[]): unknown {
   const [cls, base, state] = args
   if (!(cls instanceof PyGlobal)) return bad(`copyreg._reconstructor needs a class, got ${describe(cls)}`)
   // An unknown class: keep an inert record of this very call, so that it pickles back as one.
-  if (cls.opaque) return new PyObject(cls, 'reconstructor', Tuple.fromItems(args))
+  if (cls.opaque) return new PyObject(cls, 'reconstructor', asTuple(args))
   if (!(base instanceof PyGlobal) || base.module !== 'builtins' || base.name !== 'object' || state !== null) {
     return bad(`copyreg._reconstructor supports base 'builtins.object' only, got ${describe(base)}`)
   }

@@ -7,7 +7,7 @@
  */
 import { PickleError } from './errors.js'
 import type { GlobalRegistry } from './globals.js'
-import { Complex, PickleBuffer, PyGlobal, PyObject, Tuple, describe, setState, type HasSetState } from './types.js'
+import { Complex, PickleBuffer, PyGlobal, PyObject, Tuple, asTuple, describe, setState, type HasSetState } from './types.js'
 
 // ---- float16 ----
 
@@ -919,7 +919,7 @@ function makeDType(args: readonly unknown[]): DType {
 function reconstruct(self: PyGlobal, args: readonly unknown[]): unknown {
   argc(args, 3, 3, '_reconstruct')
   const cls = args[0]
-  if (cls instanceof PyGlobal && cls.opaque) return new PyObject(self, 'reduce', Tuple.fromItems(args))
+  if (cls instanceof PyGlobal && cls.opaque) return new PyObject(self, 'reduce', asTuple(args))
   if (!(cls instanceof PyGlobal) || cls.module !== 'numpy' || cls.name !== 'ndarray') {
     return bad(`_reconstruct supports numpy.ndarray only, got ${describe(cls)}`)
   }

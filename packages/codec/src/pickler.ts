@@ -41,7 +41,8 @@ export interface PicklerOptions {
   /**
    * Python's Pickler.fast (deprecated in Python, kept for what it is good for): no memo, so no
    * MEMOIZE/PUT opcodes, and a value reached twice is written twice; the bytes are CPython's in
-   * fast mode. A cycle cannot be written this way: it fails with a PicklingError at maxDepth.
+   * fast mode. A cycle cannot be written this way: it fails with a PicklingError (at maxDepth,
+   * or earlier if the JavaScript stack runs out first, as a cycle through a reduce can).
    * Much faster for records and strings, where the memo is most of the time. Default false.
    */
   fast?: boolean
@@ -1294,7 +1295,6 @@ export class Pickler {
   }
 }
 
-/** A Python str made afresh by the pickler itself (never matched in the memo). */
 /**
  * V8 keeps an object's hidden class alive only through the objects that have it: the chain of
  * field additions that builds a Pickler holds it weakly. With no Pickler alive, a full GC drops
@@ -1304,6 +1304,7 @@ export class Pickler {
  */
 export const SHAPE_KEEPER: unknown = new Pickler()
 
+/** A Python str made afresh by the pickler itself (never matched in the memo). */
 class FreshStr {
   constructor(readonly value: string) {}
 }

@@ -42,14 +42,9 @@ function asciiShort(b: Uint8Array, s: number, len: number): string {
     case 6: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!)
     case 7: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!)
     case 8: return String.fromCharCode(b[s]!, b[s + 1]!, b[s + 2]!, b[s + 3]!, b[s + 4]!, b[s + 5]!, b[s + 6]!, b[s + 7]!)
-    default: {
-      if (len > SHORT) return fromCodeUnits(b, s, s + len)
-      // One String.fromCharCode.apply over a reused array of the exact length: about 3x
-      // faster than concatenating character by character for 9 to 16 characters.
-      const units = byLength[len]!
-      for (let i = 0; i < len; i++) units[i] = b[s + i]!
-      return String.fromCharCode.apply(null, units)
-    }
+    default:
+      // Callers decode longer strings themselves (decodeUtf8's copy loop, fromCodeUnits).
+      return fromCodeUnits(b, s, s + len)
   }
 }
 
@@ -143,6 +138,24 @@ function decodeUtf8Slow(b: Uint8Array, start: number, end: number): string {
   const exact = byLength[n]!
   for (let k = 0; k < n; k++) exact[k] = units[k]!
   return String.fromCharCode.apply(null, exact)
+}
+
+/**
+ * UTF-8 with nothing let through: a name in a GLOBAL opcode, which Python decodes with 'utf-8'
+ * strictly (encoded surrogates are an error there, unlike in str payloads).
+ */
+export function decodeUtf8Strict(b: Uint8Array, start: number, end: number, what: string): string {
+  const s = decodeUtf8(b, start, end)
+  if (!s.isWellFormed()) throw new UnpicklingError(`${what} is not valid UTF-8 (an encoded surrogate)`)
+  return s
+}
+
+/** ASCII, as Python decodes the names of an INST opcode: any byte over 0x7f is an error. */
+export function decodeAsciiStrict(b: Uint8Array, start: number, end: number, what: string): string {
+  for (let i = start; i < end; i++) {
+    if (b[i]! >= 0x80) throw new UnpicklingError(`${what} is not ASCII (byte 0x${b[i]!.toString(16)} at ${i - start})`)
+  }
+  return decodeLatin1(b, start, end)
 }
 
 /** Every byte is one code point U+0000..U+00FF. */

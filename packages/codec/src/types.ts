@@ -53,6 +53,15 @@ export class Tuple<T = unknown> extends Array<T> {
   }
 }
 
+/**
+ * The items as a Tuple: the same object when they already are one, so that a tuple shared in
+ * a pickle stays shared in what the opaque mode keeps (and pickles back as a memo fetch, as
+ * CPython writes it).
+ */
+export function asTuple<T>(items: readonly T[]): Tuple<T> {
+  return items instanceof Tuple ? (items as Tuple<T>) : Tuple.fromItems(items)
+}
+
 /** A Python bytearray: mutable bytes, distinct from bytes (a plain Uint8Array). */
 export class ByteArray extends Uint8Array {}
 
@@ -305,14 +314,14 @@ export class PyGlobal {
   /** REDUCE, INST, OBJ: the global called with arguments. */
   call(args: readonly unknown[], origin: PyObjectOrigin = 'reduce'): unknown {
     if (this.behaviour.call) return this.behaviour.call(args)
-    if (this.opaque) return new PyObject(this, origin, Tuple.fromItems(args))
+    if (this.opaque) return new PyObject(this, origin, asTuple(args))
     throw new PickleError(`global '${this}' cannot be called`)
   }
 
   /** NEWOBJ, NEWOBJ_EX: an instance made with cls.__new__(cls, *args, **kwargs). */
   newObject(args: readonly unknown[], kwargs: unknown, origin: 'newobj' | 'newobj_ex' = 'newobj'): unknown {
     if (this.behaviour.newObject) return this.behaviour.newObject(args, kwargs)
-    if (this.opaque) return new PyObject(this, origin, Tuple.fromItems(args), kwargs)
+    if (this.opaque) return new PyObject(this, origin, asTuple(args), kwargs)
     throw new PickleError(`global '${this}' cannot create instances with NEWOBJ`)
   }
 

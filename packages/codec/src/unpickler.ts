@@ -8,10 +8,10 @@ import { defaultGlobals, dictEntries, fixImport, isPlainObject, type GlobalRegis
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
-import { decodeLatin1, decodePython2Str, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
+import { decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
 import {
   ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef,
-  PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, describe, setState,
+  PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, asTuple, describe, setState,
   type BufferSource, type PyObjectOrigin,
 } from './types.js'
 
@@ -563,7 +563,7 @@ function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyOb
   if (typeof callable === 'function') return callable(...args)
   // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
   // is one more inert placeholder, which pickles back as the same call.
-  if (s.opaque && callable instanceof PyOpaque && origin === 'reduce') return new PyObjectCall(callable, Tuple.fromItems(args))
+  if (s.opaque && callable instanceof PyOpaque && origin === 'reduce') return new PyObjectCall(callable, asTuple(args))
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
 }
 
@@ -1095,7 +1095,8 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   GLOBAL(s) {
     const [ma, mb] = s.line()
     const [na, nb] = s.line()
-    s.stack.push(s.findClass(decodeUtf8(s.data, ma, mb), decodeUtf8(s.data, na, nb)))
+    // Python decodes these with 'utf-8', strictly (pickle.py's load_global).
+    s.stack.push(s.findClass(decodeUtf8Strict(s.data, ma, mb, 'the module name'), decodeUtf8Strict(s.data, na, nb, 'the global name')))
   },
   STACK_GLOBAL(s) {
     const name = s.pop()
@@ -1135,7 +1136,8 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if (s.pending !== null) s.flushLists()
     const [ma, mb] = s.line()
     const [na, nb] = s.line()
-    const cls = s.findClass(decodeLatin1(s.data, ma, mb), decodeLatin1(s.data, na, nb))
+    // Python decodes these as ASCII, strictly (pickle.py's load_inst).
+    const cls = s.findClass(decodeAsciiStrict(s.data, ma, mb, 'the module name'), decodeAsciiStrict(s.data, na, nb, 'the class name'))
     const args = s.popMark()
     s.stack.push(callGlobal(s, cls, args, 'inst'))
   },
