@@ -122,3 +122,14 @@ t.test('the tcp reader reads messages into the memory it is given, whole and in 
   t.ok(w.stats.fromSpare >= 3, `messages after the first were read into warm spares (${w.stats.fromSpare})`)
   t.equal(new Set(seen.map((msg) => msg[1]!.buffer)).size, 4, 'each message in memory of its own')
 })
+
+t.test('a spare whose warming was paused and never resumed is still dropped after idleMs', async (t) => {
+  const w = new WarmMemory({ minBytes: 1 * MiB, idleMs: 400 })
+  w.take(64 * MiB)
+  w.done()
+  for (let i = 0; i < 200 && w.warmBytes === 0; i++) await delay(1)
+  w.take(100) // a message starts and its comm dies: done() never comes
+  t.ok(w.warmBytes > 0 && w.warmBytes < 64 * MiB, `a partly warmed spare is held (${w.warmBytes} bytes)`)
+  await delay(800)
+  t.equal(w.warmBytes, 0, 'dropped after idleMs all the same')
+})

@@ -8,14 +8,17 @@
  *
  * WarmMemory moves that cost off the receive path. Once a big message has been read (done()),
  * it allocates another buffer of that size and writes one byte per page in 2 MiB slices on
- * later event-loop turns (unref'd zero-delay timers: an unref'd setImmediate does not wake an
- * idle loop, so it made no progress between messages), so that the next message of about that size
- * lands in memory whose pages are already there. Warming stops while a message is being read:
- * done in the middle of a receive, it slowed the receive by as much as it saved. Each buffer is handed out once and never taken
- * back: the views a gather returns own their memory as before. What it costs: the spare's
- * memory while it waits (at most `maxBytes`, dropped after `idleMs` without a message big enough
- * to use it), and the page faults themselves, paid in slices while the event loop is idle
- * instead of inside the receive. The first message of a size gets fresh memory.
+ * later event-loop turns, so that the next message of about that size lands in memory whose
+ * pages are already there. The turns are unref'd zero-delay timers: an unref'd setImmediate
+ * does not wake an idle loop, so it made no progress between messages. Warming stops while a
+ * message is being read: done in the middle of a receive, it slowed the receive by as much as
+ * it saved.
+ *
+ * Each buffer is handed out once and never taken back: the views a gather returns own their
+ * memory as before. What it costs: the spare's memory while it waits (at most `maxBytes`,
+ * dropped `idleMs` after it was made or finished warming if nothing used it), and the page
+ * faults themselves, paid in slices while the event loop is idle instead of inside the receive.
+ * The first message of a size gets fresh memory.
  */
 
 export interface WarmMemoryOptions {
@@ -122,7 +125,15 @@ export class WarmMemory implements FrameMemory {
   #prepare(size: number): void {
     this.#drop()
     this.#spare = freshMemory(size)
+    // Dropped if unused, even when its warming never finishes (a comm closed mid-message).
+    this.#armIdle()
     this.#schedule()
+  }
+
+  #armIdle(): void {
+    if (this.#idle !== null) clearTimeout(this.#idle)
+    this.#idle = setTimeout(() => this.#drop(), this.idleMs)
+    this.#idle.unref()
   }
 
   #schedule(): void {
@@ -140,8 +151,7 @@ export class WarmMemory implements FrameMemory {
     if (end < spare.byteLength) {
       this.#schedule()
     } else {
-      this.#idle = setTimeout(() => this.#drop(), this.idleMs)
-      this.#idle.unref()
+      this.#armIdle()
     }
   }
 }
