@@ -71,11 +71,11 @@ t.test('sizes far from the spare, small sizes and a disabled WarmMemory get fres
 })
 
 t.test('an unused spare is dropped after idleMs', async (t) => {
-  const w = new WarmMemory({ minBytes: 1 * MiB, idleMs: 50 })
+  const w = new WarmMemory({ minBytes: 1 * MiB, idleMs: 400 })
   w.take(2 * MiB)
   w.done()
   t.ok(await warmed(w, 2 * MiB))
-  await delay(200)
+  await delay(1000)
   t.equal(w.warmBytes, 0, 'dropped')
   w.take(2 * MiB)
   t.equal(w.stats.fromSpare, 0, 'so the next message gets fresh memory')
