@@ -8,7 +8,11 @@ import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { SUBPROTOCOL, WebSocket, type PickleSocket } from '@picklewire/transport'
+import type { Test } from 'tap'
+import {
+  SUBPROTOCOL, WebSocket, connectPickleSocket, listenPickleSocket,
+  type ConnectOptions, type ListenOptions, type PickleSocket, type PickleSocketServer,
+} from '@picklewire/transport'
 import { PYTHON } from '../helpers/python.js'
 
 export const PYTHON_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'packages', 'transport', 'python')
@@ -76,6 +80,19 @@ export async function pythonEchoServer(args: string[] = []): Promise<{ peer: Pyt
   const peer = new PythonPeer(['echo-server', ...args])
   const { port } = await peer.next()
   return { peer, url: `ws://127.0.0.1:${port}/` }
+}
+
+/** A server and one client connected to it, both closed at the end of the test. */
+export async function pair(t: Test, serverOptions: ListenOptions = {}, clientOptions: ConnectOptions = {}): Promise<{ server: PickleSocketServer; a: PickleSocket; b: PickleSocket }> {
+  const server = await listenPickleSocket(serverOptions)
+  const accepted = once(server, 'connection')
+  const a = await connectPickleSocket(server.url, clientOptions)
+  const [b] = (await accepted) as [PickleSocket]
+  t.teardown(async () => {
+    a.terminate()
+    await server.close()
+  })
+  return { server, a, b }
 }
 
 /** Rejects with a clear message when p takes longer than ms. */

@@ -10,26 +10,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { NDArray, PickleBuffer, Tuple } from '@picklewire/codec'
 import {
   DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_HIGH_WATER_MARK, PickleSocket, TransportError,
-  WebSocket, connectPickleSocket, listenPickleSocket, type ConnectOptions, type ListenOptions, type PickleSocketServer,
+  WebSocket, connectPickleSocket, listenPickleSocket,
 } from '@picklewire/transport'
-import { closeOf, collect, within } from './ws-helpers.js'
-
-/** A server and one client connected to it, both closed at the end of the test. */
-async function pair(t: Test, serverOptions: ListenOptions = {}, clientOptions: ConnectOptions = {}): Promise<{ server: PickleSocketServer; a: PickleSocket; b: PickleSocket }> {
-  const server = await listenPickleSocket(serverOptions)
-  const accepted = once(server, 'connection')
-  const a = await connectPickleSocket(server.url, clientOptions)
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await server.close()
-  })
-  return { server, a, b }
-}
+import { closeOf, collect, pair, within } from './ws-helpers.js'
 
 function codeOf(err: unknown): string | undefined {
   return err instanceof TransportError ? err.code : undefined

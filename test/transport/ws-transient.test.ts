@@ -4,22 +4,13 @@
  * connection) into a frame of its own, so that messages queued behind the high-water mark keep
  * their bytes while the pickler writes other pickles into the same memory.
  */
-import { once } from 'node:events'
 import t from 'tap'
 import { dumps } from '@picklewire/codec'
-import { connectPickleSocket, listenPickleSocket, type PickleSocket } from '@picklewire/transport'
-import { within } from './ws-helpers.js'
+import { pair, within } from './ws-helpers.js'
 
 for (const protocolVersion of [2, 1]) {
   t.test(`queued messages arrive intact while other pickles are made (protocol version ${protocolVersion})`, async (t) => {
-    const server = await listenPickleSocket({})
-    const accepted = once(server, 'connection')
-    const a = await connectPickleSocket(server.url, { highWaterMark: 1, protocolVersion })
-    const [b] = (await accepted) as [PickleSocket]
-    t.teardown(async () => {
-      a.terminate()
-      await server.close()
-    })
+    const { a, b } = await pair(t, {}, { highWaterMark: 1, protocolVersion })
     // Small (inline in v2) and big (a pickle frame of its own) pickles, with other pickling
     // between the sends while earlier ones wait in the sender's queue.
     const value = (i: number) => new Map<string, unknown>([['i', i], ['text', String.fromCharCode(97 + (i % 26)).repeat(i % 3 === 0 ? 40_000 : 100 + i)]])
@@ -44,14 +35,7 @@ for (const protocolVersion of [2, 1]) {
 for (const protocolVersion of [2, 1]) {
   t.test(`queued requests and replies arrive intact while other pickles are made (protocol version ${protocolVersion})`, async (t) => {
     // Both sides queue behind a tiny high-water mark: requests on one side, replies on the other.
-    const server = await listenPickleSocket({ highWaterMark: 1 })
-    const accepted = once(server, 'connection')
-    const a = await connectPickleSocket(server.url, { highWaterMark: 1, protocolVersion })
-    const [b] = (await accepted) as [PickleSocket]
-    t.teardown(async () => {
-      a.terminate()
-      await server.close()
-    })
+    const { a, b } = await pair(t, { highWaterMark: 1 }, { highWaterMark: 1, protocolVersion })
     b.onRequest((v) => {
       const m = v as Map<string, unknown>
       const reply = new Map<string, unknown>([['i', m.get('i')], ['echo', m.get('text')]])
@@ -76,14 +60,7 @@ for (const protocolVersion of [2, 1]) {
 }
 
 t.test('a request whose value cannot be pickled rejects at once and leaves nothing pending', async (t) => {
-  const server = await listenPickleSocket({})
-  const accepted = once(server, 'connection')
-  const a = await connectPickleSocket(server.url, {})
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await server.close()
-  })
+  const { a, b } = await pair(t)
   b.onRequest((v) => v)
   await t.rejects(a.request(Symbol('not picklable'), { timeout: 5_000 }), /cannot pickle/)
   // The connection still works, and the next request gets its own reply.
@@ -91,14 +68,7 @@ t.test('a request whose value cannot be pickled rejects at once and leaves nothi
 })
 
 t.test('a message whose header cannot be encoded uses up no id: the connection goes on', async (t) => {
-  const server = await listenPickleSocket({})
-  const accepted = once(server, 'connection')
-  const a = await connectPickleSocket(server.url, {})
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await server.close()
-  })
+  const { a, b } = await pair(t)
   b.onRequest((v) => v)
   const circular: Record<string, unknown> = {}
   circular.self = circular
@@ -111,14 +81,7 @@ t.test('a message whose header cannot be encoded uses up no id: the connection g
 })
 
 t.test("a handler's error that will not pickle as it is still comes back as an error reply", async (t) => {
-  const server = await listenPickleSocket({})
-  const accepted = once(server, 'connection')
-  const a = await connectPickleSocket(server.url, {})
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await server.close()
-  })
+  const { a, b } = await pair(t)
   b.onRequest(() => {
     const err = new Error('odd one')
     Object.defineProperty(err, 'name', { value: Symbol('weird') })
