@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap'
 import { NDArray, PyDateTime, PyGlobal, Tuple } from '@picklewire/codec'
 import { DaskClient, DaskFuture, DaskRemoteError } from '@picklewire/transport'
-import { daskMissing, startCluster, within } from './dask-helpers.js'
+import { startCluster, withDask, within } from './dask-helpers.js'
 
 const WAIT = 30_000
 
@@ -225,10 +225,4 @@ async function tests(scheme: 'tcp' | 'ws'): Promise<void> {
   })
 }
 
-const missing = daskMissing()
-if (missing) {
-  t.plan(0, missing)
-} else {
-  await tests('tcp')
-  await tests('ws')
-}
+await withDask(t, () => tests('tcp'), () => tests('ws'))

@@ -7,7 +7,7 @@
  */
 import t from 'tap'
 import { DaskClient, DaskFuture, TransportError } from '@picklewire/transport'
-import { daskMissing, startCluster, within } from './dask-helpers.js'
+import { startCluster, withDask, within } from './dask-helpers.js'
 
 async function settled(f: Promise<unknown>): Promise<unknown> {
   return within(10_000, f.then(() => 'resolved', (e: unknown) => e), 'a pending operation to fail')
@@ -78,10 +78,4 @@ t.test('close() fails pending futures and tells the scheduler', async (t) => {
   t.same((who as Map<unknown, unknown>).get(pending.key), [])
 })
 
-const missing = daskMissing()
-if (missing) {
-  t.plan(0, missing)
-} else {
-  await tests('tcp')
-  await tests('ws')
-}
+await withDask(t, () => tests('tcp'), () => tests('ws'))

@@ -8,6 +8,7 @@ import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
 
 /** Dask loads only with Debian's interpreter (python3-distributed); override with PICKLEWIRE_DASK_PYTHON. */
 export const DASK_PYTHON = process.env.PICKLEWIRE_DASK_PYTHON ?? '/usr/bin/python3'
@@ -21,6 +22,16 @@ export function daskMissing(): string | null {
     return `${DASK_PYTHON} cannot import distributed, numpy and lz4 (apt-get install -y python3-distributed python3-numpy python3-lz4): ${r.stderr.trim().split('\n').pop()}`
   }
   return null
+}
+
+/** Runs a file's cluster tests, each given in turn; with no Dask here, plans none and says why. */
+export async function withDask(t: Test, ...runs: (() => Promise<void>)[]): Promise<void> {
+  const missing = daskMissing()
+  if (missing) {
+    t.plan(0, missing)
+    return
+  }
+  for (const run of runs) await run()
 }
 
 /** Rejects with a clear message when p takes longer than ms. */

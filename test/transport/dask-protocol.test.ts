@@ -10,7 +10,7 @@ import {
   DEFAULT_DASK_LIMITS, DaskSerialize, DaskSerialized, DaskToPickle, TransportError, dumpsMessage, loadsMessage, newDaskStats,
   type DaskStats, type SerializeContext,
 } from '@picklewire/transport'
-import { PY_FRAMES, daskMissing, decodeFrameLists, encodeFrameList, runDaskPython } from './dask-helpers.js'
+import { PY_FRAMES, decodeFrameLists, encodeFrameList, runDaskPython, withDask } from './dask-helpers.js'
 
 
 function get(m: unknown, key: string): unknown {
@@ -248,9 +248,4 @@ async function tests(): Promise<void> {
   })
 }
 
-const missing = daskMissing()
-if (missing) {
-  t.plan(0, missing)
-} else {
-  await tests()
-}
+await withDask(t, tests)
