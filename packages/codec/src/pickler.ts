@@ -205,6 +205,15 @@ function isAsciiText(s: string): boolean {
   return true
 }
 
+/** What BUILD, APPENDS and SETITEMS gave an opaque placeholder, as the rest of its recipe. */
+function opaqueExtras(o: PyOpaque): Pick<Recipe, 'state' | 'listItems' | 'dictItems'> {
+  return {
+    state: o.state === undefined ? null : o.state,
+    listItems: o.listItems.length > 0 ? o.listItems : null,
+    dictItems: o.dictItems.length > 0 ? o.dictItems : null,
+  }
+}
+
 /** Globals the pickler writes for values it reduces itself. */
 const G = {
   bytes: new PyGlobal('builtins', 'bytes'),
@@ -1133,15 +1142,7 @@ export class Pickler {
     // TypedArrays first: they are the commonest value here (a tensor in every message).
     if (ArrayBuffer.isView(obj)) return numpyRecipe(obj, this.protocol, this.#numpy)
     if (obj instanceof PyObject) return this.#opaqueRecipe(obj)
-    if (obj instanceof PyObjectCall) {
-      return {
-        callable: obj.target,
-        args: obj.args,
-        state: obj.state === undefined ? null : obj.state,
-        listItems: obj.listItems.length > 0 ? obj.listItems : null,
-        dictItems: obj.dictItems.length > 0 ? obj.dictItems : null,
-      }
-    }
+    if (obj instanceof PyObjectCall) return { callable: obj.target, args: obj.args, ...opaqueExtras(obj) }
     if (obj instanceof Complex) return { callable: G.complex, args: tuple(new PyFloat(obj.real), new PyFloat(obj.imag)) }
     if (obj instanceof PyRange) return { callable: G.range, args: tuple(obj.start, obj.stop, obj.step) }
     if (obj instanceof Slice) return { callable: G.slice, args: tuple(obj.start, obj.stop, obj.step) }
@@ -1207,11 +1208,7 @@ export class Pickler {
 
   /** How an opaque placeholder was made, replayed. */
   #opaqueRecipe(o: PyObject): Recipe {
-    const extra = {
-      state: o.state === undefined ? null : o.state,
-      listItems: o.listItems.length > 0 ? o.listItems : null,
-      dictItems: o.dictItems.length > 0 ? o.dictItems : null,
-    }
+    const extra = opaqueExtras(o)
     if (o.origin === 'reconstructor') return { callable: G.reconstructor, args: o.args, ...extra }
     if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(o.callable, ...o.args), ...extra }
     if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, o.args, o.kwargs ?? new Map()), ...extra }
