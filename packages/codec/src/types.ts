@@ -340,16 +340,16 @@ export interface GlobalBehaviour {
 
 /** What the opaque mode keeps of an inert object besides how it was made: BUILD, APPENDS, SETITEMS. */
 export abstract class PyOpaque implements HasSetState {
+  [setState](state: unknown): void {
+    this.state = state
+  }
+
   /** The BUILD state; undefined when no BUILD was applied. */
   state: unknown = undefined
   /** Items appended with APPEND/APPENDS, in order. */
   readonly listItems: unknown[] = []
   /** Pairs set with SETITEM/SETITEMS, in order. */
-  readonly dictItems: [unknown, unknown][] = [];
-
-  [setState](state: unknown): void {
-    this.state = state
-  }
+  readonly dictItems: [unknown, unknown][] = []
 }
 
 /**

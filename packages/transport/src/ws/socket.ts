@@ -458,10 +458,10 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   }
 }
 
-/** String(value), or the fallback when even that throws (a Symbol, an object whose toString throws). */
+/** String(value) (a Symbol too), or the fallback when even that throws (an object whose toString throws). */
 function safeString(value: unknown, fallback: string): string {
   try {
-    return typeof value === 'symbol' ? value.toString() : String(value)
+    return String(value)
   } catch {
     return fallback
   }
