@@ -14,7 +14,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { TransportError } from '../errors.js'
 import { COMPRESSIONS, type DaskCompression } from './compression.js'
 import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits, type DaskLimits } from './framing.js'
-import { FRESH_MEMORY, WarmMemory, sharedWarmMemory } from './warm-memory.js'
+import { FRESH_MEMORY, WarmMemory, sharedWarmMemory, type FrameMemory } from './warm-memory.js'
 import { dumpsMessage, loadsMessage } from './protocol.js'
 import { field, newStats, type DaskSerializerName, type DaskStats, type SerializeContext } from './serialize.js'
 import type { PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
@@ -91,9 +91,10 @@ export function parseDaskAddress(address: string): { scheme: DaskScheme; host: s
   return { scheme, host: m[2]!.replace(/^\[|\]$/g, ''), port }
 }
 
-function warmOf(option: boolean | WarmMemory | undefined): WarmMemory | null {
+/** The memory a tcp comm reads messages into, as the warmReceive option says. */
+function memoryOf(option: boolean | WarmMemory | undefined): FrameMemory {
   if (option === true) return sharedWarmMemory
-  if (option === undefined || option === false) return null
+  if (option === undefined || option === false) return FRESH_MEMORY
   if (option instanceof WarmMemory) return option
   throw new TypeError(`warmReceive must be true, false or a WarmMemory, got ${String(option)}`)
 }
@@ -102,7 +103,7 @@ function warmOf(option: boolean | WarmMemory | undefined): WarmMemory | null {
 export function checkCommOptions(options: DaskCommOptions): void {
   timeoutOf(options.timeout, 'timeout')
   resolveDaskLimits(options.limits)
-  warmOf(options.warmReceive)
+  memoryOf(options.warmReceive)
   const compression = options.compression ?? null
   if (compression !== null && !COMPRESSIONS.includes(compression)) {
     throw new TypeError(`compression must be one of ${COMPRESSIONS.join(', ')} or null, got ${JSON.stringify(compression)}`)
@@ -172,8 +173,8 @@ class TcpCarrier extends Carrier {
    * callback; callback returning false would pause reading (never done here: a message is
    * bounded by the limits, and the reader only ever holds the one being read).
    */
-  static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string, warm: WarmMemory | null): Promise<TcpCarrier> {
-    const reader = new TcpFrameReader(limits, warm ?? FRESH_MEMORY)
+  static async connect(host: string, port: number, ms: number, limits: DaskLimits, peer: string, memory: FrameMemory): Promise<TcpCarrier> {
+    const reader = new TcpFrameReader(limits, memory)
     const scratch = new Uint8Array(64 * 1024)
     let carrier: TcpCarrier | null = null
     const socket = net.connect({
@@ -503,7 +504,7 @@ export async function connectDask(address: string, options: DaskCommOptions = {}
     }
     try {
       carrier = scheme === 'tcp'
-        ? await TcpCarrier.connect(host, port, left, limits, peer, warmOf(options.warmReceive))
+        ? await TcpCarrier.connect(host, port, left, limits, peer, memoryOf(options.warmReceive))
         : await openWs(host, port, left, limits, peer)
     } catch (err) {
       lastError = err
