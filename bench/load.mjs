@@ -18,6 +18,9 @@ function loadRows(list) {
     if (w.kind === 'dicts') {
       rows.push({ w, label: `${w.label} → Map`, pw: { dict: 'map' }, pp: { unpicklingTypeOfDictionary: 'Map' } })
       rows.push({ w, label: `${w.label} → object`, pw: { dict: 'object' }, pp: { unpicklingTypeOfDictionary: 'object' } })
+    } else if (w.kind === 'bytes') {
+      rows.push({ w, label: w.label, pw: {}, pp: {} })
+      rows.push({ w, label: `${w.label}, view (b)`, pw: { copyBytes: false }, pp: {} })
     } else {
       rows.push({ w, label: w.label, pw: {}, pp: {} })
     }
@@ -27,6 +30,7 @@ function loadRows(list) {
 
 const NOTES = {
   view: 'pickleparser returns bytes as a view into the pickle (no copy); CPython and picklewire return a copy, as Python\'s bytes is a separate object, so that row does not compare like with like.',
+  copyBytes: 'picklewire with copyBytes: false returns bytes as a view into the pickle too, like pickleparser; CPython\'s time is still its copy.',
   oobRate: 'out-of-band rows count the out-of-band bytes in MB/s; the pickle itself is a few bytes. The time is what matters: it must not grow with the size.',
 }
 
@@ -75,7 +79,8 @@ export async function runLoad({ list, py, dir, timing, log }) {
       pp = { na: true, why: ppWrong }
     } else {
       pp = measure(ppLoad, timing)
-      if (w.kind === 'bytes') { pp.mark = ' (a)'; notes.add('view') }
+      if (w.kind === 'bytes' && row.pw.copyBytes !== false) { pp.mark = ' (a)'; notes.add('view') }
+      if (row.pw.copyBytes === false) notes.add('copyBytes')
     }
 
     results.push({ row, bytes: fx.bytes, total, pw, py: pyTime, pp })
@@ -92,10 +97,11 @@ export async function runLoad({ list, py, dir, timing, log }) {
   console.log()
   console.log('Times are best / median of N samples per call; MB/s is from the best time; "vs X" is X\'s best')
   console.log('time over picklewire\'s (>1: picklewire is faster).')
-  console.log(`N (picklewire, CPython, pickleparser): ${results.map(({ row, pw, py, pp }) => `${row.w.name}${row.pw.dict === 'object' ? '/object' : ''} ${pw.runs}/${py.runs}/${pp.runs ?? '-'}`).join(', ')}`)
+  console.log(`N (picklewire, CPython, pickleparser): ${results.map(({ row, pw, py, pp }) => `${row.w.name}${row.pw.dict === 'object' ? '/object' : ''}${row.pw.copyBytes === false ? '/view' : ''} ${pw.runs}/${py.runs}/${pp.runs ?? '-'}`).join(', ')}`)
   const batched = results.filter(({ pw }) => pw.batch > 1)
-  if (batched.length) console.log(`Samples of calls under 1 ms time a batch of calls and divide: ${batched.map(({ row, pw, py, pp }) => `${row.w.name} ${pw.batch}/${py.batch}/${pp.batch ?? '-'}`).join(', ')}.`)
+  if (batched.length) console.log(`Samples of calls under 1 ms time a batch of calls and divide: ${batched.map(({ row, pw, py, pp }) => `${row.w.name}${row.pw.copyBytes === false ? '/view' : ''} ${pw.batch}/${py.batch}/${pp.batch ?? '-'}`).join(', ')}.`)
   if (notes.has('view')) console.log(`(a) ${NOTES.view}`)
+  if (notes.has('copyBytes')) console.log(`(b) ${NOTES.copyBytes}`)
   if (notes.has('oobRate')) console.log(`Note: ${NOTES.oobRate}`)
   for (const { row, pp } of results) {
     if (pp.na) console.log(`pickleparser n/a on ${row.label}: ${pp.why}`)

@@ -4,7 +4,7 @@
  * The pickle is CPython's: protocol 5 with buffer_callback, one writable and one readonly buffer.
  */
 import t from 'tap'
-import { PickleBuffer, Tuple, UnpicklingError, loads, type BufferSource } from '@picklewire/codec'
+import { NDArray, PickleBuffer, Tuple, UnpicklingError, load as loadStream, loads, type BufferSource } from '@picklewire/codec'
 import { runPython } from '../helpers/python.js'
 
 /** {'rw': <16 writable bytes>, 'ro': <16 readonly bytes>, 'more': [<8 writable bytes>]}, buffers out of band. */
@@ -146,4 +146,58 @@ t.test('in-band bytes are copies: changing the result never changes the pickle',
   ;(v[1] as Uint8Array)[0] = 0
   t.same(pickle, before)
   t.not((v[0] as Uint8Array).buffer, pickle.buffer)
+})
+
+t.test('copyBytes: false: in-band bytes are views over the input, in every length form', async (t) => {
+  // (SHORT_BINBYTES, BINBYTES, bytearray) from CPython; BINBYTES8, which CPython writes only for
+  // 4 GiB and more, by hand with a small length.
+  const pickle = new Uint8Array(runPython(`import pickle, sys; sys.stdout.buffer.write(pickle.dumps((b'short', bytes(range(256)) * 2, bytearray(b'mutable')), 5))`))
+  const v = loads(pickle, { copyBytes: false }) as Tuple
+  const [short, long, ba] = v as unknown as [Uint8Array, Uint8Array, Uint8Array]
+  t.equal(Buffer.from(short).toString(), 'short')
+  t.equal(long.length, 512)
+  t.equal(long[300], 300 - 256)
+  for (const [name, b] of [['SHORT_BINBYTES', short], ['BINBYTES', long]] as const) {
+    t.equal(b.buffer, pickle.buffer, `${name}: the input's memory`)
+    t.equal(b.constructor, Uint8Array, `${name}: a plain Uint8Array`)
+    const at = b.byteOffset
+    pickle[at] = 0xee
+    t.equal(b[0], 0xee, `${name}: a change to the input shows in the value`)
+  }
+  t.not(ba.buffer, pickle.buffer, 'bytearray is still a copy')
+  t.equal(Buffer.from(ba).toString(), 'mutable')
+
+  const by8 = new Uint8Array([0x80, 5, 0x8e, 3, 0, 0, 0, 0, 0, 0, 0, 0x61, 0x62, 0x63, 0x2e])
+  const b8 = loads(by8, { copyBytes: false }) as Uint8Array
+  t.equal(Buffer.from(b8).toString(), 'abc')
+  t.equal(b8.buffer, by8.buffer, 'BINBYTES8: the input\'s memory')
+  t.equal(b8.byteOffset, 11)
+  t.not((loads(by8) as Uint8Array).buffer, by8.buffer, 'and a copy by default')
+})
+
+t.test('copyBytes: false views a Buffer\'s memory, and copies from a chunk source', async (t) => {
+  const raw = runPython(`import pickle, sys; sys.stdout.buffer.write(pickle.dumps([b'x' * 300, b'y' * 10], 4))`)
+  const buf = Buffer.from(raw)
+  const [a] = loads(buf, { copyBytes: false }) as Uint8Array[]
+  t.equal(a!.buffer, buf.buffer, 'a Buffer input: its memory')
+  t.equal(a!.constructor, Uint8Array)
+
+  // A chunk source's window memory is reused across chunks: its bytes are always copies.
+  const chunks = [buf.subarray(0, 7), buf.subarray(7, 200), buf.subarray(200)]
+  const [c, d] = await loadStream(chunks, { copyBytes: false }) as Uint8Array[]
+  for (const ch of chunks) t.not(c!.buffer, ch.buffer)
+  t.same(c, new Uint8Array(300).fill(0x78))
+  t.same(d, new Uint8Array(10).fill(0x79))
+})
+
+t.test('copyBytes: false: an aligned in-band numpy array is a view over the input', async (t) => {
+  // Protocol 4: numpy writes its data in band as a bytes value; int8 is aligned anywhere.
+  const pickle = new Uint8Array(runPython(`import pickle, sys, numpy as np; sys.stdout.buffer.write(pickle.dumps(np.arange(100, dtype=np.int8), 4))`))
+  const view = loads(pickle, { copyBytes: false }) as NDArray
+  t.equal((view.data as Int8Array).buffer, pickle.buffer, 'the input\'s memory')
+  t.equal(view.copied, false)
+  t.equal((view.data as Int8Array)[99], 99)
+  const copy = loads(pickle) as NDArray
+  t.not((copy.data as Int8Array).buffer, pickle.buffer, 'a copy by default')
+  t.equal((copy.data as Int8Array)[99], 99)
 })

@@ -53,6 +53,15 @@ export interface UnpicklerOptions {
   /** Keep every distinction needed to pickle the value again: floats that are integral come back as PyFloat. Default false. */
   lossless?: boolean
   /**
+   * false: a bytes value (BINBYTES, SHORT_BINBYTES, BINBYTES8) comes back as a Uint8Array view
+   * over the input's memory instead of a copy, and so do in-band numpy arrays that are aligned.
+   * The values then alias the input: whoever changes or reuses the input's memory changes them.
+   * It applies to input in memory (loads, an Unpickler over bytes); reading a chunk source
+   * always copies, since its window memory is reused. bytearray is always a copy (it is mutable
+   * and its own object in Python). Default true, as Python's bytes is a separate object.
+   */
+  copyBytes?: boolean
+  /**
    * Load unknown globals, the objects they make, unknown extension codes and unresolved
    * persistent ids as inert placeholders (PyGlobal, PyObject, PyPersistentRef) instead of
    * refusing them. Nothing is ever called. Default false.
@@ -134,6 +143,8 @@ class LoadState {
   result: unknown = undefined
   readonly buffers: Iterator<BufferSource | PickleBuffer> | null
   readonly lossless: boolean
+  /** bytes as views over the input (UnpicklerOptions.copyBytes false, input in memory). */
+  bytesView = false
   readonly opaque: boolean
   readonly dictAsObject: boolean
   readonly maxDepth: number
@@ -410,6 +421,11 @@ class LoadState {
     if (hook) return hook(pid)
     if (this.opaque) return new PyPersistentRef(pid, binary)
     throw new UnpicklingError('A load persistent id instruction was encountered, but no persistentLoad function was specified')
+  }
+
+  /** A bytes value read from data[start, end): a copy, or a view when copyBytes is false. */
+  bytes(start: number, end: number): Uint8Array {
+    return this.bytesView ? this.data.subarray(start, end) : this.data.slice(start, end)
   }
 
   python2Str(start: number, end: number): unknown {
@@ -880,17 +896,17 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   BINBYTES(s) {
     const n = s.uint4()
     const at = s.need(n)
-    s.stack.push(s.data.slice(at, at + n))
+    s.stack.push(s.bytes(at, at + n))
   },
   SHORT_BINBYTES(s) {
     const n = s.uint1()
     const at = s.need(n)
-    s.stack.push(s.data.slice(at, at + n))
+    s.stack.push(s.bytes(at, at + n))
   },
   BINBYTES8(s) {
     const n = s.uint8()
     const at = s.need(n)
-    s.stack.push(s.data.slice(at, at + n))
+    s.stack.push(s.bytes(at, at + n))
   },
   BYTEARRAY8(s) {
     const n = s.uint8()
@@ -1230,6 +1246,7 @@ export class Unpickler {
       const bytes = toBytes(source)
       this.#source = bytes
       this.#state.setInput(bytes, 0, bytes.length)
+      this.#state.bytesView = options.copyBytes === false
     }
   }
 
