@@ -712,6 +712,13 @@ function appendRun(s: LoadState): boolean {
       else if (n < room) {
         // Stored straight from the read, so that a list of floats never boxes them one by one.
         list[n++] = x
+        // A run of floats (a list of them): read on, with no dispatch per item.
+        if (!lossless) {
+          while (n < room && pos + 9 <= end && data[pos] === OP.BINFLOAT) {
+            list[n++] = view.getFloat64(pos + 1, false)
+            pos += 9
+          }
+        }
         continue
       } else item = x
     } else if (code === OP.SHORT_BINUNICODE) {
