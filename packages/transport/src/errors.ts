@@ -18,6 +18,27 @@ export class TransportError extends Error {
   }
 }
 
+/**
+ * A value that came from the peer, for an error message: JSON where it can be (bigints as their
+ * digits), cut to 80 characters, and never an exception of its own, whatever the value is.
+ */
+export function shown(value: unknown): string {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
+  } catch {
+    text = undefined
+  }
+  if (text === undefined) {
+    try {
+      text = typeof value === 'object' && value !== null ? Object.prototype.toString.call(value) : String(value)
+    } catch {
+      text = typeof value
+    }
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text
+}
+
 /** Values from receive() until it fails with CLOSED: the end of a carrier's async iteration. */
 export async function* receiveUntilClosed<T>(receive: () => Promise<T>): AsyncGenerator<T> {
   for (;;) {

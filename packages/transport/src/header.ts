@@ -12,7 +12,8 @@
  *   x   optional carrier-specific extras (a map with string keys)
  */
 import { Packr, Unpackr } from 'msgpackr'
-import { TransportError } from './errors.js'
+import { TransportError, shown } from './errors.js'
+import { checkPlainMsgpack } from './msgpack-check.js'
 import { checkLengths, type Limits } from './limits.js'
 
 export const PROTOCOL_VERSION = 1
@@ -45,13 +46,14 @@ function bad(why: string): never {
 
 function uint(v: unknown, what: string): number {
   if (typeof v === 'bigint' && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v)
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} must be an unsigned integer, got ${String(v)}`)
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} must be an unsigned integer, got ${shown(v)}`)
   return v
 }
 
 /** Decodes and validates a header; lengths are checked against the limits. */
 export function decodeHeader(bytes: Uint8Array, limits: Limits): MessageHeader {
   if (bytes.length > 64 * 1024) bad(`${bytes.length} bytes is too long for a header`)
+  checkPlainMsgpack(bytes, 'bad message header')
   let raw: unknown
   try {
     raw = unpackr.unpack(bytes)

@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { NDArray, PyGlobal, Tuple, dumps } from '@picklewire/codec'
-import { TransportError } from '../errors.js'
+import { TransportError, shown } from '../errors.js'
 import { checkCommOptions, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
 import { DaskFuture } from './future.js'
 import { DaskSerialize, loadsMessage } from './protocol.js'
@@ -177,7 +177,7 @@ export class DaskClient {
       const msgs = Array.isArray(first) ? first : [first]
       const start = msgs[0]
       if (field(start, 'op') !== 'stream-start') {
-        throw new TransportError('PROTOCOL', `expected "stream-start" from the scheduler at ${address}, got ${JSON.stringify(field(start, 'op') ?? typeof start)}`)
+        throw new TransportError('PROTOCOL', `expected "stream-start" from the scheduler at ${address}, got ${shown(field(start, 'op') ?? typeof start)}`)
       }
       const failure = field(start, 'error')
       if (typeof failure === 'string' && failure !== '') throw new TransportError('REMOTE', `the scheduler refused the client: ${failure}`)
@@ -472,7 +472,7 @@ export class DaskClient {
     if (status !== 'OK') {
       const missing = field(reply, 'keys')
       const names = missing instanceof Map ? [...missing.keys()].map(String) : keys
-      throw new TransportError('REMOTE', `the scheduler could not gather ${names.join(', ')} (status ${JSON.stringify(status)}): their workers are gone`)
+      throw new TransportError('REMOTE', `the scheduler could not gather ${names.join(', ')} (status ${shown(status)}): their workers are gone`)
     }
     const data = field(reply, 'data')
     if (!(data instanceof Map)) throw new TransportError('PROTOCOL', 'gather reply has no "data" map')

@@ -6,7 +6,7 @@
  * is a clear error, and this client never asks for them.
  */
 import { inflateSync, deflateSync } from 'node:zlib'
-import { TransportError } from '../errors.js'
+import { TransportError, shown } from '../errors.js'
 import { lz4Compress, lz4Decompress } from './lz4.js'
 
 /** The compressions this side can read and write. */
@@ -39,7 +39,7 @@ export function decompressFrame(name: unknown, frame: Uint8Array, maxBytes: numb
       throw new TransportError(code, `bad zlib frame: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
   }
-  throw new TransportError('PROTOCOL', `frame compressed with ${JSON.stringify(name)}, which this client cannot read (it reads ${COMPRESSIONS.join(', ')})`)
+  throw new TransportError('PROTOCOL', `frame compressed with ${shown(name)}, which this client cannot read (it reads ${COMPRESSIONS.join(', ')})`)
 }
 
 /** Evenly spread samples of a frame, joined (Dask samples at random; evenly is as good a guess and repeatable). */

@@ -12,12 +12,11 @@
  *   "__Set__"         {"__Set__": true, "as-list": [...]}: a Python set.
  */
 import { PickleBuffer, NDArray, dumps, loads } from '@picklewire/codec'
-import { TransportError } from '../errors.js'
+import { TransportError, shown } from '../errors.js'
 import {
-  DaskSerialized, deserializeFromWire, field, packMsgpack, serializeForWire, unpackMsgpack,
+  DaskSerialized, decompressCharged, deserializeFromWire, field, packMsgpack, serializeForWire, unpackMsgpack,
   type DaskSerializerName, type DaskStats, type DeserializeContext, type SerializeContext,
 } from './serialize.js'
-import { decompressFrame } from './compression.js'
 
 /** Marks a value to travel as {"__Serialized__": i}, written by the serializer families. */
 export class DaskSerialize {
@@ -105,7 +104,7 @@ export interface LoadContext extends DeserializeContext {
 
 function offsetOf(v: unknown, frames: readonly Uint8Array[], what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0 || v >= frames.length) {
-    throw new TransportError('PROTOCOL', `${what} points at frame ${String(v)} of a ${frames.length}-frame message`)
+    throw new TransportError('PROTOCOL', `${what} points at frame ${shown(v)} of a ${frames.length}-frame message`)
   }
   return v
 }
@@ -113,7 +112,7 @@ function offsetOf(v: unknown, frames: readonly Uint8Array[], what: string): numb
 function subFrames(header: unknown, frames: Uint8Array[], at: number, what: string): Uint8Array[] {
   const n = field(header, 'num-sub-frames')
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || at + 1 + n > frames.length) {
-    throw new TransportError('PROTOCOL', `${what} announces ${String(n)} sub-frames after frame ${at} of ${frames.length}`)
+    throw new TransportError('PROTOCOL', `${what} announces ${shown(n)} sub-frames after frame ${at} of ${frames.length}`)
   }
   return frames.slice(at + 1, at + 1 + n)
 }
@@ -128,25 +127,39 @@ function withoutCount(header: Map<unknown, unknown>): Map<unknown, unknown> {
 export function loadsMessage(frames: Uint8Array[], ctx: LoadContext): unknown {
   if (frames.length === 0) throw new TransportError('PROTOCOL', 'a Dask message needs at least one frame')
   const deserialize = ctx.deserialize ?? true
+  // One budget per message for what decompressing and copying make (see DeserializeContext.budget).
+  const mctx: LoadContext = { ...ctx, budget: { left: ctx.limits.maxMessageBytes } }
+  // Each frame belongs to one value: a second reference to it (to decompress it again, say) is refused.
+  const claimed = new Uint8Array(frames.length)
+  const claim = (from: number, to: number, what: string): void => {
+    for (let i = from; i <= to; i++) {
+      if (claimed[i] !== 0) throw new TransportError('PROTOCOL', `${what} reuses frame ${i}, which another value of the message already took`)
+      claimed[i] = 1
+    }
+  }
 
   const serialized = (ref: unknown): unknown => {
     const at = offsetOf(ref, frames, '"__Serialized__"')
+    claim(at, at, `"__Serialized__" (frame ${at})`)
     const header = unpackMsgpack(frames[at]!, ctx.limits, `sub-header (frame ${at})`)
     if (!(header instanceof Map)) throw new TransportError('PROTOCOL', `sub-header (frame ${at}) is not a map`)
     const sub = subFrames(header, frames, at, `sub-header (frame ${at})`)
+    claim(at + 1, at + sub.length, `sub-header (frame ${at})`)
     if (!deserialize) return new DaskSerialized(withoutCount(header), sub)
-    return deserializeFromWire(header, sub, ctx)
+    return deserializeFromWire(header, sub, mctx)
   }
 
   const pickled = (ref: unknown): unknown => {
     const at = offsetOf(ref, frames, '"__Pickled__"')
+    claim(at, at, `"__Pickled__" (frame ${at})`)
     const header = unpackMsgpack(frames[at]!, ctx.limits, `sub-header (frame ${at})`)
     const pickle = field(header, 'pickled-obj')
     if (!(pickle instanceof Uint8Array)) throw new TransportError('PROTOCOL', `"__Pickled__" sub-header (frame ${at}) has no pickled-obj bytes`)
     let sub = subFrames(header, frames, at, `sub-header (frame ${at})`)
+    claim(at + 1, at + sub.length, `sub-header (frame ${at})`)
     const compression = field(header, 'compression')
     // Dask may compress these buffers and then not decompress them; reading them is cheap insurance.
-    if (Array.isArray(compression)) sub = sub.map((f, i) => decompressFrame(compression[i], f, ctx.limits.maxMessageBytes))
+    if (Array.isArray(compression)) sub = sub.map((f, i) => decompressCharged(compression[i], f, mctx))
     return loads(pickle, { ...ctx.unpickler, buffers: sub.map((f) => new PickleBuffer(f)) })
   }
 

@@ -23,7 +23,8 @@ import {
   type PicklerOptions, type UnpicklerOptions,
 } from '@picklewire/codec'
 import { Packr, Unpackr } from 'msgpackr'
-import { TransportError } from '../errors.js'
+import { TransportError, shown } from '../errors.js'
+import { checkPlainMsgpack } from '../msgpack-check.js'
 import { decompressFrame, maybeCompress, type DaskCompression } from './compression.js'
 import { lz4Decompress, lz4DecompressInto, lz4DecompressedSize } from './lz4.js'
 import type { DaskLimits } from './framing.js'
@@ -72,6 +73,31 @@ export interface DeserializeContext {
   /** Unpickler options for "pickle" frames (globals, opaque, dict, ...); buffers are set here. */
   unpickler?: Omit<UnpicklerOptions, 'buffers'>
   stats?: DaskStats
+  /**
+   * What one message may still make from its frames, in bytes: by decompressing them and by
+   * copying strided or broadcast numpy data. loadsMessage starts each message at maxMessageBytes;
+   * without one, each such output is held to maxMessageBytes alone.
+   */
+  budget?: { left: number }
+}
+
+/** Charges n bytes that the message makes (decompressed, or copied out of strides) to its budget. */
+export function spend(ctx: DeserializeContext, n: number, what: string): void {
+  const max = ctx.limits.maxMessageBytes
+  const left = ctx.budget?.left ?? max
+  if (n > left) {
+    throw new TransportError('LIMIT', `${what} of ${n} bytes would take the message over maxMessageBytes (${max}) of decompressed and copied data`)
+  }
+  if (ctx.budget) ctx.budget.left -= n
+}
+
+/** A frame decompressed by its Dask compression name, charged to the message's budget. */
+export function decompressCharged(name: unknown, frame: Uint8Array, ctx: DeserializeContext): Uint8Array {
+  if (noCompression(name)) return frame
+  const out = decompressFrame(name, frame, ctx.budget?.left ?? ctx.limits.maxMessageBytes)
+  spend(ctx, out.byteLength, 'decompressed frame')
+  if (ctx.stats) ctx.stats.decompressed[name as string] = (ctx.stats.decompressed[name as string] ?? 0) + 1
+  return out
 }
 
 /** A value serialized into a sub-header and frames: what travels, or what is relayed untouched. */
@@ -97,6 +123,7 @@ export function unpackMsgpack(frame: Uint8Array, limits: DaskLimits, what: strin
   if (frame.length > limits.maxHeaderBytes) {
     throw new TransportError('LIMIT', `${what} of ${frame.length} bytes is over maxHeaderBytes (${limits.maxHeaderBytes})`)
   }
+  checkPlainMsgpack(frame, what)
   try {
     return unpackr.unpack(frame)
   } catch (err) {
@@ -121,7 +148,7 @@ function bad(why: string): never {
 
 function count(v: unknown, what: string): number {
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v
-  return bad(`${what} must be a non-negative integer, got ${JSON.stringify(typeof v === 'bigint' ? String(v) : v)}`)
+  return bad(`${what} must be a non-negative integer, got ${shown(v)}`)
 }
 
 function list(v: unknown, what: string): unknown[] {
@@ -254,6 +281,7 @@ function joinShards(parts: Uint8Array[], names: unknown[], ctx: DeserializeConte
     let total = 0
     for (let i = 0; i < parts.length; i++) total += names[i] === 'lz4' ? lz4DecompressedSize(parts[i]!) : parts[i]!.byteLength
     if (total > max) throw new TransportError('LIMIT', `frame of ${total} bytes (decompressed) is over maxMessageBytes (${max})`)
+    spend(ctx, total, 'decompressed frame')
     if (stats) stats.decompressed.lz4 = (stats.decompressed.lz4 ?? 0) + names.filter((n) => n === 'lz4').length
     if (parts.length === 1) return lz4Decompress(parts[0]!, max)
     const out = allocate(total)
@@ -268,10 +296,7 @@ function joinShards(parts: Uint8Array[], names: unknown[], ctx: DeserializeConte
     }
     return out
   }
-  return mergeFrames(parts.map((p, i) => {
-    if (!noCompression(names[i]) && stats) stats.decompressed[String(names[i])] = (stats.decompressed[String(names[i])] ?? 0) + 1
-    return decompressFrame(names[i], p, max)
-  }), ctx)
+  return mergeFrames(parts.map((p, i) => decompressCharged(names[i], p, ctx)), ctx)
 }
 
 /** Shards back into frames: a view when they lie back to back in one buffer, else one copy. */
@@ -329,9 +354,15 @@ function concat(frames: Uint8Array[]): Uint8Array {
   return out
 }
 
+/** The deepest nesting of Dask collections (lists of dicts of ...) read from a peer. */
+const MAX_COLLECTION_DEPTH = 100
+
 /** Dask's deserialize(): one value from a sub-header and whole (merged, decompressed) frames. */
-export function deserialize(header: unknown, frames: Uint8Array[], ctx: DeserializeContext): unknown {
-  if (has(header, 'is-collection')) return deserializeCollection(header, frames, ctx)
+export function deserialize(header: unknown, frames: Uint8Array[], ctx: DeserializeContext, depth = 0): unknown {
+  if (has(header, 'is-collection')) {
+    if (depth >= MAX_COLLECTION_DEPTH) bad(`collections nest deeper than ${MAX_COLLECTION_DEPTH} levels`)
+    return deserializeCollection(header, frames, ctx, depth)
+  }
   const name = field(header, 'serializer')
   switch (name) {
     case 'pickle': return pickleLoads(header, frames, ctx)
@@ -342,11 +373,11 @@ export function deserialize(header: unknown, frames: Uint8Array[], ctx: Deserial
       throw new TransportError('REMOTE', `the sender could not serialize a value: ${text}`)
     }
     default:
-      throw new TransportError('PROTOCOL', `unknown Dask serializer ${JSON.stringify(name)} (this client reads pickle, dask, msgpack and error)`)
+      throw new TransportError('PROTOCOL', `unknown Dask serializer ${shown(name)} (this client reads pickle, dask, msgpack and error)`)
   }
 }
 
-function deserializeCollection(header: unknown, frames: Uint8Array[], ctx: DeserializeContext): unknown {
+function deserializeCollection(header: unknown, frames: Uint8Array[], ctx: DeserializeContext, depth: number): unknown {
   const headers = list(field(header, 'sub-headers'), 'sub-headers')
   const lengths = list(field(header, 'frame-lengths'), 'frame-lengths')
   if (headers.length !== lengths.length) bad('sub-headers and frame-lengths differ in length')
@@ -358,7 +389,7 @@ function deserializeCollection(header: unknown, frames: Uint8Array[], ctx: Deser
     const n = count(lengths[i], 'frame-lengths[i]')
     if (at + n > frames.length) bad(`collection item ${i} runs past ${frames.length} frames`)
     keys.push(field(headers[i], 'key'))
-    items.push(deserialize(headers[i], frames.slice(at, at + n), ctx))
+    items.push(deserialize(headers[i], frames.slice(at, at + n), ctx, depth + 1))
     at += n
   }
   switch (kind) {
@@ -367,7 +398,7 @@ function deserializeCollection(header: unknown, frames: Uint8Array[], ctx: Deser
     case 'set': return new Set(items)
     case 'frozenset': return new FrozenSet(items)
     case 'dict': return new Map(items.map((v, i) => [keys[i], v]))
-    default: return bad(`unknown collection type ${JSON.stringify(kind)}`)
+    default: return bad(`unknown collection type ${shown(kind)}`)
   }
 }
 
@@ -400,22 +431,64 @@ function intList(v: unknown, what: string): number[] {
   })
 }
 
-/** Copies the elements a strided view reaches (broadcast or not contiguous) into a C-order buffer. */
-function gatherStrided(frame: Uint8Array, shape: number[], strides: number[], itemsize: number): Uint8Array {
-  const size = shape.reduce((a, b) => a * b, 1)
-  const out = new Uint8Array(size * itemsize)
-  const index = new Array<number>(shape.length).fill(0)
-  for (let e = 0; e < size; e++) {
+/**
+ * Copies the elements a strided view reaches (broadcast or not contiguous) into a C-order
+ * buffer. The caller has checked that every offset lies in the frame. Rows of the last axis go
+ * whole: one copy when contiguous, one element repeated by doubling when its stride is 0
+ * (broadcast), element by element otherwise.
+ */
+function gatherStrided(frame: Uint8Array, shape: number[], strides: number[], itemsize: number, size: number, ctx: DeserializeContext): Uint8Array {
+  spend(ctx, size * itemsize, 'strided numpy array copied')
+  const out = allocate(size * itemsize)
+  if (size === 0 || itemsize === 0) return out
+  const last = shape.length - 1
+  const rowLength = last >= 0 ? shape[last]! : 1
+  const step = last >= 0 ? strides[last]! : 0
+  const rowBytes = rowLength * itemsize
+  const index = new Array<number>(Math.max(0, last)).fill(0)
+  for (let at = 0; at < out.length; at += rowBytes) {
     let offset = 0
-    for (let k = 0; k < shape.length; k++) offset += index[k]! * strides[k]!
-    if (offset < 0 || offset + itemsize > frame.length) bad('array strides reach outside the data frame')
-    out.set(frame.subarray(offset, offset + itemsize), e * itemsize)
-    for (let k = shape.length - 1; k >= 0; k--) {
+    for (let k = 0; k < last; k++) offset += index[k]! * strides[k]!
+    if (step === itemsize) {
+      out.set(frame.subarray(offset, offset + rowBytes), at)
+    } else if (step === 0) {
+      out.set(frame.subarray(offset, offset + itemsize), at)
+      for (let filled = itemsize; filled < rowBytes; filled *= 2) out.copyWithin(at + filled, at, at + Math.min(filled, rowBytes - filled))
+    } else {
+      for (let e = 0; e < rowLength; e++, offset += step) out.set(frame.subarray(offset, offset + itemsize), at + e * itemsize)
+    }
+    for (let k = last - 1; k >= 0; k--) {
       if (++index[k]! < shape[k]!) break
       index[k] = 0
     }
   }
   return out
+}
+
+/**
+ * The number of elements of shape, checked before anything is allocated: no negative axis, and
+ * every offset the strides reach inside the frame (when there are elements at all).
+ */
+function checkedSize(shape: number[], strides: number[], itemsize: number, frameLength: number, ctx: DeserializeContext): number {
+  let size = 1
+  let lo = 0
+  let hi = 0
+  for (let k = 0; k < shape.length; k++) {
+    const n = shape[k]!
+    if (n < 0) bad(`shape has a negative axis (${n})`)
+    size *= n
+    if (n > 0) {
+      const reach = (n - 1) * strides[k]!
+      if (reach < 0) lo += reach
+      else hi += reach
+    }
+  }
+  if (size === 0) return 0
+  if (!Number.isSafeInteger(size) || size * itemsize > ctx.limits.maxMessageBytes) {
+    throw new TransportError('LIMIT', `numpy array of shape (${shape.join(', ')}) is over maxMessageBytes (${ctx.limits.maxMessageBytes})`)
+  }
+  if (lo < 0 || hi + itemsize > frameLength) bad(`array strides reach outside the data frame (bytes ${lo} to ${hi + itemsize} of ${frameLength})`)
+  return size
 }
 
 /** Dask's deserialize_numpy_ndarray: an NDArray over the data frame (a view when aligned). */
@@ -431,7 +504,7 @@ function numpyLoads(sub: unknown, frames: Uint8Array[], ctx: DeserializeContext)
   try {
     dtype = DType.of(dt[1])
   } catch (err) {
-    throw new TransportError('PROTOCOL', `numpy dtype ${JSON.stringify(dt[1])}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    throw new TransportError('PROTOCOL', `numpy dtype ${shown(dt[1])}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
   }
   const broadcast = field(sub, 'broadcast_to')
   const shape = intList(broadcast !== undefined && broadcast !== null ? broadcast : field(sub, 'shape'), 'shape')
@@ -439,13 +512,14 @@ function numpyLoads(sub: unknown, frames: Uint8Array[], ctx: DeserializeContext)
   if (strides.length !== shape.length) bad(`${shape.length} axes but ${strides.length} strides`)
   const flags = field(sub, 'writeable')
   const readonly = Array.isArray(flags) && flags[0] === false
-  const nbytes = shape.reduce((a, b) => a * b, 1) * dtype.itemsize
+  const size = checkedSize(shape, strides, dtype.itemsize, frame.length, ctx)
+  const nbytes = size * dtype.itemsize
   let data = frame
   let order: 'C' | 'F'
   if (nbytes === frame.length && isContiguous(shape, strides, dtype.itemsize, 'C')) order = 'C'
   else if (nbytes === frame.length && isContiguous(shape, strides, dtype.itemsize, 'F')) order = 'F'
   else {
-    data = gatherStrided(frame, shape, strides, dtype.itemsize)
+    data = gatherStrided(frame, shape, strides, dtype.itemsize, size, ctx)
     order = 'C'
   }
   try {
@@ -470,7 +544,7 @@ function daskLoads(header: unknown, frames: Uint8Array[], ctx: DeserializeContex
     default:
       throw new TransportError(
         'PROTOCOL',
-        `no reader for Dask-serialized ${JSON.stringify(type)} (this client reads numpy.ndarray, bytes, bytearray and memoryview)`,
+        `no reader for Dask-serialized ${shown(type)} (this client reads numpy.ndarray, bytes, bytearray and memoryview)`,
       )
   }
 }

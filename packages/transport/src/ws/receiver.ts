@@ -10,7 +10,7 @@
  * checked against the limits before any frame of the message arrives. A violation throws a
  * TransportError and the message is dropped whole: nothing partial ever leaves this file.
  */
-import { TransportError } from '../errors.js'
+import { TransportError, shown } from '../errors.js'
 import type { MessageHeader } from '../header.js'
 import type { Limits } from '../limits.js'
 import type { MessageParts } from '../message.js'
@@ -99,7 +99,7 @@ export class MessageReceiver {
 
   #onHeader(frame: Uint8Array): ReceivedMessage | null {
     const h = decodeWireHeader(frame, this.limits, this.version)
-    if (!KINDS.has(h.k)) throw new TransportError('PROTOCOL', `message ${h.id} has unknown kind ${JSON.stringify(h.k)}`)
+    if (!KINDS.has(h.k)) throw new TransportError('PROTOCOL', `message ${h.id} has unknown kind ${shown(h.k)}`)
     if (h.id !== this.#nextId) {
       throw new TransportError('PROTOCOL', `message id ${h.id} out of sequence: expected ${this.#nextId} (a message was lost, repeated or reordered)`)
     }
@@ -107,7 +107,7 @@ export class MessageReceiver {
       throw new TransportError('PROTOCOL', `message ${h.id} of kind '${h.k}' does not name the request it answers (re)`)
     }
     const auth = h.x?.[EXTRA.auth]
-    if (auth !== undefined && auth !== AUTH_SCHEME) throw new TransportError('AUTH', `message ${h.id} uses unknown authentication ${JSON.stringify(auth)}`)
+    if (auth !== undefined && auth !== AUTH_SCHEME) throw new TransportError('AUTH', `message ${h.id} uses unknown authentication ${shown(auth)}`)
     if (this.key !== null && auth === undefined) throw new TransportError('AUTH', `message ${h.id} is not authenticated, and this side requires ${AUTH_SCHEME}`)
     if (this.key === null && auth !== undefined) throw new TransportError('AUTH', `message ${h.id} is authenticated with ${AUTH_SCHEME}, and this side has no key`)
     this.#align = alignments(h)

@@ -15,6 +15,7 @@ import { Packr, Unpackr } from 'msgpackr'
 import { TransportError } from '../errors.js'
 import { headerFields, headerVersion, type MessageHeader } from '../header.js'
 import type { Limits } from '../limits.js'
+import { checkPlainMsgpack } from '../msgpack-check.js'
 
 /** A header as this carrier sends and receives it: `pk` is the inline pickle (version 2). */
 export interface WireHeader extends MessageHeader {
@@ -345,11 +346,14 @@ function bad(why: string): never {
  */
 export function decodeWireHeader(frame: Uint8Array, limits: Limits, version: number): WireHeader {
   if (frame.byteLength > MAX_HEADER_BYTES) bad(`${frame.byteLength} bytes is too long for a header`)
-  let raw: unknown
-  try {
-    raw = quickUnpack(frame) ?? unpackr.unpack(frame)
-  } catch (err) {
-    bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
+  let raw: unknown = quickUnpack(frame)
+  if (raw === null) {
+    checkPlainMsgpack(frame, 'bad message header')
+    try {
+      raw = unpackr.unpack(frame)
+    } catch (err) {
+      bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
+    }
   }
   const v = headerVersion(raw)
   if (v !== version) throw new VersionMismatch('PROTOCOL', `unsupported protocol version ${v}; this connection speaks ${version}`)
