@@ -8,7 +8,9 @@
  * low nibble: match length - 4; 15 means "more length bytes follow, each added, until one is
  * not 255"), the literals, then a 2-byte little-endian offset back into the output and the
  * extra match-length bytes. The last sequence has literals only. The spec's end rules: the
- * last 5 bytes are always literals, and no match starts within the last 12 bytes.
+ * last 5 bytes are always literals, and no match starts within the last 12 bytes. The encoder
+ * keeps them; the decoder does not insist on them (liblz4 does): a block that breaks them still
+ * decodes to bytes fully determined by it, within the bounds below. An offset of 0 is refused.
  *
  * The decoder allocates the announced length only after checking it against the caller's
  * limit, and checks every length and offset against the input and output it has: a corrupt
