@@ -7,7 +7,7 @@
  */
 import t from 'tap'
 import {
-  MAX_ZERO_FILL, PyGlobal, PyObject, Unpickler, UnpicklingError, loads, type UnpicklerOptions,
+  GlobalRegistry, MAX_ZERO_FILL, PyGlobal, PyObject, Unpickler, UnpicklingError, defaultGlobals, loads, type UnpicklerOptions,
 } from '@picklewire/codec'
 import { concat, pickle, repeat, shortStr, u32, u64 } from '../helpers/craft.js'
 import { pyDumpsAll } from '../helpers/python.js'
@@ -318,4 +318,85 @@ t.test('BUILD and NEWOBJ are charged too; out-of-band bytes raise the budget', a
   const oob = new Uint8Array(32 * 1024 * 1024)
   const p = concat(pickle('\x80\x05', ...shortStr('builtins'), ...shortStr('bytes'), '\x93\x94\x97\x94\x30'), repeat('h\x00h\x01\x85R0', 8), pickle('N.'))
   t.equal(loads(p, { buffers: [oob] }), null)
+})
+
+// ---- found by a fuzz campaign (2026-11-21, about 12 million loads) ----
+
+t.test('append batches that fall back from the fast path stay linear (no recount of the input per batch)', async (t) => {
+  // EMPTY_LIST, LONG_BINPUT 1 (memo slot 1 taken out of order), 1,000 ints, then 40,000 batches
+  // of MARK BININT1 MEMOIZE APPENDS: each batch's MEMOIZE meets the taken slot, so the fast
+  // path falls back. It used to count the rest of the input again each time: 31 s for these
+  // 202 kB (CPython: 4 ms), past tap's timeout.
+  const n = 40_000
+  const data = concat(pickle('\x80\x04]r', u32(1), '('), repeat('K\x01', 1000), pickle('e'), repeat('(K\x02\x94e', n), pickle('.'))
+  const { ms } = measure(() => {
+    const v = loads(data) as number[]
+    t.equal(v.length, 1000 + n)
+    t.equal(v[999], 1)
+    t.equal(v[1000], 2)
+    t.equal(v[v.length - 1], 2)
+    t.notOk(v.includes(undefined as unknown as number), 'no hole')
+  })
+  t.comment(`${data.length} bytes in ${ms.toFixed(0)} ms`)
+})
+
+t.test('bytes(n) and bytearray(n) from a bare count are charged to the work budget', async (t) => {
+  // 81 bytes: bytearray and (64 MiB,) memoized, then 8 calls of them in one list (512 MiB).
+  const data = pickle('\x80\x02c__builtin__\nbytearray\nq\x00J', u32(64 * MiB), '\x85q\x01]q\x02(', repeat('h\x00h\x01R', 8), 'e.')
+  const { ms, grewMiB } = measure(() => {
+    t.throws(() => loads(data), { name: 'UnpicklingError', message: /exceeded its work budget .* a call of global builtins\.bytearray was handed 67108866/ })
+  })
+  t.ok(grewMiB < 64, `refused in ${ms.toFixed(1)} ms, grew ${grewMiB.toFixed(1)} MiB`)
+  const mib = pickle('\x80\x02c__builtin__\nbytearray\nJ', u32(MiB / 2), '\x85R.')
+  t.equal((loads(mib) as Uint8Array).length, MiB / 2, 'half a MiB from a small pickle is within the default budget')
+  t.throws(() => loads(mib, { maxWork: 1000 }), { message: /exceeded its work budget/ }, 'and over a budget of 1,000')
+})
+
+t.test('a call with more arguments than JavaScript can spread is refused by name', async (t) => {
+  const globals = new GlobalRegistry(defaultGlobals)
+  globals.registerFunction((...xs: number[]) => xs.length, 'm.f')
+  const call = (n: number): Uint8Array => concat(pickle('\x80\x04\x8c\x01m\x8c\x01f\x93('), repeat('K\x01', n), pickle('tR.'))
+  t.equal(loads(call(65_535), { globals }), 65_535, '65,535 arguments are passed')
+  t.throws(() => loads(call(300_000), { globals }), { name: 'UnpicklingError', message: /a call of global m\.f with 300000 arguments: more than 65535/ })
+  t.throws(() => loads(call(300_000), { findClass: () => (...xs: unknown[]) => xs.length }), { message: /with 300000 arguments: more than 65535/ },
+    'a function from findClass too')
+})
+
+t.test('a str argument that is a deeply nested list is refused as not a str, without recursing', async (t) => {
+  const deep = concat(repeat(']', 200_000), repeat('a', 199_999))
+  const cases: [string, Uint8Array, RegExp][] = [
+    ['uuid.UUID', concat(pickle('\x80\x02cuuid\nUUID\n'), deep, pickle('\x85R.')), /uuid\.UUID needs a str of 32 hex digits, got Array/],
+    ['_codecs.encode', concat(pickle('\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00x'), deep, pickle('\x86R.')), /_codecs\.encode needs an encoding \(a str\), got Array/],
+    ['bytes', concat(pickle('\x80\x02c__builtin__\nbytes\nX\x01\x00\x00\x00x'), deep, pickle('\x86R.')), /bytes\(\) of a string needs an encoding \(a str\), got Array/],
+  ]
+  for (const [what, data, message] of cases) {
+    let err: unknown
+    try {
+      loads(data)
+    } catch (e) {
+      err = e
+    }
+    t.type(err, UnpicklingError, what)
+    t.match((err as Error).message, message, `${what}: says why`)
+    t.notOk((err as Error).cause instanceof RangeError, `${what}: no stack overflow behind it`)
+  }
+})
+
+t.test('a failed load leaves no list of the shared memo longer than its items', async (t) => {
+  // A list of 1,500 items (one batch of 1,000+ is filled ahead), memoized as 0, then a GET of a
+  // missing index; the next pickle of the same Unpickler fetches memo 0.
+  const data = concat(pickle('\x80\x02]q\x00('), repeat('K\x01', 1500), pickle('eh\x05'), pickle('\x80\x02h\x00.'))
+  const u = new Unpickler(data)
+  t.throws(() => u.load(), { name: 'UnpicklingError', message: /Memo value not found at index 5/ })
+  const list = u.memo[0] as number[]
+  t.equal(list.length, 1500, 'the memoized list has its 1,500 items and no more')
+  t.notOk(list.includes(undefined as unknown as number), 'no hole')
+})
+
+t.test('engine errors do not stand in for the codec\'s own checks', async (t) => {
+  // uuid.UUID state with int = NaN
+  const nan = Uint8Array.from(Buffer.from('800263757569640a555549440a7100298171017d71025803000000696e747103477ff800000000000073622e', 'hex'))
+  t.throws(() => loads(nan), { name: 'UnpicklingError', message: /uuid\.UUID state needs an int, got number NaN/ })
+  // LONG_BINPUT 2^32-2 then 2^32-1: the second is past any array length, kept as the far ones are.
+  t.equal(loads(pickle('\x80\x02Nr', u32(0xfffffffe), 'r', u32(0xffffffff), 'j', u32(0xffffffff), '.')), null)
 })

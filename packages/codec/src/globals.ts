@@ -171,6 +171,17 @@ export function isPlainObject(v: object): boolean {
 /** Largest bytearray(n) or bytes(n) the default reconstructors will allocate from a bare count. */
 export const MAX_ZERO_FILL = 64 * 1024 * 1024
 
+/**
+ * The work of bytes(n) and bytearray(n) beyond their arguments: the n bytes they allocate from
+ * a bare count, charged to the load's work budget so that a few bytes of pickle cannot ask for
+ * gigabytes by repeating the call (each call alone stays under MAX_ZERO_FILL).
+ */
+function zeroFillWork(args: readonly unknown[]): number {
+  // A count over MAX_ZERO_FILL is charged nothing: the call refuses it, saying so.
+  const n = typeof args[0] === 'bigint' && args[0] <= BigInt(MAX_ZERO_FILL) ? Number(args[0]) : args[0]
+  return typeof n === 'number' && n > 0 && n <= MAX_ZERO_FILL ? n : 0
+}
+
 function bytesFrom(args: readonly unknown[], who: string): Uint8Array {
   argc(args, 0, 3, who)
   if (args.length === 0) return new Uint8Array(0)
@@ -178,8 +189,8 @@ function bytesFrom(args: readonly unknown[], who: string): Uint8Array {
   if (src instanceof PickleBuffer) return src.raw().slice()
   if (src instanceof Uint8Array) return src.slice()
   if (typeof src === 'string') {
-    if (encoding === undefined) bad(`${who}() of a string needs an encoding`)
-    return encodeText(src, String(encoding), who)
+    if (typeof encoding !== 'string') bad(`${who}() of a string needs an encoding (a str), got ${describe(encoding)}`)
+    return encodeText(src, encoding, who)
   }
   if (isInt(src)) {
     const n = int(src, who)
@@ -381,19 +392,18 @@ function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unk
 }
 
 function defineAll(r: GlobalRegistry): void {
-  const call = (module: string, name: string, fn: (args: readonly unknown[]) => unknown): PyGlobal =>
-    r.define(module, name, { call: fn })
+  const call = (module: string, name: string, fn: (args: readonly unknown[]) => unknown, work?: (args: readonly unknown[]) => number): PyGlobal =>
+    r.define(module, name, work ? { call: fn, work } : { call: fn })
   const b = 'builtins'
 
   call(b, 'set', (args) => (argc(args, 0, 1, 'set'), new Set(args.length ? iterableItems(args[0], 'set') : [])))
   call(b, 'frozenset', (args) => (argc(args, 0, 1, 'frozenset'), new FrozenSet(args.length ? iterableItems(args[0], 'frozenset') : [])))
   call(b, 'bytearray', (args) => {
+    // bytesFrom's result is always fresh memory of its own: the bytearray takes it as it is.
     const src = bytesFrom(args, 'bytearray')
-    const out = new ByteArray(src.length)
-    out.set(src)
-    return out
-  })
-  call(b, 'bytes', (args) => bytesFrom(args, 'bytes'))
+    return new ByteArray(src.buffer as ArrayBuffer, src.byteOffset, src.byteLength)
+  }, zeroFillWork)
+  call(b, 'bytes', (args) => bytesFrom(args, 'bytes'), zeroFillWork)
   call(b, 'complex', complexFrom)
   call(b, 'range', makeRange)
   call(b, 'slice', (args) => {
@@ -418,7 +428,8 @@ function defineAll(r: GlobalRegistry): void {
     argc(args, 1, 3, '_codecs.encode')
     const [text, encoding] = args
     if (typeof text !== 'string') return bad(`_codecs.encode needs a str, got ${describe(text)}`)
-    return encodeText(text, encoding === undefined ? 'utf-8' : String(encoding), '_codecs.encode')
+    if (encoding !== undefined && typeof encoding !== 'string') return bad(`_codecs.encode needs an encoding (a str), got ${describe(encoding)}`)
+    return encodeText(text, encoding ?? 'utf-8', '_codecs.encode')
   })
 
   call('collections', 'OrderedDict', (args) => dictLike(new OrderedDict(), args, 'collections.OrderedDict'))
@@ -446,7 +457,8 @@ function defineAll(r: GlobalRegistry): void {
   call('decimal', 'Decimal', makeDecimal)
   r.define('uuid', 'UUID', { newObject: makeUUIDObject, call: (args) => {
     argc(args, 1, 1, 'uuid.UUID')
-    const hex = String(args[0]).replace(/^urn:uuid:|[{}-]/g, '')
+    if (typeof args[0] !== 'string') bad(`uuid.UUID needs a str of 32 hex digits, got ${describe(args[0])}`)
+    const hex = args[0].replace(/^urn:uuid:|[{}-]/g, '')
     if (!/^[0-9a-fA-F]{32}$/.test(hex)) bad(`uuid.UUID needs 32 hex digits, got ${describe(args[0])}`)
     return new UUID(BigInt('0x' + hex))
   } })

@@ -276,7 +276,9 @@ export class UUID implements HasSetState {
   [setState](state: unknown): void {
     const get = (k: string): unknown => (state instanceof Map ? state.get(k) : (state as Record<string, unknown> | null)?.[k])
     const int = get('int')
-    if (typeof int !== 'number' && typeof int !== 'bigint') throw new PickleError(`uuid.UUID state needs an int, got ${describe(int)}`)
+    if (typeof int !== 'bigint' && !(typeof int === 'number' && Number.isInteger(int))) {
+      throw new PickleError(`uuid.UUID state needs an int, got ${describe(int)}`)
+    }
     this.int = BigInt(int)
     const safe = get('is_safe')
     this.isSafe = typeof safe === 'number' ? safe : null
@@ -318,6 +320,11 @@ export class PyGlobal {
     throw new PickleError(`global '${this}' cannot be called`)
   }
 
+  /** The work a call with these arguments does beyond the items it is handed (GlobalBehaviour.work). */
+  callWork(args: readonly unknown[]): number {
+    return this.behaviour.work?.(args) ?? 0
+  }
+
   /** NEWOBJ, NEWOBJ_EX: an instance made with cls.__new__(cls, *args, **kwargs). */
   newObject(args: readonly unknown[], kwargs: unknown, origin: 'newobj' | 'newobj_ex' = 'newobj'): unknown {
     if (this.behaviour.newObject) return this.behaviour.newObject(args, kwargs)
@@ -334,6 +341,11 @@ export class PyGlobal {
 export interface GlobalBehaviour {
   /** cls(*args): REDUCE, INST and OBJ. */
   call?(args: readonly unknown[]): unknown
+  /**
+   * The work a call does beyond the items it is handed (UnpicklerOptions.maxWork), when that is
+   * more: bytes(n) allocating n bytes from a bare count. Default 0.
+   */
+  work?(args: readonly unknown[]): number
   /** cls.__new__(cls, *args, **kwargs): NEWOBJ and NEWOBJ_EX; kwargs is null for NEWOBJ. */
   newObject?(args: readonly unknown[], kwargs: unknown): unknown
 }

@@ -84,6 +84,8 @@ export interface UnpicklerOptions {
 }
 
 const DEFAULT_MAX_DEPTH = 10_000
+/** Most arguments a call may pass (REDUCE, INST, OBJ): spread onto the engine's stack, more overflow it. */
+const MAX_CALL_ARGS = 65_535
 /** The default work budget: WORK_PER_BYTE per input byte plus WORK_BASE (see maxWork). */
 const WORK_PER_BYTE = 64
 const WORK_BASE = 1 << 20
@@ -222,6 +224,9 @@ class LoadState {
         if (load(this) === true) break
       }
     } catch (err) {
+      // Lists filled ahead get their true length back: they may be in the memo, which outlives
+      // the failed load (a later load of the same Unpickler would see the slots beyond it).
+      this.flushLists()
       throw located(err, opStart, this.data[opStart])
     }
     const result = this.result
@@ -231,8 +236,8 @@ class LoadState {
   }
 
   /** Charges a reconstructor call or BUILD for what it is handed; over budget is an error. */
-  charge(what: 'a call of' | 'a new' | 'BUILD of', subject: unknown, args: readonly unknown[]): void {
-    let w = 1
+  charge(what: 'a call of' | 'a new' | 'BUILD of', subject: unknown, args: readonly unknown[], extra = 0): void {
+    let w = 1 + extra
     for (let i = 0; i < args.length; i++) w += workSize(args[i])
     this.work += w
     if (this.work > this.workLimit) {
@@ -386,7 +391,8 @@ class LoadState {
 
   memoPut(index: number): void {
     const memo = this.memo
-    if (index === memo.length) {
+    // An array's length stays below 2^32 - 1: an index from there on is a property, as far ones are.
+    if (index === memo.length && index < 0xffff_ffff) {
       // The usual case (MEMOIZE, and PUTs numbered in order): no read past the end.
       memo.push(this.top())
       this.memoCount++
@@ -574,7 +580,11 @@ function workSize(v: unknown): number {
 
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
-  s.charge('a call of', callable, args)
+  s.charge('a call of', callable, args, callable instanceof PyGlobal ? callable.callWork(args) : 0)
+  // A JavaScript function gets its arguments spread onto the stack, which holds only so many.
+  if (args.length > MAX_CALL_ARGS && (typeof callable === 'function' || callable instanceof PyGlobal)) {
+    throw new UnpicklingError(`a call of ${describe(callable)} with ${args.length} arguments: more than ${MAX_CALL_ARGS}, which JavaScript cannot pass to a function`)
+  }
   if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
   if (typeof callable === 'function') return callable(...args)
   // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
@@ -682,6 +692,7 @@ function appendRun(s: LoadState): boolean {
   const n0 = pending ?? list.length
   let n = n0
   let room = list.length
+  let grown = false
   const view = s.dv()
   const memo = s.memo
   const lossless = s.lossless
@@ -761,12 +772,18 @@ function appendRun(s: LoadState): boolean {
       // input), so that it is sized once; doubling if that is more.
       room = Math.max(n * 2, n + 1 + countAhead(data, pos, end))
       list.length = room
+      grown = true
       list[n] = item
     }
     n++
   }
-  // Undo: the list's items beyond n0 are dropped (a list grown ahead keeps its count, n0).
-  if (pending === undefined) list.length = n0
+  // Undo: the list's items beyond n0 are dropped (a list grown ahead keeps its count, n0). One
+  // grown here by counting ahead stays grown, its count n0 pending: shrunk back, every later
+  // batch that fell back would count the rest of the input again (quadratic in the input).
+  if (pending === undefined) {
+    if (grown) (s.pending ??= new Map()).set(list, n0)
+    else list.length = n0
+  }
   for (let i = memoStart; i < memoCount; i++) memo[i] = undefined
   return false
 }
