@@ -82,7 +82,7 @@ export interface DeserializeContext {
 }
 
 /** Charges n bytes that the message makes (decompressed, or copied out of strides) to its budget. */
-export function spend(ctx: DeserializeContext, n: number, what: string): void {
+function spend(ctx: DeserializeContext, n: number, what: string): void {
   const max = ctx.limits.maxMessageBytes
   const left = ctx.budget?.left ?? max
   if (n > left) {
