@@ -10,7 +10,7 @@ import {
   GlobalRegistry, MAX_ZERO_FILL, PyGlobal, PyObject, Unpickler, UnpicklingError, defaultGlobals, loads, type UnpicklerOptions,
 } from '@picklewire/codec'
 import { concat, pickle, repeat, shortStr, u32, u64 } from '../helpers/craft.js'
-import { pyDumpsAll } from '../helpers/python.js'
+import { pyDumpsAll, runPython } from '../helpers/python.js'
 
 const MiB = 1024 * 1024
 
@@ -399,4 +399,25 @@ t.test('engine errors do not stand in for the codec\'s own checks', async (t) =>
   t.throws(() => loads(nan), { name: 'UnpicklingError', message: /uuid\.UUID state needs an int, got number NaN/ })
   // LONG_BINPUT 2^32-2 then 2^32-1: the second is past any array length, kept as the far ones are.
   t.equal(loads(pickle('\x80\x02Nr', u32(0xfffffffe), 'r', u32(0xffffffff), 'j', u32(0xffffffff), '.')), null)
+})
+
+t.test('datetime.timedelta called with raw parts is normalized as CPython normalizes it', async (t) => {
+  // Crafted REDUCE calls (CPython's pickler writes normalized parts); CPython's own result for each.
+  const parts = [[0, 90000, 0], [0, -1, 0], [0, 0, -1], [1, -86401, 2_500_000], [-3, 0, -1_000_001], [0, 2 ** 40, 0], [999_999_999, 86399, 999_999]]
+  const script = `
+import pickle, sys, datetime, json
+out = []
+for d, s, us in json.loads(sys.argv[1] if len(sys.argv) > 1 else ${JSON.stringify(JSON.stringify(parts))}):
+    data = b'\\x80\\x02cdatetime\\ntimedelta\\n' + pickle.dumps((d, s, us), 2)[2:-1] + b'R.'
+    v = pickle.loads(data)
+    out.append([data.hex(), v.days, v.seconds, v.microseconds])
+print(json.dumps(out))
+`
+  const cases = JSON.parse(runPython(script).toString()) as [string, number, number, number][]
+  t.equal(cases.length, parts.length)
+  for (const [hex, days, seconds, microseconds] of cases) {
+    const v = loads(Buffer.from(hex, 'hex')) as { days: number; seconds: number; microseconds: number }
+    t.same([v.days, v.seconds, v.microseconds], [days, seconds, microseconds], `timedelta from ${hex.slice(40)}: (${days}, ${seconds}, ${microseconds})`)
+  }
+  t.throws(() => loads(pickle('\x80\x02cdatetime\ntimedelta\nJ', u32(1_000_000_000), '\x85R.')), { name: 'UnpicklingError', message: /days=1000000000; must have magnitude <= 999999999/ })
 })

@@ -276,11 +276,20 @@ function makeDate(args: readonly unknown[]): PyDate {
   return new PyDate(int(args[0], who), int(args[1], who), int(args[2], who))
 }
 
+/** datetime.timedelta(days, seconds, microseconds), normalized as Python's constructor does. */
 function makeTimeDelta(args: readonly unknown[]): PyTimeDelta {
   const who = 'datetime.timedelta'
   argc(args, 0, 3, who)
-  const n = (i: number): number => (args[i] === undefined ? 0 : int(args[i], who))
-  return new PyTimeDelta(n(0), n(1), n(2))
+  const n = (i: number): bigint => BigInt(args[i] === undefined ? 0 : int(args[i], who))
+  // Floor division and its non-negative remainder: 0 <= microseconds < 10^6, 0 <= seconds < 86,400.
+  const floorDiv = (a: bigint, b: bigint): bigint => (a % b !== 0n && a < 0n ? a / b - 1n : a / b)
+  let us = n(2)
+  let sec = n(1) + floorDiv(us, 1_000_000n)
+  us -= floorDiv(us, 1_000_000n) * 1_000_000n
+  const days = n(0) + floorDiv(sec, 86_400n)
+  sec -= floorDiv(sec, 86_400n) * 86_400n
+  if (days > 999_999_999n || days < -999_999_999n) bad(`${who}: days=${days}; must have magnitude <= 999999999`)
+  return new PyTimeDelta(Number(days), Number(sec), Number(us))
 }
 
 function makeTimeZone(args: readonly unknown[]): PyTimeZone {
