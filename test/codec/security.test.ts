@@ -421,3 +421,14 @@ print(json.dumps(out))
   }
   t.throws(() => loads(pickle('\x80\x02cdatetime\ntimedelta\nJ', u32(1_000_000_000), '\x85R.')), { name: 'UnpicklingError', message: /days=1000000000; must have magnitude <= 999999999/ })
 })
+
+t.test('a Python 2 str in an encoding the engine decodes: an error handler it cannot honour is refused, not ignored', async (t) => {
+  const bad = pickle('U\x02a\x80.') // 0x80 alone is not shift_jis
+  t.equal(loads(bad, { encoding: 'shift_jis', errors: 'replace' }), 'a\ufffd', "'replace' as Python")
+  t.throws(() => loads(bad, { encoding: 'shift_jis' }), { name: 'UnpicklingError', message: /'shift_jis' codec can't decode a Python 2 str of 2 bytes/ })
+  for (const errors of ['ignore', 'backslashreplace', 'surrogateescape']) {
+    // Python gives 'a', 'a\\x80', 'a\udc80': the engine's decoder cannot, so it says so.
+    t.throws(() => loads(bad, { encoding: 'shift_jis', errors }), { name: 'UnpicklingError', message: new RegExp(`error handler '${errors}' is not supported for it`) }, errors)
+  }
+  t.equal(loads(pickle('U\x02ab.'), { encoding: 'shift_jis', errors: 'ignore' }), 'ab', 'text that decodes needs no handler')
+})

@@ -279,13 +279,19 @@ export function decodePython2Str(bytes: Uint8Array, encoding: string, errors: st
   if (enc === 'cp1252') return decodeCp1252(bytes, errors)
   let decoder: { decode(input: Uint8Array): string }
   try {
-    decoder = new TextDecoder(encoding, { fatal: errors === 'strict' })
+    decoder = new TextDecoder(encoding, { fatal: true })
   } catch {
     throw new UnpicklingError(`unknown encoding: ${encoding}`)
   }
   try {
     return decoder.decode(bytes)
   } catch {
+    // The engine's TextDecoder can stop or put U+FFFD, nothing else: another handler would
+    // silently give what Python does not.
+    if (errors === 'replace') return new TextDecoder(encoding).decode(bytes)
+    if (errors !== 'strict') {
+      throw new UnpicklingError(`'${encoding}' codec can't decode a Python 2 str of ${bytes.length} bytes, and error handler '${errors}' is not supported for it (only 'strict' and 'replace' are)`)
+    }
     throw new UnpicklingError(`'${encoding}' codec can't decode a Python 2 str of ${bytes.length} bytes`)
   }
 }
