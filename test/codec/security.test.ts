@@ -432,3 +432,22 @@ t.test('a Python 2 str in an encoding the engine decodes: an error handler it ca
   }
   t.equal(loads(pickle('U\x02ab.'), { encoding: 'shift_jis', errors: 'ignore' }), 'ab', 'text that decodes needs no handler')
 })
+
+t.test('a FRAME reaching past STOP is consumed whole, from bytes and from chunks alike (as CPython does from a file)', async (t) => {
+  // PROTO 4, FRAME of 20 bytes holding BININT1 1 and STOP, then 20 bytes of NONE: the frame ends
+  // 17 bytes past STOP. CPython's Unpickler over a BytesIO loads 1 and stands at byte 31.
+  const data = concat(pickle('\x80\x04\x95', u64(20), 'K\x01.'), repeat('N', 20))
+  t.equal(loads(data), 1)
+  const u = new Unpickler(data)
+  t.equal(u.load(), 1)
+  t.equal(u.position, 31, 'from bytes: past the frame')
+  const cut = [data.subarray(0, 5), data.subarray(5, 13), data.subarray(13)]
+  const s = new Unpickler(cut)
+  t.equal(await s.loadAsync(), 1, 'from chunks: the same value (it used to be "truncated")')
+  t.equal(s.position, 31, 'from chunks: past the frame too')
+  await t.rejects(s.loadAsync(), { name: 'UnpicklingError', message: /the input ended 3 bytes into a pickle/ }, 'the 3 bytes left are a cut pickle')
+  // A frame reaching past the end of the input is still a cut pickle, whichever way it is read.
+  const short = pickle('\x80\x04\x95', u64(40), 'K\x01.')
+  t.throws(() => loads(short), { name: 'UnpicklingError', message: /a FRAME of 40 bytes, 3 left/ })
+  await t.rejects(new Unpickler([short]).loadAsync(), { name: 'UnpicklingError', message: /truncated/ })
+})

@@ -24,12 +24,17 @@ export class PickleScanner {
   #pos = 0
   #searchFrom = -1
   #firstLineEnd = -1
+  /** Where the last FRAME ends, and where STOP ended once seen (-1: not yet). */
+  #frameEnd = -1
+  #stopEnd = -1
 
   /** Starts a new pickle at pos. */
   reset(pos: number): void {
     this.#pos = pos
     this.#searchFrom = -1
     this.#firstLineEnd = -1
+    this.#frameEnd = -1
+    this.#stopEnd = -1
   }
 
   /** The bytes before pos were dropped from the buffer: move every position back by n. */
@@ -37,10 +42,17 @@ export class PickleScanner {
     this.#pos -= n
     if (this.#searchFrom >= 0) this.#searchFrom -= n
     if (this.#firstLineEnd >= 0) this.#firstLineEnd -= n
+    if (this.#frameEnd >= 0) this.#frameEnd -= n
+    if (this.#stopEnd >= 0) this.#stopEnd -= n
   }
 
-  /** The index just after the pickle's STOP, or -1 when the bytes up to end do not finish it. */
+  /**
+   * The index just after the pickle, or -1 when the bytes up to end do not finish it: after its
+   * STOP, or after its last FRAME when that reaches further (a load consumes its whole frame,
+   * as CPython's does from a file).
+   */
   scan(b: Uint8Array, end: number): number {
+    if (this.#stopEnd >= 0) return this.#frameEnd <= end ? Math.max(this.#stopEnd, this.#frameEnd) : -1
     while (this.#pos < end) {
       const at = this.#pos
       const code = b[at]!
@@ -84,7 +96,13 @@ export class PickleScanner {
       this.#pos = next
       this.#searchFrom = -1
       this.#firstLineEnd = -1
-      if (code === OP.STOP) return next
+      if (code === OP.FRAME) {
+        const hi = u32(b, a + 4)
+        this.#frameEnd = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : next + hi * 0x100000000 + u32(b, a)
+      } else if (code === OP.STOP) {
+        this.#stopEnd = next
+        return this.#frameEnd <= end ? Math.max(next, this.#frameEnd) : -1
+      }
     }
     return -1
   }

@@ -139,6 +139,8 @@ class LoadState {
    * anything can look at them; null when there are none.
    */
   pending: Map<unknown[], number> | null = null
+  /** Where the last FRAME read ends: a load consumes its whole frame, as CPython's does from a file. */
+  frameEnd = 0
   memo: unknown[] = []
   memoCount = 0
   proto = 0
@@ -187,6 +189,7 @@ class LoadState {
     if (this.pos >= this.end) throw new EOFError('Ran out of input')
     this.resetStack()
     this.proto = 0
+    this.frameEnd = 0
     this.work = 0
     this.workLimit = this.maxWork ?? WORK_BASE + WORK_PER_BYTE * (this.end - this.pos)
     let opStart = this.pos
@@ -232,6 +235,8 @@ class LoadState {
     const result = this.result
     this.result = undefined
     this.resetStack()
+    // Bytes of the last frame past STOP (CPython never writes any) are consumed with it.
+    if (this.frameEnd > this.pos) this.pos = Math.min(this.frameEnd, this.end)
     return result
   }
 
@@ -298,7 +303,9 @@ class LoadState {
     const lo = (d[at]! | (d[at + 1]! << 8) | (d[at + 2]! << 16) | (d[at + 3]! << 24)) >>> 0
     const hi = (d[at + 4]! | (d[at + 5]! << 8) | (d[at + 6]! << 16) | (d[at + 7]! << 24)) >>> 0
     if (hi >= 0x200000) return Number.MAX_SAFE_INTEGER // beyond 2^53: larger than any input can be
-    return hi * TWO_32 + lo
+    // hi * TWO_32 is a heap number even when hi is 0: a small length stays a small integer, so
+    // that a field it reaches (frameEnd) keeps its integer representation and hidden class.
+    return hi === 0 ? lo : hi * TWO_32 + lo
   }
 
   /** The bytes up to the next newline, without it. */
@@ -750,9 +757,11 @@ function appendRun(s: LoadState): boolean {
       continue
     } else if (code === OP.FRAME) {
       if (pos + 9 > end) break
-      const size = view.getUint32(pos + 1, true) + view.getUint32(pos + 5, true) * TWO_32
+      const hi = view.getUint32(pos + 5, true)
+      const size = hi === 0 ? view.getUint32(pos + 1, true) : hi * TWO_32 + view.getUint32(pos + 1, true)
       if (size > end - pos - 9) break
       pos += 9
+      s.frameEnd = pos + size // set again by the FRAME loader should the run be undone
       continue
     } else if (code === OP.APPENDS) {
       if (n < list.length) (s.pending ??= new Map()).set(list, n)
@@ -829,6 +838,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   FRAME(s) {
     const n = s.uint8()
     if (n > s.end - s.pos) throw new UnpicklingError(`pickle data was truncated: a FRAME of ${n} bytes, ${s.end - s.pos} left`)
+    s.frameEnd = s.pos + n
   },
   STOP(s) {
     if (s.pending !== null) s.flushLists()
