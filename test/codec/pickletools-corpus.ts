@@ -72,7 +72,7 @@ def values():
     yield 'strs', ['', 'abc', "it's", 'say "hi"', 'both \' and "', 'tab\tnl\nret\r', '\x00\x1f\x7f\x80\x9f\xa0\xad\xff', 'caf\xe9 \u20ac \U0001f600', 'a\\b\\', '\u2028\u00a0\u200b\ufeff\u0378\U0001e030\U0010ffff', 'x' * 300]
     yield 'surrogates', ['\ud800', '\udfff', '\ud800\udc00', 'a\udbff\udfffb', '\udc00\ud800']
     yield 'bytes', [b'', b'abc', b"'", b'"', b'\'"', bytes(range(256)), b'y' * 300]
-    yield 'bytearrays', [bytearray(b'abc'), bytearray(), bytearray(range(256))]
+    yield 'bytearrays', [bytearray(b'abc'), bytearray(), bytearray(range(256)), bytearray(b"it's"), bytearray(b"\'\\\"")]
     yield 'containers', ((), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1], {}, {'a': 1, 2: 'b', (3,): None}, set(), {1, 2, 3}, frozenset(), frozenset({4}))
     yield 'long list', list(range(2000))
     yield 'long dict', {i: str(i) for i in range(1200)}

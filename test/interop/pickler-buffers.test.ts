@@ -211,5 +211,6 @@ t.test('below protocol 5: bufferCallback and PickleBuffer are refused, as CPytho
   t.equal(refused!.text, '', 'CPython refuses both at protocols 0 to 4')
   const released = new PickleBuffer(text('gone'))
   released.release()
-  t.throws(() => dumps(released, { protocol: 5 }), PickleError, 'a released PickleBuffer cannot be pickled')
+  t.throws(() => dumps(released, { protocol: 5 }), { name: 'PicklingError', message: 'cannot pickle a released PickleBuffer' }, 'a released PickleBuffer cannot be pickled')
+  t.throws(() => dumps({ x: [released] }, { protocol: 5 }), { message: 'cannot pickle a released PickleBuffer (at value.x[0])' }, 'and the error names its path')
 })

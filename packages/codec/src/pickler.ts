@@ -4,7 +4,7 @@
  * are the same. One save method per kind of value, named after Python's save_<type>.
  */
 import { PickleError, PicklingError } from './errors.js'
-import { defaultGlobals, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
+import { defaultGlobals, isPlainObject, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
 import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
 import {
@@ -286,6 +286,12 @@ export class Pickler {
   #objMemo = new Map<object, number>()
   #strMemo = new Map<string, number>()
   #globalMemo = new Map<string, number>()
+  /**
+   * The memo index of b'' (-1: none yet). CPython has one empty bytes object, so every empty
+   * Uint8Array is that one object; one-byte bytes are singletons only when made in some ways
+   * (a literal, a slice), not others (bytes([7])), so those stay memoized by identity.
+   */
+  #emptyBytes = -1
   #depth = 0
 
   constructor(sink: Sink | null = null, options: PicklerOptions = {}) {
@@ -321,6 +327,7 @@ export class Pickler {
     this.#objMemo = new Map()
     this.#strMemo = new Map()
     this.#globalMemo = new Map()
+    this.#emptyBytes = -1
   }
 
   /** Forgets the memo entries from index `from` on: a failed dump wrote none of their PUTs. */
@@ -329,6 +336,7 @@ export class Pickler {
       for (const [key, idx] of memo) if (idx >= from) memo.delete(key)
     }
     this.#memoSize = from
+    if (this.#emptyBytes >= from) this.#emptyBytes = -1
   }
 
   /** Pickles value into the sink; several dumps share the memo, as in Python. */
@@ -583,7 +591,9 @@ export class Pickler {
   }
 
   #saveObject(obj: object): void {
-    const ctor = obj.constructor
+    // From the prototype: an own "constructor" key (JSON may hold one) is data, not the type.
+    const proto = Object.getPrototypeOf(obj) as { constructor?: unknown } | null
+    const ctor = proto === null ? undefined : proto.constructor
     // Floats are atoms in Python: never memoized, so no memo lookup for them.
     if (ctor === PyFloat) return this.#saveFloat((obj as PyFloat).value)
     if (ctor === FreshStr) return this.#saveFreshStr((obj as FreshStr).value)
@@ -644,7 +654,13 @@ export class Pickler {
 
   #saveLong(v: bigint): void {
     if (this.protocol < 2) {
-      this.#ascii(`L${v}L\n`)
+      const text = v.toString()
+      const digits = text.length - (v < 0n ? 1 : 0)
+      if (digits > MAX_INT_DIGITS) {
+        // CPython's dumps refuses it too: int() would refuse to read it back.
+        throw new PicklingError(`an int of ${digits} digits is over the ${MAX_INT_DIGITS} Python reads as text; protocols 0 and 1 write ints as text (use protocol 2 or higher)`)
+      }
+      this.#ascii(`L${text}L\n`)
       return
     }
     const bytes = encodeLong(v)
@@ -721,6 +737,16 @@ export class Pickler {
   // ---- bytes and buffers ----
 
   #saveBytes(b: Uint8Array): void {
+    if (b.length === 0 && !this.fast) {
+      if (this.#emptyBytes >= 0) return this.#memoGet(this.#emptyBytes)
+      this.#saveBytesOnce(b)
+      this.#emptyBytes = this.#objMemo.get(b) ?? -1
+      return
+    }
+    this.#saveBytesOnce(b)
+  }
+
+  #saveBytesOnce(b: Uint8Array): void {
     if (this.protocol < 3) {
       if (b.length === 0) this.#saveReduce({ callable: G.bytes, args: tuple() }, b)
       else {
@@ -747,6 +773,7 @@ export class Pickler {
 
   #savePickleBuffer(pb: PickleBuffer): void {
     if (this.protocol < 5) throw new PicklingError(`PickleBuffer can only be pickled with protocol >= 5, not ${this.protocol}`)
+    if (pb.released) throw new PicklingError('cannot pickle a released PickleBuffer')
     const view = pb.raw()
     const inBand = this.#bufferCallback === null ? true : Boolean(this.#bufferCallback(pb))
     if (inBand) {
@@ -1003,6 +1030,7 @@ export class Pickler {
 
   #savePair(k: unknown, v: unknown): void {
     try {
+      if (typeof k === 'object' && k !== null) checkHashable(k, 'a dict key')
       this.#save(k)
       this.#save(v)
     } catch (err) {
@@ -1011,6 +1039,7 @@ export class Pickler {
   }
 
   #saveSet(set: Set<unknown>): void {
+    checkMembers(set)
     if (this.protocol < 4) {
       this.#saveReduce({ callable: G.set, args: tuple([...set]) }, set)
       return
@@ -1038,6 +1067,7 @@ export class Pickler {
   }
 
   #saveFrozenSet(set: FrozenSet): void {
+    checkMembers(set)
     if (this.protocol < 4) {
       this.#saveReduce({ callable: G.frozenset, args: tuple([...set]) }, set)
       return
@@ -1124,7 +1154,8 @@ export class Pickler {
     }
     if (obj instanceof PyGlobal) return this.#saveGlobal(obj)
     if (obj instanceof PySingleton) return this.#saveGlobal(new PyGlobal('builtins', obj.name))
-    const ctor = obj.constructor as Function | undefined
+    const proto = Object.getPrototypeOf(obj) as { constructor?: unknown } | null
+    const ctor = (proto === null ? undefined : proto.constructor) as Function | undefined
     const fromTable = ctor !== undefined ? this.#dispatchTable?.get(ctor) : undefined
     if (fromTable !== undefined) return this.#saveReduceValue(fromTable(obj), obj)
     const own = (obj as { [reduceEx]?: unknown })[reduceEx]
@@ -1300,6 +1331,43 @@ export class Pickler {
  * after each GC). One Pickler held for the module's lifetime keeps the class, and the code.
  */
 export const SHAPE_KEEPER: unknown = new Pickler()
+
+/** Python reads an int written as text only up to this many digits (sys.get_int_max_str_digits). */
+const MAX_INT_DIGITS = 4300
+
+/**
+ * Refuses what Python cannot hash, as a dict key or set member: CPython could not load the
+ * pickle (TypeError: unhashable type). A tuple is hashable when its items are.
+ */
+function checkHashable(v: object, role: string, depth = 0): void {
+  let kind: string | null = null
+  if (v instanceof Tuple) {
+    // Tuples nested past any real key (or in a cycle, which Python cannot make) are left to the save.
+    if (depth < 100) for (const x of v) if (typeof x === 'object' && x !== null) checkHashable(x, role, depth + 1)
+    return
+  }
+  if (Array.isArray(v)) kind = 'list'
+  else if (v instanceof FrozenSet) return
+  else if (v instanceof Set) kind = 'set'
+  else if (v instanceof Map) kind = 'dict'
+  else if (v instanceof ByteArray) kind = 'bytearray'
+  else if (isPlainObject(v)) kind = 'dict'
+  if (kind !== null) throw new PicklingError(`unhashable type: '${kind}' as ${role} (Python could not load it)`)
+}
+
+function checkMembers(set: Set<unknown>): void {
+  let i = 0
+  for (const x of set) {
+    if (typeof x === 'object' && x !== null) {
+      try {
+        checkHashable(x, 'a set member')
+      } catch (err) {
+        throw withPath(err, i)
+      }
+    }
+    i++
+  }
+}
 
 /** A Python str made afresh by the pickler itself (never matched in the memo). */
 class FreshStr {

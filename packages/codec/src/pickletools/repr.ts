@@ -48,13 +48,16 @@ export function reprStr(text: PyText, asciiOnly = false): string {
   return out + quote
 }
 
-/** repr(b) for Python bytes. */
-export function reprBytes(b: Uint8Array): string {
+/**
+ * repr(b) for Python bytes. bytearray's repr (escapeApostrophe) escapes every ' even inside
+ * double quotes: bytearray(b"\'"), where bytes gives b"'".
+ */
+export function reprBytes(b: Uint8Array, escapeApostrophe = false): string {
   const quote = b.includes(0x27) && !b.includes(0x22) ? 0x22 : 0x27
   const out: string[] = ['b', String.fromCharCode(quote)]
   for (let i = 0; i < b.length; i++) {
     const c = b[i]!
-    if (c === quote || c === 0x5c) out.push('\\' + String.fromCharCode(c))
+    if (c === quote || c === 0x5c || (c === 0x27 && escapeApostrophe)) out.push('\\' + String.fromCharCode(c))
     else if (c === 0x09) out.push('\\t')
     else if (c === 0x0a) out.push('\\n')
     else if (c === 0x0d) out.push('\\r')
@@ -67,7 +70,7 @@ export function reprBytes(b: Uint8Array): string {
 
 /** repr(bytearray(b)). */
 export function reprByteArray(b: Uint8Array): string {
-  return `bytearray(${reprBytes(b)})`
+  return `bytearray(${reprBytes(b, true)})`
 }
 
 /**
