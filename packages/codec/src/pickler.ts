@@ -288,8 +288,8 @@ export class Pickler {
   #globalMemo = new Map<string, number>()
   /**
    * The memo index of b'' (-1: none yet). CPython has one empty bytes object, so every empty
-   * Uint8Array is that one object; one-byte bytes are singletons only when made in some ways
-   * (a literal, a slice), not others (bytes([7])), so those stay memoized by identity.
+   * Uint8Array is that one object; one-byte bytes are shared only when made in some ways (a
+   * literal, a slice, bytes([7])), not others (int.to_bytes), so those stay memoized by identity.
    */
   #emptyBytes = -1
   #depth = 0
