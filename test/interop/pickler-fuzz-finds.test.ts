@@ -58,3 +58,8 @@ t.test('a released PickleBuffer is a PicklingError naming its path', async (t) =
   pb.release()
   t.throws(() => dumps({ x: [pb] }, { protocol: 5 }), new PicklingError('cannot pickle a released PickleBuffer (at value.x[0])'))
 })
+
+t.test("a getter that throws is named by its own key in the path", async (t) => {
+  const value = { x: { y: { get z(): unknown { throw new Error('boom') } } } }
+  t.throws(() => dumps(value), { name: 'PicklingError', message: 'boom (at value.x.y.z)' })
+})

@@ -1001,7 +1001,7 @@ export class Pickler {
     if (keys.length === 0) return
     if (this.protocol === 0) return this.#batchSetItems(keys.map((k) => [k, obj[k]] as const))
     if (keys.length === 1) {
-      this.#savePair(keys[0]!, obj[keys[0]!])
+      this.#saveEntry(obj, keys[0]!)
       this.#op(OP.SETITEM)
       return
     }
@@ -1012,7 +1012,7 @@ export class Pickler {
       this.#op(OP.MARK)
       for (; at < keys.length; ) {
         const k = keys[at++]!
-        this.#savePair(k, obj[k])
+        this.#saveEntry(obj, k)
         if (++i === BATCH_SIZE) break
       }
       this.#op(OP.SETITEMS)
@@ -1026,6 +1026,16 @@ export class Pickler {
       this.#op(OP.DICT)
     }
     this.#memoPut(d)
+  }
+
+  /** A plain object's key and value: the value is read inside, so that a getter's error names its key. */
+  #saveEntry(obj: Record<string, unknown>, k: string): void {
+    try {
+      this.#save(k)
+      this.#save(obj[k])
+    } catch (err) {
+      throw withPath(err, k)
+    }
   }
 
   #savePair(k: unknown, v: unknown): void {
