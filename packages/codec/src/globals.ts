@@ -77,7 +77,7 @@ export class GlobalRegistry {
   registerClass<T extends object>(cls: abstract new (...args: any[]) => T, qualifiedName: string, hooks: ClassHooks<T> = {}): PyGlobal {
     const [module, name] = splitQualifiedName(qualifiedName)
     const g = new PyGlobal(module, name, {
-      call: (args) => Reflect.construct(cls, args),
+      call: (args) => Reflect.construct(cls, spreadable(args, cls)),
       newObject: () => Object.create(cls.prototype),
     })
     return this.#register(cls, g, hooks)
@@ -86,7 +86,7 @@ export class GlobalRegistry {
   /** Registers a JavaScript function under a Python "module.name": REDUCE calls it, and it pickles as that global. */
   registerFunction(fn: (...args: any[]) => unknown, qualifiedName: string): PyGlobal {
     const [module, name] = splitQualifiedName(qualifiedName)
-    return this.#register(fn, new PyGlobal(module, name, { call: (args) => fn(...args) }), {})
+    return this.#register(fn, new PyGlobal(module, name, { call: (args) => fn(...spreadable(args, fn)) }), {})
   }
 
   #register(target: Function, g: PyGlobal, hooks: ClassHooks<any>): PyGlobal {
@@ -166,6 +166,22 @@ export function dictEntries(v: unknown, who: string): [unknown, unknown][] {
 export function isPlainObject(v: object): boolean {
   const proto = Object.getPrototypeOf(v)
   return proto === Object.prototype || proto === null
+}
+
+/**
+ * Most arguments a pickle may pass to a JavaScript function (a registered function or class,
+ * or one findClass returns): they are spread onto the engine's stack, which overflows
+ * somewhere past 100,000 (300,000 did here). The default reconstructors take the array as it
+ * is, and opaque placeholders keep it: neither has a limit.
+ */
+export const MAX_SPREAD_ARGS = 65_535
+
+/** args, when a JavaScript function can be handed them as arguments; else a PickleError naming it. */
+export function spreadable(args: readonly unknown[], fn: Function): readonly unknown[] {
+  if (args.length > MAX_SPREAD_ARGS) {
+    throw new PickleError(`a call of ${fn.name || 'a function'} with ${args.length} arguments: more than ${MAX_SPREAD_ARGS} are not passed to a JavaScript function`)
+  }
+  return args
 }
 
 /** Largest bytearray(n) or bytes(n) the default reconstructors will allocate from a bare count. */
@@ -280,7 +296,10 @@ function makeDate(args: readonly unknown[]): PyDate {
 function makeTimeDelta(args: readonly unknown[]): PyTimeDelta {
   const who = 'datetime.timedelta'
   argc(args, 0, 3, who)
-  const n = (i: number): bigint => BigInt(args[i] === undefined ? 0 : int(args[i], who))
+  const n = (i: number): bigint => {
+    const v = args[i]
+    return typeof v === 'bigint' ? v : BigInt(v === undefined ? 0 : int(v, who))
+  }
   // Floor division and its non-negative remainder: 0 <= microseconds < 10^6, 0 <= seconds < 86,400.
   const floorDiv = (a: bigint, b: bigint): bigint => (a % b !== 0n && a < 0n ? a / b - 1n : a / b)
   let us = n(2)

@@ -24,7 +24,7 @@ export class PickleScanner {
   #pos = 0
   #searchFrom = -1
   #firstLineEnd = -1
-  /** Where the last FRAME ends, and where STOP ended once seen (-1: not yet). */
+  /** Where the furthest FRAME ends, and where STOP ended once seen (-1: not yet). */
   #frameEnd = -1
   #stopEnd = -1
 
@@ -48,7 +48,7 @@ export class PickleScanner {
 
   /**
    * The index just after the pickle, or -1 when the bytes up to end do not finish it: after its
-   * STOP, or after its last FRAME when that reaches further (a load consumes its whole frame,
+   * STOP, or after its furthest FRAME when that reaches further (a load consumes its whole frame,
    * as CPython's does from a file).
    */
   scan(b: Uint8Array, end: number): number {
@@ -98,7 +98,7 @@ export class PickleScanner {
       this.#firstLineEnd = -1
       if (code === OP.FRAME) {
         const hi = u32(b, a + 4)
-        this.#frameEnd = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : next + hi * 0x100000000 + u32(b, a)
+        this.#frameEnd = Math.max(this.#frameEnd, hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : next + hi * 0x100000000 + u32(b, a))
       } else if (code === OP.STOP) {
         this.#stopEnd = next
         return this.#frameEnd <= end ? Math.max(next, this.#frameEnd) : -1

@@ -4,7 +4,7 @@
  * LoadState instance, never in module variables.
  */
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
-import { defaultGlobals, dictEntries, fixImport, isPlainObject, type GlobalRegistry } from './globals.js'
+import { defaultGlobals, dictEntries, fixImport, isPlainObject, spreadable, type GlobalRegistry } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
@@ -84,8 +84,6 @@ export interface UnpicklerOptions {
 }
 
 const DEFAULT_MAX_DEPTH = 10_000
-/** Most arguments a call may pass (REDUCE, INST, OBJ): spread onto the engine's stack, more overflow it. */
-const MAX_CALL_ARGS = 65_535
 /** The default work budget: WORK_PER_BYTE per input byte plus WORK_BASE (see maxWork). */
 const WORK_PER_BYTE = 64
 const WORK_BASE = 1 << 20
@@ -139,7 +137,7 @@ class LoadState {
    * anything can look at them; null when there are none.
    */
   pending: Map<unknown[], number> | null = null
-  /** Where the last FRAME read ends: a load consumes its whole frame, as CPython's does from a file. */
+  /** Where the furthest FRAME read ends: a load consumes its whole frame, as CPython's does from a file. */
   frameEnd = 0
   memo: unknown[] = []
   memoCount = 0
@@ -588,12 +586,8 @@ function workSize(v: unknown): number {
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
   s.charge('a call of', callable, args, callable instanceof PyGlobal ? callable.callWork(args) : 0)
-  // A JavaScript function gets its arguments spread onto the stack, which holds only so many.
-  if (args.length > MAX_CALL_ARGS && (typeof callable === 'function' || callable instanceof PyGlobal)) {
-    throw new UnpicklingError(`a call of ${describe(callable)} with ${args.length} arguments: more than ${MAX_CALL_ARGS}, which JavaScript cannot pass to a function`)
-  }
   if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
-  if (typeof callable === 'function') return callable(...args)
+  if (typeof callable === 'function') return callable(...spreadable(args, callable))
   // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
   // is one more inert placeholder, which pickles back as the same call.
   if (s.opaque && callable instanceof PyOpaque && origin === 'reduce') return new PyObjectCall(callable, asTuple(args))
@@ -761,7 +755,7 @@ function appendRun(s: LoadState): boolean {
       const size = hi === 0 ? view.getUint32(pos + 1, true) : hi * TWO_32 + view.getUint32(pos + 1, true)
       if (size > end - pos - 9) break
       pos += 9
-      s.frameEnd = pos + size // set again by the FRAME loader should the run be undone
+      if (pos + size > s.frameEnd) s.frameEnd = pos + size // set again by the FRAME loader should the run be undone
       continue
     } else if (code === OP.APPENDS) {
       if (n < list.length) (s.pending ??= new Map()).set(list, n)
@@ -838,7 +832,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   FRAME(s) {
     const n = s.uint8()
     if (n > s.end - s.pos) throw new UnpicklingError(`pickle data was truncated: a FRAME of ${n} bytes, ${s.end - s.pos} left`)
-    s.frameEnd = s.pos + n
+    if (s.pos + n > s.frameEnd) s.frameEnd = s.pos + n
   },
   STOP(s) {
     if (s.pending !== null) s.flushLists()

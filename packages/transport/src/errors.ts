@@ -19,13 +19,18 @@ export class TransportError extends Error {
 }
 
 /**
- * A value that came from the peer, for an error message: JSON where it can be (bigints as their
- * digits), cut to 80 characters, and never an exception of its own, whatever the value is.
+ * A value that came from the peer, for an error message: JSON where it can be (a bigint as
+ * 10n, a Map as the object of its entries), cut to 80 characters, and never an exception of
+ * its own, whatever the value is.
  */
 export function shown(value: unknown): string {
   let text: string | undefined
   try {
-    text = JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
+    text = typeof value === 'bigint' ? `${value}n` : JSON.stringify(value, (_key, v: unknown) => {
+      if (typeof v === 'bigint') return `${v}n`
+      if (v instanceof Map) return Object.fromEntries([...v].map(([k, x]) => [typeof k === 'string' ? k : shown(k), x]))
+      return v
+    })
   } catch {
     text = undefined
   }
