@@ -233,7 +233,7 @@ class LoadState {
     const result = this.result
     this.result = undefined
     this.resetStack()
-    // Bytes of the last frame past STOP (CPython never writes any) are consumed with it.
+    // Bytes of the furthest frame past STOP (CPython never writes any) are consumed with it.
     if (this.frameEnd > this.pos) this.pos = Math.min(this.frameEnd, this.end)
     return result
   }
