@@ -119,27 +119,46 @@ export function floatRepr(x: number): string {
 
 /** Python's raw-unicode-escape as the pickler uses it for protocol 0's UNICODE opcode. */
 function rawUnicodeEscape(s: string): Uint8Array {
-  const out: number[] = []
-  const hex = (v: number, width: number): void => {
-    for (const c of v.toString(16).padStart(width, '0')) out.push(c.charCodeAt(0))
-  }
+  // Two passes: the size (every escape has a known length), then the bytes, into memory of
+  // exactly that size (an array of numbers grown byte by byte was 25x slower than CPython).
+  let size = 0
   for (let i = 0; i < s.length; i++) {
-    // A surrogate pair is one code point; a lone surrogate stays itself, as Python writes it.
-    const c = s.codePointAt(i)!
-    if (c > 0xffff) {
+    const c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && isLowSurrogate(s.charCodeAt(i + 1))) {
+      size += 10 // a surrogate pair is one code point: \UXXXXXXXX
       i++
-      out.push(0x5c, 0x55)
-      hex(c, 8)
-      continue
-    }
-    if (c >= 0x100 || c === 0x5c || c === 0x0a || c === 0x0d || c === 0x00 || c === 0x1a) {
-      out.push(0x5c, 0x75)
-      hex(c, 4)
+    } else size += escapedInRawUnicode(c) ? 6 : 1
+  }
+  const out = new Uint8Array(size)
+  let n = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && isLowSurrogate(s.charCodeAt(i + 1))) {
+      const cp = 0x10000 + ((c - 0xd800) << 10) + (s.charCodeAt(++i) - 0xdc00)
+      out[n++] = 0x5c
+      out[n++] = 0x55
+      for (let k = 28; k >= 0; k -= 4) out[n++] = HEX_DIGITS[(cp >>> k) & 0xf]!
+    } else if (escapedInRawUnicode(c)) {
+      // A lone surrogate stays itself, as Python writes it.
+      out[n++] = 0x5c
+      out[n++] = 0x75
+      for (let k = 12; k >= 0; k -= 4) out[n++] = HEX_DIGITS[(c >>> k) & 0xf]!
     } else {
-      out.push(c)
+      out[n++] = c
     }
   }
-  return Uint8Array.from(out)
+  return out
+}
+
+const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (ch) => ch.charCodeAt(0))
+
+function isLowSurrogate(c: number): boolean {
+  return c >= 0xdc00 && c <= 0xdfff
+}
+
+/** What protocol 0's UNICODE escapes: beyond Latin-1, and the bytes its line format cannot hold. */
+function escapedInRawUnicode(c: number): boolean {
+  return c >= 0x100 || c === 0x5c || c === 0x0a || c === 0x0d || c === 0x00 || c === 0x1a
 }
 
 /** UTF-8 with lone surrogates encoded as three bytes each (Python's 'surrogatepass'). */
