@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { FrozenSet, PickleBuffer, PicklingError, Tuple, dumps, loads } from '@picklewire/codec'
-import { pyDumpsAll } from '../helpers/python.js'
+import { pyDumpsAll, runPython } from '../helpers/python.js'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
@@ -62,4 +62,29 @@ t.test('a released PickleBuffer is a PicklingError naming its path', async (t) =
 t.test("a getter that throws is named by its own key in the path", async (t) => {
   const value = { x: { y: { get z(): unknown { throw new Error('boom') } } } }
   t.throws(() => dumps(value), { name: 'PicklingError', message: 'boom (at value.x.y.z)' })
+})
+
+t.test('protocol 0 strings (raw-unicode-escape, rewritten for speed) stay byte-identical with CPython', async (t) => {
+  // Random strings of escapes, Latin-1, BMP, astral characters and lone or paired surrogates.
+  let seed = 12345
+  const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+  const pool = [0x5c, 0x0a, 0x0d, 0x00, 0x1a, 0x41, 0xe9, 0xff, 0x100, 0x2603, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xfffd]
+  const strs: string[] = []
+  for (let k = 0; k < 300; k++) {
+    let s = ''
+    const n = Math.floor(rnd() * 12)
+    for (let i = 0; i < n; i++) {
+      s += rnd() < 0.15 ? String.fromCodePoint(0x10000 + Math.floor(rnd() * 0xfffff)) : String.fromCharCode(pool[Math.floor(rnd() * pool.length)]!)
+    }
+    strs.push(s)
+  }
+  const units = strs.map((s) => Array.from({ length: s.length }, (_, i) => s.charCodeAt(i)))
+  const python = runPython(`
+import sys, json, pickle
+for u in json.loads(sys.stdin.read()):
+    s = ''.join(map(chr, u)).encode('utf-16', 'surrogatepass').decode('utf-16', 'surrogatepass')
+    print(pickle.dumps(s, 0).hex())
+`, new TextEncoder().encode(JSON.stringify(units))).toString().trim().split('\n')
+  const differing = strs.filter((s, i) => hex(dumps(s, { protocol: 0 })) !== python[i])
+  t.same(differing, [], `${strs.length - differing.length} of ${strs.length} identical`)
 })
