@@ -194,8 +194,8 @@ export const MAX_ZERO_FILL = 64 * 1024 * 1024
  */
 function zeroFillWork(args: readonly unknown[]): number {
   // A count over MAX_ZERO_FILL is charged nothing: the call refuses it, saying so.
-  const n = typeof args[0] === 'bigint' && args[0] <= BigInt(MAX_ZERO_FILL) ? Number(args[0]) : args[0]
-  return typeof n === 'number' && n > 0 && n <= MAX_ZERO_FILL ? n : 0
+  const n = isInt(args[0]) ? Number(args[0]) : 0
+  return n > 0 && n <= MAX_ZERO_FILL ? n : 0
 }
 
 function bytesFrom(args: readonly unknown[], who: string): Uint8Array {
@@ -300,13 +300,15 @@ function makeTimeDelta(args: readonly unknown[]): PyTimeDelta {
     const v = args[i]
     return typeof v === 'bigint' ? v : BigInt(v === undefined ? 0 : int(v, who))
   }
-  // Floor division and its non-negative remainder: 0 <= microseconds < 10^6, 0 <= seconds < 86,400.
+  // Floor division carries into the larger unit and leaves 0 <= microseconds < 10^6, 0 <= seconds < 86,400.
   const floorDiv = (a: bigint, b: bigint): bigint => (a % b !== 0n && a < 0n ? a / b - 1n : a / b)
   let us = n(2)
-  let sec = n(1) + floorDiv(us, 1_000_000n)
-  us -= floorDiv(us, 1_000_000n) * 1_000_000n
-  const days = n(0) + floorDiv(sec, 86_400n)
-  sec -= floorDiv(sec, 86_400n) * 86_400n
+  const secCarry = floorDiv(us, 1_000_000n)
+  us -= secCarry * 1_000_000n
+  let sec = n(1) + secCarry
+  const dayCarry = floorDiv(sec, 86_400n)
+  sec -= dayCarry * 86_400n
+  const days = n(0) + dayCarry
   if (days > 999_999_999n || days < -999_999_999n) bad(`${who}: days=${days}; must have magnitude <= 999999999`)
   return new PyTimeDelta(Number(days), Number(sec), Number(us))
 }

@@ -7,6 +7,7 @@ import { PickleError, PicklingError } from './errors.js'
 import { defaultGlobals, isPlainObject, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
 import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
+import { MAX_INT_DIGITS } from './text.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
   PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef, PyRange, PySingleton, PyTime, PyTimeDelta,
@@ -123,17 +124,16 @@ function rawUnicodeEscape(s: string): Uint8Array {
   // exactly that size (an array of numbers grown byte by byte was 25x slower than CPython).
   let size = 0
   for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && isLowSurrogate(s.charCodeAt(i + 1))) {
+    if (pairAt(s, i)) {
       size += 10 // a surrogate pair is one code point: \UXXXXXXXX
       i++
-    } else size += escapedInRawUnicode(c) ? 6 : 1
+    } else size += escapedInRawUnicode(s.charCodeAt(i)) ? 6 : 1
   }
   const out = new Uint8Array(size)
   let n = 0
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i)
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && isLowSurrogate(s.charCodeAt(i + 1))) {
+    if (pairAt(s, i)) {
       const cp = 0x10000 + ((c - 0xd800) << 10) + (s.charCodeAt(++i) - 0xdc00)
       out[n++] = 0x5c
       out[n++] = 0x55
@@ -152,8 +152,12 @@ function rawUnicodeEscape(s: string): Uint8Array {
 
 const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (ch) => ch.charCodeAt(0))
 
-function isLowSurrogate(c: number): boolean {
-  return c >= 0xdc00 && c <= 0xdfff
+/** Whether s holds a surrogate pair (one code point beyond U+FFFF) at i. */
+function pairAt(s: string, i: number): boolean {
+  const c = s.charCodeAt(i)
+  if (c < 0xd800 || c > 0xdbff || i + 1 >= s.length) return false
+  const d = s.charCodeAt(i + 1)
+  return d >= 0xdc00 && d <= 0xdfff
 }
 
 /** What protocol 0's UNICODE escapes: beyond Latin-1, and the bytes its line format cannot hold. */
@@ -634,7 +638,7 @@ export class Pickler {
     else if (ctor === PickleBuffer) this.#savePickleBuffer(obj as PickleBuffer)
     else if (obj instanceof Uint8Array && !(obj instanceof ByteArray)) this.#saveBytes(obj)
     else if (obj instanceof PyFloat) this.#saveFloat(obj.value)
-    else this.#saveOther(obj)
+    else this.#saveOther(obj, ctor as Function | undefined)
     this.#depth--
   }
 
@@ -1176,15 +1180,14 @@ export class Pickler {
 
   // ---- everything else: reduce ----
 
-  #saveOther(obj: object): void {
+  /** Anything else, by reduce; ctor is obj's constructor, from its prototype (see #saveObject). */
+  #saveOther(obj: object, ctor: Function | undefined): void {
     if (this.#reducerOverride !== null) {
       const r = this.#reducerOverride(obj)
       if (r !== NotImplemented) return this.#saveReduceValue(r as ReduceValue, obj)
     }
     if (obj instanceof PyGlobal) return this.#saveGlobal(obj)
     if (obj instanceof PySingleton) return this.#saveGlobal(new PyGlobal('builtins', obj.name))
-    const proto = Object.getPrototypeOf(obj) as { constructor?: unknown } | null
-    const ctor = (proto === null ? undefined : proto.constructor) as Function | undefined
     const fromTable = ctor !== undefined ? this.#dispatchTable?.get(ctor) : undefined
     if (fromTable !== undefined) return this.#saveReduceValue(fromTable(obj), obj)
     const own = (obj as { [reduceEx]?: unknown })[reduceEx]
@@ -1360,9 +1363,6 @@ export class Pickler {
  * after each GC). One Pickler held for the module's lifetime keeps the class, and the code.
  */
 export const SHAPE_KEEPER: unknown = new Pickler()
-
-/** Python reads an int written as text only up to this many digits (sys.get_int_max_str_digits). */
-const MAX_INT_DIGITS = 4300
 
 /**
  * Refuses what Python cannot hash, as a dict key or set member: CPython could not load the

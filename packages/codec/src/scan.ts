@@ -19,6 +19,12 @@ function u32(b: Uint8Array, at: number): number {
   return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x1000000
 }
 
+/** A little-endian u64; from 2^53 on, MAX_SAFE_INTEGER (longer than any input). */
+function u64(b: Uint8Array, at: number): number {
+  const hi = u32(b, at + 4)
+  return hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + u32(b, at)
+}
+
 /** Scans opcodes of one pickle across calls, as more bytes arrive. */
 export class PickleScanner {
   #pos = 0
@@ -87,8 +93,7 @@ export class PickleScanner {
           len = u32(b, a)
           if (arg.n === TAKEN_FROM_ARGUMENT4 && len >= 0x80000000) throw new UnpicklingError(`${op.name} has a negative byte count`)
         } else {
-          const hi = u32(b, a + 4)
-          len = hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + u32(b, a)
+          len = u64(b, a)
         }
         next = a + width + len
       }
@@ -97,8 +102,7 @@ export class PickleScanner {
       this.#searchFrom = -1
       this.#firstLineEnd = -1
       if (code === OP.FRAME) {
-        const hi = u32(b, a + 4)
-        this.#frameEnd = Math.max(this.#frameEnd, hi >= 0x200000 ? Number.MAX_SAFE_INTEGER : next + hi * 0x100000000 + u32(b, a))
+        this.#frameEnd = Math.max(this.#frameEnd, next + u64(b, a))
       } else if (code === OP.STOP) {
         this.#stopEnd = next
         return this.#frameEnd <= end ? Math.max(next, this.#frameEnd) : -1

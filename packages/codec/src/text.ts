@@ -6,6 +6,13 @@
 import { UnpicklingError } from './errors.js'
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+/**
+ * Python converts an int to or from decimal text only up to this many digits
+ * (sys.int_info.default_max_str_digits): the unpickler's INT and LONG, the pickler's text ints
+ * at protocols 0 and 1, and pickletools all hold to it.
+ */
+export const MAX_INT_DIGITS = 4300
 const CHUNK = 0x2000
 
 /**

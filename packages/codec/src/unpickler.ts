@@ -8,7 +8,9 @@ import { defaultGlobals, dictEntries, fixImport, isPlainObject, spreadable, type
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
-import { decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, rawUnicodeEscapeDecode } from './text.js'
+import {
+  MAX_INT_DIGITS, decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, rawUnicodeEscapeDecode,
+} from './text.js'
 import {
   ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef,
   PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, asTuple, describe, setState,
@@ -88,8 +90,6 @@ const DEFAULT_MAX_DEPTH = 10_000
 const WORK_PER_BYTE = 64
 const WORK_BASE = 1 << 20
 const DEFAULT_MAX_SIZE = 2 ** 31
-/** Python refuses int() of more digits than this (sys.int_info.default_max_str_digits). */
-const MAX_INT_DIGITS = 4300
 
 type Loader = (s: LoadState) => boolean | void
 

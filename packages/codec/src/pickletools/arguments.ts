@@ -8,7 +8,7 @@ import {
   Args, TAKEN_FROM_ARGUMENT1, TAKEN_FROM_ARGUMENT4, TAKEN_FROM_ARGUMENT4U, TAKEN_FROM_ARGUMENT8U,
   type ArgumentDescriptor,
 } from '../opcodes.js'
-import { decodeLatin1, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from '../text.js'
+import { MAX_INT_DIGITS, decodeLatin1, decodeUtf8, escapeDecode, rawUnicodeEscapeDecode } from '../text.js'
 import { ByteArray } from '../types.js'
 import { reprBytes, type PyText } from './repr.js'
 
@@ -33,8 +33,6 @@ export interface ReadArgument {
 
 /** Python's sys.maxsize on a 64-bit build. */
 const MAXSIZE = (1n << 63n) - 1n
-/** Python's default sys.get_int_max_str_digits(). */
-export const MAX_STR_DIGITS = 4300
 
 function fail(message: string, cause?: unknown): never {
   throw new UnpicklingError(message, cause === undefined ? undefined : { cause })
@@ -133,8 +131,8 @@ export function pyInt(b: Uint8Array): number | bigint {
     }
   }
   if (underscore || digits === 0) invalid()
-  if (digits > MAX_STR_DIGITS) {
-    fail(`Exceeds the limit (${MAX_STR_DIGITS} digits) for integer string conversion: value has ${digits} digits; use sys.set_int_max_str_digits() to increase the limit`)
+  if (digits > MAX_INT_DIGITS) {
+    fail(`Exceeds the limit (${MAX_INT_DIGITS} digits) for integer string conversion: value has ${digits} digits; use sys.set_int_max_str_digits() to increase the limit`)
   }
   const to = i
   while (i < n && isSpace(b[i]!)) i++
@@ -155,12 +153,12 @@ export function intText(v: number | bigint): string {
     if (bits > 14400) throw new UnpicklingError(intTooLong())
   }
   const s = String(v)
-  if (s.length - (s[0] === '-' ? 1 : 0) > MAX_STR_DIGITS) throw new UnpicklingError(intTooLong())
+  if (s.length - (s[0] === '-' ? 1 : 0) > MAX_INT_DIGITS) throw new UnpicklingError(intTooLong())
   return s
 }
 
 function intTooLong(): string {
-  return `Exceeds the limit (${MAX_STR_DIGITS} digits) for integer string conversion; use sys.set_int_max_str_digits() to increase the limit`
+  return `Exceeds the limit (${MAX_INT_DIGITS} digits) for integer string conversion; use sys.set_int_max_str_digits() to increase the limit`
 }
 
 // ---------------------------------------------------------------------------------------
