@@ -1,5 +1,5 @@
 import t from 'tap'
-import { EOFError, Tuple, UnpicklingError, loads } from '@picklewire/codec'
+import { Deque, EOFError, Tuple, UnpicklingError, loads } from '@picklewire/codec'
 import { pyDumps } from '../helpers/python.js'
 
 t.test('a list that contains itself loads as a recursive Array at every protocol', async (t) => {
@@ -53,4 +53,20 @@ t.test('big lists filled ahead are whole wherever they are looked at', async (t)
   t.equal(list.length, 1001)
   t.equal(list[999], 999 % 256)
   t.equal(list[1000], 7)
+})
+
+t.test('slice, map, filter and concat of a Tuple or a Deque give plain Arrays (Symbol.species)', async (t) => {
+  const tup = loads(pyDumps('(1, 2, 3)', 5)) as Tuple<number>
+  t.type(tup, Tuple)
+  for (const [name, r] of [['slice', tup.slice(1)], ['map', tup.map((x) => x * 2)], ['filter', tup.filter((x) => x > 1)], ['concat', tup.concat([4])]] as const) {
+    t.equal(Object.getPrototypeOf(r), Array.prototype, `tuple.${name} is a plain Array`)
+  }
+  t.same(tup.map((x) => x * 2), [2, 4, 6])
+  const dq = Deque.from([1, 2]) as Deque<number>
+  t.type(dq, Deque)
+  t.equal(Object.getPrototypeOf(dq.slice(0)), Array.prototype, 'deque.slice is a plain Array')
+  // A data property, not an accessor: V8 never finishes optimizing `new Tuple(n)` under a getter.
+  const d = Object.getOwnPropertyDescriptor(Tuple, Symbol.species)
+  t.equal(d?.value, Array)
+  t.equal(d?.get, undefined)
 })
