@@ -58,11 +58,13 @@ async function channelWorker() {
   let count = 0
   for await (const m of ch) {
     const v = m.value
-    m.release()
+    // The answer goes first, then the blocks go back: the data is read before release (its
+    // memory is the sender's to reuse afterwards), and the release is off the round trip.
     if (typeof v === 'number') await ch.send(v) // a ping
     else if (v.has('x')) await ch.send(touch(v.get('x').data))
     else if (v.has('start')) { expect = v.get('start'); count = 0 }
     else if (++count === expect) await ch.send(count)
+    m.release()
   }
 }
 
