@@ -181,7 +181,7 @@ export class Deque<T = unknown> extends Array<T> {
 // not another tuple or deque to pickle). Symbol.species is set as a data property: a `static get
 // [Symbol.species]()` accessor on an Array subclass makes V8 abort every optimization of
 // `new Tuple(n)` ("dependency change") and retry forever; with it, 2M 3-tuples took 541 ms
-// against 24 ms (node 20, /tmp probe recorded in docs/benchmarks.md).
+// against 24 ms (node 20; docs/benchmarks.md, numpy section, has the story).
 for (const cls of [Tuple, Deque]) Object.defineProperty(cls, Symbol.species, { value: Array, configurable: true })
 
 /** datetime.timedelta, normalized as Python keeps it. */
