@@ -107,7 +107,6 @@ export class Channel {
   readonly #inbox: (InboxEntry | Promise<InboxEntry>)[] = []
   readonly #transfers = new Map<number, ArrayBuffer[]>()
   readonly #wakers = new Set<() => void>()
-  #arrivals: Promise<unknown> = Promise.resolve()
   readonly #inflight = new Set<Promise<unknown>>()
   #sendChain: Promise<unknown> = Promise.resolve()
   #sending = 0
@@ -206,10 +205,68 @@ export class Channel {
         await this.#commit(ready, options)
       })
     }
+    if (this.#sending === 0 && this.signalling === 'port') return this.#sendPort(value, options)
     return this.#enqueueSend(async () => {
       this.#stopIfClosed()
       await this.#commit(await this.#endpoint.prepare(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed }), options)
     })
+  }
+
+  /**
+   * Port signalling, nothing queued before: pickled, its blocks moved and its record posted at
+   * once when nothing has to wait (room in the window, every copy placed, the arena's lock
+   * free), as the atomics path does; otherwise the rest waits in the send chain.
+   */
+  #sendPort(value: unknown, options: ChannelSendOptions): Promise<void> {
+    let draft: Draft | undefined
+    let out: Outgoing | undefined
+    try {
+      this.#stopIfClosed()
+      draft = this.#endpoint.draft(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed })
+      if (draft.toCopy.length === 0) {
+        out = this.#endpoint.finish(draft)
+        if (this.#tryPost(out)) return Promise.resolve()
+      }
+    } catch (err) {
+      if (out !== undefined) this.#endpoint.abandon(out)
+      else if (draft !== undefined) this.#endpoint.release(draft.copies)
+      return Promise.reject(err)
+    }
+    const d = draft
+    const o = out
+    return this.#enqueueSend(async () => {
+      let ready = o
+      if (ready === undefined) {
+        await this.#endpoint.fill(d)
+        ready = this.#endpoint.finish(d)
+      }
+      await this.#commit(ready, options)
+    })
+  }
+
+  /** Port signalling: posts the message now if the window has room and the lock is free; false (nothing done) otherwise. */
+  #tryPost(out: Outgoing): boolean {
+    const { arena, ring } = this.#out.memory
+    if (((ring.published - ring.consumed) | 0) >= this.#window) return false
+    const record = this.#endpoint.record(out, this.#out.queued)
+    if (out.blocks.length > 0) {
+      if (!arena.mutex.tryLock(this.#endpoint.id)) return false
+      try {
+        this.#stopIfClosed()
+        this.#endpoint.moveLocked(out, this.side, this.#out.queued)
+      } finally {
+        arena.mutex.unlock(this.#endpoint.id)
+      }
+    } else this.#stopIfClosed()
+    this.#post(out, record)
+    return true
+  }
+
+  /** Port signalling: the record goes on the port (its blocks already moved to the other side's queue). */
+  #post(out: Outgoing, record: Uint8Array): void {
+    this.#port.postMessage({ t: 'm', r: record, tr: out.transfers }, [record.buffer as ArrayBuffer, ...out.transfers])
+    this.#out.memory.ring.countPublished()
+    this.#endpoint.sent(out, record.length)
   }
 
   #enqueueSend(fn: () => Promise<void>): Promise<void> {
@@ -256,10 +313,7 @@ export class Channel {
       this.#stopIfClosed()
       this.#endpoint.moveLocked(out, this.side, this.#out.queued)
     })
-    const bytes = record.length
-    this.#port.postMessage({ t: 'm', r: record, tr: out.transfers }, [record.buffer as ArrayBuffer, ...out.transfers])
-    ring.countPublished()
-    this.#endpoint.sent(out, bytes)
+    this.#post(out, record)
   }
 
   // ---- receiving ----
@@ -269,31 +323,34 @@ export class Channel {
     const m = msg as { t?: unknown; r?: unknown; tr?: unknown; id?: unknown }
     const transfers = Array.isArray(m.tr) ? (m.tr as unknown[]).filter((x): x is ArrayBuffer => x instanceof ArrayBuffer) : []
     if (m.t === 'm' && m.r instanceof Uint8Array) {
-      const record = m.r
-      this.#arrivals = this.#arrivals.then(() => this.#arrive(record, transfers))
+      // Into the inbox in arrival order: the entry itself when the blocks are taken at once
+      // (the arena's lock was free), else a promise of it.
+      const entry = this.#takePosted(m.r, transfers)
+      if (this.#state === 'closed') {
+        this.#discard(entry)
+        this.#in.memory.ring.countConsumed(this.#window >> 1)
+        return
+      }
+      this.#inbox.push(entry)
+      this.#wake()
     } else if (m.t === 'tr' && typeof m.id === 'number') {
       this.#transfers.set(m.id, transfers)
       this.#wake()
     }
   }
 
-  /** Port signalling: a record arrived; its blocks are taken now, in arrival order. */
-  async #arrive(record: Uint8Array, transfers: ArrayBuffer[]): Promise<void> {
-    let entry: InboxEntry
+  /** Port signalling: a record arrived; its blocks are taken now if their arena's lock is free. */
+  #takePosted(record: Uint8Array, transfers: ArrayBuffer[]): InboxEntry | Promise<InboxEntry> {
+    let prefix: RecordPrefix
+    const taken: (Held | null)[] = []
     try {
-      const prefix = readPrefix(record)
-      const held = await this.#endpoint.take(prefix)
-      entry = { record, prefix, held, transfers }
+      prefix = readPrefix(record)
+      for (let k = 0; k < prefix.blocks.length; k++) taken.push(null)
+      if (this.#endpoint.tryTake(prefix, taken)) return { record, prefix, held: taken as Held[], transfers }
     } catch (error) {
-      entry = { error }
+      return { error }
     }
-    if (this.#state === 'closed') {
-      this.#discard(entry)
-      this.#in.memory.ring.countConsumed(this.#window >> 1)
-      return
-    }
-    this.#inbox.push(entry)
-    this.#wake()
+    return this.#track(this.#endpoint.take(prefix, taken).then((held): InboxEntry => ({ record, prefix, held, transfers }), (error: unknown): InboxEntry => ({ error })))
   }
 
   #closedForReceive(): string | null {
@@ -596,7 +653,6 @@ export class Channel {
       for (const link of [this.#in, this.#out]) await link.memory.arena.locked(me, () => link.memory.ring.close(me))
       if (this.signalling === 'atomics') await this.#discardRing()
     }
-    await this.#arrivals
     for (const e of this.#inbox.splice(0)) this.#discard(e)
     if (was === 'open' || was === 'peer-closed') {
       // Blocks queued for this side that no record will ever name (a port message lost in flight).
@@ -624,7 +680,6 @@ export class Channel {
     const me = this.#endpoint.id
     const by = this.#in.memory.ring.closedBy || this.#out.memory.ring.closedBy
     if (by !== 0 && by !== me) {
-      await this.#arrivals
       if (this.#state === 'open') this.#state = 'peer-closed'
       this.#wake()
       this.#resolveDone()
@@ -634,7 +689,6 @@ export class Channel {
     this.#state = 'peer-dying'
     this.#wake()
     for (const m of this.#mem) m.arena.mutex.breakIfHeldBy((holder) => holder !== me)
-    await this.#arrivals
     await Promise.allSettled([...this.#inflight])
     if (this.signalling === 'atomics') {
       while (this.#fillFromRing() > 0);
