@@ -653,6 +653,9 @@ export class Channel {
       for (const link of [this.#in, this.#out]) await link.memory.arena.locked(me, () => link.memory.ring.close(me))
       if (this.signalling === 'atomics') await this.#discardRing()
     }
+    // Takes still waiting for a lock finish first: what they take is then released below, before
+    // the blocks queued for this side are reclaimed.
+    await Promise.allSettled([...this.#inflight])
     for (const e of this.#inbox.splice(0)) this.#discard(e)
     if (was === 'open' || was === 'peer-closed') {
       // Blocks queued for this side that no record will ever name (a port message lost in flight).
