@@ -194,16 +194,7 @@ export class Channel {
         else if (draft !== undefined) this.#endpoint.release(draft.copies)
         return Promise.reject(err)
       }
-      const d = draft! // set by the callback, which ran: dumps succeeded
-      const o = out
-      return this.#enqueueSend(async () => {
-        let ready = o
-        if (ready === undefined) {
-          await this.#endpoint.fill(d)
-          ready = this.#endpoint.finish(d)
-        }
-        await this.#commit(ready, options)
-      })
+      return this.#sendLater(draft!, out, options) // draft is set by the callback, which ran: dumps succeeded
     }
     if (this.#sending === 0 && this.signalling === 'port') return this.#sendPort(value, options)
     return this.#enqueueSend(async () => {
@@ -232,10 +223,13 @@ export class Channel {
       else if (draft !== undefined) this.#endpoint.release(draft.copies)
       return Promise.reject(err)
     }
-    const d = draft
-    const o = out
+    return this.#sendLater(draft, out, options)
+  }
+
+  /** The rest of a send that could not go at once: in the send chain, the copies placed (waiting for space) if need be, then committed. */
+  #sendLater(d: Draft, out: Outgoing | undefined, options: ChannelSendOptions): Promise<void> {
     return this.#enqueueSend(async () => {
-      let ready = o
+      let ready = out
       if (ready === undefined) {
         await this.#endpoint.fill(d)
         ready = this.#endpoint.finish(d)
