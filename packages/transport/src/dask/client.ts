@@ -17,10 +17,11 @@
  * named by its qualified name; nothing of JavaScript runs there.
  */
 import { randomUUID } from 'node:crypto'
-import { NDArray, PyGlobal, Tuple, dumps } from '@picklewire/codec'
+import { NDArray, PyGlobal, Tuple } from '@picklewire/codec'
 import { TransportError, shown } from '../errors.js'
 import { checkCommOptions, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
 import { DaskFuture } from './future.js'
+import { FutureRef, graphFormFor, updateGraphMessage, type GraphForm, type TaskCall } from './graph.js'
 import { DaskSerialize, loadsMessage } from './protocol.js'
 import { loadOpaque, replyError, taskError } from './remote-error.js'
 import { DaskSerialized, deserializeFromWire, field, newStats, type DaskStats } from './serialize.js'
@@ -49,6 +50,31 @@ export interface SubmitOptions {
   retries?: number
   /** Worker addresses (or names) the task may run on. Default: any. */
   workers?: string[]
+}
+
+export interface MapOptions extends Omit<SubmitOptions, 'key'> {
+  /** The keys' prefix: keys are '<key>-<uuid>'. Default: the function's name. */
+  key?: string
+  /** One key per call, instead of generated ones. */
+  keys?: string[]
+}
+
+/** When DaskClient.wait returns, as Python's concurrent.futures and Dask's wait(return_when=...). */
+export type ReturnWhen = 'ALL_COMPLETED' | 'FIRST_COMPLETED' | 'FIRST_EXCEPTION'
+
+export interface WaitOptions {
+  /** Milliseconds; 0 waits without limit. Default 0. On timeout, wait rejects with TransportError('TIMEOUT'). */
+  timeout?: number
+  /** Default 'ALL_COMPLETED'. */
+  returnWhen?: ReturnWhen
+}
+
+/** The scheduler's software, as its "versions" op answers (distributed/versions.py get_versions). */
+export interface DaskVersions {
+  /** "python", "python-bits", "OS", ... */
+  host: Map<unknown, unknown>
+  /** "python", "dask", "distributed", "msgpack", "cloudpickle", "tornado", "toolz", "numpy", "lz4", ... (null when absent) */
+  packages: Map<unknown, unknown>
 }
 
 export interface ScatterOptions {
@@ -93,15 +119,13 @@ export function pythonGlobal(name: string | PyGlobal): PyGlobal {
   return new PyGlobal(name.slice(0, dot), name.slice(dot + 1))
 }
 
-const APPLY = new PyGlobal('dask.utils', 'apply')
-const EXECUTE_TASK = new PyGlobal('distributed.worker', 'execute_task')
-
-/** A Tuple whose first item is a Python global: Dask runs it as a call (a nested task), wherever it appears. */
-function isNestedCall(v: unknown, depth = 0): boolean {
-  if (depth > 100) return false
-  if (v instanceof Tuple) return v[0] instanceof PyGlobal || v.some((x) => isNestedCall(x, depth + 1))
-  if (Array.isArray(v)) return v.some((x) => isNestedCall(x, depth + 1))
-  return false
+/** A stream message as the close error names it: its op, and its keys when it has some. */
+function describeStreamMessage(m: unknown): string {
+  const op = String(field(m, 'op'))
+  const keys = field(m, 'keys')
+  const list = keys instanceof Set ? [...keys] : Array.isArray(keys) ? keys : []
+  if (list.length === 0) return op
+  return `${op} of ${list.length === 1 ? `key ${String(list[0])}` : `${list.length} keys (${String(list[0])}, ...)`}`
 }
 
 function uuidHex(): string {
@@ -134,6 +158,14 @@ export class DaskClient {
   readonly stats: DaskStats
   /** The version warning the scheduler sent with "stream-start" (it compares package versions), or ''. */
   versionWarning = ''
+  /** The scheduler's host and package versions, as it answered the "versions" op at connect. */
+  readonly versions: DaskVersions
+  /** The scheduler's distributed version ("2024.12.1+ds"), from versions. */
+  readonly daskVersion: string
+  /** How this client writes graphs for that version (see graph.ts and docs/dask.md). */
+  readonly graphForm: GraphForm
+  /** The ops of the last batch sent on the stream, to name it when the scheduler drops the stream right after. */
+  #lastSent = ''
   #status: DaskClientStatus = 'running'
   #stream: DaskComm
   #futures = new Map<string, DaskFuture>()
@@ -145,9 +177,12 @@ export class DaskClient {
   #closeError: TransportError | null = null
   readonly #options: DaskClientOptions
 
-  private constructor(readonly address: string, stream: DaskComm, id: string, options: DaskClientOptions) {
+  private constructor(readonly address: string, stream: DaskComm, id: string, options: DaskClientOptions, versions: DaskVersions, graphForm: GraphForm) {
     this.#stream = stream
     this.id = id
+    this.versions = versions
+    this.daskVersion = String(versions.packages.get('distributed'))
+    this.graphForm = graphForm
     this.#options = options
     this.stats = options.stats!
   }
@@ -168,10 +203,22 @@ export class DaskClient {
     const id = options.id ?? `Client-${randomUUID()}`
     const started = Date.now()
     const stream = await connectDask(address, opts)
+    const left = (): number => Math.max(1, (options.timeout ?? 10_000) - (Date.now() - started))
     try {
+      // The version decides how graphs are written; asked on the comm that then becomes the stream.
+      await stream.write({ op: 'versions', reply: true })
+      const answer = await stream.read(left())
+      const versionsError = replyError('versions', answer)
+      if (versionsError) throw versionsError
+      const host = field(answer, 'host')
+      const packages = field(answer, 'packages')
+      if (!(packages instanceof Map)) {
+        throw new TransportError('PROTOCOL', `the scheduler at ${address} answered "versions" with ${shown(answer)}, expected a map with "packages"`)
+      }
+      const versions: DaskVersions = { host: host instanceof Map ? host : new Map(), packages }
+      const graphForm = graphFormFor(packages.get('distributed'), address)
       await stream.write({ op: 'register-client', client: id, reply: false, versions: { host: {}, packages: {} } })
-      const left = Math.max(1, (options.timeout ?? 10_000) - (Date.now() - started))
-      const first = await stream.read(left)
+      const first = await stream.read(left())
       const err = replyError('register-client', first)
       if (err) throw err
       const msgs = Array.isArray(first) ? first : [first]
@@ -181,7 +228,7 @@ export class DaskClient {
       }
       const failure = field(start, 'error')
       if (typeof failure === 'string' && failure !== '') throw new TransportError('REMOTE', `the scheduler refused the client: ${failure}`)
-      const client = new DaskClient(stream.peer, stream, id, opts)
+      const client = new DaskClient(stream.peer, stream, id, opts, versions, graphForm)
       const warning = field(start, 'warning')
       if (typeof warning === 'string') client.versionWarning = warning
       client.#start(msgs.slice(1))
@@ -259,6 +306,25 @@ export class DaskClient {
       case 'cancelled-key':
         future?._fail(new TransportError('REMOTE', `the scheduler cancelled key ${String(key)}`), 'cancelled')
         return
+      case 'cancelled-keys': {
+        const keys = msg.get('keys')
+        const reason = msg.get('reason')
+        for (const k of Array.isArray(keys) ? keys : []) {
+          const f = typeof k === 'string' ? this.#futures.get(k) : undefined
+          f?._fail(new TransportError('REMOTE', `the scheduler cancelled key ${k}${typeof reason === 'string' ? ` (${reason})` : ''}`), 'cancelled')
+        }
+        return
+      }
+      case 'adjust-heartbeat-interval': {
+        // The scheduler spaces heartbeats out as the cluster grows (seconds).
+        const every = msg.get('interval')
+        if (typeof every === 'number' && every > 0 && this.#heartbeat) {
+          clearInterval(this.#heartbeat)
+          this.#heartbeat = setInterval(() => this.#send({ op: 'heartbeat-client' }), Math.max(1000, every * 1000))
+          this.#heartbeat.unref()
+        }
+        return
+      }
       case 'lost-data':
       case 'task-retried':
         future?._reset()
@@ -280,7 +346,8 @@ export class DaskClient {
     if (this.#status === 'closed') return
     const closing = this.#status === 'closing'
     this.#status = 'closed'
-    this.#closeError = closing ? new TransportError('CLOSED', 'the client is closed') : new TransportError('CLOSED', `lost the connection to the scheduler at ${this.address}: ${err.message}`, { cause: err })
+    const after = this.#lastSent === '' ? '' : ` (the last message this client sent on the stream: ${this.#lastSent})`
+    this.#closeError = closing ? new TransportError('CLOSED', 'the client is closed') : new TransportError('CLOSED', `lost the connection to the scheduler at ${this.address}: ${err.message}${after}`, { cause: err })
     if (this.#heartbeat) clearInterval(this.#heartbeat)
     for (const c of this.#comms) c.abort()
     this.#comms.clear()
@@ -311,6 +378,8 @@ export class DaskClient {
     const batch = this.#outbox
     this.#outbox = []
     if (batch.length === 0 || this.#stream.closed) return
+    const named = batch.filter((m) => field(m, 'op') !== 'heartbeat-client')
+    if (named.length > 0) this.#lastSent = named.map(describeStreamMessage).join(', ')
     try {
       await this.#stream.write(batch)
     } catch {
@@ -325,7 +394,7 @@ export class DaskClient {
         throw new TransportError('CLOSED', `future ${v.key} ${v.status === 'released' ? 'was released' : 'belongs to another client'}`)
       }
       deps.add(v.key)
-      return v.key
+      return new FutureRef(v.key)
     }
     if (v instanceof Tuple) return Tuple.fromItems(v.map((x) => this.#taskArg(x, deps, depth + 1)))
     if (Array.isArray(v) && v.constructor === Array) return v.map((x) => this.#taskArg(x, deps, depth + 1))
@@ -337,51 +406,86 @@ export class DaskClient {
   }
 
   /**
-   * Runs fn(...args, **kwargs) on a worker and returns its future at once. fn is a Python
-   * function's qualified name ("numpy.ones", "operator.add", "module:Class.method") or a PyGlobal.
-   * Arguments are pickled: literals, TypedArrays and NDArrays (as numpy arrays, out of band),
-   * and other futures of this client, whose results the worker puts in their place. A Tuple
-   * argument whose first item is a PyGlobal (directly or in a list) is itself run as a call on
-   * the worker first (Dask's nested tasks). Arguments travel inside the task's pickle: scatter
-   * large arrays first to send them as frames of their own. Throws at once when an argument
-   * cannot be pickled or the client is closed.
+   * Runs fn(...args, **kwargs) on a worker and returns its future at once, as Dask's
+   * Client.submit. fn is a Python function's qualified name ("numpy.ones", "operator.add",
+   * "module:Class.method") or a PyGlobal. Arguments are pickled: literals, TypedArrays and
+   * NDArrays (as numpy arrays, out of band), and other futures of this client, whose results
+   * the worker puts in their place. A Tuple argument whose first item is a PyGlobal (directly or
+   * in a list) is itself run as a call on the worker first (Dask's nested tasks). Arguments
+   * travel inside the graph's pickle: scatter large arrays first to send them as frames of
+   * their own. Throws at once when an argument cannot be pickled or the client is closed.
    */
   submit(fn: string | PyGlobal, args: readonly unknown[] = [], options: SubmitOptions = {}): DaskFuture {
     this.#check()
+    if (!Array.isArray(args)) throw new TypeError(`submit's args must be an array of the call's arguments, got ${typeof args}`)
     const callable = pythonGlobal(fn)
-    const deps = new Set<string>()
-    const callArgs = args.map((a) => this.#taskArg(a, deps, 0))
-    const kwargs = options.kwargs === undefined ? null : this.#taskArg(options.kwargs instanceof Map ? options.kwargs : { ...options.kwargs }, deps, 0)
     const key = options.key ?? `${callable.name.split('.').pop()}-${uuidHex()}`
-    if (this.#futures.has(key)) throw new TypeError(`key ${JSON.stringify(key)} is already used by a future of this client`)
-    // Pickled now, so that a value the pickler refuses fails this call, not a later batch. The
-    // worker unpickles these bytes only when it runs the task: a function it cannot import
-    // fails the task, not the worker's connection (as a pickled task nested in the message would).
+    return this.#submitCalls(callable, [args], [key], options)[0]!
+  }
+
+  /**
+   * Runs fn once per item of the iterables, zipped (fn(a[0], b[0]), fn(a[1], b[1]), ...), all in
+   * one update-graph, as Dask's Client.map; returns the futures in order. The iterables are
+   * arrays of equal length; kwargs, priority, retries and workers apply to every call. Keys
+   * are '<key or function name>-<uuid>' unless options.keys names each.
+   */
+  map(fn: string | PyGlobal, iterables: readonly (readonly unknown[])[], options: MapOptions = {}): DaskFuture[] {
+    this.#check()
+    const callable = pythonGlobal(fn)
+    if (!Array.isArray(iterables) || iterables.length === 0 || !iterables.every(Array.isArray)) {
+      throw new TypeError('map expects a non-empty array of argument arrays, one per parameter: map(fn, [xs, ys])')
+    }
+    const n = iterables[0]!.length
+    for (const [i, it] of iterables.entries()) {
+      if (it.length !== n) throw new TypeError(`map's argument arrays differ in length: array 0 has ${n} items, array ${i} has ${it.length}`)
+    }
+    const prefix = options.key ?? callable.name.split('.').pop()!
+    if (typeof prefix !== 'string') throw new TypeError(`map's key must be a string prefix, got ${typeof prefix}`)
+    const keys = options.keys ?? Array.from({ length: n }, () => `${prefix}-${uuidHex()}`)
+    if (!Array.isArray(keys) || keys.length !== n) throw new TypeError(`map got ${n} calls but ${Array.isArray(keys) ? keys.length : typeof keys} keys`)
+    if (n === 0) return []
+    const calls = Array.from({ length: n }, (_, i) => iterables.map((it) => it[i]))
+    return this.#submitCalls(callable, calls, keys, options)
+  }
+
+  #checkTaskOptions(options: SubmitOptions): void {
+    const { priority, retries, workers } = options
+    if (priority !== undefined && !Number.isSafeInteger(priority)) throw new TypeError(`priority must be an integer, got ${String(priority)}`)
+    if (retries !== undefined && (!Number.isSafeInteger(retries) || retries < 0)) throw new TypeError(`retries must be a non-negative integer, got ${String(retries)}`)
+    if (workers !== undefined && (!Array.isArray(workers) || !workers.every((w) => typeof w === 'string'))) {
+      throw new TypeError(`workers must be an array of worker addresses or names, got ${shown(workers)}`)
+    }
+    if (options.kwargs !== undefined && !(options.kwargs instanceof Map) && (options.kwargs === null || typeof options.kwargs !== 'object' || Array.isArray(options.kwargs))) {
+      throw new TypeError(`kwargs must be an object or a Map of keyword arguments, got ${shown(options.kwargs)}`)
+    }
+  }
+
+  #submitCalls(callable: PyGlobal, calls: (readonly unknown[])[], keys: string[], options: SubmitOptions): DaskFuture[] {
+    this.#checkTaskOptions(options)
+    const seen = new Set<string>()
+    for (const k of keys) {
+      if (typeof k !== 'string' || k === '') throw new TypeError(`a key must be a non-empty string, got ${shown(k)}`)
+      if (this.#futures.has(k) || seen.has(k)) throw new TypeError(`key ${JSON.stringify(k)} is already used by a future of this client`)
+      seen.add(k)
+    }
+    const tasks: TaskCall[] = calls.map((args, i) => {
+      const deps = new Set<string>()
+      const callArgs = args.map((a) => this.#taskArg(a, deps, 0))
+      const kw = options.kwargs === undefined ? null : this.#taskArg(options.kwargs instanceof Map ? options.kwargs : { ...options.kwargs }, deps, 0) as Map<string, unknown>
+      if (kw !== null) for (const k of kw.keys()) if (typeof k !== 'string') throw new TypeError(`keyword argument names must be strings, got ${shown(k)}`)
+      return { key: keys[i]!, fn: callable, args: callArgs, kwargs: kw, deps: [...deps] }
+    })
+    // Pickled now, so that a value the pickler refuses fails this call, not a later batch.
     const pickler = { ...this.#options.pickler, protocol: Math.min(this.#stream.settings.pickleProtocol, 5) }
-    let runSpec: Record<string, Uint8Array>
-    if (callArgs.some(isNestedCall) || (kwargs instanceof Map && [...kwargs.values()].some(isNestedCall))) {
-      // Nested calls run through distributed's execute_task, as Dask's own task tuples do.
-      const task = kwargs === null
-        ? Tuple.fromItems([callable, ...callArgs])
-        : Tuple.fromItems([APPLY, callable, callArgs, kwargs])
-      runSpec = { function: dumps(EXECUTE_TASK, pickler), args: dumps(Tuple.fromItems([task]), pickler) }
-    } else {
-      runSpec = { function: dumps(callable, pickler), args: dumps(Tuple.fromItems(callArgs), pickler) }
-      if (kwargs !== null) runSpec.kwargs = dumps(kwargs, pickler)
-    }
-    const future = new DaskFuture(key, this)
-    this.#futures.set(key, future)
-    const msg: { op: string } & Record<string, unknown> = {
-      op: 'update-graph',
-      tasks: { [key]: runSpec },
-      dependencies: { [key]: [...deps] },
-      keys: [key],
-      user_priority: options.priority ?? 0,
-    }
-    if (options.retries) msg.retries = { [key]: options.retries }
-    if (options.workers) msg.restrictions = { [key]: options.workers }
+    const order = new Map(keys.map((k, i) => [k, i]))
+    const msg = updateGraphMessage(this.graphForm, tasks, { priority: options.priority, retries: options.retries, workers: options.workers, order }, pickler, `${keys[0]}-graph`)
+    const futures = keys.map((k) => {
+      const f = new DaskFuture(k, this)
+      this.#futures.set(k, f)
+      return f
+    })
     this.#send(msg)
-    return future
+    return futures
   }
 
   #rpcTimeout(timeout: number | undefined): number {
