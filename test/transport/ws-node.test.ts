@@ -213,7 +213,7 @@ t.test('an abrupt end is an error for everything waiting', async (t) => {
   await new Promise((r) => setTimeout(r, 20))
   b.terminate()
   t.equal(codeOf(await pending), 'CLOSED')
-  t.match((await next as Error).message, /closed the connection with 1006/)
+  t.match((await next as Error).message, /cut without a close handshake \(1006\)/)
   t.equal((await a.closed).code, 1006)
 })
 

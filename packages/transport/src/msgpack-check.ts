@@ -97,3 +97,51 @@ export function checkPlainMsgpack(b: Uint8Array, what: string, maxDepth = MSGPAC
     }
   }
 }
+
+/** How many bytes the head of the msgpack item at `pos` takes, and how many items it contains (a map's keys and values both count). */
+function head(b: Uint8Array, pos: number): { size: number; children: number } {
+  const t = b[pos]!
+  if (t <= 0x7f || t >= 0xe0) return { size: 1, children: 0 }
+  if (t <= 0x8f) return { size: 1, children: (t & 0x0f) * 2 }
+  if (t <= 0x9f) return { size: 1, children: t & 0x0f }
+  if (t <= 0xbf) return { size: 1 + (t & 0x1f), children: 0 }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength)
+  const u8 = (): number => (pos + 1 < b.length ? b[pos + 1]! : 0)
+  const u16 = (): number => (pos + 3 <= b.length ? dv.getUint16(pos + 1) : 0)
+  const u32 = (): number => (pos + 5 <= b.length ? dv.getUint32(pos + 1) : 0)
+  switch (t) {
+    case 0xcc: case 0xd0: return { size: 2, children: 0 }
+    case 0xcd: case 0xd1: return { size: 3, children: 0 }
+    case 0xca: case 0xce: case 0xd2: return { size: 5, children: 0 }
+    case 0xcb: case 0xcf: case 0xd3: return { size: 9, children: 0 }
+    case 0xc4: case 0xd9: return { size: 2 + u8(), children: 0 }
+    case 0xc5: case 0xda: return { size: 3 + u16(), children: 0 }
+    case 0xc6: case 0xdb: return { size: 5 + u32(), children: 0 }
+    case 0xdc: return { size: 3, children: u16() }
+    case 0xdd: return { size: 5, children: u32() }
+    case 0xde: return { size: 3, children: u16() * 2 }
+    case 0xdf: return { size: 5, children: u32() * 2 }
+    default: return { size: 1, children: 0 } // nil, booleans; extensions were refused by checkPlainMsgpack
+  }
+}
+
+/** True when the msgpack item at `pos` is encoded as an integer (not a float, even an integral one). */
+export function isMsgpackInteger(b: Uint8Array, pos: number): boolean {
+  const t = b[pos]
+  return t !== undefined && (t <= 0x7f || t >= 0xe0 || (t >= 0xcc && t <= 0xcf) || (t >= 0xd0 && t <= 0xd3))
+}
+
+/**
+ * Where the msgpack item at `pos` ends, for input checkPlainMsgpack accepted; -1 when it runs
+ * past the end (truncated input, which msgpackr reports).
+ */
+export function msgpackItemEnd(b: Uint8Array, pos: number): number {
+  let items = 1
+  while (items > 0) {
+    if (pos >= b.length) return -1
+    const { size, children } = head(b, pos)
+    pos += size
+    items += children - 1
+  }
+  return pos > b.length ? -1 : pos
+}

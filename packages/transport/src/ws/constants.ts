@@ -71,6 +71,8 @@ const CODE_BY_CLOSE: ReadonlyMap<number, TransportErrorCode> = new Map([
 
 /** The error a receiver reports when the peer closed with `code`: what the peer refused. */
 export function errorForCloseCode(code: number, reason: string): TransportError {
+  // 1006 is never sent: ws reports it when the TCP connection ended without a close frame.
+  if (code === 1006) return new TransportError('CLOSED', 'the connection was cut without a close handshake (1006): the peer process died, the network failed, or the socket was destroyed')
   const what = reason ? `${code} (${reason})` : String(code)
   return new TransportError(CODE_BY_CLOSE.get(code) ?? 'CLOSED', `the peer closed the connection with ${what}`)
 }

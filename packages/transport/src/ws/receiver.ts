@@ -18,7 +18,7 @@ import { alignedView } from './alignment.js'
 import { FrameMac, MAC_BYTES, type Role } from './auth.js'
 import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
 import type { WebSocketStats } from './stats.js'
-import { VersionMismatch, decodeWireHeader } from './wire.js'
+import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader } from './wire.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
 export interface ReceivedMessage {
@@ -72,6 +72,28 @@ export class MessageReceiver {
   /** True between a message's header and its last frame. */
   get inMessage(): boolean {
     return this.#state !== State.HEADER
+  }
+
+  /**
+   * The largest data frame acceptable next, when it is smaller than what the limits allow any
+   * frame: a header's limit between messages, null inside a message (where the header has
+   * announced, and the limits have bounded, what comes). The socket hands it to ws before each
+   * frame, so that an oversized frame in header position is refused from its length alone,
+   * before its bytes are buffered and before anything authenticated the peer.
+   */
+  nextFrameLimit(): number | null {
+    return this.#state === State.HEADER ? MAX_HEADER_BYTES : null
+  }
+
+  /** What the next frame is, for error messages: 'a header frame', 'the pickle frame of message 3', ... */
+  nextFrameName(): string {
+    const id = this.#header?.id
+    switch (this.#state) {
+      case State.HEADER: return 'a frame in header position'
+      case State.PICKLE: return `the pickle frame of message ${id}`
+      case State.BUFFER: return `buffer ${this.#buffers.length} of message ${id}`
+      case State.MAC: return `the MAC frame of message ${id}`
+    }
   }
 
   /** Where the current message stands, for error messages. */

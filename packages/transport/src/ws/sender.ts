@@ -6,6 +6,11 @@
  * them. Backpressure: while more than the high-water mark of bytes handed to ws is not yet
  * written to the socket, new messages wait in a queue, in order, and their send() promises
  * with them.
+ *
+ * A message counts as sent (stats.messagesSent) only once ws reports it written to the
+ * socket. When a write fails (the peer is gone), the sender closes at once: queued messages
+ * are rejected, later sends fail, and every message that had been handed to ws but was not
+ * written is counted in stats.messagesNotWritten instead.
  */
 import type { WebSocket } from 'ws'
 import type { MessageParts } from '../message.js'
@@ -51,8 +56,8 @@ export class MessageSender {
   #corked: Corkable | null = null
   #corkedBytes = 0
   /** Byte counts of the messages handed to ws and not yet written, in order (ws calls back in write order). */
-  readonly #unwritten: number[] = []
-  readonly #onWritten = (): void => this.#written(this.#unwritten.shift()!)
+  readonly #unwritten: { bytes: number; frames: number }[] = []
+  readonly #onWritten = (err?: Error | null): void => this.#written(this.#unwritten.shift()!, err ?? null)
   readonly #uncorkNow = (): void => this.#uncork()
   /** The connection's protocol version (from the handshake's subprotocol); set before the first send. */
   version = 1
@@ -63,6 +68,8 @@ export class MessageSender {
     private readonly key: Uint8Array | null,
     private readonly highWaterMark: number,
     private readonly stats: WebSocketStats,
+    /** Called once, with the first failed write: the connection is lost. */
+    private readonly onWriteError: (err: Error) => void,
   ) {}
 
   /** The id the next message will carry (request() registers it before sending). */
@@ -99,6 +106,16 @@ export class MessageSender {
       }
       poll()
     })
+  }
+
+  /** Messages handed to ws and not yet written (or failed). */
+  get unwritten(): number {
+    return this.#unwritten.length
+  }
+
+  /** Messages waiting for the high-water mark, not yet handed to ws. */
+  get queued(): number {
+    return this.#queue.length
   }
 
   /** Fails every queued message; later sends fail at once. */
@@ -186,19 +203,26 @@ export class MessageSender {
     const stats = this.stats
     stats.bufferedBytes += bytes
     if (stats.bufferedBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = stats.bufferedBytes
-    stats.messagesSent++
-    stats.bytesSent += bytes
-    stats.framesSent += frames.length
     const last = frames.length - 1
     for (let i = 0; i < last; i++) this.ws.send(frames[i]!, BINARY)
-    // ws calls back in write order, so the last frame's callback means the whole message is out.
-    this.#unwritten.push(bytes)
+    // ws calls back in write order, so the last frame's callback means the whole message is
+    // out; when the connection is not open (any more) it calls back with an error instead.
+    this.#unwritten.push({ bytes, frames: frames.length })
     this.ws.send(frames[last]!, BINARY, this.#onWritten)
     if (this.#corkedBytes >= CORK_BYTES) this.#uncork()
   }
 
-  #written(bytes: number): void {
-    this.stats.bufferedBytes -= bytes
+  #written(message: { bytes: number; frames: number }, err: Error | null): void {
+    const stats = this.stats
+    stats.bufferedBytes -= message.bytes
+    if (err !== null) {
+      stats.messagesNotWritten++
+      if (this.#closedWith === null) this.onWriteError(err)
+      return
+    }
+    stats.messagesSent++
+    stats.bytesSent += message.bytes
+    stats.framesSent += message.frames
     while (this.#queue.length > 0 && this.stats.bufferedBytes <= this.highWaterMark && !this.#closedWith) {
       const p = this.#queue.shift()!
       this.#write(p.frames, p.bytes)

@@ -62,10 +62,15 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
 }
 
-/** ws's own errors (bad frames, maxPayload) as TransportErrors. */
-function fromWsError(err: Error & { code?: string }): TransportError {
+/**
+ * ws's own errors (bad frames, maxPayload) as TransportErrors; `frame` names the frame ws was
+ * reading and `limit` its size limit.
+ */
+function fromWsError(err: Error & { code?: string }, frame: string, limit: number): TransportError {
   if (err instanceof TransportError) return err
-  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new TransportError('LIMIT', `a frame over the size limit: ${err.message}`, { cause: err })
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+    return new TransportError('LIMIT', `${frame} is over the ${limit} bytes allowed for it: refused from its length, before its bytes were read`, { cause: err })
+  }
   if (err.code?.startsWith('WS_ERR_')) return new TransportError('PROTOCOL', `bad WebSocket frame: ${err.message}`, { cause: err })
   return new TransportError('CLOSED', `connection failed: ${err.message}`, { cause: err })
 }
@@ -102,10 +107,21 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   #onRequest: RequestHandler | null
   readonly #queue: Queued[] = []
   #queuedBytes = 0
-  #paused = false
+  /** Reading is paused while received messages wait unconsumed over receiveHighWaterMark. */
+  #pausedForQueue = false
+  /**
+   * Replies waiting for the send high-water mark: while there are any, reading pauses too, so
+   * that a peer that sends requests and never reads the replies cannot make this side hold
+   * them without bound (TCP then makes that peer wait).
+   */
+  #repliesWaiting = 0
   readonly #takers: ((r: IteratorResult<unknown> | Error) => void)[] = []
   readonly #pending = new Map<number, PendingRequest>()
   #error: Error | null = null
+  /** The size limit ws applies to the next data frame (see #limitNextFrame). */
+  #frameLimit = 0
+  /** ws's own maxPayload, from its options (-1 until read). */
+  #wsMaxPayload = -1
   #closing = false
   #closeInfo: CloseInfo | null = null
   #resolveClosed!: (info: CloseInfo) => void
@@ -124,7 +140,9 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
     const { key, limits, highWaterMark, heartbeatInterval, heartbeatTimeout } = this.#options
     ws.binaryType = 'nodebuffer'
-    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.stats)
+    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.stats, (err) => {
+      this.#fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
+    })
     this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.stats)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
       this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
@@ -135,7 +153,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     ws.on('message', (data, isBinary) => this.#onFrame(data as Buffer, isBinary))
     ws.on('pong', () => this.#heartbeat.alive())
     ws.on('ping', () => this.#heartbeat.alive())
-    ws.on('error', (err) => this.#fail(fromWsError(err)))
+    ws.on('error', (err) => this.#fail(fromWsError(err, this.#receiver.nextFrameName(), this.#frameLimit)))
     ws.on('close', (code, reason) => this.#onClose(code, reason.toString()))
     if (ws.readyState === WebSocket.OPEN) this.#opened()
     else ws.once('open', () => this.#opened())
@@ -266,13 +284,35 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.#version = versionOfSubprotocol(this.ws.protocol)
     this.#sender.version = this.#version
     this.#receiver.version = this.#version
+    this.#limitNextFrame()
     this.#heartbeat.start()
+  }
+
+  /**
+   * Sets ws's maxPayload for the frame expected next: the header's limit between messages,
+   * ws's own maxPayload (from the limits) inside one. ws then refuses an oversized frame in
+   * header position from its length, before it buffers a byte of it (close code 1009):
+   * otherwise a peer could make ws hold a frame of the largest size any frame may have before
+   * a header was checked or a MAC could fail. ws has no public setter; its receiver reads
+   * `_maxPayload` afresh at each frame. Without that field, maxPayload still bounds every frame.
+   */
+  #limitNextFrame(): void {
+    const receiver = (this.ws as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver
+    if (receiver === undefined || receiver === null || typeof receiver._maxPayload !== 'number') return
+    if (this.#wsMaxPayload < 0) this.#wsMaxPayload = receiver._maxPayload
+    const next = this.#receiver.nextFrameLimit()
+    // ws's 0 means no limit
+    this.#frameLimit = next === null || (this.#wsMaxPayload > 0 && this.#wsMaxPayload < next) ? this.#wsMaxPayload : next
+    receiver._maxPayload = this.#frameLimit
   }
 
   #refuseSend(): Error | null {
     if (this.#error) return this.#error
     if (this.#closing || this.#closeInfo) return new TransportError('CLOSED', 'the connection is closing or closed')
-    if (this.ws.readyState === WebSocket.CONNECTING) return new TransportError('CLOSED', 'the connection is not open yet')
+    const state = this.ws.readyState
+    if (state === WebSocket.CONNECTING) return new TransportError('CLOSED', 'the connection is not open yet')
+    // CLOSING before our close handler ran: the peer sent a close frame or the socket ended.
+    if (state !== WebSocket.OPEN) return new TransportError('CLOSED', 'the connection is closing: the peer closed it or the socket ended')
     return null
   }
 
@@ -286,6 +326,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
       this.#fail(err instanceof TransportError ? err : new TransportError('PROTOCOL', String(err), { cause: err }))
       return
     }
+    this.#limitNextFrame()
     if (message !== null) this.#dispatch(message)
   }
 
@@ -335,16 +376,29 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     }
     this.#queue.push(item)
     this.#queuedBytes += item.bytes
-    if (!this.#paused && this.#queuedBytes > this.#options.receiveHighWaterMark) {
-      this.#paused = true
+    if (!this.#pausedForQueue && this.#queuedBytes > this.#options.receiveHighWaterMark) {
+      this.#pausedForQueue = true
       this.stats.receivePauses++
-      this.ws.pause()
+      this.#updateReading()
     }
   }
 
+  /** Pauses or resumes reading from the socket as the receive queue and the reply backlog require. */
+  #updateReading(): void {
+    if (this.#pausedForQueue || this.#repliesWaiting > 0) this.ws.pause()
+    else this.ws.resume()
+  }
+
+  /**
+   * A message that could not be unpickled goes to 'error' listeners and the connection stays
+   * open; with none, the connection fails with it (close code 4400), so that it never vanishes.
+   */
   #emitMessage(item: Queued): void {
     if (item.error === undefined) this.emit('message', item.value, item.info!)
     else if (this.listenerCount('error') > 0) this.emit('error', item.error)
+    else {
+      this.#fail(new TransportError('PROTOCOL', `a received message could not be unpickled and no 'error' listener takes it: ${item.error.message}`, { cause: item.error }))
+    }
   }
 
   /** A 'message' listener was added: the queue goes to it first, in order. */
@@ -356,9 +410,9 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     const item = this.#queue.shift()
     if (item !== undefined) {
       this.#queuedBytes -= item.bytes
-      if (this.#paused && this.#queuedBytes <= this.#options.receiveHighWaterMark) {
-        this.#paused = false
-        this.ws.resume()
+      if (this.#pausedForQueue && this.#queuedBytes <= this.#options.receiveHighWaterMark) {
+        this.#pausedForQueue = false
+        this.#updateReading()
       }
     }
     return item
@@ -405,7 +459,17 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
         sent = Promise.reject(err)
       }
     }
-    await sent!.catch(() => {})
+    if (this.#sender.queued > 0) {
+      // This reply waits for the high-water mark: read no more requests until it is handed on.
+      if (this.#repliesWaiting++ === 0) {
+        this.stats.replyPauses++
+        this.#updateReading()
+      }
+      await sent!.catch(() => {})
+      if (--this.#repliesWaiting === 0 && this.#closeInfo === null) this.#updateReading()
+    } else {
+      await sent!.catch(() => {})
+    }
   }
 
   #settle(id: number, err: Error | null, value?: unknown): void {
@@ -445,6 +509,9 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
         err = new TransportError('CLOSED', `the connection closed (${code}${reason ? ` ${reason}` : ''}) ${this.#receiver.progress()}: the message is lost`)
       } else if (!CLEAN_CLOSE_CODES.has(code)) {
         err = errorForCloseCode(code, reason)
+      } else if (this.#sender.unwritten > 0 || this.#sender.queued > 0) {
+        const n = this.#sender.unwritten + this.#sender.queued
+        err = new TransportError('CLOSED', `the peer closed the connection (${code}${reason ? ` ${reason}` : ''}) before ${n} sent message${n === 1 ? ' was' : 's were'} written`)
       }
       if (err !== null) {
         this.#error = err

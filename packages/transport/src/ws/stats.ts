@@ -1,9 +1,17 @@
 /** Counters every picklewire WebSocket keeps, so that tests and dashboards can see copies and waits. */
 export interface WebSocketStats {
-  /** Messages written to ws / completed and accepted from the peer. */
+  /**
+   * Messages written to the socket (ws confirmed the write of their last frame) / completed
+   * and accepted from the peer.
+   */
   messagesSent: number
   messagesReceived: number
-  /** Bytes of message frames (header, pickle, buffers, MAC) sent / received. */
+  /**
+   * Messages whose send() had resolved (they were handed to ws) but whose write failed because
+   * the connection was lost: never counted as sent.
+   */
+  messagesNotWritten: number
+  /** Bytes of message frames (header, pickle, buffers, MAC) written / received. */
   bytesSent: number
   bytesReceived: number
   /**
@@ -22,11 +30,13 @@ export interface WebSocketStats {
   sendWaits: number
   /** Times reading was paused because unconsumed messages passed receiveHighWaterMark. */
   receivePauses: number
+  /** Times reading was paused because replies to the peer's requests waited for highWaterMark. */
+  replyPauses: number
 }
 
 export function newStats(): WebSocketStats {
   return {
-    messagesSent: 0, messagesReceived: 0, bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
-    bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0,
+    messagesSent: 0, messagesReceived: 0, messagesNotWritten: 0, bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
+    bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0, replyPauses: 0,
   }
 }

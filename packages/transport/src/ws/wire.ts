@@ -15,7 +15,7 @@ import { Packr, Unpackr } from 'msgpackr'
 import { TransportError } from '../errors.js'
 import { headerFields, headerVersion, type MessageHeader } from '../header.js'
 import type { Limits } from '../limits.js'
-import { checkPlainMsgpack } from '../msgpack-check.js'
+import { checkPlainMsgpack, isMsgpackInteger, msgpackItemEnd } from '../msgpack-check.js'
 
 /** A header as this carrier sends and receives it: `pk` is the inline pickle (version 2). */
 export interface WireHeader extends MessageHeader {
@@ -339,6 +339,41 @@ function bad(why: string): never {
   throw new TransportError('PROTOCOL', `bad message header: ${why}`)
 }
 
+/** Header fields that must be msgpack integers (an integral float such as 5.0 is refused, as Python's peer refuses it). */
+const INTEGER_FIELDS: ReadonlySet<string> = new Set(['v', 'id', 'p', 're'])
+
+/**
+ * msgpackr decodes 5.0 as 5, so the encodings of the integer fields (and of each item of `b`)
+ * are checked in the frame itself. Runs on frames checkPlainMsgpack accepted and msgpackr
+ * decoded as a map; the quick reader never accepts a float, so only its fallback needs this.
+ */
+function checkIntegerEncodings(frame: Uint8Array): void {
+  const t = frame[0]!
+  let entries = t >= 0x80 && t <= 0x8f ? t & 0x0f : t === 0xde ? (frame[1]! << 8) | frame[2]! : -1
+  let pos = t >= 0x80 && t <= 0x8f ? 1 : 3
+  if (entries < 0) return // map32 or not a map: headerVersion reports it
+  const notInteger = (key: string, at: number): never => bad(`${key} must be a msgpack integer, got a value of type byte 0x${frame[at]!.toString(16)} (a float?)`)
+  for (; entries > 0; entries--) {
+    const k = frame[pos]!
+    let key: string | null = null
+    if (k >= 0xa0 && k <= 0xbf && k - 0xa0 <= 2) key = String.fromCharCode(...frame.subarray(pos + 1, pos + 1 + (k & 0x1f)))
+    pos = msgpackItemEnd(frame, pos)
+    if (pos < 0) return
+    if (key !== null && INTEGER_FIELDS.has(key) && !isMsgpackInteger(frame, pos)) notInteger(key, pos)
+    if (key === 'b') {
+      const a = frame[pos]!
+      const n = a >= 0x90 && a <= 0x9f ? a & 0x0f : a === 0xdc ? (frame[pos + 1]! << 8) | frame[pos + 2]! : -1
+      let at = a === 0xdc ? pos + 3 : pos + 1
+      for (let i = 0; i < n && at > 0; i++) {
+        if (!isMsgpackInteger(frame, at)) notInteger(`b[${i}]`, at)
+        at = msgpackItemEnd(frame, at)
+      }
+    }
+    pos = msgpackItemEnd(frame, pos)
+    if (pos < 0) return
+  }
+}
+
 /**
  * Decodes a header frame and runs checks 1 to 7 of docs/wire-protocol.md section 3 on it (the
  * receiver runs the rest): size, msgpack map, the connection's version, types, the limits.
@@ -354,6 +389,7 @@ export function decodeWireHeader(frame: Uint8Array, limits: Limits, version: num
     } catch (err) {
       bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
     }
+    if (raw instanceof Map) checkIntegerEncodings(frame)
   }
   const v = headerVersion(raw)
   if (v !== version) throw new VersionMismatch('PROTOCOL', `unsupported protocol version ${v}; this connection speaks ${version}`)
