@@ -124,6 +124,17 @@ function timeoutOf(v: number | undefined, what: string): number {
 }
 
 /**
+ * err, with its stack trace made text now. Until V8 formats a stack it keeps each frame's
+ * receiver: an error made inside a socket's event handler would keep the socket, and with it
+ * the buffer of the message being read (up to maxMessageBytes), for as long as the
+ * application keeps the error.
+ */
+function detached<E extends Error>(err: E): E {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 10; e = e.cause, depth++) void e.stack
+  return err
+}
+
+/**
  * Moves frames; knows nothing of what they hold. What arrives before the comm attaches (a peer
  * may speak the moment the connection opens) is kept and handed over on attach.
  */
@@ -152,6 +163,7 @@ abstract class Carrier {
   }
 
   protected closed(err: TransportError): void {
+    detached(err)
     if (this.#onClose) this.#onClose(err)
     else this.#closedWith = err
   }
@@ -199,8 +211,12 @@ class TcpCarrier extends Carrier {
   }
 
   /** reader: given when the socket reads through onread into it; otherwise 'data' events feed a reader of its own. */
-  constructor(private readonly socket: net.Socket, limits: DaskLimits, private readonly peer: string, reader?: TcpFrameReader) {
+  /** The socket until it closes; then dropped, since net keeps the target of its last read (maybe a frame's buffer) on it. */
+  #socket: net.Socket | null
+
+  constructor(socket: net.Socket, limits: DaskLimits, private readonly peer: string, reader?: TcpFrameReader) {
     super()
+    this.#socket = socket
     this.#reader = reader ?? new TcpFrameReader(limits)
     socket.setNoDelay(true)
     if (!reader) socket.on('data', (chunk: Buffer) => this.received(chunk, chunk.length))
@@ -209,6 +225,8 @@ class TcpCarrier extends Carrier {
     })
     socket.on('close', () => {
       const mid = this.#reader.idle ? '' : ' in the middle of a message'
+      this.#reader.discard()
+      this.#socket = null
       this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
     })
   }
@@ -221,15 +239,15 @@ class TcpCarrier extends Carrier {
       messages = this.#reader.afterRead(buf, n)
     } catch (err) {
       this.#error = err as TransportError
-      this.socket.destroy()
+      this.#socket?.destroy()
       return
     }
     for (const m of messages) this.deliver(m)
   }
 
   send(frames: Uint8Array[]): Promise<void> {
-    const socket = this.socket
-    if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
+    const socket = this.#socket
+    if (socket === null || socket.destroyed || !socket.writable) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
     return new Promise((resolve, reject) => {
       socket.cork()
       socket.write(encodeTcpPrelude(frames))
@@ -248,12 +266,12 @@ class TcpCarrier extends Carrier {
   }
 
   close(): void {
-    this.socket.end()
-    this.socket.destroySoon()
+    this.#socket?.end()
+    this.#socket?.destroySoon()
   }
 
   abort(): void {
-    this.socket.destroy()
+    this.#socket?.destroy()
   }
 }
 
@@ -283,6 +301,7 @@ class WsCarrier extends Carrier {
     })
     ws.on('close', () => {
       const mid = this.#reader.idle ? '' : ' in the middle of a message'
+      this.#reader.discard()
       this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
     })
   }

@@ -1,8 +1,12 @@
 /**
  * How Dask's comms cut messages into frames (distributed/comm/tcp.py and ws.py).
  *
- * tcp://  one message = u64 total (the bytes after it), u64 frame count n, n u64 frame lengths,
- *         then the frames back to back; every integer little-endian.
+ * tcp://  one message = u64 prefix size, u64 frame count n, n u64 frame lengths, then the
+ *         frames back to back; every integer little-endian. Up to 2023.10 the prefix size
+ *         counts every byte after it; from 2023.11 (distributed PR 8308) it may count only the
+ *         prelude and the first k frames, and the later frames follow it, each as long as its
+ *         announced length. The reader accepts both: the prefix must end exactly where one
+ *         of the frames ends, and the limits bound the sum of every announced length.
  * ws://   one message = a binary WebSocket message holding the u64 frame count, then one
  *         binary WebSocket message per frame.
  *
@@ -45,6 +49,21 @@ function u64(bytes: Uint8Array, at: number, what: string): number {
   const hi = bytes[at + 4]! + bytes[at + 5]! * 2 ** 8 + bytes[at + 6]! * 2 ** 16 + bytes[at + 7]! * 2 ** 24
   if (hi >= 2 ** 21) throw new TransportError('PROTOCOL', `${what} of ${BigInt(hi) * 2n ** 32n + BigInt(lo)} is not a safe integer`)
   return hi * 2 ** 32 + lo
+}
+
+/**
+ * Throws when the first 16 bytes cannot start a Dask message and look like another protocol:
+ * an HTTP server (a dashboard's port, a proxy) answers "HTTP/1.1 ...", which would otherwise
+ * read as an absurd message length.
+ */
+function notDask(first: Uint8Array): void {
+  const text = String.fromCharCode(...first.subarray(0, 16))
+  if (/^HTTP\/\d/.test(text) || /^(GET|POST|PUT|HEAD) \//.test(text)) {
+    throw new TransportError('PROTOCOL', `the peer is not a Dask comm: it speaks HTTP (it sent ${JSON.stringify(text)}); is this a dashboard or proxy port instead of the scheduler's?`)
+  }
+  if (first[6]! >= 0x20 && first[7]! >= 0x20 && /^[\x20-\x7e\r\n\t]{16}$/.test(text)) {
+    throw new TransportError('PROTOCOL', `the peer is not a Dask comm: it sent text (${JSON.stringify(text)}) where a message length belongs`)
+  }
 }
 
 function putU64(out: Uint8Array, at: number, n: number): void {
@@ -119,6 +138,28 @@ export class TcpFrameReader {
     return this.#state === TcpState.PRELUDE && this.#fieldHave === 0
   }
 
+  /** Bytes held for the message being read (its buffer, allocated once its lengths are known). */
+  get heldBytes(): number {
+    return this.#buffer?.byteLength ?? 0
+  }
+
+  /**
+   * Drops the message being read, when the connection ends in its middle: whatever still
+   * refers to the reader (the comm, an error kept by the application) must not keep its
+   * buffer, which may be as large as maxMessageBytes. Idle afterwards.
+   */
+  discard(): void {
+    this.#buffer = null
+    this.#direct = null
+    this.#lengths = []
+    this.#offsets = []
+    this.#field = new Uint8Array(16)
+    this.#fieldHave = 0
+    this.#frame = 0
+    this.#frameHave = 0
+    this.#state = TcpState.PRELUDE
+  }
+
   /**
    * Where the next socket read may land (for net's onread): straight into the current frame
    * when at least DIRECT_READ_BYTES of it are still to come, so that big frames are read into
@@ -156,6 +197,7 @@ export class TcpFrameReader {
         case TcpState.PRELUDE: {
           at = this.#fill(chunk, at, 16)
           if (this.#fieldHave < 16) break
+          notDask(this.#field)
           this.#total = u64(this.#field, 0, 'message length')
           this.#count = u64(this.#field, 8, 'frame count')
           this.#checkPrelude()
@@ -210,20 +252,23 @@ export class TcpFrameReader {
   #finishLengths(done: Uint8Array[][]): void {
     const lengths: number[] = []
     const offsets: number[] = []
+    const { maxMessageBytes } = this.limits
     let sum = 8 + 8 * this.#count
+    let prefixEnds = sum === this.#total
     let size = 0
     for (let i = 0; i < this.#count; i++) {
       const n = u64(this.#field, 8 * i, `frame ${i} length`)
       sum += n
-      if (sum > this.#total) {
-        throw new TransportError('PROTOCOL', `frame lengths add up to more than the message's ${this.#total} bytes`)
+      if (sum > maxMessageBytes) {
+        throw new TransportError('LIMIT', `message whose frame lengths add up to more than ${maxMessageBytes} bytes is over maxMessageBytes`)
       }
+      if (sum === this.#total) prefixEnds = true
       lengths.push(n)
       offsets.push(size)
       size += roundUp(n)
     }
-    if (sum !== this.#total) {
-      throw new TransportError('PROTOCOL', `frame lengths add up to ${sum} bytes, the message announced ${this.#total}`)
+    if (!prefixEnds) {
+      throw new TransportError('PROTOCOL', `the message's ${this.#total}-byte prefix does not end where one of its frames ends (frame lengths ${lengths.slice(0, 8).join(', ')}${lengths.length > 8 ? ', ...' : ''}; ${sum - 8 - 8 * this.#count} bytes of frames in all)`)
     }
     if (this.#field.length > 4096) this.#field = new Uint8Array(16)
     this.#lengths = lengths
@@ -272,6 +317,13 @@ export class WsFrameReader {
 
   get idle(): boolean {
     return this.#state === WsState.COUNT
+  }
+
+  /** Drops the frames of a message read in part (see TcpFrameReader.discard). */
+  discard(): void {
+    this.#frames = []
+    this.#bytes = 0
+    this.#state = WsState.COUNT
   }
 
   /** Takes one ws message; returns the Dask message it completed, if any. */
