@@ -19,21 +19,29 @@ received frames.
             ...
         await sock.close()
 
-Security: pickle.loads runs whatever a pickle says. Use this module with peers you trust,
-authenticate every message with `key=`, or pass a restricted `unpickler` class (see the
-"Restricting Globals" section of the pickle documentation).
+Security: received pickles are loaded by a RestrictedUnpickler, which admits plain data and
+numpy's arrays, dtypes and scalars only (DEFAULT_ALLOWED) and refuses every other global with
+an UnpicklingError naming it. Widen it with `allow={'module.name', ...}`, or trust the peer
+fully with `unpickler=pickle.Unpickler` (and then authenticate every message with `key=`).
+See docs/security.md.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import asyncio
+import collections
+import datetime
+import decimal
 import hashlib
 import hmac
 import io
 import pickle
+import re
 import struct
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import msgpack
 from websockets.asyncio.client import connect as _ws_connect
@@ -43,6 +51,7 @@ from websockets.exceptions import ConnectionClosed
 __all__ = [
     'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
     'PickleSocket', 'connect', 'serve', 'encode_value', 'encode_header', 'decode_header',
+    'RestrictedUnpickler', 'DEFAULT_ALLOWED', 'restricted_loads',
 ]
 
 PROTOCOL_VERSION = 1  # version 1: every message has a pickle frame
@@ -286,6 +295,539 @@ class _Mac:
         return self._h.digest()
 
 
+# -- the restricted unpickler ---------------------------------------------------------------------
+#
+# A peer's pickle is data, not a program: by default only constructors that build plain data,
+# and numpy's arrays, dtypes and scalars, are admitted (the allow-list idea of
+# @picklewire/codec's default GlobalRegistry). Two dangers remain inside admitted names and are
+# handled here: constructors that iterate an argument (set(range(10**12)), or one list handed to
+# frozenset ten thousand times) are charged to a per-load budget, and numpy's own __setstate__
+# methods, which trust their state (a datetime dtype given a version 3 state crashes CPython in
+# numpy 2.x), only ever see a state that numpy itself would write.
+
+#: Most items that constructor calls of one load may copy: this plus 4 per byte of pickle.
+LOAD_WORK_ITEMS = 2 ** 20
+#: Most dimensions of an array (numpy 2.x's NPY_MAXDIMS).
+MAX_DIMS = 64
+_NUMPY_TYPESTR = re.compile(r'[biufcSUVOMm]\d{0,10}\Z')
+_DATETIME_UNITS = frozenset(('Y', 'M', 'W', 'D', 'h', 'm', 's', 'ms', 'us', 'μs', 'ns', 'ps', 'fs', 'as', 'generic'))
+_NUMPY_CORES = ('numpy.core', 'numpy._core')
+
+
+def _refuse(why: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(why)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + '...'
+
+
+class _NDArrayClass:
+    """What `numpy.ndarray` loads as: a marker that numpy's _reconstruct accepts. The class
+    itself is never handed out, because calling it (REDUCE or NEWOBJ) allocates an array of any
+    shape the pickle names."""
+
+    def __repr__(self) -> str:
+        return '<numpy.ndarray, as a restricted load admits it>'
+
+
+_NDARRAY = _NDArrayClass()
+
+
+class _DTypeCheck:
+    """Stands in for a numpy.dtype while a pickle is checked: BUILD hands it the state, which is
+    compared with the state numpy writes for the dtype that state describes."""
+
+    def __init__(self, typestr: str):
+        self.typestr = typestr
+        self.kind = typestr[0]
+        try:
+            self.safe = _np().dtype(typestr)
+        except Exception as e:
+            raise _refuse(f'numpy.dtype({typestr!r}): {type(e).__name__}: {e}') from None
+        self.built = False
+        self.used = False
+
+    def __setstate__(self, state: Any) -> None:
+        if self.built:
+            raise _refuse(f'numpy.dtype {self.typestr!r} is given a state twice')
+        if self.used:
+            raise _refuse(f'numpy.dtype {self.typestr!r} is given its state after an array or dtype used it')
+        self.safe = _dtype_from_state(self.typestr, state)
+        self.built = True
+
+    def take(self, who: str):
+        self.used = True
+        return self.safe
+
+
+class _ArrayCheck:
+    """Stands in for an array or scalar of numpy while a pickle is checked. Only the empty
+    array _reconstruct makes takes a state (BUILD), once."""
+
+    def __init__(self, built: bool = False):
+        self.built = built
+
+    def __setstate__(self, state: Any) -> None:
+        if self.built:
+            raise _refuse('numpy.ndarray is given a state twice')
+        _check_array_state(state)
+        self.built = True
+
+
+class _Inert:
+    """Stands in for a global the application admitted, while a pickle is checked: the
+    application's code runs once, in the load that counts."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return object.__new__(cls)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> '_Inert':
+        return _Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def _np():
+    import numpy
+    return numpy
+
+
+def _numpy_core(module: str):
+    """numpy's own multiarray or numeric module, whichever of numpy.core / numpy._core this numpy has."""
+    import importlib
+    np = _np()
+    core = 'numpy._core' if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core'
+    return importlib.import_module(f'{core}.{module}')
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _refuse(f'{what} must be an int, got {_short(v)}')
+    return v
+
+
+def _shape(v: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(v, tuple) or len(v) > MAX_DIMS or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 or n > 2 ** 62 for n in v):
+        raise _refuse(f'{what} must be a tuple of at most {MAX_DIMS} non-negative ints, got {_short(v)}')
+    return v
+
+
+def _count(shape: tuple[int, ...], itemsize: int, what: str) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    if n * max(itemsize, 1) > 2 ** 62:
+        raise _refuse(f'{what}: shape {shape} of {itemsize}-byte items is too large')
+    return n
+
+
+def _dtype_of(v: Any, what: str):
+    if not isinstance(v, _DTypeCheck):
+        raise _refuse(f'{what} must be a numpy.dtype, got {_short(v)}')
+    return v.take(what)
+
+
+def _dtype_from_state(typestr: str, state: Any):
+    """The dtype a state describes, made with numpy's constructors, after checking that the
+    state is exactly the one numpy writes for that dtype (numpy 1.x or 2.x)."""
+    who = f'numpy.dtype({typestr!r}) state'
+    if not isinstance(state, tuple) or len(state) not in (8, 9):
+        raise _refuse(f'{who} must be a tuple of 8 or 9 items (numpy writes versions 3 and 4), got {_short(state)}')
+    version, endian, subarray, names, fields, elsize, alignment, flags = state[:8]
+    if version != (len(state) - 5) or isinstance(version, bool):
+        raise _refuse(f'{who}: version {_short(version)} with {len(state)} items; numpy writes 3 with 8 items, 4 with 9')
+    if endian not in ('<', '>', '|', '='):
+        raise _refuse(f"{who}: byte order must be '<', '>', '|' or '=', got {_short(endian)}")
+    for v, what in ((elsize, 'elsize'), (alignment, 'alignment'), (flags, 'flags')):
+        _int(v, f'{who}: {what}')
+    if not -128 <= flags <= 255:
+        raise _refuse(f'{who}: flags must be a byte, got {flags}')
+    kind = typestr[0]
+    extra = state[8] if len(state) == 9 else None
+    spec: Any
+    if kind in 'Mm':
+        # numpy reads a datetime's unit only from a version 4 state; without one, numpy 2.x crashes.
+        if len(state) != 9 or not isinstance(extra, tuple) or len(extra) != 2 or not (extra[0] is None or extra[0] == {}):
+            raise _refuse(f'{who}: a datetime64/timedelta64 state must end with (metadata, (unit, num, den, events)), got {_short(extra)}')
+        info = extra[1]
+        if not (isinstance(info, tuple) and len(info) == 4 and isinstance(info[0], bytes)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in info[1:])):
+            raise _refuse(f'{who}: datetime info must be (unit bytes, num, den, events), got {_short(info)}')
+        unit = info[0].decode('utf-8', 'replace')
+        if unit not in _DATETIME_UNITS or info[1] < 1 or info[1] > 2 ** 31 - 1 or info[2] != 1 or info[3] != 1:
+            raise _refuse(f'{who}: bad datetime unit {_short(info)}')
+        spec = f"{endian if endian in '<>' else '='}{kind}8" + ('' if unit == 'generic' else f'[{info[1]}{unit}]')
+        metadata = None
+    else:
+        if extra is not None and not isinstance(extra, dict):
+            raise _refuse(f'{who}: metadata must be a dict, got {_short(extra)}')
+        metadata = extra
+        if names is not None or fields is not None:
+            if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names) or not isinstance(fields, dict):
+                raise _refuse(f'{who}: names must be a tuple of str and fields a dict, got {_short(names)} and {_short(fields)}')
+            formats, offsets, titles = [], [], []
+            for n in names:
+                f = fields.get(n)
+                if not isinstance(f, tuple) or len(f) not in (2, 3):
+                    raise _refuse(f'{who}: field {n!r} must be (dtype, offset[, title]), got {_short(f)}')
+                formats.append(_dtype_of(f[0], f'{who}: field {n!r}'))
+                offsets.append(_int(f[1], f'{who}: offset of field {n!r}'))
+                titles.append(f[2] if len(f) == 3 else None)
+            spec = {'names': list(names), 'formats': formats, 'offsets': offsets, 'itemsize': elsize}
+            if any(t is not None for t in titles):
+                spec['titles'] = titles
+        elif subarray is not None:
+            if not isinstance(subarray, tuple) or len(subarray) != 2:
+                raise _refuse(f'{who}: subarray must be (dtype, shape), got {_short(subarray)}')
+            spec = (_dtype_of(subarray[0], f'{who}: subarray'), _shape(subarray[1], f'{who}: subarray shape'))
+        elif kind in 'SUV':
+            spec = f'{endian}{kind}{elsize // 4 if kind == "U" else elsize}'
+        else:
+            spec = endian + typestr
+    np = _np()
+    try:
+        made = np.dtype(spec, align=bool(flags & 0x80)) if metadata is None else np.dtype(spec, metadata=metadata)
+        written = made.__reduce__()
+    except Exception as e:
+        raise _refuse(f'{who} describes no dtype numpy makes: {_short(state)} ({type(e).__name__}: {e})') from None
+    try:
+        same = written[1][0] == typestr and _normal_state(written[2]) == _normal_state(state)
+    except Exception:
+        same = False
+    if not same:
+        raise _refuse(f'{who} {_short(state)} is not the state numpy writes for that dtype ({_short(written[2])})')
+    return made
+
+
+def _stood(v: Any) -> Any:
+    return v.safe if isinstance(v, _DTypeCheck) else v
+
+
+def _normal_state(state: tuple) -> tuple:
+    """A dtype state with what numpy versions write differently made equal: flags as an
+    unsigned byte (numpy 1.x writes a signed one), datetime metadata {} (1.x) or None (2.x);
+    the stand-ins inside a checked state as the dtypes they stand for."""
+    s = list(state)
+    s[7] = s[7] & 0xff
+    if isinstance(s[2], tuple) and s[2]:
+        s[2] = (_stood(s[2][0]),) + s[2][1:]
+    if isinstance(s[4], dict):
+        s[4] = {k: (_stood(f[0]),) + f[1:] if isinstance(f, tuple) and f else f for k, f in s[4].items()}
+    if len(s) == 9 and isinstance(s[8], tuple) and len(s[8]) == 2 and s[8][0] == {}:
+        s[8] = (None, s[8][1])
+    return tuple(s)
+
+
+def _check_array_state(state: Any) -> None:
+    who = 'numpy.ndarray state'
+    if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1 or isinstance(state[0], bool):
+        raise _refuse(f'{who} must be (1, shape, dtype, is_fortran, data) as numpy writes it, got {_short(state)}')
+    shape = _shape(state[1], f'{who}: shape')
+    dtype = _dtype_of(state[2], f'{who}: dtype')
+    if not isinstance(state[3], bool):
+        raise _refuse(f'{who}: is_fortran must be a bool, got {_short(state[3])}')
+    n = _count(shape, dtype.itemsize, who)
+    data = state[4]
+    if dtype.hasobject:
+        if not isinstance(data, list) or len(data) != n:
+            raise _refuse(f'{who}: an array of {dtype} and shape {shape} needs a list of {n} items, got {_short(type(data))} of {len(data) if isinstance(data, list) else "?"}')
+    elif not isinstance(data, (bytes, bytearray)) or len(data) != n * dtype.itemsize:
+        got = f'{len(data)} bytes' if isinstance(data, (bytes, bytearray)) else _short(type(data))
+        raise _refuse(f'{who}: an array of {dtype} and shape {shape} needs {n * dtype.itemsize} bytes, got {got}')
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """The unpickler picklewire_ws uses unless told otherwise: admits the globals of
+    DEFAULT_ALLOWED (plain data, and numpy's arrays, dtypes and scalars) and those named by
+    `allow` (the class attribute, and the argument) and refuses every other with an
+    UnpicklingError naming it.
+
+    A pickle that refers to numpy or to an admitted name is loaded twice: first with inert
+    stand-ins that check each numpy state is one numpy itself writes (and run no admitted
+    code), then for real. The file must be seekable. A subclass may override find_class; it
+    runs in both loads (self.checking is True in the first).
+    """
+
+    #: "module.name" of globals admitted besides DEFAULT_ALLOWED (a subclass may set it)
+    allow: frozenset[str] = frozenset()
+
+    def __init__(self, file, *, allow: Iterable[str] = (), buffers: Iterable[Any] | None = None, **kwargs: Any):
+        if isinstance(allow, str):
+            raise TypeError(f'allow must be an iterable of "module.name" strings, not the string {allow!r}')
+        self._file = file
+        self._buffers = list(buffers) if buffers is not None else None
+        self._kwargs = kwargs
+        self.allowed = frozenset(self.allow) | frozenset(allow)
+        for name in self.allowed:
+            if not isinstance(name, str) or '.' not in name:
+                raise TypeError(f'allow holds "module.name" strings, got {name!r}')
+        self.checking = False
+        self.proto = 0
+        self._stand_ins = 0
+        self._work = 0
+        self._work_limit = LOAD_WORK_ITEMS
+        super().__init__(file, buffers=self._buffers, **kwargs)
+
+    def load(self) -> Any:
+        if self.checking:
+            return super().load()
+        f = self._file
+        start = f.tell()
+        head = f.read(2)
+        left = f.seek(0, io.SEEK_END) - start
+        f.seek(start)
+        # CPython maps Python 2 names (__builtin__, copy_reg, ...) below protocol 3 only
+        self.proto = head[1] if len(head) == 2 and head[0] == 0x80 else 0
+        self._work, self._work_limit, self._stand_ins = 0, LOAD_WORK_ITEMS + 4 * left, 0
+        checker = type(self).__new__(type(self), f)
+        pickle.Unpickler.__init__(checker, f, buffers=self._buffers, **self._kwargs)
+        checker.__dict__.update(self.__dict__)
+        checker.checking = True
+        value = checker.load()
+        if checker._stand_ins == 0:
+            return value  # nothing numpy and nothing admitted by the application: that load is the load
+        f.seek(start)
+        return super().load()
+
+    def _charge(self, items: int, who: str) -> None:
+        self._work += items
+        if self._work > self._work_limit:
+            raise _refuse(f'{who} of {items} items goes over the {self._work_limit} items that constructor calls of this '
+                          'pickle may copy (a restricted load bounds what a few bytes can make it build)')
+
+    def _sized(self, v: Any, who: str) -> Any:
+        if not isinstance(v, (list, tuple, set, frozenset, dict, str, bytes, bytearray, range, collections.deque)):
+            raise _refuse(f'{who}() needs a list, tuple, set, dict, str, bytes or range, got {_short(type(v))}')
+        self._charge(len(v), who)
+        return v
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3 and self._kwargs.get('fix_imports', True):
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        q = f'{module}.{name}'
+        make = _DEFAULT_GLOBALS.get(q)
+        if make is not None:
+            return make(self)
+        if q in self.allowed:
+            if self.checking:
+                self._stand_ins += 1
+                return _Inert
+            return super().find_class(module, name)
+        raise _refuse(f'global "{q}" is not allowed: this peer loads plain data and numpy only '
+                      f'(pass allow={{"{q}"}} to admit it, or unpickler=pickle.Unpickler to trust the peer)')
+
+    # what the default names load as
+
+    def _numpy(self, q: str, real: Callable[[], Any], check: Callable[..., Any]) -> Any:
+        try:
+            _np()
+        except ImportError:
+            raise _refuse(f'global "{q}" needs numpy, which is not installed') from None
+        self._stand_ins += 1
+        if self.checking:
+            return check
+        target = real()
+
+        def call(*args: Any) -> Any:
+            check(*args)  # the same argument checks as the first load, on the real objects
+            return target(*args)
+        return call
+
+
+def _checked_dtype_args(self: RestrictedUnpickler):
+    def check(*args: Any) -> Any:
+        if len(args) != 3 or not isinstance(args[0], str) or not _NUMPY_TYPESTR.match(args[0]) \
+                or args[1] is not False or args[2] is not True:
+            raise _refuse(f"numpy.dtype{_short(args)}: numpy writes (type string such as 'f8', False, True)")
+        return _DTypeCheck(args[0]) if self.checking else None
+    return check
+
+
+def _dtype_global(self: RestrictedUnpickler) -> Any:
+    check = _checked_dtype_args(self)
+    return self._numpy('numpy.dtype', lambda: _np().dtype, check)
+
+
+def _reconstruct_global(self: RestrictedUnpickler) -> Any:
+    def check(cls: Any = None, shape: Any = None, typecode: Any = None, *more: Any) -> Any:
+        if cls is not _NDARRAY or shape != (0,) or typecode != b'b' or more:
+            raise _refuse(f'numpy _reconstruct{_short((cls, shape, typecode) + more)}: numpy writes (numpy.ndarray, (0,), b\'b\')')
+        return _ArrayCheck() if self.checking else None
+
+    def real():
+        target = _numpy_core('multiarray')._reconstruct
+        return lambda cls, shape, typecode: target(_np().ndarray, shape, typecode)
+    return self._numpy('numpy _reconstruct', real, check)
+
+
+def _frombuffer_global(self: RestrictedUnpickler) -> Any:
+    def check(buf: Any = None, dtype: Any = None, shape: Any = None, order: Any = None, *more: Any) -> Any:
+        who = 'numpy _frombuffer'
+        if len(more) > 1:
+            raise _refuse(f'{who} takes 4 or 5 arguments, got {4 + len(more)}')
+        if not isinstance(buf, (pickle.PickleBuffer, bytes, bytearray)):
+            raise _refuse(f'{who} needs a buffer (bytes or an out-of-band buffer), got {_short(type(buf))}')
+        shape = _shape(shape, f'{who} shape')
+        if order not in ('C', 'F', 'K'):
+            raise _refuse(f"{who}: order must be 'C', 'F' or 'K', got {_short(order)}")
+        if more and more[0] is not None:
+            axes = _shape(more[0], f'{who} axis order')
+            if sorted(axes) != list(range(len(shape))):
+                raise _refuse(f'{who}: axis order {axes} is not a permutation of {len(shape)} axes')
+        if not self.checking:
+            return None
+        d = _dtype_of(dtype, who)
+        if d.hasobject or d.itemsize == 0:
+            raise _refuse(f'{who}: an array of {d} cannot be made from a buffer')
+        n = _count(shape, d.itemsize, who)
+        with memoryview(buf) as m:
+            if m.nbytes != n * d.itemsize:
+                raise _refuse(f'{who}: a buffer of {m.nbytes} bytes cannot hold shape {shape} of {d} ({n * d.itemsize} bytes)')
+        return _ArrayCheck(built=True)
+
+    return self._numpy('numpy _frombuffer', lambda: _numpy_core('numeric')._frombuffer, check)
+
+
+def _scalar_global(self: RestrictedUnpickler) -> Any:
+    def check(dtype: Any = None, *rest: Any) -> Any:
+        who = 'numpy scalar'
+        if len(rest) > 1:
+            raise _refuse(f'{who} takes 1 or 2 arguments, got {1 + len(rest)}')
+        if not self.checking:
+            return None
+        d = _dtype_of(dtype, who)
+        obj = rest[0] if rest else None
+        if d.kind == 'O':
+            return obj
+        if d.hasobject:
+            raise _refuse(f'{who}: a scalar of {d} (it holds objects) is not made from bytes')
+        if not isinstance(obj, bytes) or len(obj) != d.itemsize:
+            raise _refuse(f'{who}: a {d} scalar needs {d.itemsize} bytes, got {_short(obj)}')
+        return _ArrayCheck(built=True)
+
+    return self._numpy('numpy scalar', lambda: _numpy_core('multiarray').scalar, check)
+
+
+def _counted(cls: Callable[..., Any], who: str, *, max_args: int = 1, sized_arg: int = 0):
+    """A constructor that copies an argument: charged to the load's budget, by its length."""
+    def make(self: RestrictedUnpickler) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if len(args) > max_args:
+                raise _refuse(f'{who}() takes at most {max_args} arguments, got {len(args)}')
+            if len(args) > sized_arg:
+                self._sized(args[sized_arg], who)
+            if cls is collections.defaultdict and args:
+                # defaultdict(list): the factory is the type itself, as in the pickle
+                args = (getattr(args[0], 'builds', args[0]),) + args[1:]
+            return cls(*args)
+        call.builds = cls  # type: ignore[attr-defined]
+        return call
+    return make
+
+
+def _bytearray_global(self: RestrictedUnpickler) -> Callable[..., Any]:
+    def call(*args: Any) -> bytearray:
+        # bytearray(n) allocates n bytes: only the forms pickle writes (bytes, or str with its encoding)
+        if len(args) == 0:
+            return bytearray()
+        if isinstance(args[0], bytes) and len(args) == 1:
+            return bytearray(args[0])
+        if isinstance(args[0], str) and len(args) == 2 and args[1] in ('latin-1', 'latin1'):
+            return bytearray(args[0], args[1])
+        raise _refuse(f'bytearray{_short(args)}: a restricted load makes a bytearray from bytes, or a str and latin-1')
+    return call
+
+
+def _codecs_encode_global(self: RestrictedUnpickler) -> Callable[..., Any]:
+    def call(text: Any = None, encoding: Any = 'utf-8', *more: Any) -> bytes:
+        if not isinstance(text, str) or encoding not in ('latin1', 'latin-1', 'utf-8', 'utf8') or more:
+            raise _refuse(f'_codecs.encode{_short((text, encoding) + more)}: a restricted load encodes a str as latin-1 or utf-8 only')
+        return text.encode(encoding)
+    return call
+
+
+def _reconstructor_global(self: RestrictedUnpickler) -> Callable[..., Any]:
+    def call(cls: Any = None, base: Any = None, state: Any = None, *more: Any) -> Any:
+        # below protocol 2 CPython pickles an instance as _reconstructor(cls, object, None) and BUILD
+        name = f'{getattr(cls, "__module__", "?")}.{getattr(cls, "__qualname__", "?")}' if isinstance(cls, type) else None
+        if more or base is not object or state is not None or name is None or \
+                (name not in _RECONSTRUCTIBLE and name not in self.allowed) or cls is _Inert:
+            if cls is _Inert and base is object and state is None and not more:
+                return _Inert()
+            raise _refuse(f'copyreg._reconstructor{_short((cls, base, state) + more)}: a restricted load makes '
+                          'only (an admitted class, object, None)')
+        return object.__new__(cls)
+    return call
+
+
+def _value(v: Any) -> Callable[[RestrictedUnpickler], Any]:
+    return lambda self: v
+
+
+def _default_globals() -> dict[str, Callable[[RestrictedUnpickler], Any]]:
+    g: dict[str, Callable[[RestrictedUnpickler], Any]] = {
+        'builtins.set': _counted(set, 'set'),
+        'builtins.frozenset': _counted(frozenset, 'frozenset'),
+        'builtins.list': _counted(list, 'list'),
+        'builtins.tuple': _counted(tuple, 'tuple'),
+        'builtins.dict': _counted(dict, 'dict'),
+        'builtins.bytearray': _bytearray_global,
+        'builtins.complex': _value(complex),
+        'builtins.range': _value(range),
+        'builtins.slice': _value(slice),
+        'builtins.object': _value(object),
+        'builtins.Ellipsis': _value(Ellipsis),
+        'builtins.NotImplemented': _value(NotImplemented),
+        '_codecs.encode': _codecs_encode_global,
+        'copyreg._reconstructor': _reconstructor_global,
+        'collections.OrderedDict': _counted(collections.OrderedDict, 'collections.OrderedDict'),
+        'collections.Counter': _counted(collections.Counter, 'collections.Counter'),
+        'collections.deque': _counted(collections.deque, 'collections.deque', max_args=2),
+        'collections.defaultdict': _counted(collections.defaultdict, 'collections.defaultdict', max_args=2, sized_arg=1),
+        'datetime.datetime': _value(datetime.datetime),
+        'datetime.date': _value(datetime.date),
+        'datetime.time': _value(datetime.time),
+        'datetime.timedelta': _value(datetime.timedelta),
+        'datetime.timezone': _value(datetime.timezone),
+        'decimal.Decimal': _value(decimal.Decimal),
+        'uuid.UUID': _value(uuid.UUID),
+        'numpy.dtype': _dtype_global,
+        'numpy.ndarray': lambda self: _NDARRAY,
+    }
+    for core in _NUMPY_CORES:
+        for module in (f'{core}.multiarray', f'{core}._multiarray_umath'):
+            g[f'{module}._reconstruct'] = _reconstruct_global
+            g[f'{module}.scalar'] = _scalar_global
+        g[f'{core}.numeric._frombuffer'] = _frombuffer_global
+    return g
+
+
+_DEFAULT_GLOBALS = _default_globals()
+_RECONSTRUCTIBLE = frozenset(('uuid.UUID',))
+#: The "module.name" globals a RestrictedUnpickler admits without being told.
+DEFAULT_ALLOWED: frozenset[str] = frozenset(_DEFAULT_GLOBALS)
+
+
+def restricted_loads(data: bytes | memoryview, *, buffers: Iterable[Any] | None = None, allow: Iterable[str] = ()) -> Any:
+    """pickle.loads with a RestrictedUnpickler: plain data and numpy, and the names in allow."""
+    return RestrictedUnpickler(io.BytesIO(data), buffers=buffers, allow=allow).load()
+
+
 # -- receiving ----------------------------------------------------------------------------------
 
 @dataclass
@@ -425,8 +967,9 @@ class PickleSocket:
 
     def __init__(self, ws, role: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
                  on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
-                 unpickler: type[pickle.Unpickler] | None = None,
+                 unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None):
+        allow = _check_unpickling(unpickler, allow)
         if isinstance(key, str):
             key = key.encode()
         self.ws = ws
@@ -436,6 +979,8 @@ class PickleSocket:
         self.on_request = on_request
         self.writable = writable
         self.unpickler = unpickler
+        #: names admitted besides DEFAULT_ALLOWED by the default RestrictedUnpickler
+        self.allow = allow
         self.out_of_band = out_of_band
         self.stats = Stats()
         self.error: BaseException | None = None
@@ -561,7 +1106,7 @@ class PickleSocket:
                 self.stats.bytes_copied += len(frame)
             buffers.append(pickle.PickleBuffer(frame))
         if self.unpickler is None:
-            return pickle.loads(m.pickle, buffers=buffers)
+            return RestrictedUnpickler(io.BytesIO(m.pickle), buffers=buffers, allow=self.allow).load()
         return self.unpickler(io.BytesIO(m.pickle), buffers=buffers).load()
 
     async def _read(self) -> None:
@@ -695,6 +1240,20 @@ def _remote_error(value: Any, re: int) -> TransportError:
 
 # -- connecting and serving ---------------------------------------------------------------------
 
+def _check_unpickling(unpickler: Any, allow: Iterable[str]) -> frozenset[str]:
+    if unpickler is not None and not (isinstance(unpickler, type) and issubclass(unpickler, pickle.Unpickler)):
+        raise TypeError(f'unpickler must be a pickle.Unpickler subclass (or None for RestrictedUnpickler), got {unpickler!r}')
+    if isinstance(allow, str):
+        raise TypeError(f'allow must be an iterable of "module.name" strings, not the string {allow!r}')
+    names = frozenset(allow)
+    for name in names:
+        if not isinstance(name, str) or '.' not in name.strip('.'):
+            raise TypeError(f'allow holds "module.name" strings, got {name!r}')
+    if names and unpickler is not None:
+        raise TypeError('allow= widens the default RestrictedUnpickler; with unpickler= given, set allow on that class instead')
+    return names
+
+
 def _check_version(version: int) -> None:
     if version not in PROTOCOL_VERSIONS:
         raise ValueError(f'protocol_version must be one of {PROTOCOL_VERSIONS}, got {version!r}')
@@ -713,7 +1272,8 @@ def _ws_options(limits: Limits, heartbeat_interval: float | None, heartbeat_time
 
 async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
                   on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
-                  unpickler: type[pickle.Unpickler] | None = None, heartbeat_interval: float | None = 20,
+                  unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
+                  heartbeat_interval: float | None = 20,
                   heartbeat_timeout: float | None = 20,
                   out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
                   protocol_version: int = LATEST_VERSION, **ws_options: Any) -> PickleSocket:
@@ -723,21 +1283,26 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     on_request: answers the peer's requests (sync or async). queue_size: received messages
     held before reading pauses. writable: copy each writable buffer into a bytearray on
     receipt (default False: values come back over the received bytes, read-only).
-    unpickler: a pickle.Unpickler subclass, e.g. with a restricted find_class.
+    unpickler: the pickle.Unpickler subclass that loads received pickles. Default: a
+    RestrictedUnpickler, which admits plain data and numpy only (DEFAULT_ALLOWED) and refuses
+    any other global with an UnpicklingError naming it; pickle.Unpickler trusts the peer fully.
+    allow: "module.name" globals the default RestrictedUnpickler admits besides DEFAULT_ALLOWED.
     heartbeat_interval / heartbeat_timeout: websockets' ping_interval / ping_timeout, seconds.
     protocol_version: the newest version to offer (2: picklewire.v2 then picklewire.v1; 1: v1 only).
     Other keyword arguments go to websockets' connect().
     """
     _check_version(protocol_version)
+    _check_unpickling(unpickler, allow)
     ws = await _ws_connect(uri, subprotocols=_offered(protocol_version),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
-                        writable=writable, unpickler=unpickler, out_of_band=out_of_band)
+                        writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band)
 
 
 def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0.0.1', port: int = 0, *,
           key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS, on_request: RequestHandler | None = None,
           queue_size: int = 16, writable: bool = False, unpickler: type[pickle.Unpickler] | None = None,
+          allow: Iterable[str] = (),
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
           out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
           **ws_options: Any):
@@ -747,10 +1312,11 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
     The server selects the newest subprotocol a client offers, up to protocol_version.
     """
     _check_version(protocol_version)
+    allow = _check_unpickling(unpickler, allow)
     offered_here = _offered(protocol_version)
     async def on_connection(ws) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
-                            writable=writable, unpickler=unpickler, out_of_band=out_of_band)
+                            writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band)
         try:
             await handler(sock)
         finally:
