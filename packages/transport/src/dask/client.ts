@@ -62,7 +62,7 @@ export interface MapOptions extends Omit<SubmitOptions, 'key'> {
 /** When DaskClient.wait returns, as Python's concurrent.futures and Dask's wait(return_when=...). */
 export type ReturnWhen = 'ALL_COMPLETED' | 'FIRST_COMPLETED' | 'FIRST_EXCEPTION'
 
-export interface WaitOptions {
+export interface DaskWaitOptions {
   /** Milliseconds; 0 waits without limit. Default 0. On timeout, wait rejects with TransportError('TIMEOUT'). */
   timeout?: number
   /** Default 'ALL_COMPLETED'. */
@@ -522,9 +522,20 @@ export class DaskClient {
    * traceback; a None reply an error that says the op may not exist (see RpcOptions.allowNull).
    */
   async rpc(op: string, args: Record<string, unknown> = {}, options: RpcOptions = {}): Promise<unknown> {
+    const reply = await this.#request(op, args, options.timeout)
+    if (reply === null && !options.allowNull) {
+      throw new TransportError('PROTOCOL', `op ${JSON.stringify(op)} got None from the scheduler at ${this.address}: it has no handler of that name (or the handler returns None; pass allowNull)`)
+    }
+    const err = replyError(op, reply)
+    if (err) throw err
+    return reply
+  }
+
+  /** One request and its reply, as it came. */
+  async #request(op: string, args: Record<string, unknown>, timeoutOption: number | undefined): Promise<unknown> {
     this.#check()
     if (typeof op !== 'string' || op === '') throw new TypeError(`op must be a non-empty string, got ${JSON.stringify(op)}`)
-    const timeout = this.#rpcTimeout(options.timeout)
+    const timeout = this.#rpcTimeout(timeoutOption)
     const deadline = timeout === 0 ? Infinity : Date.now() + timeout
     const comm = await this.#acquire(deadline)
     let reply: unknown
@@ -540,11 +551,6 @@ export class DaskClient {
       throw err
     }
     this.#putBack(comm)
-    if (reply === null && !options.allowNull) {
-      throw new TransportError('PROTOCOL', `op ${JSON.stringify(op)} got None from the scheduler at ${this.address}: it has no handler of that name (or the handler returns None; pass allowNull)`)
-    }
-    const err = replyError(op, reply)
-    if (err) throw err
     return reply
   }
 
@@ -571,13 +577,17 @@ export class DaskClient {
     const keys = [...new Set(futures.map((f) => f.key))]
     if (keys.length === 0) return []
     const left = timeout === 0 ? 0 : Math.max(1, timeout - (Date.now() - started))
-    const reply = await this.rpc('gather', { keys }, { timeout: left })
+    const reply = await this.#request('gather', { keys }, left)
     const status = field(reply, 'status')
-    if (status !== 'OK') {
+    if (status === 'error' && field(reply, 'exception') === undefined) {
+      // The scheduler's answer when no worker holding a key answered: {"status": "error", "keys": [...]}.
       const missing = field(reply, 'keys')
-      const names = missing instanceof Map ? [...missing.keys()].map(String) : keys
-      throw new TransportError('REMOTE', `the scheduler could not gather ${names.join(', ')} (status ${shown(status)}): their workers are gone`)
+      const names = missing instanceof Map ? [...missing.keys()].map(String) : Array.isArray(missing) ? missing.map(String) : keys
+      throw new TransportError('REMOTE', `the scheduler could not gather key${names.length === 1 ? '' : 's'} ${names.join(', ')}: no worker that held ${names.length === 1 ? 'it' : 'them'} answered (lost or gone)`)
     }
+    const err = replyError('gather', reply)
+    if (err) throw err
+    if (status !== 'OK') throw new TransportError('PROTOCOL', `gather reply has status ${shown(status)}, expected "OK" or "error"`)
     const data = field(reply, 'data')
     if (!(data instanceof Map)) throw new TransportError('PROTOCOL', 'gather reply has no "data" map')
     return futures.map((f) => {
@@ -613,6 +623,109 @@ export class DaskClient {
       f._finish(values[i] instanceof NDArray || ArrayBuffer.isView(values[i]) ? 'numpy.ndarray' : null)
       return f
     })
+  }
+
+  /**
+   * Waits until the futures are done (finished, failed or cancelled), as Dask's wait():
+   * 'ALL_COMPLETED' (the default), 'FIRST_COMPLETED' or 'FIRST_EXCEPTION'. Resolves with the
+   * futures done and not done, in the order given; a failed future does not make it reject.
+   * Rejects with TransportError('TIMEOUT') when options.timeout runs out first.
+   */
+  async wait(futures: readonly DaskFuture[], options: DaskWaitOptions = {}): Promise<{ done: DaskFuture[]; notDone: DaskFuture[] }> {
+    this.#check()
+    if (!Array.isArray(futures)) throw new TypeError(`wait expects an array of DaskFutures, got ${typeof futures}`)
+    this.#own(futures)
+    const returnWhen = options.returnWhen ?? 'ALL_COMPLETED'
+    if (returnWhen !== 'ALL_COMPLETED' && returnWhen !== 'FIRST_COMPLETED' && returnWhen !== 'FIRST_EXCEPTION') {
+      throw new TypeError(`returnWhen must be 'ALL_COMPLETED', 'FIRST_COMPLETED' or 'FIRST_EXCEPTION', got ${shown(returnWhen)}`)
+    }
+    const timeout = options.timeout ?? 0
+    if (!Number.isFinite(timeout) || timeout < 0) throw new TypeError(`timeout must be a non-negative number of milliseconds, got ${String(timeout)}`)
+    const split = (): { done: DaskFuture[]; notDone: DaskFuture[] } => ({ done: futures.filter((f) => f.done), notDone: futures.filter((f) => !f.done) })
+    const enough = (): boolean => {
+      if (futures.every((f) => f.done)) return true
+      if (returnWhen === 'FIRST_COMPLETED') return futures.some((f) => f.done)
+      if (returnWhen === 'FIRST_EXCEPTION') return futures.some((f) => f.status === 'error' || f.status === 'cancelled')
+      return false
+    }
+    if (enough()) return split()
+    await new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | null = null
+      const check = (): void => {
+        if (!enough()) return
+        if (timer) clearTimeout(timer)
+        resolve()
+      }
+      for (const f of futures) f.wait().then(check, check)
+      if (timeout > 0) {
+        timer = setTimeout(() => {
+          const left = futures.filter((f) => !f.done).length
+          reject(new TransportError('TIMEOUT', `${left} of ${futures.length} futures were not done within ${timeout} ms`))
+        }, timeout)
+      }
+    })
+    return split()
+  }
+
+  /**
+   * The futures in the order they become done (finished, failed or cancelled), as Dask's
+   * as_completed: for await (const f of client.asCompleted(fs)) { ... }. A failed future is
+   * yielded like the others (see its status and error). Stops early when the loop breaks.
+   */
+  async *asCompleted(futures: readonly DaskFuture[]): AsyncGenerator<DaskFuture> {
+    this.#check()
+    if (!Array.isArray(futures)) throw new TypeError(`asCompleted expects an array of DaskFutures, got ${typeof futures}`)
+    this.#own(futures)
+    const ready: DaskFuture[] = []
+    let wake: (() => void) | null = null
+    for (const f of futures) {
+      const settle = (): void => {
+        ready.push(f)
+        wake?.()
+      }
+      f.wait().then(settle, settle)
+    }
+    for (let yielded = 0; yielded < futures.length; yielded++) {
+      while (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve))
+      wake = null
+      yield ready.shift()!
+    }
+  }
+
+  /**
+   * Asks the scheduler to stop these futures' tasks and forget them, as Dask's cancel(): their
+   * futures fail with TransportError('REMOTE') and status 'cancelled' when the scheduler
+   * confirms; results already computed are dropped. force also cancels keys other clients want.
+   */
+  async cancel(futures: readonly DaskFuture[], options: { force?: boolean; reason?: string } = {}): Promise<void> {
+    this.#check()
+    if (!Array.isArray(futures)) throw new TypeError(`cancel expects an array of DaskFutures, got ${typeof futures}`)
+    this.#own(futures)
+    if (futures.length === 0) return
+    const reason = options.reason ?? 'cancelled by the Node client'
+    const args: Record<string, unknown> = { keys: futures.map((f) => f.key), client: this.id, force: options.force ?? false }
+    // From 2025.4 the handler takes (and requires) the reason and the message it reports.
+    if (this.graphForm === 'expr') Object.assign(args, { reason, msg: reason })
+    await this.rpc('cancel', args, { allowNull: true })
+    for (const f of futures) if (!f.done) f._fail(new TransportError('REMOTE', `key ${f.key} was cancelled (${reason})`), 'cancelled')
+  }
+
+  /**
+   * The software of the scheduler and of each worker, as Dask's get_versions() shows them:
+   * { scheduler: {host, packages}, workers: {address: {host, packages}} }.
+   */
+  async getVersions(options: { timeout?: number } = {}): Promise<{ scheduler: DaskVersions; workers: Map<string, DaskVersions> }> {
+    const scheduler = await this.rpc('versions', {}, options)
+    const workers = await this.rpc('broadcast', { msg: { op: 'versions' } }, options)
+    const asVersions = (v: unknown): DaskVersions => {
+      const host = field(v, 'host')
+      const packages = field(v, 'packages')
+      return { host: host instanceof Map ? host : new Map(), packages: packages instanceof Map ? packages : new Map() }
+    }
+    return {
+      scheduler: asVersions(scheduler),
+      workers: new Map(workers instanceof Map ? [...workers].map(([k, v]) => [String(k), asVersions(v)]) : []),
+    }
   }
 
   /** Tells the scheduler this client no longer needs these keys; it may forget them. */

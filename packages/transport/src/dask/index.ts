@@ -1,8 +1,10 @@
 /** A client for Dask distributed: its comms (tcp://, ws://), message layer, serializers and client ops. See docs/dask.md. */
 export {
   DaskClient, pythonGlobal,
-  type DaskClientOptions, type DaskClientStatus, type RpcOptions, type ScatterOptions, type SubmitOptions,
+  type DaskClientOptions, type DaskClientStatus, type DaskVersions, type MapOptions, type ReturnWhen, type RpcOptions, type ScatterOptions,
+  type SubmitOptions, type DaskWaitOptions,
 } from './client.js'
+export { graphFormFor, parseDaskVersion, type GraphForm } from './graph.js'
 export { DaskFuture, type DaskFutureStatus } from './future.js'
 export { DaskRemoteError } from './remote-error.js'
 export {

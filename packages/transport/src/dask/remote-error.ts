@@ -5,6 +5,15 @@
  * scheduler answers {"status": "uncaught-error", "exception_text", "traceback_text", ...}.
  * The pickles are read in opaque mode (nothing is called) to recover the exception's type,
  * its arguments and the traceback in Python's own "File ..., line ..., in ..." layout.
+ *
+ * tblib pickles an exception as one of
+ *   unpickle_exception(func, args, cause, tb, context, suppress_context, notes)   (all versions;
+ *     before 3.0 only the first four)
+ *   unpickle_exception_with_attrs(func, attrs, cause, tb, context, suppress_context, notes, args)
+ *     (3.2 on, for exceptions with their own __init__ and no __reduce__; attrs["args"] holds the
+ *     arguments)
+ * and the cause and context are exceptions pickled the same way: they become the error's cause
+ * chain, as Python's traceback prints it ("The above exception was the direct cause ...").
  */
 import { PyGlobal, PyObject, Tuple, loads } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
@@ -22,11 +31,20 @@ export class DaskRemoteError extends TransportError {
     readonly traceback: string,
     /** The task's key, for a failed task. */
     readonly key: string | null = null,
+    /**
+     * The Python exception's __cause__ (raise ... from ...), or its __context__ when Python
+     * shows that (no cause, context not suppressed), as a DaskRemoteError of its own; undefined
+     * when there is none.
+     */
+    cause?: DaskRemoteError,
   ) {
-    super('REMOTE', message)
+    super('REMOTE', message, cause === undefined ? undefined : { cause })
     this.name = 'DaskRemoteError'
   }
 }
+
+/** How deep a cause chain is followed (Python's own chains are short; a pickle could nest without end). */
+const MAX_CHAIN = 20
 
 function pyRepr(v: unknown): string {
   if (typeof v === 'string') return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n')}'`
@@ -55,11 +73,17 @@ function globalName(g: PyGlobal): string {
 export function describeException(exc: unknown): { type: string; text: string } {
   if (exc instanceof PyObject) {
     const callable = exc.callable
-    // tblib: unpickle_exception(func, args, cause, tb, ...)
-    if (callable.module === 'tblib.pickling_support' && callable.name === 'unpickle_exception') {
+    if (isTblib(exc, 'unpickle_exception')) {
       const [func, args] = exc.args
       const type = func instanceof PyGlobal ? globalName(func) : 'Exception'
       return { type, text: strOfArgs(Array.isArray(args) ? args : []) }
+    }
+    if (isTblib(exc, 'unpickle_exception_with_attrs')) {
+      const [func, attrs, , , , , , args] = exc.args
+      const type = func instanceof PyGlobal ? globalName(func) : 'Exception'
+      const fromAttrs = field(attrs, 'args')
+      const list = Array.isArray(fromAttrs) ? fromAttrs : Array.isArray(args) ? args : []
+      return { type, text: strOfArgs(list) }
     }
     return { type: globalName(callable), text: strOfArgs(exc.args) }
   }
@@ -68,6 +92,32 @@ export function describeException(exc: unknown): { type: string; text: string } 
   if (exc instanceof TransportError) return { type: 'Exception', text: `(the exception could not be read: ${exc.message})` }
   if (typeof exc === 'string') return { type: 'Exception', text: exc }
   return { type: 'Exception', text: pyRepr(exc) }
+}
+
+function isTblib(o: PyObject, name: string): boolean {
+  return o.callable.module === 'tblib.pickling_support' && o.callable.name === name
+}
+
+/** The cause Python's traceback shows for an (opaque) tblib exception, and that exception's traceback. */
+function causeOf(exc: unknown): { exc: unknown; tb: unknown } | null {
+  if (!(exc instanceof PyObject)) return null
+  if (!isTblib(exc, 'unpickle_exception') && !isTblib(exc, 'unpickle_exception_with_attrs')) return null
+  const [, , cause, , context, suppress] = exc.args
+  const next = cause !== null && cause !== undefined ? cause : suppress === true ? null : context
+  if (next === null || next === undefined) return null
+  const tb = next instanceof PyObject && next.args.length > 3 ? next.args[3] : null
+  return { exc: next, tb }
+}
+
+/** A DaskRemoteError for each link of the cause chain after exc, the first link outermost. */
+function causeChain(exc: unknown): DaskRemoteError | undefined {
+  const links: { type: string; text: string; tb: string }[] = []
+  for (let c = causeOf(exc); c !== null && links.length < MAX_CHAIN; c = causeOf(c.exc)) {
+    links.push({ ...describeException(c.exc), tb: formatTraceback(c.tb) })
+  }
+  let chain: DaskRemoteError | undefined
+  for (const l of links.reverse()) chain = new DaskRemoteError(`caused by ${l.type}${l.text ? `: ${l.text}` : ''}`, l.type, l.text, l.tb, null, chain)
+  return chain
 }
 
 function stateOf(o: unknown, key: string): unknown {
@@ -113,19 +163,23 @@ export function loadOpaque(pickle: unknown): unknown {
 
 /** The error of a failed task, from a task-erred report's exception and traceback. */
 export function taskError(key: string, exception: unknown, traceback: unknown): DaskRemoteError {
-  const { type, text } = describeException(loadOpaque(exception))
+  const exc = loadOpaque(exception)
+  const { type, text } = describeException(exc)
   const tb = formatTraceback(loadOpaque(traceback))
-  return new DaskRemoteError(`task ${key} failed: ${type}${text ? `: ${text}` : ''}`, type, text, tb, key)
+  const cause = causeChain(exc)
+  const why = cause ? ` (caused by ${cause.exceptionType}${cause.exceptionText ? `: ${cause.exceptionText}` : ''})` : ''
+  return new DaskRemoteError(`task ${key} failed: ${type}${text ? `: ${text}` : ''}${why}`, type, text, tb, key, cause)
 }
 
 /** The error of an op the peer answered with {"status": "error" | "uncaught-error", ...}; null when the reply is no error. */
 export function replyError(op: string, reply: unknown): DaskRemoteError | null {
   const status = field(reply, 'status')
   if (typeof status !== 'string' || !status.includes('error')) return null
-  const exc = describeException(loadOpaque(field(reply, 'exception')))
+  const raw = loadOpaque(field(reply, 'exception'))
+  const exc = describeException(raw)
   const excText = field(reply, 'exception_text')
   const tbText = field(reply, 'traceback_text')
   const tb = typeof tbText === 'string' ? tbText : formatTraceback(loadOpaque(field(reply, 'traceback')))
   const detail = exc.type !== 'Exception' || exc.text ? `${exc.type}${exc.text ? `: ${exc.text}` : ''}` : typeof excText === 'string' ? excText : status
-  return new DaskRemoteError(`op ${JSON.stringify(op)} failed on the Dask side: ${detail}`, exc.type, exc.text || (typeof excText === 'string' ? excText : ''), tb)
+  return new DaskRemoteError(`op ${JSON.stringify(op)} failed on the Dask side: ${detail}`, exc.type, exc.text || (typeof excText === 'string' ? excText : ''), tb, null, causeChain(raw))
 }
