@@ -4,6 +4,7 @@
  * application registers it (or opts into the opaque mode).
  */
 import { PickleError } from './errors.js'
+import { KeySpace } from './keys.js'
 import { defineNumpyGlobals } from './numpy.js'
 import type { ReduceValue } from './types.js'
 import {
@@ -404,15 +405,16 @@ function parseComplex(text: string): Complex {
   return new Complex(0, m[5] === undefined ? (m[4] === '-' ? -1 : 1) : floatFromText(m[4]!, m[5]))
 }
 
-function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unknown[], who: string): M {
+/** dict(...) and its subclasses' constructors: keys Python would merge are merged (see keys.ts). */
+function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unknown[], who: string, keys = new KeySpace()): M {
   for (const a of args) {
     if (a instanceof Map || (typeof a === 'object' && a !== null && isPlainObject(a))) {
-      for (const [k, v] of dictEntries(a, who)) target.set(k, v)
+      for (const [k, v] of dictEntries(a, who)) keys.setEntry(target, k, v)
     } else if (Array.isArray(a)) {
       for (const pair of a) {
         const kv = iterableItems(pair, who)
         if (kv.length !== 2) bad(`${who} sequence items must be pairs`)
-        target.set(kv[0], kv[1])
+        keys.setEntry(target, kv[0], kv[1])
       }
     } else {
       bad(`${who} needs a mapping or pairs, got ${describe(a)}`)
@@ -421,13 +423,36 @@ function dictLike<M extends Map<unknown, unknown>>(target: M, args: readonly unk
   return target
 }
 
+/**
+ * collections.Counter(x): a mapping's entries as they are, any other iterable's items counted,
+ * as Counter.update does; keys Python would merge are counted together.
+ */
+function counterOf(args: readonly unknown[], keys = new KeySpace()): Counter {
+  const who = 'collections.Counter'
+  argc(args, 0, 1, who)
+  const c = new Counter()
+  const a = args[0]
+  if (a === undefined || a instanceof Map || (typeof a === 'object' && a !== null && isPlainObject(a))) return dictLike(c, args, who, keys)
+  for (const x of iterableItems(a, who)) {
+    const n = keys.getEntry(c, x) ?? 0
+    keys.setEntry(c, x, typeof n === 'bigint' ? n + 1n : num(n, who) + 1)
+  }
+  return c
+}
+
+/** set(...) and frozenset(...): members Python would merge are merged (see keys.ts). */
+function setOf<S extends Set<unknown>>(target: S, args: readonly unknown[], who: string, keys = new KeySpace()): S {
+  if (args.length) for (const x of iterableItems(args[0], who)) keys.addMember(target, x)
+  return target
+}
+
 function defineAll(r: GlobalRegistry): void {
-  const call = (module: string, name: string, fn: (args: readonly unknown[]) => unknown, work?: (args: readonly unknown[]) => number): PyGlobal =>
+  const call = (module: string, name: string, fn: (args: readonly unknown[], keys?: KeySpace) => unknown, work?: (args: readonly unknown[]) => number): PyGlobal =>
     r.define(module, name, work ? { call: fn, work } : { call: fn })
   const b = 'builtins'
 
-  call(b, 'set', (args) => (argc(args, 0, 1, 'set'), new Set(args.length ? iterableItems(args[0], 'set') : [])))
-  call(b, 'frozenset', (args) => (argc(args, 0, 1, 'frozenset'), new FrozenSet(args.length ? iterableItems(args[0], 'frozenset') : [])))
+  call(b, 'set', (args, keys) => (argc(args, 0, 1, 'set'), setOf(new Set(), args, 'set', keys)))
+  call(b, 'frozenset', (args, keys) => (argc(args, 0, 1, 'frozenset'), setOf(new FrozenSet(), args, 'frozenset', keys)))
   call(b, 'bytearray', (args) => {
     // bytesFrom's result is always fresh memory of its own: the bytearray takes it as it is.
     const src = bytesFrom(args, 'bytearray')
@@ -442,7 +467,7 @@ function defineAll(r: GlobalRegistry): void {
   })
   call(b, 'list', (args) => (argc(args, 0, 1, 'list'), args.length ? [...iterableItems(args[0], 'list')] : []))
   call(b, 'tuple', (args) => (argc(args, 0, 1, 'tuple'), Tuple.fromItems(args.length ? iterableItems(args[0], 'tuple') : [])))
-  call(b, 'dict', (args) => dictLike(new Map(), args, 'dict'))
+  call(b, 'dict', (args, keys) => dictLike(new Map(), args, 'dict', keys))
   call(b, 'str', (args) => (argc(args, 0, 1, 'str'), args.length ? (typeof args[0] === 'string' ? args[0] : bad(`str() of ${describe(args[0])} is not supported`)) : ''))
   call(b, 'int', (args) => (argc(args, 0, 1, 'int'), args.length ? (isInt(args[0]) ? args[0] : bad(`int() of ${describe(args[0])} is not supported`)) : 0))
   call(b, 'float', (args) => (argc(args, 0, 1, 'float'), args.length ? num(args[0], 'float') : 0))
@@ -462,9 +487,9 @@ function defineAll(r: GlobalRegistry): void {
     return encodeText(text, encoding ?? 'utf-8', '_codecs.encode')
   })
 
-  call('collections', 'OrderedDict', (args) => dictLike(new OrderedDict(), args, 'collections.OrderedDict'))
-  call('collections', 'Counter', (args) => dictLike(new Counter(), args, 'collections.Counter'))
-  call('collections', 'defaultdict', (args) => dictLike(new DefaultDict(args[0] ?? null), args.slice(1), 'collections.defaultdict'))
+  call('collections', 'OrderedDict', (args, keys) => dictLike(new OrderedDict(), args, 'collections.OrderedDict', keys))
+  call('collections', 'Counter', counterOf)
+  call('collections', 'defaultdict', (args, keys) => dictLike(new DefaultDict(args[0] ?? null), args.slice(1), 'collections.defaultdict', keys))
   call('collections', 'deque', (args) => {
     argc(args, 0, 2, 'collections.deque')
     const d = new Deque()

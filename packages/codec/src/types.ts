@@ -3,6 +3,7 @@
  * what is needed to tell it apart from its nearest JavaScript cousin and to pickle it again.
  */
 import { PickleError } from './errors.js'
+import type { KeySpace } from './keys.js'
 
 /**
  * Objects that implement this method receive the state of a BUILD opcode (Python's
@@ -314,9 +315,12 @@ export class PyGlobal {
     return (this.#memoKey ??= this.extensionCode !== null && this.opaque ? `\0ext${this.extensionCode}` : `${this.module}\0${this.name}`)
   }
 
-  /** REDUCE, INST, OBJ: the global called with arguments. */
-  call(args: readonly unknown[], origin: PyObjectOrigin = 'reduce'): unknown {
-    if (this.behaviour.call) return this.behaviour.call(args)
+  /**
+   * REDUCE, INST, OBJ: the global called with arguments. keys is the unpickler's KeySpace, for
+   * reconstructors that build dicts and sets (they merge keys as Python does).
+   */
+  call(args: readonly unknown[], origin: PyObjectOrigin = 'reduce', keys?: KeySpace): unknown {
+    if (this.behaviour.call) return this.behaviour.call(args, keys)
     if (this.opaque) return new PyObject(this, origin, asTuple(args))
     throw new PickleError(`global '${this}' cannot be called`)
   }
@@ -340,8 +344,12 @@ export class PyGlobal {
 
 /** What a registered global does when a pickle calls or instantiates it. */
 export interface GlobalBehaviour {
-  /** cls(*args): REDUCE, INST and OBJ. */
-  call?(args: readonly unknown[]): unknown
+  /**
+   * cls(*args): REDUCE, INST and OBJ. keys, when given, is the unpickler's KeySpace: a
+   * reconstructor that builds a dict or set inserts through it, so that keys Python would
+   * merge are merged.
+   */
+  call?(args: readonly unknown[], keys?: KeySpace): unknown
   /**
    * The work a call does beyond the items it is handed (UnpicklerOptions.maxWork), when that is
    * more: bytes(n) allocating n bytes from a bare count. Default 0.

@@ -6,6 +6,7 @@
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
 import { defaultGlobals, dictEntries, fixImport, isPlainObject, spreadable, type GlobalRegistry } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
+import { KeySpace, isPlainNumberKey } from './keys.js'
 import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import {
@@ -159,6 +160,8 @@ class LoadState {
   readonly fixImports: boolean
   readonly globals: GlobalRegistry
   opaqueGlobals: Map<string, PyGlobal> | null = null
+  /** Python's key equality for the dicts and sets this Unpickler builds (kept across loads, as the memo is). */
+  readonly keys: KeySpace
 
   constructor(readonly options: UnpicklerOptions) {
     this.buffers = options.buffers ? options.buffers[Symbol.iterator]() : null
@@ -171,6 +174,7 @@ class LoadState {
     this.errors = options.errors ?? 'strict'
     this.fixImports = options.fixImports ?? true
     this.globals = options.globals ?? defaultGlobals
+    this.keys = new KeySpace((w) => this.chargeKeys(w), this.maxDepth)
   }
 
   setInput(data: Uint8Array, start: number, end: number): void {
@@ -247,6 +251,17 @@ class LoadState {
       throw new UnpicklingError(
         `the load exceeded its work budget (${this.workLimit} items handed to reconstructors and BUILD; ` +
           `${what} ${describe(subject)} was handed ${w}): a pickle amplifying work through memoized values? See the maxWork option`,
+      )
+    }
+  }
+
+  /** Charges the encoding of a composite dict key or set member (a tuple, bytes, ...) for its length. */
+  chargeKeys(w: number): void {
+    this.work += w
+    if (this.work > this.workLimit) {
+      throw new UnpicklingError(
+        `the load exceeded its work budget (${this.workLimit}) comparing dict keys and set members ` +
+          `(a key of ${w} units): a pickle amplifying work through memoized keys? See the maxWork option`,
       )
     }
   }
@@ -517,18 +532,14 @@ function parseFloatText(text: string): number {
 
 // ---- containers ----
 
-/** Python refuses mutable containers as dict keys and set members; so do we. */
-function checkHashable(k: unknown): void {
-  if (typeof k !== 'object' || k === null) return
-  if ((Array.isArray(k) && !(k instanceof Tuple)) || (k instanceof Map) || (k instanceof Set && !(k instanceof FrozenSet)) || k instanceof ByteArray) {
-    throw new UnpicklingError(`unhashable type: '${describe(k)}'`)
-  }
-}
-
+/**
+ * d[k] = v. A Map merges keys as Python's dict does and refuses unhashable ones (keys.ts);
+ * str and plain int keys of a Map without an index go straight in.
+ */
 function setItem(s: LoadState, target: unknown, k: unknown, v: unknown): void {
   if (target instanceof Map) {
-    checkHashable(k)
-    target.set(k, v)
+    if ((typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k))) && s.keys.indexOf(target) === undefined) target.set(k, v)
+    else s.keys.setEntry(target, k, v)
   } else if (target instanceof PyOpaque) {
     target.dictItems.push([k, v])
   } else if (s.dictAsObject && typeof target === 'object' && target !== null && isPlainObject(target)) {
@@ -557,11 +568,17 @@ function appendItems(target: unknown, items: unknown[], start: number): void {
   }
 }
 
-function addItems(target: unknown, items: unknown[]): void {
-  if (!(target instanceof Set) || target instanceof FrozenSet) throw new UnpicklingError(`cannot add items to ${describe(target)}`)
-  for (const x of items) {
-    checkHashable(x)
-    target.add(x)
+/** Adds items[from..] to a set as Python's set.add does: members Python would merge are merged (keys.ts). */
+function addMembers(s: LoadState, target: Set<unknown>, items: unknown[], from: number): void {
+  const keys = s.keys
+  let plain = keys.indexOf(target) === undefined
+  for (let i = from; i < items.length; i++) {
+    const x = items[i]
+    if (plain && (typeof x === 'string' || (typeof x === 'number' && isPlainNumberKey(x)))) target.add(x)
+    else {
+      keys.addMember(target, x)
+      plain = keys.indexOf(target) === undefined
+    }
   }
 }
 
@@ -586,7 +603,7 @@ function workSize(v: unknown): number {
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
   s.charge('a call of', callable, args, callable instanceof PyGlobal ? callable.callWork(args) : 0)
-  if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin)))
+  if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin, s.keys)))
   if (typeof callable === 'function') return callable(...spreadable(args, callable))
   // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
   // is one more inert placeholder, which pickles back as the same call.
@@ -1068,10 +1085,13 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if ((st.length - m) % 2 !== 0) throw new UnpicklingError('odd number of items for SETITEMS')
     const d = s.belowMark(m)
     if (d instanceof Map && d.constructor === Map) {
+      const keys = s.keys
+      let ix = keys.indexOf(d)
       for (let i = m; i < st.length; i += 2) {
         const k = st[i]
-        if (typeof k === 'object' && k !== null) checkHashable(k)
-        d.set(k, st[i + 1])
+        // str and plain int keys of a dict without an index are their own Python equality.
+        if (ix === undefined && (typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k)))) d.set(k, st[i + 1])
+        else ix = keys.setEntry(d, k, st[i + 1])
       }
     } else {
       for (let i = m; i < st.length; i += 2) setItem(s, d, st[i], st[i + 1])
@@ -1084,13 +1104,20 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     s.stack.push(new Set())
   },
   ADDITEMS(s) {
-    const items = s.popMark()
-    addItems(s.top(), items)
+    const m = s.markStart()
+    const st = s.stack
+    const target = s.belowMark(m)
+    if (!(target instanceof Set) || target instanceof FrozenSet) throw new UnpicklingError(`cannot add items to ${describe(target)}`)
+    addMembers(s, target, st, m)
+    truncate(st, m)
   },
   FROZENSET(s) {
-    const items = s.popMark()
-    for (const x of items) checkHashable(x)
-    s.stack.push(new FrozenSet(items))
+    const m = s.markStart()
+    const st = s.stack
+    const fs = new FrozenSet()
+    addMembers(s, fs, st, m)
+    truncate(st, m)
+    st.push(fs)
   },
 
   // stack manipulation

@@ -1,0 +1,430 @@
+/**
+ * Python's key equality for the dicts and sets the unpickler builds. Python merges dict keys
+ * and set members that are == (with equal hashes): 1, True, 1.0, Decimal(1) and 1+0j are one
+ * key, and so are equal bytes, tuples and frozensets that are separate objects. A JavaScript
+ * Map compares keys as SameValueZero, which keeps all of those apart, so that without this a
+ * pickle would mean one thing to CPython and another to picklewire.
+ *
+ * A container gets an index (a Map from a canonical form of each key to the first key Python
+ * would keep) only once it receives a key whose JavaScript identity differs from Python's
+ * equality. Strings and numbers that are their own canonical form go straight into the
+ * container, so dicts of str or int keys pay nothing.
+ */
+import { UnpicklingError } from './errors.js'
+import { NDArray, NumpyScalar } from './numpy.js'
+import {
+  ByteArray, Complex, Decimal, FrozenSet, PyDate, PyDateTime, PyFloat, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, describe,
+} from './types.js'
+import { decodeLatin1 } from './text.js'
+
+/** The canonical form of a primitive NaN: equal to nothing, not even another NaN (see setEntry). */
+const NAN_KEY: unique symbol = Symbol('NaN key')
+
+/** A Decimal key with more integer digits than this is refused (its int would be built digit by digit). */
+const MAX_DECIMAL_KEY_DIGITS = 4300
+
+const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER)
+const SAFE_MIN = BigInt(Number.MIN_SAFE_INTEGER)
+
+/**
+ * A number that is its own canonical key: a safe integer or a finite or infinite non-integral
+ * value. NaN and integral values beyond 2^53 (equal to a bigint) are not.
+ */
+export function isPlainNumberKey(k: number): boolean {
+  return Number.isSafeInteger(k) || (k === k && !Number.isInteger(k))
+}
+
+function isPlainObject(o: object): boolean {
+  const proto = Object.getPrototypeOf(o)
+  return proto === Object.prototype || proto === null
+}
+
+/** The Python type name of a value Python cannot hash, or null when it can be hashed. */
+function unhashableKind(o: object): string | null {
+  if (Array.isArray(o)) return o instanceof Tuple ? null : 'list'
+  if (o instanceof Map) return 'dict'
+  if (o instanceof Set) return o instanceof FrozenSet ? null : 'set'
+  if (o instanceof ByteArray) return 'bytearray'
+  if (o instanceof Slice) return 'slice'
+  if (o instanceof NDArray) return 'numpy.ndarray'
+  if (isPlainObject(o)) return 'dict'
+  return null
+}
+
+function unhashable(kind: string, o: unknown, role: string): never {
+  throw new UnpicklingError(`unhashable type: '${kind}' as ${role} (got ${describe(o)})`)
+}
+
+/** Days from 0001-01-01 (proleptic Gregorian) to the date, for comparing aware datetimes. */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const yy = m <= 2 ? y - 1 : y
+  const era = Math.floor(yy / 400)
+  const yoe = yy - era * 400
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy
+  return era * 146097 + doe
+}
+
+function deltaMicros(t: PyTimeDelta): bigint {
+  return (BigInt(t.days) * 86_400n + BigInt(t.seconds)) * 1_000_000n + BigInt(t.microseconds)
+}
+
+/** A Decimal's value: its sign, coefficient and exponent, or a special value. */
+function parseDecimal(text: string): { special: 'nan' | 'snan' | 'inf' | '-inf' } | { coeff: bigint; exp: number } | null {
+  const t = text.trim().replace(/_/g, '')
+  const m = /^([+-]?)(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?$/.exec(t)
+  if (m === null) {
+    const l = t.toLowerCase().replace(/^\+/, '')
+    if (/^-?nan\d*$/.test(l)) return { special: 'nan' }
+    if (/^-?snan\d*$/.test(l)) return { special: 'snan' }
+    if (l === 'inf' || l === 'infinity') return { special: 'inf' }
+    if (l === '-inf' || l === '-infinity') return { special: '-inf' }
+    return null
+  }
+  const intPart = m[2] ?? ''
+  const frac = m[3] ?? m[4] ?? ''
+  let digits = (intPart + frac).replace(/^0+/, '')
+  let exp = Number(m[5] ?? '0') - frac.length
+  if (!Number.isSafeInteger(exp)) return null
+  if (digits === '') return { coeff: 0n, exp: 0 }
+  const stripped = digits.replace(/0+$/, '')
+  exp += digits.length - stripped.length
+  digits = stripped
+  const coeff = BigInt(digits)
+  return { coeff: m[1] === '-' ? -coeff : coeff, exp }
+}
+
+/** The exact decimal coefficient and exponent of a finite float, trailing zeros stripped. */
+function floatAsDecimal(x: number): { coeff: bigint; exp: number } {
+  if (x === 0) return { coeff: 0n, exp: 0 }
+  const view = new DataView(new ArrayBuffer(8))
+  view.setFloat64(0, x)
+  const hi = view.getUint32(0)
+  const lo = view.getUint32(4)
+  const biased = (hi >>> 20) & 0x7ff
+  let mant = (BigInt(hi & 0xfffff) << 32n) | BigInt(lo)
+  let e2: number
+  if (biased === 0) e2 = -1074
+  else {
+    mant |= 1n << 52n
+    e2 = biased - 1075
+  }
+  if (x < 0) mant = -mant
+  let coeff: bigint
+  let exp: number
+  if (e2 >= 0) {
+    coeff = mant << BigInt(e2)
+    exp = 0
+  } else {
+    // m * 2^e2 = m * 5^-e2 / 10^-e2
+    coeff = mant * 5n ** BigInt(-e2)
+    exp = e2
+  }
+  while (coeff % 10n === 0n) {
+    coeff /= 10n
+    exp++
+  }
+  return { coeff, exp }
+}
+
+/**
+ * The keys of the dicts and sets of one Unpickler: which containers have an index, the
+ * encodings of composite keys already computed, and the work they cost.
+ */
+export class KeySpace {
+  #indexes: WeakMap<object, Map<unknown, unknown>> | null = null
+  /** One object per composite encoding, so that equal composites are one Map key. */
+  #tokens: Map<string, object> | null = null
+  #encodings: WeakMap<object, string | null> | null = null
+  #ids: WeakMap<object, number> | null = null
+  #nextId = 0
+
+  /**
+   * charge is told the work of each composite key encoded (its length), against CPU
+   * amplification by memoized keys; maxDepth bounds how deeply tuples nest in one key.
+   */
+  constructor(readonly charge: (work: number) => void = () => {}, readonly maxDepth = 10_000) {}
+
+  /** The index of a container, or undefined while its keys are all their own canonical form. */
+  indexOf(container: object): Map<unknown, unknown> | undefined {
+    return this.#indexes === null ? undefined : this.#indexes.get(container)
+  }
+
+  /**
+   * map[k] = v as a Python dict does it: a key equal to one already there keeps that first key
+   * and takes the new value. Returns the map's index afterwards (undefined when it has none).
+   */
+  setEntry(map: Map<unknown, unknown>, k: unknown, v: unknown): Map<unknown, unknown> | undefined {
+    const c = this.canonical(k, 'a dict key')
+    if (c === NAN_KEY) {
+      if (map.has(k)) twoNaNs('dict keys')
+      map.set(k, v)
+      return this.indexOf(map)
+    }
+    let ix = this.indexOf(map)
+    if (ix === undefined) {
+      if (c === k) {
+        map.set(k, v)
+        return undefined
+      }
+      ix = this.#buildIndex(map, map.keys())
+    }
+    const first = ix.get(c)
+    if (first !== undefined || ix.has(c)) map.set(first, v)
+    else {
+      ix.set(c, k)
+      map.set(k, v)
+    }
+    return ix
+  }
+
+  /** map.get(k) as a Python dict does it: the value under the key equal to k, or undefined. */
+  getEntry(map: Map<unknown, unknown>, k: unknown): unknown {
+    const ix = this.indexOf(map)
+    if (ix === undefined) return map.get(k)
+    const c = this.canonical(k, 'a dict key')
+    return c === NAN_KEY ? undefined : ix.has(c) ? map.get(ix.get(c)) : undefined
+  }
+
+  /** set.add(x) as a Python set does it: a member equal to one already there is not added. */
+  addMember(set: Set<unknown>, x: unknown): void {
+    const c = this.canonical(x, 'a set member')
+    if (c === NAN_KEY) {
+      if (set.has(x)) twoNaNs('set members')
+      set.add(x)
+      return
+    }
+    let ix = this.indexOf(set)
+    if (ix === undefined) {
+      if (c === x) {
+        set.add(x)
+        return
+      }
+      ix = this.#buildIndex(set, set.values())
+    }
+    if (!ix.has(c)) {
+      ix.set(c, x)
+      set.add(x)
+    }
+  }
+
+  #buildIndex(container: object, keys: Iterable<unknown>): Map<unknown, unknown> {
+    const ix = new Map<unknown, unknown>()
+    for (const k of keys) {
+      const c = this.canonical(k, 'a dict key')
+      if (c !== NAN_KEY && !ix.has(c)) ix.set(c, k)
+    }
+    ;(this.#indexes ??= new WeakMap()).set(container, ix)
+    return ix
+  }
+
+  /**
+   * What Python's == sees of a key, as a value that is SameValueZero-equal to another key's
+   * exactly when the two are == in Python: numbers of every kind as a number or bigint,
+   * composites (bytes, tuples, frozensets, ...) as one token object per encoding, objects
+   * compared by identity as themselves, a primitive NaN as NAN_KEY. Unhashable values throw.
+   */
+  canonical(k: unknown, role: string): unknown {
+    switch (typeof k) {
+      case 'string':
+        return k
+      case 'number':
+        if (k !== k) return NAN_KEY
+        return isPlainNumberKey(k) ? k : BigInt(k)
+      case 'boolean':
+        return k ? 1 : 0
+      case 'bigint':
+        return k <= SAFE_MAX && k >= SAFE_MIN ? Number(k) : k
+      case 'object': {
+        if (k === null) return null
+        const kind = unhashableKind(k)
+        if (kind !== null) unhashable(kind, k, role)
+        const num = this.#numeric(k, role)
+        if (num !== undefined) return num
+        if (!this.#isComposite(k)) return k
+        const e = this.#encode(k, role, 0)
+        if (e === null) return k
+        const tokens = (this.#tokens ??= new Map())
+        let token = tokens.get(e)
+        if (token === undefined) tokens.set(e, (token = {}))
+        return token
+      }
+      default:
+        return k
+    }
+  }
+
+  /**
+   * The canonical form of a numeric object (PyFloat, Decimal, Complex, a numpy scalar): the
+   * number or bigint it equals, a token, or the object itself when it is a NaN (equal only to
+   * itself, as Python hashes NaN objects by identity). undefined for other objects.
+   */
+  #numeric(o: object, role: string): unknown {
+    if (o instanceof PyFloat) return this.canonical(o.value, role) === NAN_KEY ? o : this.canonical(o.value, role)
+    if (o instanceof NumpyScalar) {
+      const v = o.natural()
+      if (v === o) return undefined
+      if (typeof v === 'number' && v !== v) return o
+      return this.canonical(v, role)
+    }
+    if (o instanceof Complex) {
+      if (o.imag === 0) return o.real !== o.real ? o : this.canonical(o.real, role)
+      return undefined
+    }
+    if (o instanceof Decimal) {
+      const d = parseDecimal(o.value)
+      if (d === null) return o
+      if ('special' in d) {
+        if (d.special === 'snan') throw new UnpicklingError(`cannot hash a signaling NaN value: Decimal(${JSON.stringify(o.value)}) as ${role}`)
+        if (d.special === 'nan') return o
+        return d.special === 'inf' ? Infinity : -Infinity
+      }
+      if (d.exp >= 0) {
+        const digits = (d.coeff < 0n ? -d.coeff : d.coeff).toString().length + d.exp
+        if (digits > MAX_DECIMAL_KEY_DIGITS) {
+          throw new UnpicklingError(`Decimal(${JSON.stringify(o.value.slice(0, 40))}) as ${role}: more than ${MAX_DECIMAL_KEY_DIGITS} integer digits are not compared with ints`)
+        }
+        return this.canonical(d.coeff * 10n ** BigInt(d.exp), role)
+      }
+      // Not an integer: it equals a float when the float nearest to it is exactly it.
+      const f = Number(o.value.trim().replace(/_/g, ''))
+      if (Number.isFinite(f) && !Number.isInteger(f)) {
+        const exact = floatAsDecimal(f)
+        if (exact.coeff === d.coeff && exact.exp === d.exp) return f
+      }
+      return undefined
+    }
+    return undefined
+  }
+
+  #isComposite(o: object): boolean {
+    return o instanceof Tuple || o instanceof FrozenSet || (o instanceof Uint8Array && !(o instanceof ByteArray)) || o instanceof Complex ||
+      o instanceof Decimal || o instanceof PyRange || o instanceof PyDate || o instanceof PyDateTime || o instanceof PyTime ||
+      o instanceof PyTimeDelta || o instanceof PyTimeZone || o instanceof UUID
+  }
+
+  /**
+   * A self-delimiting text of what Python's == compares in a key, or null when the key
+   * contains a NaN (equal only to itself: compared by identity). Cached per object.
+   */
+  #encode(x: unknown, role: string, depth: number): string | null {
+    switch (typeof x) {
+      case 'string':
+        return `s${x.length}:${x}`
+      case 'number':
+        if (x !== x) return null
+        return Number.isInteger(x) ? `i${Number.isSafeInteger(x) ? x : BigInt(x)};` : `f${x};`
+      case 'boolean':
+        return x ? 'i1;' : 'i0;'
+      case 'bigint':
+        return `i${x};`
+      case 'undefined':
+        return 'N'
+      case 'object':
+        break
+      case 'function':
+        return this.#identity(x)
+      default:
+        return null
+    }
+    if (x === null) return 'N'
+    const o = x as object
+    const cached = this.#encodings?.get(o)
+    if (cached !== undefined) return cached
+    if (depth >= this.maxDepth) throw new UnpicklingError(`${role} nests tuples deeper than maxDepth (${this.maxDepth})`)
+    const kind = unhashableKind(o)
+    if (kind !== null) unhashable(kind, o, role)
+    let e: string | null
+    const num = this.#numeric(o, role)
+    if (num !== undefined) {
+      e = num === o ? null : this.#encode(num, role, depth)
+    } else {
+      e = this.#encodeUncached(o, role, depth)
+    }
+    ;(this.#encodings ??= new WeakMap()).set(o, e)
+    return e
+  }
+
+  #encodeUncached(o: object, role: string, depth: number): string | null {
+    let e: string | null
+    if (o instanceof Tuple) {
+      const parts: string[] = []
+      for (let i = 0; i < o.length; i++) {
+        const p = this.#encode(o[i], role, depth + 1)
+        if (p === null) return null
+        parts.push(p)
+      }
+      e = `t${o.length}(${parts.join('')})`
+    } else if (o instanceof FrozenSet) {
+      const parts = new Set<string>()
+      for (const x of o) {
+        const p = this.#encode(x, role, depth + 1)
+        if (p === null) return null
+        parts.add(p)
+      }
+      e = `F${parts.size}{${[...parts].sort().join('')}}`
+    } else if (o instanceof Uint8Array) {
+      e = `y${o.length}:${decodeLatin1(o, 0, o.length)}`
+    } else if (o instanceof Complex) {
+      const re = this.#encode(o.real, role, depth + 1)
+      const im = this.#encode(o.imag, role, depth + 1)
+      if (re === null || im === null) return null
+      e = `c${re}${im}`
+    } else if (o instanceof Decimal) {
+      const d = parseDecimal(o.value)
+      e = d === null || 'special' in d ? null : `d${d.coeff}e${d.exp};`
+    } else if (o instanceof PyRange) {
+      e = rangeKey(o)
+    } else if (o instanceof PyDateTime) {
+      if (o.tzinfo === null) e = `N${o.year},${o.month},${o.day},${o.hour},${o.minute},${o.second},${o.microsecond};`
+      else if (o.tzinfo instanceof PyTimeZone) {
+        const local = ((BigInt(daysFromCivil(o.year, o.month, o.day)) * 24n + BigInt(o.hour)) * 60n + BigInt(o.minute)) * 60n + BigInt(o.second)
+        e = `A${local * 1_000_000n + BigInt(o.microsecond) - deltaMicros(o.tzinfo.offset)};`
+      } else e = null
+    } else if (o instanceof PyDate) {
+      e = `D${o.year},${o.month},${o.day};`
+    } else if (o instanceof PyTime) {
+      const us = ((BigInt(o.hour) * 60n + BigInt(o.minute)) * 60n + BigInt(o.second)) * 1_000_000n + BigInt(o.microsecond)
+      if (o.tzinfo === null) e = `H${us};`
+      else if (o.tzinfo instanceof PyTimeZone) e = `h${us - deltaMicros(o.tzinfo.offset)};`
+      else e = null
+    } else if (o instanceof PyTimeDelta) {
+      e = `T${deltaMicros(o)};`
+    } else if (o instanceof PyTimeZone) {
+      e = `Z${deltaMicros(o.offset)};`
+    } else if (o instanceof UUID) {
+      e = `u${o.int};`
+    } else {
+      return this.#identity(o)
+    }
+    this.charge(e === null ? 1 : e.length)
+    return e
+  }
+
+  /** An object compared by identity, inside a composite key: a number of its own. */
+  #identity(o: object): string {
+    const ids = (this.#ids ??= new WeakMap())
+    let id = ids.get(o)
+    if (id === undefined) ids.set(o, (id = this.#nextId++))
+    return `o${id};`
+  }
+}
+
+/** range equality is by the numbers it holds: length, and first item and step when they matter. */
+function rangeKey(r: PyRange): string {
+  const start = BigInt(r.start)
+  const stop = BigInt(r.stop)
+  const step = BigInt(r.step)
+  let len = 0n
+  if (step > 0n && stop > start) len = (stop - start + step - 1n) / step
+  else if (step < 0n && stop < start) len = (start - stop - step - 1n) / -step
+  if (len === 0n) return 'r0;'
+  if (len === 1n) return `r1,${start};`
+  return `r${len},${start},${step};`
+}
+
+function twoNaNs(what: string): never {
+  throw new UnpicklingError(
+    `two NaN ${what}: Python keeps each float('nan') object apart, a JavaScript Map or Set holds one NaN`,
+  )
+}
