@@ -5,6 +5,8 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync } from 'node:fs'
+import { networkInterfaces } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -14,24 +16,110 @@ import type { Test } from 'tap'
 export const DASK_PYTHON = process.env.PICKLEWIRE_DASK_PYTHON ?? '/usr/bin/python3'
 const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), 'dask_cluster.py')
 
-/** Why the Dask tests cannot run here, or null. */
-export function daskMissing(): string | null {
-  const r = spawnSync(DASK_PYTHON, ['-c', 'import distributed, numpy, lz4'], { encoding: 'utf8', cwd: '/', timeout: 30_000 })
-  if (r.error) return `${DASK_PYTHON} cannot be started (${r.error.message})`
-  if (r.status !== 0) {
-    return `${DASK_PYTHON} cannot import distributed, numpy and lz4 (apt-get install -y python3-distributed python3-numpy python3-lz4): ${r.stderr.trim().split('\n').pop()}`
-  }
-  return null
+/** Where scripts/dask-trixie.sh puts Debian trixie's distributed 2024.12.1 (override with PICKLEWIRE_DASK_TRIXIE). */
+export const TRIXIE_DIR = process.env.PICKLEWIRE_DASK_TRIXIE ?? '/tmp/picklewire-dask-trixie'
+/** trixie's distributed with tblib 3.1.0 from its .deb (the other trixie interpreter has tblib 3.2 from the wheel folder). */
+export const TRIXIE_TBLIB31 = join(TRIXIE_DIR, 'tblib31', 'bin', 'python')
+
+/** One Dask distributed installation the tests run against. */
+export interface DaskEnv {
+  /** Where it comes from: 'bookworm', 'trixie', or a name given in PICKLEWIRE_DASK_PYTHONS. */
+  name: string
+  python: string
+  /** distributed.__version__ and tblib.__version__, read from the interpreter. */
+  version: string
+  tblib: string
 }
 
-/** Runs a file's cluster tests, each given in turn; with no Dask here, plans none and says why. */
+/** Why python cannot run the Dask tests, or its versions. */
+function probe(python: string): { version: string; tblib: string } | string {
+  const r = spawnSync(python, ['-c', 'import distributed, numpy, lz4, tblib; print(distributed.__version__, tblib.__version__)'], { encoding: 'utf8', cwd: '/', timeout: 30_000 })
+  if (r.error) return `${python} cannot be started (${r.error.message})`
+  if (r.status !== 0) {
+    return `${python} cannot import distributed, numpy, lz4 and tblib (apt-get install -y python3-distributed python3-numpy python3-lz4): ${r.stderr.trim().split('\n').pop()}`
+  }
+  const [version = '', tblib = ''] = r.stdout.trim().split(' ')
+  return { version, tblib }
+}
+
+/** Why the Dask tests cannot run here (with Debian's python3, the one every host has), or null. */
+export function daskMissing(): string | null {
+  const p = probe(DASK_PYTHON)
+  return typeof p === 'string' ? p : null
+}
+
+/**
+ * The Dask installations to test against: PICKLEWIRE_DASK_PYTHONS ("name=/path/python;..."),
+ * else Debian's python3 (bookworm's 2022.12.1) and, when scripts/dask-trixie.sh has made it,
+ * trixie's 2024.12.1 with tblib 3.2. Those that cannot import Dask are left out.
+ */
+export function daskEnvs(): DaskEnv[] {
+  const listed = process.env.PICKLEWIRE_DASK_PYTHONS
+  const candidates: [string, string][] = listed
+    ? listed.split(';').filter(Boolean).map((item) => {
+        const at = item.indexOf('=')
+        return at > 0 ? [item.slice(0, at), item.slice(at + 1)] : [item, item]
+      })
+    : [['bookworm', DASK_PYTHON], ...(existsSync(join(TRIXIE_DIR, 'ok')) ? [['trixie', join(TRIXIE_DIR, 'tblib32', 'bin', 'python')] as [string, string]] : [])]
+  const envs: DaskEnv[] = []
+  for (const [name, python] of candidates) {
+    const p = probe(python)
+    if (typeof p !== 'string') envs.push({ name, python, ...p })
+  }
+  return envs
+}
+
+/**
+ * Every Dask test runs in a network namespace of its own with loopback only (unshare -n, then
+ * ip link set lo up): Dask's ws listener advertises the machine's address whatever --host says,
+ * so outside such a namespace test traffic could leave loopback. The test file's process runs
+ * itself again inside one and exits with its status; inside, this returns null. Returns why
+ * no namespace can be made (not root, no unshare) when it cannot; PICKLEWIRE_DASK_NETNS=off
+ * runs in the current namespace instead.
+ */
+export function enterLoopbackNamespace(): string | null {
+  if (process.env.PICKLEWIRE_DASK_NETNS === 'inside' || process.env.PICKLEWIRE_DASK_NETNS === 'off') return null
+  const can = spawnSync('unshare', ['-n', 'true'], { encoding: 'utf8', timeout: 10_000 })
+  if (can.error || can.status !== 0) {
+    return `cannot make a loopback-only network namespace (unshare -n: ${can.error?.message ?? can.stderr.trim()}); run as root, or set PICKLEWIRE_DASK_NETNS=off to run in this namespace`
+  }
+  const r = spawnSync('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, PICKLEWIRE_DASK_NETNS: 'inside' },
+  })
+  process.exit(r.status ?? 1)
+}
+
+/** Runs a file's cluster tests, each given in turn, inside a loopback-only namespace; with no Dask here, plans none and says why. */
 export async function withDask(t: Test, ...runs: (() => Promise<void>)[]): Promise<void> {
-  const missing = daskMissing()
+  const missing = enterLoopbackNamespace() ?? daskMissing()
   if (missing) {
     t.plan(0, missing)
     return
   }
   for (const run of runs) await run()
+}
+
+/**
+ * Runs a file's cluster tests against every Dask installation of daskEnvs(), each as a subtest
+ * named after its distributed version, inside a loopback-only namespace.
+ */
+export async function forEachDask(t: Test, ...runs: ((t: Test, env: DaskEnv) => Promise<void>)[]): Promise<void> {
+  const missing = enterLoopbackNamespace()
+  const envs = missing ? [] : daskEnvs()
+  if (missing || envs.length === 0) {
+    t.plan(0, missing ?? daskMissing() ?? 'no Dask installation found')
+    return
+  }
+  if (process.env.PICKLEWIRE_DASK_NETNS === 'inside') {
+    const names = Object.keys(networkInterfaces())
+    t.same(names, ['lo'], 'the tests run in a network namespace with loopback only')
+  }
+  for (const env of envs) {
+    await t.test(`distributed ${env.version} (${env.name}, tblib ${env.tblib})`, async (t) => {
+      for (const run of runs) await run(t, env)
+    })
+  }
 }
 
 /** Rejects with a clear message when p takes longer than ms. */
@@ -52,6 +140,10 @@ export interface ClusterOptions {
   scheduler?: string
   /** distributed.comm.compression of the Python side. Default 'auto' (lz4). */
   compression?: string
+  /** The interpreter with Dask. Default DASK_PYTHON. */
+  python?: string
+  /** The address the scheduler and workers listen on. Default 127.0.0.1. */
+  host?: string
 }
 
 /** A scheduler and/or workers in one Python process, stopped by stop() or kill(). */
@@ -66,8 +158,9 @@ export class DaskCluster {
     const args = [LAUNCHER, '--protocol', options.protocol ?? 'tcp', '--workers', String(options.workers ?? 1), '--nthreads', String(options.nthreads ?? 2)]
     if (options.scheduler) args.push('--scheduler', options.scheduler)
     if (options.compression) args.push('--compression', options.compression)
+    if (options.host) args.push('--host', options.host)
     // cwd '/': distributed must not see a directory named like one of its modules.
-    this.proc = spawn(DASK_PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: '/' })
+    this.proc = spawn(options.python ?? DASK_PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: '/' })
     this.exited = once(this.proc, 'exit')
     createInterface({ input: this.proc.stderr! }).on('line', (line) => {
       this.log.push(line)

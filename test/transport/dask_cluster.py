@@ -25,6 +25,7 @@ def main():
     p.add_argument("--scheduler", default=None, help="an existing scheduler: start workers only")
     p.add_argument("--compression", default="auto", help="distributed.comm.compression (auto, lz4, zlib, none)")
     p.add_argument("--lifetime", type=float, default=300.0)
+    p.add_argument("--host", default="127.0.0.1", help="the loopback address to listen on")
     args = p.parse_args()
 
     import dask
@@ -54,11 +55,11 @@ def main():
         scheduler = None
         address = args.scheduler
         if address is None:
-            scheduler = Scheduler(host="127.0.0.1", port=0, protocol=args.protocol, dashboard=False, dashboard_address=":0")
+            scheduler = Scheduler(host=args.host, port=0, protocol=args.protocol, dashboard=False, dashboard_address="127.0.0.1:0")
             await scheduler
             address = scheduler.address
         workers = [
-            Worker(address, nthreads=args.nthreads, host="127.0.0.1", protocol=args.protocol, memory_limit=0, dashboard=False, dashboard_address=":0")
+            Worker(address, nthreads=args.nthreads, host=args.host, protocol=args.protocol, memory_limit=0, dashboard=False, dashboard_address="127.0.0.1:0")
             for _ in range(args.workers)
         ]
         for w in workers:
