@@ -54,6 +54,13 @@ export interface PickleSocketOptions {
   requestTimeout?: number
   /** Answers the peer's requests. Default: none (requests get an 'err' reply). */
   onRequest?: RequestHandler
+  /**
+   * The most requests of the peer answered at a time: from a request's arrival until its reply
+   * is handed to ws (a reply waiting for highWaterMark counts). Later requests wait in order,
+   * and reading pauses while any wait, so that a peer that never reads its replies makes this
+   * side hold at most this many replies beyond highWaterMark. Default 64.
+   */
+  maxConcurrentRequests?: number
   /** How received values are unpickled (opaque, registry, dict, ...). Default: the codec's defaults. */
   unpickler?: Omit<UnpicklerOptions, 'buffers'>
   /** How sent values are pickled, and which buffers go out of band. Default: encodeValue's defaults. */
@@ -76,6 +83,7 @@ export interface ResolvedOptions {
   heartbeatTimeout: number
   requestTimeout: number
   onRequest: RequestHandler | null
+  maxConcurrentRequests: number
   unpickler: Omit<UnpicklerOptions, 'buffers'>
   pickler: EncodeOptions
   protocolVersion: number
@@ -85,6 +93,7 @@ export const DEFAULT_HIGH_WATER_MARK = 8 * 2 ** 20
 export const DEFAULT_RECEIVE_HIGH_WATER_MARK = 64 * 2 ** 20
 export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
 export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000
+export const DEFAULT_MAX_CONCURRENT_REQUESTS = 64
 
 /** The largest header a receiver accepts. */
 export { MAX_HEADER_BYTES }
@@ -128,6 +137,7 @@ export function resolveOptions(o: PickleSocketOptions = {}): ResolvedOptions {
     heartbeatTimeout: count('heartbeatTimeout', o.heartbeatTimeout, DEFAULT_HEARTBEAT_TIMEOUT, 1),
     requestTimeout: count('requestTimeout', o.requestTimeout, 0, 0),
     onRequest: o.onRequest ?? null,
+    maxConcurrentRequests: count('maxConcurrentRequests', o.maxConcurrentRequests, DEFAULT_MAX_CONCURRENT_REQUESTS, 1),
     unpickler: o.unpickler ?? {},
     pickler: o.pickler ?? {},
     protocolVersion: protocolVersion(o.protocolVersion),

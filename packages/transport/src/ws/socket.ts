@@ -110,11 +110,14 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   /** Reading is paused while received messages wait unconsumed over receiveHighWaterMark. */
   #pausedForQueue = false
   /**
-   * Replies waiting for the send high-water mark: while there are any, reading pauses too, so
-   * that a peer that sends requests and never reads the replies cannot make this side hold
-   * them without bound (TCP then makes that peer wait).
+   * Requests being answered: from their arrival until the reply is handed to ws (a reply that
+   * waits for the high-water mark is still being answered). At most maxConcurrentRequests;
+   * requests beyond that wait in #deferredRequests, in order, and reading pauses while any
+   * wait, so that a peer that sends requests and never reads the replies cannot make this side
+   * make and hold replies without bound (TCP then makes that peer wait).
    */
-  #repliesWaiting = 0
+  #answering = 0
+  readonly #deferredRequests: ReceivedMessage[] = []
   readonly #takers: ((r: IteratorResult<unknown> | Error) => void)[] = []
   readonly #pending = new Map<number, PendingRequest>()
   #error: Error | null = null
@@ -345,7 +348,15 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
         return
       }
       case KIND.request:
-        void this.#answer(m)
+        if (this.#deferredRequests.length > 0 || this.#answering >= this.#options.maxConcurrentRequests) {
+          this.#deferredRequests.push(m)
+          if (this.#deferredRequests.length === 1) {
+            this.stats.replyPauses++
+            this.#updateReading()
+          }
+        } else {
+          void this.#answer(m)
+        }
         return
       case KIND.reply:
       case KIND.error: {
@@ -385,7 +396,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
 
   /** Pauses or resumes reading from the socket as the receive queue and the reply backlog require. */
   #updateReading(): void {
-    if (this.#pausedForQueue || this.#repliesWaiting > 0) this.ws.pause()
+    if (this.#pausedForQueue || this.#deferredRequests.length > 0) this.ws.pause()
     else this.ws.resume()
   }
 
@@ -431,6 +442,16 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   }
 
   async #answer(m: ReceivedMessage): Promise<void> {
+    this.#answering++
+    try {
+      await this.#answerNow(m)
+    } finally {
+      this.#answering--
+      this.#answerDeferred()
+    }
+  }
+
+  async #answerNow(m: ReceivedMessage): Promise<void> {
     const { id, x } = m.header
     let reply: unknown
     let failure: Error | null = null
@@ -459,16 +480,16 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
         sent = Promise.reject(err)
       }
     }
-    if (this.#sender.queued > 0) {
-      // This reply waits for the high-water mark: read no more requests until it is handed on.
-      if (this.#repliesWaiting++ === 0) {
-        this.stats.replyPauses++
-        this.#updateReading()
-      }
-      await sent!.catch(() => {})
-      if (--this.#repliesWaiting === 0 && this.#closeInfo === null) this.#updateReading()
-    } else {
-      await sent!.catch(() => {})
+    await sent!.catch(() => {})
+  }
+
+  /** Starts answering deferred requests while fewer than maxConcurrentRequests are being answered. */
+  #answerDeferred(): void {
+    if (this.#error !== null || this.#closeInfo !== null) return
+    while (this.#deferredRequests.length > 0 && this.#answering < this.#options.maxConcurrentRequests) {
+      const m = this.#deferredRequests.shift()!
+      if (this.#deferredRequests.length === 0) this.#updateReading()
+      void this.#answer(m)
     }
   }
 

@@ -30,7 +30,7 @@ export interface WebSocketStats {
   sendWaits: number
   /** Times reading was paused because unconsumed messages passed receiveHighWaterMark. */
   receivePauses: number
-  /** Times reading was paused because replies to the peer's requests waited for highWaterMark. */
+  /** Times reading was paused because maxConcurrentRequests of the peer's requests were being answered. */
   replyPauses: number
 }
 
