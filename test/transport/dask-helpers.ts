@@ -32,7 +32,7 @@ export interface DaskEnv {
 }
 
 /** Why python cannot run the Dask tests, or its versions. */
-function probe(python: string): { version: string; tblib: string } | string {
+export function probe(python: string): { version: string; tblib: string } | string {
   const r = spawnSync(python, ['-c', 'import distributed, numpy, lz4, tblib; print(distributed.__version__, tblib.__version__)'], { encoding: 'utf8', cwd: '/', timeout: 30_000 })
   if (r.error) return `${python} cannot be started (${r.error.message})`
   if (r.status !== 0) {
