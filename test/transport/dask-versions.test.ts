@@ -23,7 +23,7 @@ interface FakeScheduler {
 }
 
 /** A scheduler that answers "versions" with the given version (or reply) and opens the client stream. */
-async function fakeScheduler(t: Test, versions: unknown, options: { dropAfter?: string } = {}): Promise<FakeScheduler> {
+async function fakeScheduler(t: Test, versions: unknown, options: { dropAfter?: string; replies?: Record<string, unknown> } = {}): Promise<FakeScheduler> {
   const received: Map<unknown, unknown>[] = []
   const waiting: { op: string; resolve: (m: Map<unknown, unknown>) => void }[] = []
   let streamReady!: (c: DaskComm) => void
@@ -42,6 +42,7 @@ async function fakeScheduler(t: Test, versions: unknown, options: { dropAfter?: 
           if (!(m instanceof Map)) continue
           const op = m.get('op')
           if (op === 'versions') await comm.write(versions)
+          else if (typeof op === 'string' && options.replies && op in options.replies) await comm.write(options.replies[op])
           else if (op === 'register-client') {
             await comm.write([{ op: 'stream-start' }])
             streamReady(comm)
@@ -194,4 +195,18 @@ t.test('misuse is a TypeError that says what was expected', async (t) => {
   await t.rejects(client.cancel('k' as unknown as []), { name: 'TypeError' })
   const m = await s.next('update-graph')
   t.ok(m.has('tasks'), '2022.12 gets the legacy tasks field')
+})
+
+t.test('a gather whose keys are lost names them', async (t) => {
+  const s = await fakeScheduler(t, versionsReply('2024.12.1'), { replies: { gather: { status: 'error', keys: ['lost-1', 'lost-2'] } } })
+  const client = await DaskClient.connect(s.address, { timeout: WAIT, heartbeatInterval: 0 })
+  t.teardown(() => client.close({ timeout: 100 }))
+  const fs = client.map('builtins.abs', [[1, 2]], { keys: ['lost-1', 'lost-2'] })
+  await s.next('update-graph')
+  const stream = await s.stream
+  await stream.write([{ op: 'key-in-memory', key: 'lost-1' }, { op: 'key-in-memory', key: 'lost-2' }])
+  const err = await failure(client.gather(fs, { timeout: WAIT }))
+  t.ok(err instanceof TransportError && err.code === 'REMOTE', String(err))
+  t.match((err as Error).message, /could not gather keys lost-1, lost-2: no worker that held them answered/)
+  t.notMatch((err as Error).message, /failed on the Dask side: error/)
 })
