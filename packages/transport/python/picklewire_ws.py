@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import io
 import pickle
+import pickletools
 import re
 import struct
 import uuid
@@ -44,9 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import msgpack
-from websockets.asyncio.client import connect as _ws_connect
-from websockets.asyncio.server import serve as _ws_serve
+from websockets.asyncio.client import ClientConnection as _ClientConnection, connect as _ws_connect
+from websockets.asyncio.server import ServerConnection as _ServerConnection, serve as _ws_serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode as _Opcode
 
 __all__ = [
     'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
@@ -127,7 +129,7 @@ class Limits:
     max_pickle_bytes: int = 64 * 2 ** 20
 
     def max_frame_bytes(self) -> int:
-        """websockets' max_size: the largest frame these limits allow."""
+        """The largest frame these limits allow."""
         return max(MAX_HEADER_BYTES, min(self.max_message_bytes, max(self.max_pickle_bytes, self.max_buffer_bytes)))
 
 
@@ -190,7 +192,7 @@ def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION)
     """Decodes and validates a header of a connection of this version (checks 1 to 7 of the
     spec), as @picklewire/transport's decodeWireHeader does. An inline pickle is under 'pk'."""
     if len(frame) > MAX_HEADER_BYTES:
-        raise _bad(f'{len(frame)} bytes is too long for a header')
+        raise TransportError('LIMIT', f'a header of {len(frame)} bytes is over the header limit of {MAX_HEADER_BYTES} bytes')
     try:
         raw = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several types for bad input
@@ -548,6 +550,59 @@ def _check_array_state(state: Any) -> None:
         raise _refuse(f'{who}: an array of {dtype} and shape {shape} needs {n * dtype.itemsize} bytes, got {got}')
 
 
+#: Each opcode's argument length (pickletools' ArgumentDescriptor.n: bytes, or how they are found).
+_ARGLEN: dict[int, int] = {}
+for _op in pickletools.opcodes:
+    _ARGLEN[ord(_op.code)] = _op.arg.n if _op.arg is not None else 0
+_TWO_LINES = (ord('c'), ord('i'))
+_PUT, _BINPUT, _LONG_BINPUT, _STOP = ord('p'), ord('q'), ord('r'), ord('.')
+
+
+def _check_memo_indexes(data: bytes) -> None:
+    """Refuses a PUT or LONG_BINPUT whose index is past the pickle's length. CPython's
+    unpickler grows its memo array to twice the index it is given, so six bytes asking for index
+    2**31 make it allocate and clear 32 GiB; a pickler numbers memo entries from 0, one per
+    object, so no index it writes is that large. One walk over the opcodes, without loading."""
+    limit = len(data)
+    n = len(data)
+    i = 0
+    arglen = _ARGLEN
+    while i < n:
+        c = data[i]
+        i += 1
+        a = arglen.get(c)
+        if a is None or c == _STOP:
+            return
+        if a >= 0:
+            if c == _LONG_BINPUT and int.from_bytes(data[i:i + 4], 'little') > limit:
+                raise _memo_refused(int.from_bytes(data[i:i + 4], 'little'), limit)
+            i += a
+        elif a == -1:
+            j = data.find(b'\n', i)
+            if c in _TWO_LINES:
+                j = data.find(b'\n', j + 1)
+            if j < 0:
+                return
+            if c == _PUT:
+                try:
+                    idx = int(data[i:j])
+                except ValueError:
+                    return  # the unpickler reports the bad PUT
+                if idx > limit:
+                    raise _memo_refused(idx, limit)
+            i = j + 1
+        elif a == -2:
+            i += 1 + (data[i] if i < n else 0)
+        elif a == -3 or a == -4:
+            i += 4 + int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
+        else:
+            i += 8 + int.from_bytes(data[i:i + 8], 'little')
+
+
+def _memo_refused(idx: int, limit: int) -> pickle.UnpicklingError:
+    return _refuse(f'memo index {idx} is past the end of a {limit}-byte pickle (an unpickler would allocate memory for it)')
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """The unpickler picklewire_ws uses unless told otherwise: admits the globals of
     DEFAULT_ALLOWED (plain data, and numpy's arrays, dtypes and scalars) and those named by
@@ -585,9 +640,11 @@ class RestrictedUnpickler(pickle.Unpickler):
             return super().load()
         f = self._file
         start = f.tell()
-        head = f.read(2)
-        left = f.seek(0, io.SEEK_END) - start
+        data = f.read()
         f.seek(start)
+        head, left = data[:2], len(data)
+        _check_memo_indexes(data)
+        del data
         # CPython maps Python 2 names (__builtin__, copy_reg, ...) below protocol 3 only
         self.proto = head[1] if len(head) == 2 and head[0] == 0x80 else 0
         self._work, self._work_limit, self._stand_ins = 0, LOAD_WORK_ITEMS + 4 * left, 0
@@ -595,11 +652,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         pickle.Unpickler.__init__(checker, f, buffers=self._buffers, **self._kwargs)
         checker.__dict__.update(self.__dict__)
         checker.checking = True
-        value = checker.load()
-        if checker._stand_ins == 0:
-            return value  # nothing numpy and nothing admitted by the application: that load is the load
-        f.seek(start)
-        return super().load()
+        try:
+            value = checker.load()
+            if checker._stand_ins == 0:
+                return value  # nothing numpy and nothing admitted by the application: that load is the load
+            f.seek(start)
+            return super().load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as e:  # CPython's unpickler raises many types for bad input; numpy more
+            raise pickle.UnpicklingError(f'{type(e).__name__}: {e}') from e
 
     def _charge(self, items: int, who: str) -> None:
         self._work += items
@@ -947,6 +1009,89 @@ class _Receiver:
         return m
 
 
+# -- the frame gate -----------------------------------------------------------------------------
+
+_DATA_OPCODES = (_Opcode.TEXT, _Opcode.BINARY, _Opcode.CONT)
+#: Largest control frame payload (RFC 6455): a ping may come between any two frames.
+_MAX_CONTROL_BYTES = 125
+
+
+class _FrameGate:
+    """Gives websockets a limit for each incoming frame, from inside its parser: a frame in
+    header position may not be longer than MAX_HEADER_BYTES, and each frame after a header not
+    longer than that header announced. websockets reads a frame's length before its payload,
+    so a frame over its limit is refused before any of it is buffered: memory before a valid
+    header (and before authentication) stays within the header limit, not max_message_bytes.
+    The limit must be set from inside the parser, not from recv()'s side: the parser runs
+    ahead of recv() and starts the next frame as soon as its bytes arrive.
+    """
+
+    def __init__(self, connection: Any, limits: Limits):
+        p = connection.protocol
+        self.connection, self.protocol, self.limits = connection, p, limits
+        # websockets >= 14 names it max_message_size; 13 max_size
+        self._attr = 'max_message_size' if hasattr(p, 'max_message_size') else 'max_size'
+        self.expect: list[tuple[int, str]] = []  # (bytes, what) of the frames the last header announced, still to come
+        self.header_id: int | None = None
+        self._parts: list[bytes] = []
+        self.error: TransportError | None = None
+        self._recv_frame, self._fail = p.recv_frame, p.fail
+        p.recv_frame, p.fail = self.recv_frame, self.fail
+        self._limit(MAX_HEADER_BYTES)
+
+    def _limit(self, n: int) -> None:
+        setattr(self.protocol, self._attr, max(n, _MAX_CONTROL_BYTES))
+
+    def recv_frame(self, frame: Any) -> None:
+        self._recv_frame(frame)
+        if frame.opcode not in _DATA_OPCODES:
+            return
+        if self.expect:
+            if frame.fin:
+                self.expect.pop(0)
+                self._limit(self.expect[0][0] if self.expect else MAX_HEADER_BYTES)
+            return
+        self._parts.append(frame.data)
+        if not frame.fin:
+            return
+        data, self._parts = b''.join(self._parts), []
+        version = version_of_subprotocol(getattr(self.connection, 'subprotocol', None))
+        try:
+            h = decode_header(data, self.limits, version)
+        except TransportError:
+            return  # the receiver reports this header's fault; the next frame is limited as a header
+        self.header_id = h['id']
+        frames = [] if 'pk' in h else [(h['p'], 'the pickle frame')]
+        frames += [(n, f'buffer {i}') for i, n in enumerate(h['b'])]
+        if (h.get('x') or {}).get('auth') is not None:
+            frames.append((MAC_BYTES, 'the MAC frame'))
+        self.expect = frames
+        self._limit(frames[0][0] if frames else MAX_HEADER_BYTES)
+
+    def fail(self, code: int, reason: str = '') -> None:
+        if code == 1009 and self.error is None:  # websockets' PayloadTooBig, raised by the limit set here
+            m = re.search(r'(\d+) bytes', reason)
+            size = m.group(1) if m else 'too many'
+            if self.expect:
+                n, what = self.expect[0]
+                self.error = TransportError('PROTOCOL', f'{what} of message {self.header_id} is {size} bytes; its header '
+                                                        f'announced {n} (frames truncated, lost or out of order)')
+            else:
+                self.error = TransportError('LIMIT', f'a frame of {size} bytes in header position is over the header '
+                                                     f'limit of {MAX_HEADER_BYTES} bytes')
+            code, reason = self.error.close_code(), _close_reason(str(self.error))
+        self._fail(code, reason)
+
+
+def _gated(base: type, limits: Limits) -> type:
+    """A websockets connection class whose frames pass a _FrameGate from the first byte on."""
+    class Gated(base):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.picklewire_gate = _FrameGate(self, limits)
+    return Gated
+
+
 # -- the connection -----------------------------------------------------------------------------
 
 RequestHandler = Callable[[Any], Any]  # may return an awaitable
@@ -987,6 +1132,7 @@ class PickleSocket:
         #: the protocol version the handshake selected (its subprotocol): 2 or 1
         self.version = version_of_subprotocol(getattr(ws, 'subprotocol', None))
         self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
+        self._gate: _FrameGate | None = getattr(ws, 'picklewire_gate', None)
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self._send_lock = asyncio.Lock()
         self._next_id = 1
@@ -1131,7 +1277,9 @@ class PickleSocket:
             rcvd = e.rcvd
             code = rcvd.code if rcvd is not None else 1006
             reason = rcvd.reason if rcvd is not None else ''
-            if self._receiver.in_message:
+            if self._gate is not None and self._gate.error is not None:
+                error = self._gate.error
+            elif self._receiver.in_message:
                 error = TransportError('CLOSED', f'the connection closed ({code}) {self._receiver.progress()}: the message is lost')
             elif e.sent is not None and e.sent.code == 1011 and 'keepalive' in e.sent.reason:
                 error = TransportError('TIMEOUT', f'no answer to a heartbeat ping ({e.sent.reason})')
@@ -1263,7 +1411,8 @@ def _ws_options(limits: Limits, heartbeat_interval: float | None, heartbeat_time
                 ws_options: dict[str, Any]) -> dict[str, Any]:
     return {
         'compression': None,  # permessage-deflate would copy (and compress) every tensor
-        'max_size': limits.max_frame_bytes(),
+        # the first frame is a header; _FrameGate sets the limit of each frame after it
+        'max_size': MAX_HEADER_BYTES,
         'ping_interval': heartbeat_interval,
         'ping_timeout': heartbeat_timeout,
         **ws_options,
@@ -1293,7 +1442,7 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     """
     _check_version(protocol_version)
     _check_unpickling(unpickler, allow)
-    ws = await _ws_connect(uri, subprotocols=_offered(protocol_version),
+    ws = await _ws_connect(uri, subprotocols=_offered(protocol_version), create_connection=_gated(_ClientConnection, limits),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                         writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band)
@@ -1326,4 +1475,5 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
         return next((name for name in offered_here if name in offered), None)
 
     return _ws_serve(on_connection, host, port, subprotocols=offered_here, select_subprotocol=select_subprotocol,
+                     create_connection=_gated(_ServerConnection, limits),
                      **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))

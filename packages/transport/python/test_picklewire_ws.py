@@ -199,7 +199,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             'version 1 header on version 2': (2, pw.encode_header(v=1, id=1, k='msg', p=len(good), b=[], ro=[]), 'PROTOCOL', 'this connection speaks 2'),
             'over max_pickle_bytes': (2, pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[], pk=good), 'LIMIT', 'max_pickle_bytes'),
             'cut inside pk': (2, pw.encode_header(v=2, id=1, k='msg', p=len(good), b=[], ro=[], pk=good)[:-3], 'PROTOCOL', 'not msgpack'),
-            'header over 64 KiB': (2, pw.encode_header(v=2, id=1, k='msg', p=70000, b=[], ro=[], pk=bytes(70000)), 'PROTOCOL', 'too long'),
+            'header over 64 KiB': (2, pw.encode_header(v=2, id=1, k='msg', p=70000, b=[], ro=[], pk=bytes(70000)), 'LIMIT', 'over the header limit of 65536 bytes'),
         }
         for name, (version, frame, code, text) in cases.items():
             with self.subTest(name):
@@ -357,7 +357,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             'a pickle frame after an inline header': ([h2(), good], 4400),
             'id out of sequence': ([h2(id=2)], 4400),
             'buffer over the limit': ([h2(b=[2 ** 31], ro=[False])], 4413),
-            'header over 64 KiB': ([h2(p=70000, pk=bytes(70000))], 4400),
+            'header over 64 KiB': ([h2(p=70000, pk=bytes(70000))], 4413),
         }
         for name, (frames, code) in cases.items():
             with self.subTest(name):
