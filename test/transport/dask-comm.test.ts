@@ -5,6 +5,7 @@
  * Then what goes wrong: nobody listening, a peer that never speaks or speaks something else,
  * a read that waits too long.
  */
+import { namespaceMissing } from './dask-netns.js'
 import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { createInterface } from 'node:readline'
@@ -202,6 +203,6 @@ t.test('addresses', async (t) => {
   t.throws(() => parseDaskAddress('nonsense'), TypeError)
 })
 
-const missing = daskMissing()
+const missing = namespaceMissing ?? daskMissing()
 if (missing) t.test('against distributed', { skip: missing }, async () => {})
 else await tests()

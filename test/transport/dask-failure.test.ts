@@ -5,18 +5,18 @@
  * the client is closed and says so. Then closing a client on purpose fails its pending futures
  * the same way.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { DaskClient, DaskFuture, TransportError } from '@picklewire/transport'
-import { startCluster, withDask, within } from './dask-helpers.js'
+import { forEachDask, startCluster, within, type DaskEnv } from './dask-helpers.js'
 
 async function settled(f: Promise<unknown>): Promise<unknown> {
   return within(10_000, f.then(() => 'resolved', (e: unknown) => e), 'a pending operation to fail')
 }
 
-async function tests(scheme: 'tcp' | 'ws'): Promise<void> {
+async function tests(t: Test, env: DaskEnv, scheme: 'tcp' | 'ws'): Promise<void> {
   t.test(`${scheme}: the scheduler killed mid-run fails every pending future and request`, async (t) => {
-    const scheduler = await startCluster(t, { protocol: scheme, workers: 0 })
-    const workers = await startCluster(t, { protocol: scheme, scheduler: scheduler.scheduler, workers: 1, nthreads: 2 })
+    const scheduler = await startCluster(t, { protocol: scheme, workers: 0, python: env.python })
+    const workers = await startCluster(t, { protocol: scheme, scheduler: scheduler.scheduler, workers: 1, nthreads: 2, python: env.python })
     const client = await DaskClient.connect(scheduler.scheduler, { timeout: 10_000, rpcTimeout: 60_000 })
     t.teardown(() => client.close())
     // the worker is registered once a task can run
@@ -50,32 +50,34 @@ async function tests(scheme: 'tcp' | 'ws'): Promise<void> {
   })
 }
 
-t.test('close() fails pending futures and tells the scheduler', async (t) => {
-  const cluster = await startCluster(t, { workers: 1 })
-  const client = await DaskClient.connect(cluster.scheduler, { timeout: 10_000 })
-  const observer = await DaskClient.connect(cluster.scheduler, { timeout: 10_000 })
-  t.teardown(() => observer.close())
-  const pending: DaskFuture = client.submit('time.sleep', [60])
-  const wait = settled(pending.wait())
-  await new Promise((r) => setTimeout(r, 200))
-  const closing = Date.now()
-  await within(5000, client.close(), 'close')
-  t.ok(Date.now() - closing < 2000, `closed in ${Date.now() - closing} ms`)
-  const err = await wait
-  t.ok(err instanceof TransportError && err.code === 'CLOSED', `pending future: ${String(err)}`)
-  t.equal(client.status, 'closed')
-  await client.close()
-  t.pass('closing twice is fine')
-  // the scheduler dropped the client: its key is released
-  const deadline = Date.now() + 10_000
-  let who: unknown
-  do {
-    who = await observer.rpc('who_has', { keys: [pending.key] })
-    const identity = await observer.rpc('identity') as Map<unknown, unknown>
-    if (!(identity.get('workers') instanceof Map)) break
-    await new Promise((r) => setTimeout(r, 100))
-  } while (Date.now() < deadline && ((who as Map<unknown, unknown>).get(pending.key) as unknown[]).length > 0)
-  t.same((who as Map<unknown, unknown>).get(pending.key), [])
-})
+async function closing(t: Test, env: DaskEnv): Promise<void> {
+  await t.test('close() fails pending futures and tells the scheduler', async (t) => {
+    const cluster = await startCluster(t, { workers: 1, python: env.python })
+    const client = await DaskClient.connect(cluster.scheduler, { timeout: 10_000 })
+    const observer = await DaskClient.connect(cluster.scheduler, { timeout: 10_000 })
+    t.teardown(() => observer.close())
+    const pending: DaskFuture = client.submit('time.sleep', [60])
+    const wait = settled(pending.wait())
+    await new Promise((r) => setTimeout(r, 200))
+    const closing = Date.now()
+    await within(5000, client.close(), 'close')
+    t.ok(Date.now() - closing < 2000, `closed in ${Date.now() - closing} ms`)
+    const err = await wait
+    t.ok(err instanceof TransportError && err.code === 'CLOSED', `pending future: ${String(err)}`)
+    t.equal(client.status, 'closed')
+    await client.close()
+    t.pass('closing twice is fine')
+    // the scheduler dropped the client: its key is released
+    const deadline = Date.now() + 10_000
+    let who: unknown
+    do {
+      who = await observer.rpc('who_has', { keys: [pending.key] })
+      const identity = await observer.rpc('identity') as Map<unknown, unknown>
+      if (!(identity.get('workers') instanceof Map)) break
+      await new Promise((r) => setTimeout(r, 100))
+    } while (Date.now() < deadline && ((who as Map<unknown, unknown>).get(pending.key) as unknown[]).length > 0)
+    t.same((who as Map<unknown, unknown>).get(pending.key), [])
+  })
+}
 
-await withDask(t, () => tests('tcp'), () => tests('ws'))
+await forEachDask(t, (t, env) => tests(t, env, 'tcp'), (t, env) => tests(t, env, 'ws'), closing)

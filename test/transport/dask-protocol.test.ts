@@ -4,6 +4,7 @@
  * pickled data, shards, lz4 and zlib frames, "__Pickled__", sets) are read by Node and every
  * value checked; frames Node writes are read by Python and described back, and checked.
  */
+import './dask-netns.js'
 import t from 'tap'
 import { ByteArray, Complex, NDArray, PyDateTime, Tuple } from '@picklewire/codec'
 import {
