@@ -1,18 +1,22 @@
 /**
- * A Dask cluster driven from Node (issue 8's example). It starts a local scheduler and worker
+ * A Dask cluster driven from Node. It starts a local scheduler and worker
  * with Dask's own commands:
  *
  *   /usr/bin/python3 -m distributed.cli.dask_scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0
  *   /usr/bin/python3 -m distributed.cli.dask_worker tcp://127.0.0.1:<port> --host 127.0.0.1 --nthreads 2 --no-nanny --dashboard-address 127.0.0.1:0
  *
  * then submits a small graph from Node: two arrays built on the worker, added, reduced; an array
- * scattered from Node and scaled there; a task that fails. Results come back as NDArrays over
- * the frames they arrived in.
+ * scattered from Node and scaled there; a map of many calls taken as they complete; a task that
+ * fails. Results come back as NDArrays over the frames they arrived in. The client learns the
+ * scheduler's distributed version at connect and writes graphs in the form it reads (2022.12
+ * to 2023.3, and 2024.11 on; see docs/dask.md).
  *
  * Run it alone with `node packages/examples/dist/dask-cluster.js`, or through `npm run demo`.
  * To use a cluster that is already running, pass its scheduler's address instead:
  * `node packages/examples/dist/dask-cluster.js tcp://scheduler-host:8786` (or set DASK_SCHEDULER).
- * Dask comes from Debian: apt-get install -y python3-distributed python3-numpy python3-lz4.
+ * Dask comes from Debian: apt-get install -y python3-distributed python3-numpy python3-lz4; set
+ * PICKLEWIRE_DASK_PYTHON to run another interpreter's Dask (scripts/dask-trixie.sh makes one
+ * with trixie's 2024.12.1).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -77,6 +81,7 @@ function show(a: unknown): string {
 async function runGraph(address: string): Promise<void> {
   const client = await DaskClient.connect(address, { timeout: 10_000, rpcTimeout: 60_000 })
   try {
+    console.log(`  connected to distributed ${client.daskVersion} on Python ${String(client.versions.packages.get('python'))} (graphs sent as '${client.graphForm}')`)
     const n = 1_000_000
     const a = client.submit('numpy.arange', [n, 0, -1, 'float64'])
     const b = client.submit('numpy.linspace', [0, 1, n])
@@ -95,6 +100,11 @@ async function runGraph(address: string): Promise<void> {
     console.log(`  a Float32Array scattered from Node, times 3 on the worker: ${show(await scaled.result({ timeout: 60_000 }))}`)
     console.log(`  numpy.linalg.norm of it: ${String(await norm.result({ timeout: 60_000 }))}`)
 
+    const squares = client.map('builtins.pow', [[2, 3, 4, 5], [10, 10, 10, 10]])
+    const seen: string[] = []
+    for await (const f of client.asCompleted(squares)) seen.push(String(await f.result({ timeout: 60_000 })))
+    console.log(`  map(pow, [2, 3, 4, 5], [10, ...]) in one update-graph, as completed: ${seen.join(', ')}`)
+
     const bad = client.submit('numpy.reshape', [signal, [3, 3]])
     try {
       await bad.wait({ timeout: 60_000 })
@@ -104,7 +114,7 @@ async function runGraph(address: string): Promise<void> {
       const last = err.traceback.trim().split('\n').pop()
       if (last) console.log(`    its traceback ends: ${last.trim()}`)
     }
-    client.release(a, b, sum, total, mean, signal!, scaled, norm, bad)
+    client.release(a, b, sum, total, mean, signal!, scaled, norm, bad, ...squares)
   } finally {
     await client.close()
   }
