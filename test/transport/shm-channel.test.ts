@@ -136,8 +136,11 @@ for (const signalling of MODES) {
   t.test(`${signalling}: CAPACITY for what can never fit; CLOSED after close, on both sides`, async (t) => {
     const { ch, worker } = start(t, 'echo', {}, { signalling, capacity: 64 * 1024 })
     const exit = exited(worker)
-    await t.rejects(ch.send(new PickleBuffer(new Uint8Array(64 * 1024 + 1))), { code: 'CAPACITY' }, 'one buffer larger than the arena')
-    await t.rejects(ch.send([new PickleBuffer(new Uint8Array(40_000)), new PickleBuffer(new Uint8Array(40_000))]), { code: 'CAPACITY' }, 'a message larger than the arena')
+    await t.rejects(ch.send(new PickleBuffer(new Uint8Array(64 * 1024 + 1))), { code: 'CAPACITY', message: /^a buffer of 65537 bytes needs 65664 bytes of arena .* holds 65536 bytes/ },
+      'one buffer larger than the arena')
+    await t.rejects(ch.send([new PickleBuffer(new Uint8Array(40_000)), new PickleBuffer(new Uint8Array(40_000))]),
+      { code: 'CAPACITY', message: /^the message's 2 buffers to copy together \(40000 \+ 40000 = 80000 bytes\) needs 80128 bytes of arena .* holds 65536 bytes/ },
+      'a message whose buffers together are larger than the arena: the message names them and their sum')
     await t.rejects(ch.alloc(64 * 1024 + 1), { code: 'CAPACITY' }, 'an allocation larger than the arena')
     const held = await ch.alloc(40_000)
     await t.rejects(ch.alloc(40_000), { code: 'CAPACITY' }, 'a wait that only this side could end')

@@ -24,7 +24,8 @@ import { THREAD_OWNER, type ArenaStats, type PipeMemoryOptions, type TypedArrayC
 import type { Held, Received } from './received.js'
 import { FLAG_TRANSFERS, KIND_IN_BLOCK, readId, readPrefix, readU32, type RecordPrefix } from './record.js'
 import { DEFAULT_RING_BYTES } from './ring.js'
-import { checkWait, deadlineOf, type WaitOptions } from './wait.js'
+import { Turns } from './turns.js'
+import { checkWait, deadlineOf, waitingFrom, type WaitOptions, type Waiting } from './wait.js'
 
 export type Signalling = 'atomics' | 'port'
 
@@ -84,6 +85,7 @@ export function createChannel(options: ChannelOptions = {}): { port1: ChannelIni
 
 export function openChannel(init: ChannelInit, options: EndpointOptions = {}): Channel {
   if (init?.type !== 'picklewire/channel') throw new TypeError('openChannel needs one end of what createChannel returned')
+  if (init.side !== 0 && init.side !== 1) throw new TypeError(`a channel end's side is 0 or 1, got ${String(init.side)}`)
   return new Channel(init, options)
 }
 
@@ -108,10 +110,11 @@ export class Channel {
   readonly #transfers = new Map<number, ArrayBuffer[]>()
   readonly #wakers = new Set<() => void>()
   readonly #inflight = new Set<Promise<unknown>>()
-  #sendChain: Promise<unknown> = Promise.resolve()
-  #sending = 0
+  /** Sends that could not go at once, in send order. */
+  readonly #sends = new Turns('send')
+  /** Receives that found no message ready, in call order. */
+  readonly #receives = new Turns('receive')
   #waiting = 0
-  #receiveChain: Promise<unknown> = Promise.resolve()
   #bytesReclaimed = 0
   /** Settles when the channel is closed, by either side or by the other side's death. */
   readonly done: Promise<void>
@@ -128,6 +131,17 @@ export class Channel {
     this.#out = new RingLink(this.#endpoint, this.#mem[out]!, out, queuedFor(out))
     this.#in = new RingLink(this.#endpoint, this.#mem[inn]!, inn, queuedFor(inn))
     this.done = new Promise((resolve) => (this.#resolveDone = resolve))
+    // Two Channels on one end would split its messages between them: the end opens once, in
+    // one thread, and a closed end stays closed (its port is closed with it).
+    const end = this.#mem[this.side]!.ring.openEnd()
+    if (end === 'open') {
+      throw new TypeError(`channel end ${this.side} (port${this.side + 1} of createChannel()) is already open; ` +
+        'a second Channel on it would split its messages: use the Channel openChannel returned')
+    }
+    if (end === 'closed') {
+      throw new TransportError('CLOSED', `channel end ${this.side} (port${this.side + 1} of createChannel()) was closed; ` +
+        'a closed channel does not reopen: make a new one with createChannel()')
+    }
     this.#port = init.port
     this.#port.on('message', (msg: unknown) => this.#onPortMessage(msg))
     this.#port.once('close', () => void this.#onPortClose())
@@ -166,7 +180,14 @@ export class Channel {
    * is queued for the other side; waits while the arena or the ring is full.
    */
   send(value: unknown, options: ChannelSendOptions = {}): Promise<void> {
-    if (this.#sending === 0 && this.signalling === 'atomics') {
+    let wait: Waiting
+    try {
+      wait = waitingFrom(options)
+      wait.signal?.throwIfAborted()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this.#sends.pending === 0 && this.signalling === 'atomics') {
       // The common case goes through without a promise hop: nothing to wait for, room in the
       // ring. The pickle is lent by the pickler (no output allocated): the record copies it into
       // the ring at once, and a message that has to wait gets its own copy first.
@@ -174,7 +195,7 @@ export class Channel {
       let out: Outgoing | undefined
       try {
         this.#stopIfClosed()
-        const done = this.#endpoint.draftTransient(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed }, (d) => {
+        const done = this.#endpoint.draftTransient(value, this.side, { transfer: options.transfer, wait, stop: this.#stopIfClosed }, (d) => {
           draft = d
           if (d.toCopy.length === 0) {
             out = this.#endpoint.finish(d)
@@ -194,12 +215,12 @@ export class Channel {
         else if (draft !== undefined) this.#endpoint.release(draft.copies)
         return Promise.reject(err)
       }
-      return this.#sendLater(draft!, out, options) // draft is set by the callback, which ran: dumps succeeded
+      return this.#sendLater(draft!, out, wait) // draft is set by the callback, which ran: dumps succeeded
     }
-    if (this.#sending === 0 && this.signalling === 'port') return this.#sendPort(value, options)
-    return this.#enqueueSend(async () => {
+    if (this.#sends.pending === 0 && this.signalling === 'port') return this.#sendPort(value, options.transfer, wait)
+    return this.#sends.take(wait, async () => {
       this.#stopIfClosed()
-      await this.#commit(await this.#endpoint.prepare(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed }), options)
+      await this.#commit(await this.#endpoint.prepare(value, this.side, { transfer: options.transfer, wait, stop: this.#stopIfClosed }), wait)
     })
   }
 
@@ -208,12 +229,12 @@ export class Channel {
    * once when nothing has to wait (room in the window, every copy placed, the arena's lock
    * free), as the atomics path does; otherwise the rest waits in the send chain.
    */
-  #sendPort(value: unknown, options: ChannelSendOptions): Promise<void> {
+  #sendPort(value: unknown, transfer: readonly ArrayBuffer[] | undefined, wait: Waiting): Promise<void> {
     let draft: Draft | undefined
     let out: Outgoing | undefined
     try {
       this.#stopIfClosed()
-      draft = this.#endpoint.draft(value, this.side, { transfer: options.transfer, wait: options, stop: this.#stopIfClosed })
+      draft = this.#endpoint.draft(value, this.side, { transfer, wait, stop: this.#stopIfClosed })
       if (draft.toCopy.length === 0) {
         out = this.#endpoint.finish(draft)
         if (this.#tryPost(out)) return Promise.resolve()
@@ -223,19 +244,26 @@ export class Channel {
       else if (draft !== undefined) this.#endpoint.release(draft.copies)
       return Promise.reject(err)
     }
-    return this.#sendLater(draft, out, options)
+    return this.#sendLater(draft, out, wait)
   }
 
-  /** The rest of a send that could not go at once: in the send chain, the copies placed (waiting for space) if need be, then committed. */
-  #sendLater(d: Draft, out: Outgoing | undefined, options: ChannelSendOptions): Promise<void> {
-    return this.#enqueueSend(async () => {
+  /**
+   * The rest of a send that could not go at once: in line, the copies placed (waiting for
+   * space) if need be, then committed. A send that gives up in line frees its copies.
+   */
+  #sendLater(d: Draft, out: Outgoing | undefined, wait: Waiting): Promise<void> {
+    const drop = (): void => {
+      if (out !== undefined) this.#endpoint.abandon(out)
+      else this.#endpoint.release(d.copies)
+    }
+    return this.#sends.take(wait, async () => {
       let ready = out
       if (ready === undefined) {
         await this.#endpoint.fill(d)
         ready = this.#endpoint.finish(d)
       }
-      await this.#commit(ready, options)
-    })
+      await this.#commit(ready, wait)
+    }, drop)
   }
 
   /** Port signalling: posts the message now if the window has room and the lock is free; false (nothing done) otherwise. */
@@ -261,13 +289,6 @@ export class Channel {
     this.#port.postMessage({ t: 'm', r: record, tr: out.transfers }, [record.buffer as ArrayBuffer, ...out.transfers])
     this.#out.memory.ring.countPublished()
     this.#endpoint.sent(out, record.length)
-  }
-
-  #enqueueSend(fn: () => Promise<void>): Promise<void> {
-    this.#sending++
-    const p = this.#sendChain.then(fn).finally(() => this.#sending--)
-    this.#sendChain = p.then(noop, noop)
-    return p
   }
 
   async #commit(out: Outgoing, options: ChannelSendOptions): Promise<void> {
@@ -369,7 +390,14 @@ export class Channel {
    * CLOSED once the channel is closed and every message sent before was received.
    */
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
-    if (this.#receiving === 0) {
+    let wait: Waiting
+    try {
+      wait = waitingFrom(options)
+      wait.signal?.throwIfAborted()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this.#receives.pending === 0) {
       // A message ready now, and no receive before this one: no promise chain, no wait.
       let got: Received<T> | undefined
       try {
@@ -379,14 +407,8 @@ export class Channel {
       }
       if (got !== undefined) return Promise.resolve(got)
     }
-    this.#receiving++
-    const p = this.#receiveChain.then(() => this.#receiveOne<T>(options))
-    this.#receiveChain = p.then(noop, noop)
-    return p
+    return this.#receives.take(wait, () => this.#receiveWaiting<T>(wait))
   }
-
-  /** Receives that have not settled yet (taken in order, one after the other). */
-  #receiving = 0
 
   /** The next message if one is ready now (read from the ring if need be), else undefined. */
   #receiveNow<T>(): Received<T> | undefined {
@@ -398,14 +420,6 @@ export class Channel {
     if (next === undefined || next instanceof Promise) return undefined
     this.#inbox.shift()
     return this.#deliver<T>(next)
-  }
-
-  async #receiveOne<T>(options: WaitOptions): Promise<Received<T>> {
-    try {
-      return await this.#receiveWaiting<T>(options)
-    } finally {
-      this.#receiving--
-    }
   }
 
   async #receiveWaiting<T>(options: WaitOptions): Promise<Received<T>> {
@@ -558,7 +572,7 @@ export class Channel {
     const it: AsyncIterableIterator<Received> = {
       next: () => {
         if (finished) return Promise.resolve({ value: undefined, done: true })
-        if (this.#receiving === 0) {
+        if (this.#receives.pending === 0) {
           // As receive(), without its promise when a message is ready.
           try {
             const got = this.#receiveNow<unknown>()
@@ -641,6 +655,7 @@ export class Channel {
     if (this.#state === 'closed') return
     const was = this.#state
     this.#state = 'closed'
+    this.#out.memory.ring.closeEnd()
     this.#wake()
     const me = this.#endpoint.id
     if (was === 'open' || was === 'peer-closed') {
@@ -720,4 +735,3 @@ export class Channel {
   }
 }
 
-function noop(): void {}

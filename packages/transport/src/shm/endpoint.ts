@@ -110,6 +110,7 @@ function blockIndex(d: Draft, held: Held): number {
 
 /** A message made ready to go: its buffers are in blocks this endpoint holds, its record is built. */
 export interface Outgoing {
+  /** 0 until its record is written: ids are given in the order records are written, and one not published is given back (abandon). */
   id: number
   /** The blocks the message hands over, in record order. */
   blocks: Held[]
@@ -179,7 +180,7 @@ export class Endpoint {
   /** A block of `byteLength` bytes in arena `a`, waiting for space; its view is the caller's to fill. */
   async alloc(a: number, byteLength: number, wait: WaitOptions = {}, stop?: () => void): Promise<Uint8Array> {
     checkByteLength(byteLength)
-    this.#checkSelfDeadlock(a, unitsFor(byteLength))
+    this.#checkSelfDeadlock(a, unitsFor(byteLength), `a buffer of ${byteLength} bytes`)
     const ref = await this.arenas[a]!.alloc(byteLength, this.id, wait, stop)
     return this.#viewOf(this.#adopt(a, ref, true), byteLength)
   }
@@ -194,7 +195,7 @@ export class Endpoint {
 
   /** A block held by this endpoint with no view handed out (for records too large for a ring). */
   async allocBlock(a: number, byteLength: number, wait: WaitOptions = {}, stop?: () => void): Promise<Held> {
-    this.#checkSelfDeadlock(a, unitsFor(byteLength))
+    this.#checkSelfDeadlock(a, unitsFor(byteLength), `a record of ${byteLength} bytes`)
     return this.#adopt(a, await this.arenas[a]!.alloc(byteLength, this.id, wait, stop), false)
   }
 
@@ -203,7 +204,7 @@ export class Endpoint {
     if (!Number.isSafeInteger(length) || length < 0) throw new TypeError(`length must be a non-negative integer, got ${String(length)}`)
     const bytes = length * ctor.BYTES_PER_ELEMENT
     checkByteLength(bytes)
-    this.#checkSelfDeadlock(a, unitsFor(bytes))
+    this.#checkSelfDeadlock(a, unitsFor(bytes), `a buffer of ${bytes} bytes`)
     const ref = await this.arenas[a]!.alloc(bytes, this.id, wait, stop)
     const held = this.#adopt(a, ref, true)
     const view = new ctor(held.sab!, this.arenas[a]!.payloadOffset(ref.unit), length)
@@ -276,13 +277,13 @@ export class Endpoint {
   }
 
   /** A wait for `units` that only this endpoint could end would never end: CAPACITY instead. */
-  #checkSelfDeadlock(a: number, units: number): void {
+  #checkSelfDeadlock(a: number, units: number, what: string): void {
     const arena = this.arenas[a]!
-    arena.checkFits(units, `a buffer of ${(units - 1) * BLOCK_ALIGN} bytes`)
+    arena.checkFits(units, what)
     const mine = this.#selfUnits(a)
     if (units + mine > arena.heapUnits) {
       throw new TransportError('CAPACITY', `the arena (${arena.capacity} bytes) is too small: this endpoint holds ${mine * BLOCK_ALIGN} bytes ` +
-        `of it and asks for ${units * BLOCK_ALIGN} more; release or send what it holds, or give a larger capacity`)
+        `of it and ${what} needs ${units * BLOCK_ALIGN} more; release or send what it holds, or give a larger capacity`)
     }
   }
 
@@ -384,7 +385,7 @@ export class Endpoint {
       }
     }
     if (d.toCopy.length === 0) return d
-    if (options.whenFull !== 'transfer') this.#checkSelfDeadlock(out, d.toCopy.reduce((n, i) => n + unitsFor(parts.buffers[i]!.byteLength), 0))
+    if (options.whenFull !== 'transfer') this.#checkSelfDeadlock(out, d.toCopy.reduce((n, i) => n + unitsFor(parts.buffers[i]!.byteLength), 0), copiesShown(d))
     const arena = this.arenas[out]!
     try {
       while (d.toCopy.length > 0) {
@@ -492,7 +493,7 @@ export class Endpoint {
     if (d.toCopy.length > 0) throw new Error('finish: the draft still has buffers to copy')
     const { parts } = d
     return {
-      id: ++this.#nextId, blocks: d.blocks, copies: d.copies, transfers: d.transfers, pickle: parts.pickle,
+      id: 0, blocks: d.blocks, copies: d.copies, transfers: d.transfers, pickle: parts.pickle,
       lengths: parts.buffers.map((b) => b.byteLength), readonly: parts.readonly, at: d.at, bufferBytes: d.bufferBytes, transferredBytes: d.transferredBytes,
     }
   }
@@ -505,6 +506,7 @@ export class Endpoint {
 
   /** Writes a prepared message's record (recordLength bytes) at `at` of `dv` (over `bytes`' memory). */
   writeRecord(dv: DataView, bytes: Uint8Array, at: number, out: Outgoing, from: number, flags = 0): void {
+    if (out.id === 0) out.id = ++this.#nextId
     let o = writePrefix(dv, at, KIND_MESSAGE, flags, from, this.id, out.blocks)
     o = writeHeader(dv, o, out.id, out.pickle.length, out.lengths, out.readonly, out.at)
     bytes.set(out.pickle, o)
@@ -545,9 +547,12 @@ export class Endpoint {
     this.stats.recordBytesSent += recordBytes
   }
 
-  /** A prepared message that will not go: its copies are freed; blocks allocated in place stay held. */
+  /** A prepared message that will not go: its copies are freed (blocks allocated in place stay held) and its id is given back. */
   abandon(out: Outgoing): void {
     this.release(out.copies)
+    // Sends are made one at a time, so a record written and not published holds the last id.
+    if (out.id !== 0 && out.id === this.#nextId) this.#nextId--
+    out.id = 0
   }
 
   // ---- receiving ----
@@ -750,6 +755,15 @@ export class Endpoint {
       await this.arenas[a]!.locked(this.id, () => this.#freeLocked(a))
     }
   }
+}
+
+/** The buffers a draft has to copy into the arena, for a CAPACITY message: one buffer, or the sum with its terms. */
+function copiesShown(d: Draft): string {
+  const sizes = d.toCopy.map((i) => d.parts.buffers[i]!.byteLength)
+  if (sizes.length === 1) return `a buffer of ${sizes[0]} bytes`
+  const total = sizes.reduce((n, b) => n + b, 0)
+  const terms = sizes.length <= 6 ? sizes.join(' + ') : `${sizes.slice(0, 5).join(' + ')} + ... (${sizes.length - 5} more)`
+  return `the message's ${sizes.length} buffers to copy together (${terms} = ${total} bytes)`
 }
 
 function checkByteLength(n: number): void {

@@ -16,7 +16,8 @@ import { Endpoint, type EndpointOptions, type ShmStats } from './endpoint.js'
 import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
 import type { Received } from './received.js'
 import { DEFAULT_RING_BYTES } from './ring.js'
-import type { WaitOptions } from './wait.js'
+import { Turns } from './turns.js'
+import { waitingFrom, type WaitOptions, type Waiting } from './wait.js'
 
 /** The owner id of every endpoint of this thread: its threadId plus one (0 means a free block). */
 export const THREAD_OWNER = threadId + 1
@@ -58,8 +59,9 @@ export class Pipe {
   readonly #memory: PipeMemory
   readonly #endpoint: Endpoint
   readonly #link: RingLink
-  #sendChain: Promise<unknown> = Promise.resolve()
-  #receiveChain: Promise<unknown> = Promise.resolve()
+  /** This endpoint's sends and receives, each in call order. */
+  readonly #sends = new Turns('send')
+  readonly #receives = new Turns('receive')
 
   constructor(memory: PipeMemory, options: EndpointOptions = {}) {
     this.#memory = memory
@@ -80,20 +82,25 @@ export class Pipe {
    * there, else copied once) and the rest through the ring. Waits while either is full.
    */
   send(value: unknown, options: WaitOptions = {}): Promise<void> {
-    const p = this.#sendChain.then(async () => {
+    let wait: Waiting
+    try {
+      wait = waitingFrom(options)
+      wait.signal?.throwIfAborted()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#sends.take(wait, async () => {
       const why = this.#closedForSend()
       if (why !== null) throw new TransportError('CLOSED', why)
-      const out = await this.#endpoint.prepare(value, 0, { wait: options, stop: () => this.#stopIfClosed() })
+      const out = await this.#endpoint.prepare(value, 0, { wait, stop: () => this.#stopIfClosed() })
       try {
-        const bytes = await this.#link.commit(out, 0, options, this.#closedForSend)
+        const bytes = await this.#link.commit(out, 0, wait, this.#closedForSend)
         this.#endpoint.sent(out, bytes)
       } catch (err) {
         this.#endpoint.abandon(out)
         throw err
       }
     })
-    this.#sendChain = p.then(noop, noop)
-    return p
   }
 
   #stopIfClosed(): void {
@@ -103,13 +110,18 @@ export class Pipe {
 
   /** The next message, in order; waits while the pipe is empty; CLOSED once closed and empty. */
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
-    const p = this.#receiveChain.then(async () => {
-      const got = await this.#link.takeNext(options, this.#closedForReceive)
+    let wait: Waiting
+    try {
+      wait = waitingFrom(options)
+      wait.signal?.throwIfAborted()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#receives.take(wait, async () => {
+      const got = await this.#link.takeNext(wait, this.#closedForReceive)
       const held = await this.#endpoint.take(got.prefix, got.taken)
       return this.#endpoint.decode<T>(got.record, got.prefix, held)
     })
-    this.#receiveChain = p.then(noop, noop)
-    return p
   }
 
   /** Every message until the pipe is closed and empty. */
@@ -179,4 +191,3 @@ export function reclaimOnExit(worker: Worker, ...pipes: Pipe[]): void {
   })
 }
 
-function noop(): void {}

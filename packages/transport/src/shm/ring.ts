@@ -27,6 +27,11 @@ const R_RECEIVE_WAITERS = 5
 const R_SEND_WAITERS = 6
 const R_CLOSED = 7
 const R_SIZE = 8
+/** A channel end that sends into this ring: 0 never opened, 1 open, 2 closed by its opener. */
+const R_END = 9
+
+/** What openEnd found: the end was free (and is now open), is open, or was closed. */
+export type EndState = 'opened' | 'open' | 'closed'
 
 const MAGIC = 0x70777269 // 'pwri'
 /** Records read out of the ring are copied into chunks of this size; larger ones get a buffer of their own. */
@@ -97,6 +102,17 @@ export class RecordRing {
   /** 0 while open; otherwise the id of the endpoint that closed it. */
   get closedBy(): number {
     return Atomics.load(this.#i32, this.#c + R_CLOSED)
+  }
+
+  /** Claims the channel end that sends into this ring, once for all threads. */
+  openEnd(): EndState {
+    const was = Atomics.compareExchange(this.#i32, this.#c + R_END, 0, 1)
+    return was === 0 ? 'opened' : was === 1 ? 'open' : 'closed'
+  }
+
+  /** The end's opener closed it: it is never opened again. */
+  closeEnd(): void {
+    Atomics.store(this.#i32, this.#c + R_END, 2)
   }
 
   /** Marks the ring closed (first closer wins) and wakes every waiter. */

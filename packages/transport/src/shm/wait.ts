@@ -17,12 +17,32 @@ export interface WaitOptions {
   timeout?: number | undefined
 }
 
+/** WaitOptions whose deadline was fixed when the operation was called, for every wait it makes later. */
+export interface Waiting extends WaitOptions {
+  deadline: number
+}
+
 /** The moment a wait with these options gives up, as a performance.now() time (Infinity: never). */
 export function deadlineOf(options: WaitOptions): number {
+  const fixed = (options as Partial<Waiting>).deadline
+  if (fixed !== undefined) return fixed
   const t = options.timeout
   if (t === undefined) return Infinity
   if (!(t >= 0)) throw new TypeError(`timeout must be a non-negative number of milliseconds, got ${String(t)}`)
   return performance.now() + t
+}
+
+/**
+ * The options with their deadline fixed now: an operation that waits its turn behind others
+ * counts its timeout from the call, not from when its turn comes. Throws TypeError for a bad
+ * timeout or signal.
+ */
+export function waitingFrom(options: WaitOptions): Waiting {
+  const { signal, timeout } = options
+  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
+    throw new TypeError(`signal must be an AbortSignal, got ${Object.prototype.toString.call(signal)}`)
+  }
+  return { signal, timeout, deadline: deadlineOf(options) }
 }
 
 /** Throws when the options say to stop waiting. */
