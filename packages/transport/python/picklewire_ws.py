@@ -147,6 +147,9 @@ class Stats:
     frames_received: int = 0
     #: bytes copied on receipt to make writable buffers (writable=True only)
     bytes_copied: int = 0
+    #: times reading paused because max_concurrent_requests requests were being answered or
+    #: more than reply_high_water bytes of replies were not yet written
+    request_pauses: int = 0
 
 
 # -- headers ------------------------------------------------------------------------------------
@@ -1113,8 +1116,10 @@ class PickleSocket:
     def __init__(self, ws, role: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
                  on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
                  unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
-                 out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None):
+                 out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
+                 max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20):
         allow = _check_unpickling(unpickler, allow)
+        _check_reply_bounds(max_concurrent_requests, reply_high_water)
         if isinstance(key, str):
             key = key.encode()
         self.ws = ws
@@ -1138,6 +1143,11 @@ class PickleSocket:
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.max_concurrent_requests = max_concurrent_requests
+        self.reply_high_water = reply_high_water
+        self._answering = 0  # requests from arrival until their reply is written
+        self._unwritten_reply_bytes = 0
+        self._answer_room = asyncio.Event()
         self._closing = False
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read())
@@ -1145,8 +1155,9 @@ class PickleSocket:
     # sending
 
     async def send(self, value: Any, *, x: dict[str, Any] | None = None) -> None:
-        """Sends a value as one message; returns once websockets has written its frames (it
-        waits above its write_limit)."""
+        """Sends a value as one message; returns once every byte of it is written to the socket
+        (handed to the kernel). Raises TransportError('CLOSED'), or the connection's error, when
+        the connection is closed or closes first: the message then counts as not sent."""
         await self._send(encode_value(value, self.out_of_band), KIND_MESSAGE, x=x)
 
     async def request(self, value: Any, *, timeout: float | None = None, x: dict[str, Any] | None = None) -> Any:
@@ -1200,6 +1211,12 @@ class PickleSocket:
                     await self.ws.send(f)
             except ConnectionClosed:
                 raise self._closed_error() from None
+            transport = self.ws.transport
+            if transport.is_closing() or transport.get_write_buffer_size() > 0:
+                # asyncio drops what it could not write when the socket fails, without telling
+                # the writer: only a message whose bytes all left the buffer counts as sent
+                self._pending.pop(id, None)
+                raise self._closed_error()
             self.stats.messages_sent += 1
             self.stats.frames_sent += len(frames)
             self.stats.bytes_sent += sum(memoryview(f).nbytes for f in frames)
@@ -1212,7 +1229,7 @@ class PickleSocket:
             raise TransportError('CLOSED', 'the connection is closing or closed')
 
     def _closed_error(self) -> BaseException:
-        return self.error or TransportError('CLOSED', 'the connection is closed')
+        return self.error or TransportError('CLOSED', 'the connection is closed: the message was not (wholly) written')
 
     # receiving
 
@@ -1265,6 +1282,8 @@ class PickleSocket:
                 if m is not None:
                     self.stats.messages_received += 1
                     self.stats.bytes_received += m.nbytes
+                    if m.header['k'] == KIND_REQUEST:
+                        await self._room_to_answer()
                     await self._dispatch(m)
         except TransportError as e:
             error = e
@@ -1292,9 +1311,21 @@ class PickleSocket:
             self._end(error)
         await self._queue.put(_END)
 
+    async def _room_to_answer(self) -> None:
+        """Reading pauses here (and TCP makes the peer wait) while a peer that does not read its
+        replies would make this side hold more of them."""
+        paused = False
+        while self._answering >= self.max_concurrent_requests or self._unwritten_reply_bytes > self.reply_high_water:
+            if not paused:
+                self.stats.request_pauses += 1
+                paused = True
+            self._answer_room.clear()
+            await self._answer_room.wait()
+
     def _end(self, error: BaseException | None) -> None:
         if self.error is None:
             self.error = error
+        self._answer_room.set()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self.error or TransportError('CLOSED', 'the connection closed before the reply'))
@@ -1316,6 +1347,7 @@ class PickleSocket:
                 item = ('error', e, info)
             await self._queue.put(item)
         elif k == KIND_REQUEST:
+            self._answering += 1
             task = asyncio.create_task(self._answer(m))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -1335,20 +1367,29 @@ class PickleSocket:
 
     async def _answer(self, m: _Message) -> None:
         id = m.header['id']
+        nbytes = 0
         try:
-            value = self._decode(m)
-            if self.on_request is None:
-                raise RuntimeError('no request handler on this side')
-            reply = self.on_request(value)
-            if asyncio.iscoroutine(reply) or isinstance(reply, asyncio.Future):
-                reply = await reply
-            parts, kind = encode_value(reply, self.out_of_band), KIND_REPLY
-        except Exception as e:
-            parts, kind = encode_value({'type': type(e).__name__, 'message': str(e)}), KIND_ERROR
-        try:
-            await self._send(parts, kind, re=id)
-        except (TransportError, ConnectionClosed):
-            pass
+            try:
+                value = self._decode(m)
+                del m  # the request's frames are not kept while its reply is made and written
+                if self.on_request is None:
+                    raise RuntimeError('no request handler on this side')
+                reply = self.on_request(value)
+                if asyncio.iscoroutine(reply) or isinstance(reply, asyncio.Future):
+                    reply = await reply
+                parts, kind = encode_value(reply, self.out_of_band), KIND_REPLY
+            except Exception as e:
+                parts, kind = encode_value({'type': type(e).__name__, 'message': str(e)}), KIND_ERROR
+            nbytes = len(parts.pickle) + sum(b.nbytes for b in parts.buffers)
+            self._unwritten_reply_bytes += nbytes
+            try:
+                await self._send(parts, kind, re=id)
+            except (TransportError, ConnectionClosed):
+                pass
+        finally:
+            self._unwritten_reply_bytes -= nbytes
+            self._answering -= 1
+            self._answer_room.set()
 
     # closing
 
@@ -1388,6 +1429,14 @@ def _remote_error(value: Any, re: int) -> TransportError:
 
 # -- connecting and serving ---------------------------------------------------------------------
 
+def _check_reply_bounds(max_concurrent_requests: Any, reply_high_water: Any) -> None:
+    for name, v, least in (('max_concurrent_requests', max_concurrent_requests, 1), ('reply_high_water', reply_high_water, 0)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f'{name} must be an int, got {v!r}')
+        if v < least:
+            raise ValueError(f'{name} must be at least {least}, got {v}')
+
+
 def _check_unpickling(unpickler: Any, allow: Iterable[str]) -> frozenset[str]:
     if unpickler is not None and not (isinstance(unpickler, type) and issubclass(unpickler, pickle.Unpickler)):
         raise TypeError(f'unpickler must be a pickle.Unpickler subclass (or None for RestrictedUnpickler), got {unpickler!r}')
@@ -1411,6 +1460,9 @@ def _ws_options(limits: Limits, heartbeat_interval: float | None, heartbeat_time
                 ws_options: dict[str, Any]) -> dict[str, Any]:
     return {
         'compression': None,  # permessage-deflate would copy (and compress) every tensor
+        # send() returns when every byte is in the kernel: a message asyncio still buffers when
+        # the peer dies is lost without an error, so it must not count as sent
+        'write_limit': 0,
         # the first frame is a header; _FrameGate sets the limit of each frame after it
         'max_size': MAX_HEADER_BYTES,
         'ping_interval': heartbeat_interval,
@@ -1422,6 +1474,7 @@ def _ws_options(limits: Limits, heartbeat_interval: float | None, heartbeat_time
 async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
                   on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
                   unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
+                  max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
                   heartbeat_interval: float | None = 20,
                   heartbeat_timeout: float | None = 20,
                   out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
@@ -1437,21 +1490,27 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     any other global with an UnpicklingError naming it; pickle.Unpickler trusts the peer fully.
     allow: "module.name" globals the default RestrictedUnpickler admits besides DEFAULT_ALLOWED.
     heartbeat_interval / heartbeat_timeout: websockets' ping_interval / ping_timeout, seconds.
+    max_concurrent_requests / reply_high_water: reading pauses (and TCP makes the peer wait)
+    while this many of the peer's requests are being answered (default 64), or while replies of
+    more than this many bytes are not yet written (default 8 MiB): a peer that never reads its
+    replies makes this side hold at most that much.
     protocol_version: the newest version to offer (2: picklewire.v2 then picklewire.v1; 1: v1 only).
     Other keyword arguments go to websockets' connect().
     """
     _check_version(protocol_version)
     _check_unpickling(unpickler, allow)
+    _check_reply_bounds(max_concurrent_requests, reply_high_water)
     ws = await _ws_connect(uri, subprotocols=_offered(protocol_version), create_connection=_gated(_ClientConnection, limits),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
-                        writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band)
+                        writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
+                        max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water)
 
 
 def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0.0.1', port: int = 0, *,
           key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS, on_request: RequestHandler | None = None,
           queue_size: int = 16, writable: bool = False, unpickler: type[pickle.Unpickler] | None = None,
-          allow: Iterable[str] = (),
+          allow: Iterable[str] = (), max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
           out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
           **ws_options: Any):
@@ -1462,10 +1521,12 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
     """
     _check_version(protocol_version)
     allow = _check_unpickling(unpickler, allow)
+    _check_reply_bounds(max_concurrent_requests, reply_high_water)
     offered_here = _offered(protocol_version)
     async def on_connection(ws) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
-                            writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band)
+                            writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
+                        max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water)
         try:
             await handler(sock)
         finally:
