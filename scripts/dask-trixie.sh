@@ -30,14 +30,17 @@ mkdir -p "$DIR/dask-site" "$DIR/tblib31-site"
 for p in dask distributed zict; do ln -s "$PKGS/$p" "$DIR/dask-site/$p"; done
 ln -s "$PKGS"/dask-*.dist-info "$PKGS"/distributed-*.dist-info "$DIR/dask-site/"
 ln -s "$PKGS/tblib" "$DIR/tblib31-site/tblib"
-DEPS=(tornado msgpack cloudpickle toolz sortedcontainers psutil click pyyaml jinja2 locket partd fsspec packaging numpy lz4 importlib_metadata urllib3)
+DEPS=(tornado msgpack cloudpickle toolz sortedcontainers psutil click pyyaml jinja2 locket partd fsspec packaging numpy lz4 importlib_metadata urllib3 tblib)
+python3 -m venv "$DIR/tblib32"
+"$DIR/tblib32/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$WHEELS" "${DEPS[@]}"
+site=$("$DIR/tblib32/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$DIR/dask-site" > "$site/dask-trixie.pth"
+# The second venv is a copy without the wheel's tblib (bin/python finds its venv by its own path).
+cp -a "$DIR/tblib32" "$DIR/tblib31"
+site31=${site/$DIR\/tblib32/$DIR\/tblib31}
+rm -rf "$site31"/tblib "$site31"/tblib-*.dist-info
+echo "$DIR/tblib31-site" >> "$site31/dask-trixie.pth"
 for v in tblib31 tblib32; do
-  python3 -m venv "$DIR/$v"
-  extra=(); [ "$v" = tblib32 ] && extra=(tblib)
-  "$DIR/$v/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$WHEELS" "${DEPS[@]}" "${extra[@]}"
-  site=$("$DIR/$v/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  echo "$DIR/dask-site" > "$site/dask-trixie.pth"
-  [ "$v" = tblib31 ] && echo "$DIR/tblib31-site" >> "$site/dask-trixie.pth"
   "$DIR/$v/bin/python" -c 'import distributed, tblib, numpy, lz4; print(distributed.__version__, "tblib", tblib.__version__, "numpy", numpy.__version__)' >&2
 done
 touch "$DIR/ok"
