@@ -83,6 +83,8 @@ ALIGNMENTS = frozenset((1, 2, 4, 8))
 MIN_OUT_OF_BAND_BYTES = 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_INLINE_PICKLE_BYTES = 16 * 1024
+#: msgpack's own nesting limit (its StackError): a header nests two levels.
+MAX_HEADER_DEPTH = 1024
 
 
 class CLOSE:
@@ -198,8 +200,15 @@ def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION)
         raise TransportError('LIMIT', f'a header of {len(frame)} bytes is over the header limit of {MAX_HEADER_BYTES} bytes')
     try:
         raw = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception as e:  # msgpack raises several types for bad input
-        raise _bad(f'not msgpack ({e})') from None
+    except msgpack.StackError:
+        raise _bad(f'msgpack nested more than {MAX_HEADER_DEPTH} levels deep (a header is a map of scalars and arrays)') from None
+    except msgpack.FormatError:
+        raise _bad(f'not msgpack (byte 0x{frame[0]:02x} begins no msgpack value)' if len(frame) == 1 else
+                   'not msgpack (a byte that begins no msgpack value)') from None
+    except msgpack.ExtraData:
+        raise _bad('not msgpack: bytes after the header map') from None
+    except Exception as e:  # msgpack raises ValueError and others for cut and oversized input
+        raise _bad(f'not msgpack ({type(e).__name__}: {e or "no detail"})') from None
     if not isinstance(raw, dict):
         raise _bad('not a map')
     v = _uint(raw.get('v'), 'v')

@@ -9,7 +9,13 @@ against this module in test/transport/ws-python.test.ts.
 from __future__ import annotations
 
 import asyncio
+import fractions
+import json
+import os
 import pickle
+import subprocess
+import sys
+import tempfile
 import unittest
 
 import msgpack
@@ -19,6 +25,32 @@ from websockets.asyncio.client import connect as raw_connect
 import picklewire_ws as pw
 
 TIMEOUT = 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Runs:
+    """A value whose pickle makes the loader call func(*args) (os.system, say): what a hostile peer sends."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+class DTypeWithState:
+    """Pickles as numpy.dtype(typestr, False, True) then BUILD with any state, as numpy's own
+    dtype pickles do, but with a state numpy never writes."""
+
+    def __init__(self, typestr, state):
+        self.typestr, self.state = typestr, state
+
+    def __reduce__(self):
+        return np.dtype, (self.typestr, False, True), self.state
+
+
+#: numpy.dtype('M8') given a version 3 state (no datetime unit): numpy 2.x's __setstate__ crashes CPython on it.
+CRASHING_DTYPE = DTypeWithState('M8', (3, '<', None, None, None, -1, -1, 0))
 
 
 class Peer:
@@ -427,6 +459,249 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             await sender
             await sock.closed
             self.assertEqual(taken, list(range(40)))
+
+
+    async def test_a_refused_global_is_an_error_for_its_receiver_and_the_connection_stays_up(self):
+        marker = os.path.join(tempfile.mkdtemp(), 'ran')
+        got, answers = [], []
+
+        async def handler(sock):
+            while True:
+                try:
+                    got.append(await sock.recv())
+                except pickle.UnpicklingError as e:
+                    got.append(e)
+                except pw.TransportError:
+                    return
+
+        async with pw.serve(handler, on_request=lambda v: ('answer', v)) as server:
+            sock = await pw.connect(f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/')
+            await sock.send(Runs(os.system, f'touch {marker}'))
+            await sock.send(fractions.Fraction(1, 3))
+            await sock.send('after')
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.request(Runs(os.system, f'touch {marker}'))
+            answers.append(await sock.request('still up'))
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            await sock.close()
+        self.assertFalse(os.path.exists(marker), 'os.system never ran')
+        self.assertIsInstance(got[0], pickle.UnpicklingError)
+        self.assertIn('"posix.system" is not allowed', str(got[0]))
+        self.assertIsInstance(got[1], pickle.UnpicklingError)
+        self.assertIn('"fractions.Fraction"', str(got[1]))
+        self.assertEqual(got[2], 'after', 'the connection stays up after a refused message')
+        self.assertEqual(e.exception.code, 'REMOTE')
+        self.assertIn('UnpicklingError', str(e.exception))
+        self.assertIn('"posix.system"', str(e.exception))
+        self.assertEqual(answers, [('answer', 'still up')])
+
+    async def test_allow_widens_the_default_and_unpickler_replaces_it(self):
+        async with Peer(allow={'fractions.Fraction'}) as peer:
+            sock = await peer.client(allow=['fractions.Fraction'])
+            await sock.send({'third': fractions.Fraction(1, 3), 'a': np.arange(3)})
+            back = await sock.recv()
+            self.assertEqual(back['third'], fractions.Fraction(1, 3))
+            np.testing.assert_array_equal(back['a'], np.arange(3))
+            await sock.close()
+        async with Peer(unpickler=pickle.Unpickler) as peer:
+            sock = await peer.client(unpickler=pickle.Unpickler)
+            await sock.send(fractions.Fraction(2, 3))
+            self.assertEqual(await sock.recv(), fractions.Fraction(2, 3))
+            await sock.close()
+        misuse = [
+            ({'allow': 'fractions.Fraction'}, TypeError, 'not the string'),
+            ({'allow': ['Fraction']}, TypeError, '"module.name"'),
+            ({'unpickler': pickle.loads}, TypeError, 'pickle.Unpickler subclass'),
+            ({'unpickler': pickle.Unpickler, 'allow': ['fractions.Fraction']}, TypeError, 'set allow on that class instead'),
+            ({'max_concurrent_requests': 0}, ValueError, 'at least 1'),
+            ({'reply_high_water': '8M'}, TypeError, 'must be an int'),
+        ]
+        for options, error, text in misuse:
+            with self.subTest(options=options):
+                with self.assertRaises(error) as e:
+                    await pw.connect('ws://127.0.0.1:1/', **options)
+                self.assertIn(text, str(e.exception))
+
+    def test_default_admits_what_python_and_numpy_pickle(self):
+        import collections, datetime, decimal, uuid
+        values = [
+            {1, 2}, frozenset('ab'), bytearray(b'xy'), 2 - 1j, range(3, 9, 2), slice(1, None), Ellipsis, NotImplemented,
+            collections.OrderedDict(a=1), collections.deque([1, 2], 5), collections.defaultdict(list, a=[1]),
+            collections.Counter('abca'), datetime.datetime(2024, 2, 29, 1, 2, 3, 4, datetime.timezone.utc),
+            datetime.date(2020, 1, 1), datetime.time(1, 2), datetime.timedelta(3, 4, 5), decimal.Decimal('1.25'),
+            uuid.UUID(int=12345), b'bytes', np.float32(1.5), np.datetime64('2020-01-01', 'ns'), np.str_('s'),
+            np.dtype([('a', '<i4'), ('b', 'O')]), np.dtype(('>f8', (2, 3))), np.dtype('m8[5s]'),
+            np.arange(12, dtype='>i2').reshape(3, 4).T, np.array([1, 'a', None], object),
+            np.zeros(2, [('a', '<i4'), ('t', 'M8[us]')]), np.zeros(3, 'U4'),
+        ]
+        for protocol in range(6):
+            for v in values:
+                with self.subTest(protocol=protocol, value=v):
+                    data = pickle.dumps(v, protocol=protocol)
+                    got, expected = pw.restricted_loads(data), pickle.loads(data)
+                    self.assertIs(type(got), type(expected))
+                    if isinstance(v, np.ndarray):
+                        self.assertEqual(got.dtype, expected.dtype)
+                        np.testing.assert_array_equal(got, expected)
+                    else:
+                        self.assertEqual(repr(got), repr(expected))
+
+    def test_hostile_pickles_are_refused_before_they_run_or_crash(self):
+        # In a child process: before these checks some of them crashed the interpreter.
+        script = f"""
+import json, pickle, sys
+sys.path.insert(0, {HERE!r})
+import numpy as np, picklewire_ws as pw
+from test_picklewire_ws import Runs, DTypeWithState, CRASHING_DTYPE
+core = np._core if hasattr(np, '_core') else np.core
+cases = {{
+    'datetime dtype with a version 3 state': pickle.dumps(CRASHING_DTYPE, protocol=4),
+    'timedelta dtype with a version 3 state': pickle.dumps(DTypeWithState('m8', (3, '<', None, None, None, -1, -1, 0)), protocol=2),
+    'dtype flags over a byte': pickle.dumps(DTypeWithState('f8', (3, '<', None, None, None, -1, -1, 2 ** 40)), protocol=4),
+    'object flags on a plain dtype': pickle.dumps(DTypeWithState('V8', (3, '|', None, None, None, 8, 1, 63)), protocol=4),
+    'dtype state of another kind': pickle.dumps(DTypeWithState('f8', (3, '|', None, ('a',), {{'a': (np.dtype('O'), 0)}}, 8, 1, 63)), protocol=4),
+    'dtype without copy': pickle.dumps(Runs(np.dtype, 'f8', False, False), protocol=4),
+    'array data shorter than its shape': pickle.dumps(Runs(core.multiarray._reconstruct, np.ndarray, (0,), b'b'), protocol=4)[:-1]
+        + pickle.dumps((1, (1000,), np.dtype('f8'), False, b'x' * 8), protocol=4)[2:-1] + b'b.',
+    '_reconstruct of a huge shape': pickle.dumps(Runs(core.multiarray._reconstruct, np.ndarray, (10 ** 12,), b'b'), protocol=4),
+    'numpy.ndarray called': pickle.dumps(Runs(np.ndarray, (10 ** 12,)), protocol=4),
+    'object array from a buffer': pickle.dumps(Runs(core.numeric._frombuffer, b'\\x00' * 16, np.dtype('O'), (2,), 'C'), protocol=4),
+    'set of a lazy range': pickle.dumps(Runs(set, range(10 ** 12)), protocol=4),
+    'memo index of 2**31': b'\\x80\\x05K\\x01r\\xff\\xff\\xff\\x7f.',
+    'os.system': pickle.dumps(Runs(__import__('os').system, 'true'), protocol=0),
+    'builtins.eval': pickle.dumps(Runs(eval, '1'), protocol=5),
+    'Python 2 name at protocol 4': b'\\x80\\x04\\x8c\\x0b__builtin__\\x8c\\x03set\\x93).',
+}}
+out = {{}}
+for name, data in cases.items():
+    try:
+        out[name] = ['loaded', repr(pw.restricted_loads(data))[:100]]
+    except Exception as e:
+        out[name] = [type(e).__name__, str(e)]
+print(json.dumps(out))
+"""
+        r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60, cwd=HERE)
+        self.assertEqual(r.returncode, 0, f'the child survived: {r.returncode} {r.stderr[-2000:]}')
+        out = json.loads(r.stdout)
+        expected = {
+            'datetime dtype with a version 3 state': 'must end with (metadata, (unit, num, den, events))',
+            'timedelta dtype with a version 3 state': 'must end with (metadata, (unit, num, den, events))',
+            'dtype flags over a byte': 'flags must be a byte',
+            'object flags on a plain dtype': 'is not the state numpy writes',
+            'dtype state of another kind': 'is not the state numpy writes',
+            'dtype without copy': "numpy writes (type string such as 'f8', False, True)",
+            'array data shorter than its shape': 'needs 8000 bytes, got 8 bytes',
+            '_reconstruct of a huge shape': "numpy writes (numpy.ndarray, (0,), b'b')",
+            'numpy.ndarray called': 'not callable',
+            'object array from a buffer': 'cannot be made from a buffer',
+            'set of a lazy range': 'goes over the',
+            'memo index of 2**31': 'memo index 2147483647 is past the end',
+            'os.system': '"posix.system" is not allowed',
+            'builtins.eval': '"builtins.eval" is not allowed',
+            'Python 2 name at protocol 4': '"__builtin__.set" is not allowed',
+        }
+        for name, text in expected.items():
+            with self.subTest(name):
+                kind, message = out[name]
+                self.assertEqual(kind, 'UnpicklingError', message)
+                self.assertIn(text, message)
+
+    async def test_the_crashing_dtype_gets_an_err_reply_and_the_server_serves_the_next_client(self):
+        server = subprocess.Popen([sys.executable, os.path.join(HERE, 'interop_peer.py'), 'echo-server'],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = await asyncio.get_running_loop().run_in_executor(None, server.stdout.readline)
+            url = f"ws://127.0.0.1:{json.loads(line)['port']}/"
+            sock = await pw.connect(url)
+            with self.assertRaises(pw.TransportError) as e:
+                await sock.request(CRASHING_DTYPE)
+            self.assertEqual(e.exception.code, 'REMOTE')
+            self.assertIn("UnpicklingError: numpy.dtype('M8') state", str(e.exception))
+            self.assertIn('datetime64/timedelta64', str(e.exception))
+            self.assertEqual((await sock.request({'op': 'scale', 'by': 2, 'array': np.arange(3)})).tolist(), [0, 2, 4])
+            await sock.close()
+            other = await pw.connect(url)
+            self.assertEqual(await other.request('next client'), 'next client')
+            await other.close()
+            self.assertIsNone(server.poll(), 'the server process is alive')
+        finally:
+            server.kill()
+            server.communicate()
+
+    async def test_a_frame_over_the_header_limit_is_refused_at_its_length(self):
+        for version, subprotocol in ((1, 'picklewire.v1'), (2, 'picklewire.v2')):
+            with self.subTest(version=version):
+                async with Peer() as peer:
+                    ws = await raw_connect(peer.url, subprotocols=[subprotocol])
+                    # a binary frame announcing 1 GiB, then a few bytes of it: websockets would
+                    # wait for all of it (and buffer it) under a 1 GiB max_size
+                    ws.transport.write(b'\x82\xff' + (2 ** 30).to_bytes(8, 'big') + b'\x00' * 4 + b'\x00' * 1000)
+                    await asyncio.wait_for(ws.wait_closed(), 5)
+                    self.assertEqual(ws.close_code, 4413)
+                    self.assertIn('header limit of 65536 bytes', ws.close_reason)
+                    await asyncio.sleep(0.05)
+                    self.assertEqual(peer.server_errors[0].code, 'LIMIT')
+                    self.assertIn('1073741824 bytes in header position', str(peer.server_errors[0]))
+
+    async def test_a_frame_longer_than_its_header_announced_is_refused_at_its_length(self):
+        async with Peer() as peer:
+            ws = await raw_connect(peer.url, subprotocols=[pw.SUBPROTOCOL])
+            await ws.send(pw.encode_header(id=1, k='msg', p=3, b=[4096], ro=[False]))
+            await ws.send(b'\x80\x05.')
+            ws.transport.write(b'\x82\xff' + (2 ** 30).to_bytes(8, 'big') + b'\x00' * 4 + b'\x00' * 1000)
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            self.assertEqual(ws.close_code, 4400)
+            await asyncio.sleep(0.05)
+            self.assertIn('buffer 0 of message 1 is 1073741824 bytes; its header announced 4096', str(peer.server_errors[0]))
+            self.assertEqual(peer.received, [])
+        async with Peer() as peer:  # frames of the sizes announced still pass, a header at a time
+            sock = await peer.client()
+            big = np.arange(2 ** 18, dtype=np.float64)  # a 2 MiB buffer frame after a small header
+            await sock.send({'a': big, 'pad': b'x' * 40000})
+            np.testing.assert_array_equal((await sock.recv())['a'], big)
+            await sock.close()
+
+    async def test_a_client_that_never_reads_replies_is_held_back(self):
+        def reply(value):
+            return np.full(2 ** 17, value[0], np.float64)  # 1 MiB
+
+        async with Peer(on_request=reply, max_concurrent_requests=4, reply_high_water=2 ** 21) as peer:
+            ws = await raw_connect(peer.url, subprotocols=[pw.SUBPROTOCOL], max_queue=1)
+            sent = 0
+
+            async def ask():
+                nonlocal sent
+                for i in range(300):
+                    data = pickle.dumps((i, bytes(2 ** 18)), protocol=5)  # 300 x 256 KiB: more than TCP buffers hold
+                    await ws.send(pw.encode_header(id=i + 1, k='req', p=len(data), b=[], ro=[]))
+                    await ws.send(data)
+                    sent += 1
+
+            asker = asyncio.create_task(ask())
+            await asyncio.sleep(3)
+            server = peer.server_socks[0]
+            self.assertLess(server.stats.messages_received, 40, 'the server stopped reading requests')
+            self.assertLessEqual(server._answering, 4)
+            self.assertGreater(server.stats.request_pauses, 0)
+            self.assertLess(sent, 300, 'TCP holds the client back')
+            asker.cancel()
+            ws.transport.abort()
+
+    def test_header_errors_say_what_is_wrong(self):
+        cases = {
+            b'\x91' * 2000 + b'\xc0': 'nested more than 1024 levels deep',
+            b'\xc1': 'byte 0xc1 begins no msgpack value',
+            msgpack.packb({'v': 1}) + b'\x00': 'bytes after the header map',
+            msgpack.packb({'v': 1, 'id': 1, 'k': 'msg', 'p': 2.0, 'b': [], 'ro': []}): 'p must be an unsigned integer, got 2.0',
+        }
+        for frame, text in cases.items():
+            with self.subTest(text):
+                with self.assertRaises(pw.TransportError) as e:
+                    pw.decode_header(frame, pw.DEFAULT_LIMITS)
+                self.assertIn(text, str(e.exception))
 
 
 if __name__ == '__main__':
