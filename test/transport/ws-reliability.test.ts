@@ -193,3 +193,17 @@ t.test('maxConcurrentRequests is checked', async (t) => {
   await t.rejects(listenPickleSocket({ maxConcurrentRequests: 0 }), TypeError)
   await t.rejects(listenPickleSocket({ maxConcurrentRequests: 1.5 }), /maxConcurrentRequests must be an integer of at least 1, got 1.5/)
 })
+
+t.test("a peer flooding pings is cut by ws's guard, and the error says so (not that the peer closed)", async (t) => {
+  const server = await listenPickleSocket()
+  t.teardown(() => server.close())
+  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
+  const raw = await rawClient(server.url)
+  const [sock] = await accepted
+  // 100 masked, empty ping frames in one write: ws parses them in one go, before any pong is written.
+  const ping = Buffer.from([0x89, 0x80, 1, 2, 3, 4])
+  ;(raw as unknown as { _socket: { write(b: Uint8Array): boolean } })._socket.write(Buffer.concat(Array.from({ length: 100 }, () => ping)))
+  const info = await within(5000, sock.closed, 'the server to cut the connection')
+  t.equal(codeOf(info.error), 'LIMIT', `the server's error: ${info.error?.message}`)
+  t.match(info.error?.message, /pings faster than it read/)
+})

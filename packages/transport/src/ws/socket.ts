@@ -155,7 +155,10 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     })
     ws.on('message', (data, isBinary) => this.#onFrame(data as Buffer, isBinary))
     ws.on('pong', () => this.#heartbeat.alive())
-    ws.on('ping', () => this.#heartbeat.alive())
+    ws.on('ping', () => {
+      this.#heartbeat.alive()
+      this.#checkPingFlood()
+    })
     ws.on('error', (err) => this.#fail(fromWsError(err, this.#receiver.nextFrameName(), this.#frameLimit)))
     ws.on('close', (code, reason) => this.#onClose(code, reason.toString()))
     if (ws.readyState === WebSocket.OPEN) this.#opened()
@@ -307,6 +310,20 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     // ws's 0 means no limit
     this.#frameLimit = next === null || (this.#wsMaxPayload > 0 && this.#wsMaxPayload < next) ? this.#wsMaxPayload : next
     receiver._maxPayload = this.#frameLimit
+  }
+
+  /**
+   * ws answers each ping with a pong, and cuts the connection (without a close frame) when more
+   * than maxPendingAutoPongs (60 by default) of them are unwritten: a peer that floods pings
+   * and does not read. ws says nothing of why; without this the cut would read as if the peer
+   * had closed (1006). ws keeps the counts private; without them, that is what it reads as.
+   */
+  #checkPingFlood(): void {
+    if (this.ws.readyState === WebSocket.OPEN || this.#closing) return
+    const { _pendingAutoPongs: pending, _maxPendingAutoPongs: max } = this.ws as unknown as { _pendingAutoPongs?: unknown; _maxPendingAutoPongs?: unknown }
+    if (typeof pending === 'number' && typeof max === 'number' && max > 0 && pending >= max) {
+      this.#fail(new TransportError('LIMIT', `the peer sent pings faster than it read the answers (${pending} pongs unwritten, ws's maxPendingAutoPongs): this side cut the connection`))
+    }
   }
 
   #refuseSend(): Error | null {
