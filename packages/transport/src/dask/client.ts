@@ -27,7 +27,11 @@ import { loadOpaque, replyError, taskError } from './remote-error.js'
 import { DaskSerialized, deserializeFromWire, field, newStats, type DaskStats } from './serialize.js'
 
 export interface DaskClientOptions extends DaskCommOptions {
-  /** Milliseconds between "heartbeat-client" messages; 0 sends none. Default 5,000 (Dask's distributed.client.heartbeat). */
+  /**
+   * Milliseconds between "heartbeat-client" messages; 0 sends none. Default 5,000 (Dask's
+   * distributed.client.heartbeat), then what the scheduler asks for with
+   * "adjust-heartbeat-interval" (2025.4 on; at least 1,000). Given here, it is kept.
+   */
   heartbeatInterval?: number
   /** Default timeout of gather, scatter and rpc, in milliseconds; 0 waits without limit. Default 60,000. */
   rpcTimeout?: number
@@ -316,9 +320,10 @@ export class DaskClient {
         return
       }
       case 'adjust-heartbeat-interval': {
-        // The scheduler spaces heartbeats out as the cluster grows (seconds).
+        // The scheduler (2025.4 on) spaces heartbeats out as it gains clients (seconds); an
+        // interval the application chose itself wins.
         const every = msg.get('interval')
-        if (typeof every === 'number' && every > 0 && this.#heartbeat) {
+        if (typeof every === 'number' && every > 0 && this.#heartbeat && this.#options.heartbeatInterval === undefined) {
           clearInterval(this.#heartbeat)
           this.#heartbeat = setInterval(() => this.#send({ op: 'heartbeat-client' }), Math.max(1000, every * 1000))
           this.#heartbeat.unref()
