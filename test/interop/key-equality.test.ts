@@ -201,14 +201,20 @@ t.test('keys Python cannot hash are refused wherever they are', async (t) => {
   }
 })
 
-t.test('a memoized tuple key is encoded once; fresh wrappers of a big one run out of the work budget', async (t) => {
-  // A 100,000-item tuple, memoized, then used as the key of 1,000 dicts: one encoding.
+t.test('a memoized big key is hashed once; comparing equal big keys again and again runs out of the work budget', async (t) => {
+  // A 100,000-item tuple, memoized, then used as the key of 1,000 dicts, and wrapped in 20,000
+  // fresh one-tuples (3 bytes each): its hash is made once.
   const items = pickle('(', ...Array.from({ length: 100_000 }, () => 'K\x07'), 't')
   const many = pickle('\x80\x02', items, 'q\x00(', ...Array.from({ length: 1000 }, () => '}h\x00K\x01s'), 'l.')
   t.equal((loads(many) as unknown[]).length, 1000, 'a list of 1,000 dicts keyed by one tuple')
-  // 20,000 fresh one-tuples wrapping it (3 bytes each) would each be encoded in full.
-  const wrappers = pickle('\x80\x02', items, 'q\x00(', ...Array.from({ length: 20_000 }, () => '}h\x00\x85K\x01s'), 'l.')
-  t.throws(() => loads(wrappers), { name: 'UnpicklingError', message: /work budget .* comparing dict keys and set members/ })
+  const wrapped = pickle('\x80\x02', items, 'q\x00}(', ...Array.from({ length: 20_000 }, () => 'h\x00\x85K\x01'), 'u.')
+  t.equal((loads(wrapped) as Map<unknown, unknown>).size, 1, '20,000 wrappers of one tuple are one key')
+  // Two equal big tuples, each written in full, wrapped alternately: each wrapper of the second
+  // is compared with the first item by item, 100,000 items for 6 bytes of pickle.
+  const twins = pickle('\x80\x02', items, 'q\x00', items, 'q\x01}(', ...Array.from({ length: 10_000 }, () => 'h\x00\x85K\x01h\x01\x85K\x02'), 'u.')
+  t.throws(() => loads(twins), { name: 'UnpicklingError', message: /work budget .* comparing dict keys and set members/ })
+  const fewTwins = pickle('\x80\x02', items, 'q\x00', items, 'q\x01}(', ...Array.from({ length: 20 }, () => 'h\x00\x85K\x01h\x01\x85K\x02'), 'u.')
+  t.equal((loads(fewTwins) as Map<unknown, unknown>).size, 1, '20 such pairs stay within the default budget: one key, as in CPython')
 })
 
 t.test('one Unpickler keeps a dict\'s index across loads (a later pickle adding to a memoized dict)', async (t) => {

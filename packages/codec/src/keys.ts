@@ -19,9 +19,16 @@ import { decodeLatin1 } from './text.js'
 
 /** The canonical form of a primitive NaN: equal to nothing, not even another NaN (see setEntry). */
 const NAN_KEY: unique symbol = Symbol('NaN key')
+/** The canonical form of a tuple or bytes key: looked up by its hash (#hashCode). */
+const HASHED: unique symbol = Symbol('hashed key')
+/** No key found. */
+const NONE: unique symbol = Symbol('none')
 
 /** A Decimal key with more integer digits than this is refused (its int would be built digit by digit). */
 const MAX_DECIMAL_KEY_DIGITS = 4300
+
+/** Encodings at least this long are cached per object (shorter ones cost less to make again than to keep). */
+const CACHED_ENCODING = 256
 
 const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER)
 const SAFE_MIN = BigInt(Number.MIN_SAFE_INTEGER)
@@ -53,6 +60,35 @@ function unhashableKind(o: object): string | null {
 
 function unhashable(kind: string, o: unknown, role: string): never {
   throw new UnpicklingError(`unhashable type: '${kind}' as ${role} (got ${describe(o)})`)
+}
+
+function isBytes(o: unknown): o is Uint8Array {
+  return o instanceof Uint8Array && !(o instanceof ByteArray)
+}
+
+function hashInt(n: number): number {
+  const lo = n | 0
+  const hi = (n - lo) / 4294967296
+  return Math.imul(lo ^ (hi | 0), 0x9e3779b1) | 0
+}
+
+/** A bigint beyond 2^53: hashed from its low 64 bits and its sign (never equal to a safe integer). */
+function hashBigInt(b: bigint): number {
+  return Math.imul(Number(BigInt.asIntN(32, b)) ^ Number(BigInt.asIntN(32, b >> 32n)), 0x85ebca6b) ^ 0x5bd1e995
+}
+
+const FLOAT_BITS = new Float64Array(1)
+const FLOAT_WORDS = new Int32Array(FLOAT_BITS.buffer)
+/** A non-integral float (never equal to an int): from its bits. */
+function hashFloat(x: number): number {
+  FLOAT_BITS[0] = x
+  return Math.imul(FLOAT_WORDS[0]! ^ Math.imul(FLOAT_WORDS[1]!, 0x27d4eb2d), 0x165667b1) | 0
+}
+
+function hashString(s: string, seed: number): number {
+  let h = seed ^ s.length
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  return h | 0
 }
 
 /** Days from 0001-01-01 (proleptic Gregorian) to the date, for comparing aware datetimes. */
@@ -132,10 +168,14 @@ function floatAsDecimal(x: number): { coeff: bigint; exp: number } {
  * encodings of composite keys already computed, and the work they cost.
  */
 export class KeySpace {
-  #indexes: WeakMap<object, Map<unknown, unknown>> | null = null
-  /** One object per composite encoding, so that equal composites are one Map key. */
-  #tokens: Map<string, object> | null = null
-  #encodings: WeakMap<object, string | null> | null = null
+  #indexes: WeakMap<object, KeyIndex> | null = null
+  /** Encodings of big composites, so that a memoized one used as a key again and again is encoded once. */
+  #encodings: WeakMap<object, string> | null = null
+  /** Hashes of big tuples and bytes, so that a memoized one used as a key again and again is hashed once. */
+  #hashes: WeakMap<object, number> | null = null
+  /** Set by #canon: how its result is looked up in a KeyIndex, and the hash of a Kind.Hashed key. */
+  #kind: Kind = Kind.Plain
+  #hashCode = 0
   #ids: WeakMap<object, number> | null = null
   #nextId = 0
 
@@ -146,7 +186,7 @@ export class KeySpace {
   constructor(readonly charge: (work: number) => void = () => {}, readonly maxDepth = 10_000) {}
 
   /** The index of a container, or undefined while its keys are all their own canonical form. */
-  indexOf(container: object): Map<unknown, unknown> | undefined {
+  indexOf(container: object): KeyIndex | undefined {
     return this.#indexes === null ? undefined : this.#indexes.get(container)
   }
 
@@ -154,14 +194,21 @@ export class KeySpace {
    * map[k] = v as a Python dict does it: a key equal to one already there keeps that first key
    * and takes the new value. Returns the map's index afterwards (undefined when it has none).
    */
-  setEntry(map: Map<unknown, unknown>, k: unknown, v: unknown): Map<unknown, unknown> | undefined {
-    const c = this.canonical(k, 'a dict key')
+  setEntry(map: Map<unknown, unknown>, k: unknown, v: unknown): KeyIndex | undefined {
+    return this.setEntryIn(map, this.indexOf(map), k, v)
+  }
+
+  /** setEntry for a caller that holds the map's index already (indexOf(map), or undefined). */
+  setEntryIn(map: Map<unknown, unknown>, index: KeyIndex | undefined, k: unknown, v: unknown): KeyIndex | undefined {
+    let ix = index
+    const c = this.#canon(k, 'a dict key')
     if (c === NAN_KEY) {
       if (map.has(k)) twoNaNs('dict keys')
       map.set(k, v)
-      return this.indexOf(map)
+      return ix
     }
-    let ix = this.indexOf(map)
+    const kind = this.#kind
+    const h = this.#hashCode
     if (ix === undefined) {
       if (c === k) {
         map.set(k, v)
@@ -169,10 +216,10 @@ export class KeySpace {
       }
       ix = this.#buildIndex(map, map.keys())
     }
-    const first = ix.get(c)
-    if (first !== undefined || ix.has(c)) map.set(first, v)
+    const first = this.#lookup(ix, kind, c, h, k)
+    if (first !== NONE) map.set(first, v)
     else {
-      ix.set(c, k)
+      this.#record(ix, kind, c, h, k)
       map.set(k, v)
     }
     return ix
@@ -182,18 +229,22 @@ export class KeySpace {
   getEntry(map: Map<unknown, unknown>, k: unknown): unknown {
     const ix = this.indexOf(map)
     if (ix === undefined) return map.get(k)
-    const c = this.canonical(k, 'a dict key')
-    return c === NAN_KEY ? undefined : ix.has(c) ? map.get(ix.get(c)) : undefined
+    const c = this.#canon(k, 'a dict key')
+    if (c === NAN_KEY) return undefined
+    const first = this.#lookup(ix, this.#kind, c, this.#hashCode, k)
+    return first === NONE ? undefined : map.get(first)
   }
 
   /** set.add(x) as a Python set does it: a member equal to one already there is not added. */
   addMember(set: Set<unknown>, x: unknown): void {
-    const c = this.canonical(x, 'a set member')
+    const c = this.#canon(x, 'a set member')
     if (c === NAN_KEY) {
       if (set.has(x)) twoNaNs('set members')
       set.add(x)
       return
     }
+    const kind = this.#kind
+    const h = this.#hashCode
     let ix = this.indexOf(set)
     if (ix === undefined) {
       if (c === x) {
@@ -202,29 +253,87 @@ export class KeySpace {
       }
       ix = this.#buildIndex(set, set.values())
     }
-    if (!ix.has(c)) {
-      ix.set(c, x)
+    if (this.#lookup(ix, kind, c, h, x) === NONE) {
+      this.#record(ix, kind, c, h, x)
       set.add(x)
     }
   }
 
-  #buildIndex(container: object, keys: Iterable<unknown>): Map<unknown, unknown> {
-    const ix = new Map<unknown, unknown>()
+  #buildIndex(container: object, keys: Iterable<unknown>): KeyIndex {
+    const ix = new KeyIndex()
     for (const k of keys) {
-      const c = this.canonical(k, 'a dict key')
-      if (c !== NAN_KEY && !ix.has(c)) ix.set(c, k)
+      const c = this.#canon(k, 'a dict key')
+      if (c === NAN_KEY) continue
+      const kind = this.#kind
+      const h = this.#hashCode
+      if (this.#lookup(ix, kind, c, h, k) === NONE) this.#record(ix, kind, c, h, k)
     }
     ;(this.#indexes ??= new WeakMap()).set(container, ix)
     return ix
   }
 
+  /** The first key recorded in ix that equals k (whose canonical form c, kind and hash h #canon gave), or NONE. */
+  #lookup(ix: KeyIndex, kind: Kind, c: unknown, h: number, k: unknown): unknown {
+    if (kind === Kind.Plain) return ix.plain.has(c) ? ix.plain.get(c) : NONE
+    if (kind === Kind.Encoded) return ix.encoded !== null && ix.encoded.has(c as string) ? ix.encoded.get(c as string) : NONE
+    const entry = ix.hashed === null ? undefined : ix.hashed.get(h)
+    if (entry === undefined) return NONE
+    if (entry instanceof Bucket) {
+      for (const other of entry.keys) if (this.#equal(other, k, 0)) return other
+      return NONE
+    }
+    return this.#equal(entry, k, 0) ? entry : NONE
+  }
+
+  #record(ix: KeyIndex, kind: Kind, c: unknown, h: number, k: unknown): void {
+    if (kind === Kind.Plain) ix.plain.set(c, k)
+    else if (kind === Kind.Encoded) (ix.encoded ??= new Map()).set(c as string, k)
+    else {
+      const hashed = (ix.hashed ??= new Map())
+      const entry = hashed.get(h)
+      if (entry === undefined) hashed.set(h, k)
+      else if (entry instanceof Bucket) entry.keys.push(k)
+      else hashed.set(h, new Bucket([entry, k]))
+    }
+  }
+
+  /** Python's == between two hashable keys as the unpickler represents them (a tuple's items in order). */
+  #equal(a: unknown, b: unknown, depth: number): boolean {
+    if (a === b) return true
+    // A numpy scalar is == to its plain value (numpy.bytes_ to bytes, numpy.float64 to float).
+    if (a instanceof NumpyScalar) a = a.natural()
+    if (b instanceof NumpyScalar) b = b.natural()
+    if (a instanceof Tuple) {
+      if (!(b instanceof Tuple) || a.length !== b.length) return false
+      if (depth >= this.maxDepth) return false
+      // Charged by length: equal tuples that are separate objects are compared item by item each time.
+      this.charge(a.length + 1)
+      for (let i = 0; i < a.length; i++) if (!this.#equal(a[i], b[i], depth + 1)) return false
+      return true
+    }
+    if (b instanceof Tuple) return false
+    if (isBytes(a)) {
+      if (!isBytes(b) || a.length !== b.length) return false
+      this.charge(a.length + 1)
+      for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+      return true
+    }
+    if (isBytes(b)) return false
+    const ca = this.#canon(a, 'a dict key')
+    const ka = this.#kind
+    const cb = this.#canon(b, 'a dict key')
+    return ka === this.#kind && ka !== Kind.Hashed && ca !== NAN_KEY && ca === cb
+  }
+
   /**
    * What Python's == sees of a key, as a value that is SameValueZero-equal to another key's
    * exactly when the two are == in Python: numbers of every kind as a number or bigint,
-   * composites (bytes, tuples, frozensets, ...) as one token object per encoding, objects
-   * compared by identity as themselves, a primitive NaN as NAN_KEY. Unhashable values throw.
+   * composites (bytes, tuples, frozensets, ...) as their encoding (with #composite set, so
+   * that it is never taken for a str key), objects compared by identity as themselves, a
+   * primitive NaN as NAN_KEY. Unhashable values throw.
    */
-  canonical(k: unknown, role: string): unknown {
+  #canon(k: unknown, role: string): unknown {
+    this.#kind = Kind.Plain
     switch (typeof k) {
       case 'string':
         return k
@@ -237,21 +346,86 @@ export class KeySpace {
         return k <= SAFE_MAX && k >= SAFE_MIN ? Number(k) : k
       case 'object': {
         if (k === null) return null
+        if (k instanceof Tuple || isBytes(k)) {
+          const h = this.#hash(k, role, 0)
+          if (h === null) return k
+          this.#hashCode = h
+          this.#kind = Kind.Hashed
+          return HASHED
+        }
         const kind = unhashableKind(k)
         if (kind !== null) unhashable(kind, k, role)
+        // A numeric object's canonical form (and kind) is whatever the last #canon inside #numeric made it.
         const num = this.#numeric(k, role)
         if (num !== undefined) return num
         if (!this.#isComposite(k)) return k
         const e = this.#encode(k, role, 0)
-        if (e === null) return k
-        const tokens = (this.#tokens ??= new Map())
-        let token = tokens.get(e)
-        if (token === undefined) tokens.set(e, (token = {}))
-        return token
+        this.#kind = e === null ? Kind.Plain : Kind.Encoded
+        return e === null ? k : e
       }
       default:
         return k
     }
+  }
+
+  /**
+   * A hash of a key consistent with #equal (keys Python finds equal hash alike), or null when
+   * the key holds a NaN (equal only to itself). Charged to the load as the encodings are.
+   */
+  #hash(x: unknown, role: string, depth: number): number | null {
+    switch (typeof x) {
+      case 'string':
+        return hashString(x, 0x3c5f)
+      case 'number':
+        if (x !== x) return null
+        if (Number.isSafeInteger(x)) return hashInt(x)
+        return Number.isInteger(x) ? hashBigInt(BigInt(x)) : hashFloat(x)
+      case 'boolean':
+        return hashInt(x ? 1 : 0)
+      case 'bigint':
+        return x <= SAFE_MAX && x >= SAFE_MIN ? hashInt(Number(x)) : hashBigInt(x)
+      case 'undefined':
+        return 0x2d4f0
+      case 'object':
+        break
+      default:
+        return hashString(this.#identity(x as object), 0x1d)
+    }
+    if (x === null) return 0x2d4f0
+    if (depth >= this.maxDepth) throw new UnpicklingError(`${role} nests tuples deeper than maxDepth (${this.maxDepth})`)
+    if (x instanceof Tuple) {
+      const cached = this.#hashes === null ? undefined : this.#hashes.get(x)
+      if (cached !== undefined) return cached
+      let h = 0x345678 ^ x.length
+      for (let i = 0; i < x.length; i++) {
+        const item = x[i]
+        const hi = typeof item === 'number' && Number.isSafeInteger(item) ? hashInt(item) : this.#hash(item, role, depth + 1)
+        if (hi === null) return null
+        h = Math.imul(h ^ hi, 0x01000193) + i
+      }
+      this.charge(x.length + 1)
+      if (x.length >= CACHED_ENCODING) (this.#hashes ??= new WeakMap()).set(x, h | 0)
+      return h | 0
+    }
+    if (isBytes(x)) {
+      const cached = this.#hashes === null ? undefined : this.#hashes.get(x)
+      if (cached !== undefined) return cached
+      this.charge(x.length + 1)
+      let h = 0x62797465 ^ x.length
+      for (let i = 0; i < x.length; i++) h = Math.imul(h ^ x[i]!, 0x01000193)
+      if (x.length >= CACHED_ENCODING) (this.#hashes ??= new WeakMap()).set(x, h | 0)
+      return h | 0
+    }
+    if (x instanceof NumpyScalar) {
+      const v = x.natural()
+      return v === x ? hashString(this.#identity(x), 0x1d) : this.#hash(v, role, depth)
+    }
+    const kind = unhashableKind(x)
+    if (kind !== null) unhashable(kind, x, role)
+    const num = this.#numeric(x, role)
+    if (num !== undefined) return num === x ? null : this.#hash(num, role, depth)
+    const e = this.#encode(x, role, depth)
+    return e === null ? null : hashString(e, 0x7e)
   }
 
   /**
@@ -260,15 +434,15 @@ export class KeySpace {
    * itself, as Python hashes NaN objects by identity). undefined for other objects.
    */
   #numeric(o: object, role: string): unknown {
-    if (o instanceof PyFloat) return this.canonical(o.value, role) === NAN_KEY ? o : this.canonical(o.value, role)
+    if (o instanceof PyFloat) return this.#canon(o.value, role)
     if (o instanceof NumpyScalar) {
       const v = o.natural()
       if (v === o) return undefined
       if (typeof v === 'number' && v !== v) return o
-      return this.canonical(v, role)
+      return this.#canon(v, role)
     }
     if (o instanceof Complex) {
-      if (o.imag === 0) return o.real !== o.real ? o : this.canonical(o.real, role)
+      if (o.imag === 0) return o.real !== o.real ? o : this.#canon(o.real, role)
       return undefined
     }
     if (o instanceof Decimal) {
@@ -284,7 +458,7 @@ export class KeySpace {
         if (digits > MAX_DECIMAL_KEY_DIGITS) {
           throw new UnpicklingError(`Decimal(${JSON.stringify(o.value.slice(0, 40))}) as ${role}: more than ${MAX_DECIMAL_KEY_DIGITS} integer digits are not compared with ints`)
         }
-        return this.canonical(d.coeff * 10n ** BigInt(d.exp), role)
+        return this.#canon(d.coeff * 10n ** BigInt(d.exp), role)
       }
       // Not an integer: it equals a float when the float nearest to it is exactly it.
       const f = Number(o.value.trim().replace(/_/g, ''))
@@ -329,7 +503,7 @@ export class KeySpace {
     }
     if (x === null) return 'N'
     const o = x as object
-    const cached = this.#encodings?.get(o)
+    const cached = this.#encodings === null ? undefined : this.#encodings.get(o)
     if (cached !== undefined) return cached
     if (depth >= this.maxDepth) throw new UnpicklingError(`${role} nests tuples deeper than maxDepth (${this.maxDepth})`)
     const kind = unhashableKind(o)
@@ -341,20 +515,21 @@ export class KeySpace {
     } else {
       e = this.#encodeUncached(o, role, depth)
     }
-    ;(this.#encodings ??= new WeakMap()).set(o, e)
+    if (e !== null && e.length >= CACHED_ENCODING) (this.#encodings ??= new WeakMap()).set(o, e)
     return e
   }
 
   #encodeUncached(o: object, role: string, depth: number): string | null {
     let e: string | null
     if (o instanceof Tuple) {
-      const parts: string[] = []
+      e = `t${o.length}(`
       for (let i = 0; i < o.length; i++) {
-        const p = this.#encode(o[i], role, depth + 1)
+        const x = o[i]
+        const p = typeof x === 'number' && Number.isSafeInteger(x) ? `i${x};` : this.#encode(x, role, depth + 1)
         if (p === null) return null
-        parts.push(p)
+        e += p
       }
-      e = `t${o.length}(${parts.join('')})`
+      e += ')'
     } else if (o instanceof FrozenSet) {
       const parts = new Set<string>()
       for (const x of o) {
@@ -408,6 +583,31 @@ export class KeySpace {
     if (id === undefined) ids.set(o, (id = this.#nextId++))
     return `o${id};`
   }
+}
+
+/** How a key's canonical form is looked up in a KeyIndex. */
+const enum Kind {
+  /** SameValueZero on the canonical form: numbers, str, objects compared by identity. */
+  Plain,
+  /** By the text of what == compares: frozensets, Decimals, complex numbers, dates, ranges, UUIDs. */
+  Encoded,
+  /** By a hash, then #equal: tuples and bytes, the composite keys real data uses (no text made). */
+  Hashed,
+}
+
+/** Keys of equal hash that are not equal to each other. */
+class Bucket {
+  constructor(readonly keys: unknown[]) {}
+}
+
+/** The index of a container that holds keys whose JavaScript identity differs from Python's equality. */
+export class KeyIndex {
+  /** Canonical forms of numbers, str, and objects compared by identity -> the first key. */
+  readonly plain = new Map<unknown, unknown>()
+  /** Encodings of frozensets, Decimals, ... -> the first key. */
+  encoded: Map<string, unknown> | null = null
+  /** Hashes of tuples and bytes -> the first key, or a Bucket of them. */
+  hashed: Map<number, unknown> | null = null
 }
 
 /** range equality is by the numbers it holds: length, and first item and step when they matter. */

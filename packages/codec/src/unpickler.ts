@@ -1091,7 +1091,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
         const k = st[i]
         // str and plain int keys of a dict without an index are their own Python equality.
         if (ix === undefined && (typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k)))) d.set(k, st[i + 1])
-        else ix = keys.setEntry(d, k, st[i + 1])
+        else ix = keys.setEntryIn(d, ix, k, st[i + 1])
       }
     } else {
       for (let i = m; i < st.length; i += 2) setItem(s, d, st[i], st[i + 1])
