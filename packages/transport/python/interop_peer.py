@@ -12,6 +12,10 @@
     python3 interop_peer.py partial URL
         sends the header and pickle of a message that announces a buffer, prints "partial",
         then waits to be killed
+    python3 interop_peer.py send-until-closed URL --bytes N
+        sends messages of N bytes in a tight loop until send() fails; prints {"sent": n (the
+        sends that returned), "code": the error's code, "message": ..., "failed_at": time.time()
+        of the failure, "sndbuf": the socket's SO_SNDBUF}
     python3 interop_peer.py slow-consumer URL --delay S
         reads one message every S seconds; prints {"received": N, "in_order": bool} at the close
     python3 interop_peer.py send-bench URL / recv-bench URL --mib M --count N [--raw]
@@ -184,6 +188,24 @@ async def partial(args) -> None:
     await asyncio.sleep(60)
 
 
+async def send_until_closed(args) -> int:
+    import socket
+    sock = await pw.connect(args.url, heartbeat_interval=None)
+    sndbuf = sock.ws.transport.get_extra_info('socket').getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    pad = bytes(args.bytes)
+    out({'ready': True})
+    sent = 0
+    try:
+        while True:
+            await sock.send((sent, pad))
+            sent += 1
+    except pw.TransportError as e:
+        failed_at = time.time()
+        out({'sent': sent, 'counted': sock.stats.messages_sent, 'code': e.code, 'message': str(e),
+             'failed_at': failed_at, 'sndbuf': sndbuf})
+    return 0
+
+
 async def slow_consumer(args) -> int:
     sock = await pw.connect(args.url, queue_size=1)
     received, in_order = 0, True
@@ -262,6 +284,9 @@ def main() -> int:
                        help='a big-endian array may come back in the machine order (NDArray loads it so)')
     s = sub.add_parser('partial')
     s.add_argument('url')
+    s = sub.add_parser('send-until-closed')
+    s.add_argument('url')
+    s.add_argument('--bytes', type=int, default=1024)
     s = sub.add_parser('slow-consumer')
     s.add_argument('url')
     s.add_argument('--delay', type=float, default=0.05)
@@ -274,7 +299,7 @@ def main() -> int:
     args = p.parse_args()
     run = {
         'echo-server': echo_server, 'arrays-client': arrays_client, 'request-client': request_client,
-        'partial': partial, 'slow-consumer': slow_consumer, 'send-bench': send_bench, 'recv-bench': recv_bench,
+        'partial': partial, 'slow-consumer': slow_consumer, 'send-until-closed': send_until_closed, 'send-bench': send_bench, 'recv-bench': recv_bench,
     }[args.cmd]
     return asyncio.run(run(args)) or 0
 

@@ -704,5 +704,35 @@ print(json.dumps(out))
                 self.assertIn(text, str(e.exception))
 
 
+    async def test_a_send_returns_only_when_its_bytes_are_written_and_fails_when_the_peer_dies(self):
+        from websockets.asyncio.server import serve as raw_serve
+
+        async def reads_slowly_then_dies(ws):
+            # a reader slower than the sender, so that sends wait for the socket; then a reset
+            for _ in range(40):
+                await ws.recv()
+                await asyncio.sleep(0.01)
+            ws.transport.abort()
+
+        async with raw_serve(reads_slowly_then_dies, '127.0.0.1', 0, subprotocols=[pw.SUBPROTOCOL], max_queue=1,
+                             max_size=None) as server:
+            sock = await pw.connect(f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/', protocol_version=1)
+            # a small kernel buffer takes a message a few KiB at a time: the rest waits in asyncio's
+            import socket
+            sock.ws.transport.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            returned, still_buffered = 0, []
+            payload = np.zeros(2 ** 18, np.uint8)
+            with self.assertRaises(pw.TransportError) as e:
+                while True:
+                    await sock.send(payload)
+                    returned += 1
+                    left = sock.ws.transport.get_write_buffer_size()
+                    if left:
+                        still_buffered.append(left)
+            self.assertEqual(e.exception.code, 'CLOSED')
+            self.assertEqual(still_buffered, [], 'no send returned with bytes of its message still in asyncio\'s buffer')
+            self.assertEqual(sock.stats.messages_sent, returned)
+            self.assertGreater(returned, 0)
+
 if __name__ == '__main__':
     unittest.main()
