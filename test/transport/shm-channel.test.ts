@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { Worker } from 'node:worker_threads'
+import { MessageChannel, Worker } from 'node:worker_threads'
 import { NDArray, PickleBuffer } from '@picklewire/codec'
 import { TransportError, createChannel, openChannel, type Channel, type ChannelOptions, type Received, type Signalling } from '@picklewire/transport'
 
@@ -220,4 +220,50 @@ t.test('openChannel and createChannel check what they are given', async (t) => {
   t.throws(() => createChannel({ capacity: 10 }), TypeError)
   t.throws(() => createChannel({ ringBytes: 1000 }), TypeError)
   t.ok(new TransportError('CLOSED', 'x'))
+})
+
+for (const signalling of MODES) {
+  t.test(`${signalling}: an end opens once: a second openChannel is refused while it is open, and after it closed`, async (t) => {
+    const { port1, port2 } = createChannel({ signalling })
+    const a = openChannel(port1)
+    const b = openChannel(port2)
+    t.teardown(async () => {
+      await a.close()
+      await b.close()
+    })
+    t.throws(() => openChannel(port1), { name: 'TypeError', message: /^channel end 0 \(port1 of createChannel\(\)\) is already open/ }, 'the same end again, in the same thread')
+    t.throws(() => openChannel(port2), { name: 'TypeError', message: /^channel end 1 \(port2 of createChannel\(\)\) is already open/ }, 'the other end again')
+    for (let i = 0; i < 3; i++) await b.send(i, TIMEOUT)
+    const got: unknown[] = []
+    for (let i = 0; i < 3; i++) {
+      const m = await a.receive(TIMEOUT)
+      got.push(m.value)
+      m.release()
+    }
+    t.same(got, [0, 1, 2], 'the Channel that opened the end gets every message: none went to a second one')
+    await a.close()
+    t.throws(() => openChannel(port1), { name: 'TransportError', code: 'CLOSED', message: /^channel end 0 \(port1 of createChannel\(\)\) was closed/ }, 'a closed end does not reopen')
+  })
+}
+
+t.test('an end open in a worker is refused in another thread too: the mark is in the shared memory', async (t) => {
+  const { port1, port2 } = createChannel()
+  const worker = new Worker(WORKER, { workerData: { scenario: 'echo', channel: port2, args: {} }, transferList: [port2.port] })
+  const ch = openChannel(port1)
+  t.teardown(async () => {
+    await worker.terminate()
+    await ch.close()
+  })
+  await ch.send('hello', TIMEOUT)
+  t.equal((await ch.receive(TIMEOUT)).value, 'hello', 'the worker opened its end and answers')
+  // The worker's end as it was posted, with a port of its own (the posted one went to the worker).
+  const { port1: stray, port2: strayPeer } = new MessageChannel()
+  t.teardown(() => {
+    stray.close()
+    strayPeer.close()
+  })
+  t.throws(() => openChannel({ ...port2, port: stray }), { name: 'TypeError', message: /^channel end 1 \(port2 of createChannel\(\)\) is already open/ })
+  await ch.send('again', TIMEOUT)
+  t.equal((await ch.receive(TIMEOUT)).value, 'again', 'the worker still gets every message')
+  await ch.send('stop')
 })

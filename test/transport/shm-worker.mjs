@@ -141,6 +141,26 @@ const scenarios = {
     parentPort.postMessage({ done })
   },
 
+  // Receives, counting each message in shared[0] as soon as it has it (the count survives the
+  // thread). After `stopAt` messages: 'exit' writes the time into times[0] and exits at once;
+  // 'pause' tells the parent and receives no more (the parent terminates it).
+  async countAndDie(ch, { counter, times, stopAt, then }) {
+    const shared = new Int32Array(counter)
+    const when = new Float64Array(times)
+    for (;;) {
+      const m = await ch.receive()
+      m.release()
+      const n = Atomics.add(shared, 0, 1) + 1
+      if (n < stopAt) continue
+      if (then === 'exit') {
+        when[0] = performance.timeOrigin + performance.now()
+        process.exit(0)
+      }
+      parentPort.postMessage('paused')
+      await new Promise(() => setTimeout(() => {}, 60_000))
+    }
+  },
+
   // Takes an arena's lock and dies holding it, with a block allocated.
   async lockAndDie(_, { sab }) {
     const arena = openArenaBuffer(sab)

@@ -63,6 +63,12 @@ export interface ChannelSendOptions extends WaitOptions {
 export interface ChannelStats extends ShmStats {
   /** Arena bytes freed on behalf of a dead peer. */
   bytesReclaimed: number
+  /**
+   * Messages this side sent (counted in messagesSent) that the other side's application was
+   * never handed, because it closed or died first; known once `done` has settled, 0 before.
+   * messagesSent - messagesUndelivered is what the other side received.
+   */
+  messagesUndelivered: number
   /** The arena this side sends into and the one it receives from. */
   arenas: { out: ArenaStats; in: ArenaStats }
 }
@@ -97,6 +103,23 @@ const READ_BATCH = 256
 type State = 'open' | 'closed' | 'peer-closed' | 'peer-dying' | 'peer-dead'
 
 export class Channel {
+  /** This thread's open channels, marked when the thread exits (see #threadExiting). */
+  static readonly #open = new Set<Channel>()
+  static #hooked = false
+
+  /**
+   * Runs as this thread exits, whatever the cause except worker.terminate() (which runs no
+   * more JavaScript): each open end tells its other side in shared memory, so that a send
+   * there fails at once rather than when the thread's teardown closes the port, which takes
+   * from a few to hundreds of milliseconds on a busy machine.
+   */
+  static #threadExiting(): void {
+    for (const ch of Channel.#open) {
+      ch.#out.memory.ring.markExited()
+      ch.#in.memory.ring.wakeAll()
+    }
+  }
+
   readonly side: 0 | 1
   readonly signalling: Signalling
   readonly #mem: [PipeMemory, PipeMemory]
@@ -116,6 +139,7 @@ export class Channel {
   readonly #receives = new Turns('receive')
   #waiting = 0
   #bytesReclaimed = 0
+  #undelivered = 0
   /** Settles when the channel is closed, by either side or by the other side's death. */
   readonly done: Promise<void>
   #resolveDone!: () => void
@@ -142,6 +166,11 @@ export class Channel {
       throw new TransportError('CLOSED', `channel end ${this.side} (port${this.side + 1} of createChannel()) was closed; ` +
         'a closed channel does not reopen: make a new one with createChannel()')
     }
+    Channel.#open.add(this)
+    if (!Channel.#hooked) {
+      Channel.#hooked = true
+      process.on('exit', Channel.#threadExiting)
+    }
     this.#port = init.port
     this.#port.on('message', (msg: unknown) => this.#onPortMessage(msg))
     this.#port.once('close', () => void this.#onPortClose())
@@ -150,7 +179,7 @@ export class Channel {
 
   /** False once this side closed, the other side closed, or the other side died. */
   get open(): boolean {
-    return this.#state === 'open'
+    return this.#state === 'open' && !this.#in.memory.ring.exited
   }
 
   // ---- sending ----
@@ -158,6 +187,7 @@ export class Channel {
   #closedForSend = (): string | null => {
     switch (this.#state) {
       case 'open':
+        if (this.#in.memory.ring.exited) return "the other side's thread exited"
         return this.#in.memory.ring.closedBy !== 0 || this.#out.memory.ring.closedBy !== 0 ? 'the other side closed the channel' : null
       case 'closed':
         return 'this side closed the channel'
@@ -548,7 +578,9 @@ export class Channel {
   }
 
   #deliver<T>(entry: InboxEntry): Received<T> {
-    if (this.signalling === 'port') this.#in.memory.ring.countConsumed(this.#window >> 1)
+    const ring = this.#in.memory.ring
+    ring.countDelivered()
+    if (this.signalling === 'port') ring.countConsumed(this.#window >> 1)
     if ('error' in entry) throw entry.error
     return this.#endpoint.decode<T>(entry.record, entry.prefix, entry.held, entry.transfers)
   }
@@ -655,6 +687,7 @@ export class Channel {
     if (this.#state === 'closed') return
     const was = this.#state
     this.#state = 'closed'
+    Channel.#open.delete(this)
     this.#out.memory.ring.closeEnd()
     this.#wake()
     const me = this.#endpoint.id
@@ -694,6 +727,7 @@ export class Channel {
     if (by !== 0 && by !== me) {
       if (this.#state === 'open') this.#state = 'peer-closed'
       this.#wake()
+      this.#countUndelivered()
       this.#resolveDone()
       return
     }
@@ -717,7 +751,18 @@ export class Channel {
     }
     if (this.#state === 'peer-dying') this.#state = 'peer-dead'
     this.#wake()
+    this.#countUndelivered()
     this.#resolveDone()
+  }
+
+  /**
+   * Once the other side is gone (its port closed after its last delivery): what this side sent
+   * and it was never handed. The counter it keeps wraps at 2^32; fewer than that many
+   * messages are ever waiting at once, so the difference modulo 2^32 is exact.
+   */
+  #countUndelivered(): void {
+    const sent = this.#endpoint.stats.messagesSent % 2 ** 32
+    this.#undelivered = (sent - this.#out.memory.ring.delivered + 2 ** 32) % 2 ** 32
   }
 
   /** Frees blocks whose release waited for a lock (releases are otherwise immediate). */
@@ -730,6 +775,7 @@ export class Channel {
     return {
       ...this.#endpoint.stats,
       bytesReclaimed: this.#bytesReclaimed,
+      messagesUndelivered: this.#undelivered,
       arenas: { out: arena(this.#out.memory), in: arena(this.#in.memory) },
     }
   }

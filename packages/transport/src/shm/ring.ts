@@ -29,6 +29,10 @@ const R_CLOSED = 7
 const R_SIZE = 8
 /** A channel end that sends into this ring: 0 never opened, 1 open, 2 closed by its opener. */
 const R_END = 9
+/** Messages of this ring the receiving application was handed (wraps at 2^32). */
+const R_DELIVERED = 10
+/** Set by the thread of the channel end that sends into this ring as it exits with the end open. */
+const R_EXITED = 11
 
 /** What openEnd found: the end was free (and is now open), is open, or was closed. */
 export type EndState = 'opened' | 'open' | 'closed'
@@ -113,6 +117,20 @@ export class RecordRing {
   /** The end's opener closed it: it is never opened again. */
   closeEnd(): void {
     Atomics.store(this.#i32, this.#c + R_END, 2)
+  }
+
+  /**
+   * The end's thread is exiting with the end open (process.exit, an uncaught error, or its
+   * event loop ran out): the other side learns it at once, from the memory, instead of after
+   * the thread's teardown closes its port.
+   */
+  markExited(): void {
+    Atomics.store(this.#i32, this.#c + R_EXITED, 1)
+    this.wakeAll()
+  }
+
+  get exited(): boolean {
+    return Atomics.load(this.#i32, this.#c + R_EXITED) !== 0
   }
 
   /** Marks the ring closed (first closer wins) and wakes every waiter. */
@@ -285,6 +303,16 @@ export class RecordRing {
   }
 
   /** Port signalling counts messages here too: a message posted (published) or taken (consumed). */
+  /** A message handed to the receiving application (exact, unlike consumed, which close() also moves). */
+  countDelivered(): void {
+    Atomics.add(this.#i32, this.#c + R_DELIVERED, 1)
+  }
+
+  /** Messages handed to the receiving application so far, modulo 2^32. */
+  get delivered(): number {
+    return Atomics.load(this.#i32, this.#c + R_DELIVERED) >>> 0
+  }
+
   countPublished(): void {
     Atomics.add(this.#i32, this.#c + R_PUBLISHED, 1)
   }
