@@ -1,9 +1,12 @@
-// The Dask benchmark (issue 8): gathering a 64 MiB float64 numpy array from a Dask cluster into
+// The Dask benchmark: gathering a 64 MiB float64 numpy array from a Dask cluster into
 // Node with picklewire's DaskClient, against the stock Python client gathering the same key in
 // the same run. One scheduler and one worker on loopback, started here with Dask's own commands
-// (/usr/bin/python3 -m distributed.cli.dask_scheduler / dask_worker) and always stopped at the
-// end. The arrays are built on the worker by tasks Node submits: numpy.random.random
-// (incompressible: sent as it is) and numpy.zeros (the worker compresses it with lz4).
+// (PICKLEWIRE_DASK_PYTHON, default /usr/bin/python3, -m distributed.cli.dask_scheduler /
+// dask_worker) and always stopped at the end. The worker listens on 127.0.0.2 and both use
+// distributed.comm.compression lz4, so that the worker compresses toward the scheduler on every
+// version (from 2023.5 Dask never compresses between peers of one address, and its default
+// compression is off). The arrays are built on the worker by tasks Node submits:
+// numpy.random.random (incompressible: sent as it is) and numpy.zeros (lz4-compressed).
 //
 // Four gatherer processes take turns, one gather each per round, so that whatever else the
 // machine is doing falls on all of them alike: the stock Python client (distributed.Client,
@@ -17,8 +20,8 @@
 // the other clients' turns; see packages/transport/src/dask/warm-memory.ts); its first gather of
 // a size is cold, and is the warm-up. No other process gets GLIBC_TUNABLES. Every Node gather is
 // checked (dtype, shape, 4 elements) against what the Python client gathered. Both clients
-// gather through the scheduler (Dask's default, direct=False). The bar of issue 8: Node within
-// 1.2x of the Python client.
+// gather through the scheduler (Dask's default, direct=False). The bar: Node within 1.2x of the
+// Python client.
 
 import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -89,6 +92,8 @@ from distributed import Client, Future
 addr, keys = sys.argv[1], sys.argv[2:]
 with Client(addr, timeout=30) as client:
     futures = {key: Future(key, client) for key in keys}
+    # Future(key, client) told the scheduler it wants the key up to 2024.x; later releases wait for this.
+    client._send_to_scheduler({"op": "client-desires-keys", "keys": list(keys)})
     for f in futures.values():
         f.result(timeout=60)
     print(json.dumps({"ready": True}), flush=True)
@@ -254,6 +259,7 @@ export async function runDask({ quick, log }) {
   // Every process runs without GLIBC_TUNABLES but the one Node gatherer that is given it.
   const stock = { ...process.env }
   delete stock.GLIBC_TUNABLES
+  const daskEnv = { ...stock, DASK_DISTRIBUTED__COMM__COMPRESSION: 'lz4' }
   let scheduler
   let worker
   let client
@@ -268,13 +274,13 @@ export async function runDask({ quick, log }) {
     log('  starting a scheduler and a worker')
     const s = await startDask(
       ['-m', 'distributed.cli.dask_scheduler', '--host', '127.0.0.1', '--port', '0', '--dashboard-address', '127.0.0.1:0', '--no-show'],
-      /Scheduler at:\s+(\S+)/, 'dask_scheduler', stock,
+      /Scheduler at:\s+(\S+)/, 'dask_scheduler', daskEnv,
     )
     scheduler = s.proc
     const address = s.match[1]
     const w = await startDask(
-      ['-m', 'distributed.cli.dask_worker', address, '--host', '127.0.0.1', '--nthreads', '1', '--no-nanny', '--dashboard-address', '127.0.0.1:0', '--memory-limit', '0'],
-      /Registered to:/, 'dask_worker', stock,
+      ['-m', 'distributed.cli.dask_worker', address, '--host', '127.0.0.2', '--nthreads', '1', '--no-nanny', '--dashboard-address', '127.0.0.1:0', '--memory-limit', '0'],
+      /Registered to:/, 'dask_worker', daskEnv,
     )
     worker = w.proc
     const versions = spawnSync(PYTHON, ['-c', 'import sys, distributed, numpy\ntry:\n import lz4; l = lz4.__version__\nexcept ImportError: l = "none"\nprint(sys.version.split()[0], distributed.__version__, numpy.__version__, l)'],
@@ -323,7 +329,7 @@ export async function runDask({ quick, log }) {
     }
     client.release(...futures)
 
-    console.log(`Python ${versions[0]}, distributed ${versions[1]}, numpy ${versions[2]}, lz4 ${versions[3]}; one scheduler and one worker (1 thread) on loopback, tcp; ` +
+    console.log(`Python ${versions[0]}, distributed ${versions[1]}, numpy ${versions[2]}, lz4 ${versions[3]}; one scheduler (127.0.0.1) and one worker (127.0.0.2, 1 thread) on loopback, tcp, distributed.comm.compression lz4; ` +
       `both clients gather through the scheduler. Four gatherer processes (the stock Python client; Node's DaskClient; the same Node process with ` +
       `GLIBC_TUNABLES=${HUGE_TUNABLE}, so that glibc's malloc asks for transparent huge pages as numpy does for its arrays; Node's DaskClient with ` +
       `warmReceive: true, which reads a big message into memory whose pages were written while the process was idle, here during the other clients' turns) take turns: ` +
