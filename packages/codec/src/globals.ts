@@ -647,6 +647,22 @@ const PY2_EXCEPTIONS: ReadonlySet<string> = new Set([
   'UnicodeWarning', 'UserWarning', 'ValueError', 'Warning', 'ZeroDivisionError',
 ])
 
+/**
+ * Python 2 module names that name no Python 3 module: the modules _compat_pickle renames,
+ * except the three that Python 3 also has (dbm, _elementtree, test.test_support), and the
+ * two that only its NAME_MAPPING names. CPython imports these only through fix_imports,
+ * below protocol 3; anywhere else its Unpickler fails with ModuleNotFoundError.
+ */
+const PYTHON2_ONLY_MODULES: ReadonlySet<string> = new Set([
+  ...[...MODULE_RENAMES.keys()].filter((m) => m !== 'dbm' && m !== '_elementtree' && m !== 'test.test_support'),
+  'exceptions', 'multiprocessing.forking',
+])
+
+/** Whether module is a Python 2 module name that Python 3 reads only through fix_imports. */
+export function isPython2Module(module: string): boolean {
+  return PYTHON2_ONLY_MODULES.has(module)
+}
+
 /** Maps a Python 2 global name to its Python 3 name (Python's fix_imports). */
 export function fixImport(module: string, name: string): [string, string] {
   const renamed = NAME_RENAMES.get(`${module}.${name}`)

@@ -8,7 +8,7 @@ export {
   type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
 } from './opcodes.js'
 export {
-  GlobalRegistry, MAX_SPREAD_ARGS, MAX_ZERO_FILL, defaultGlobals, fixImport, reverseFixImport, type ClassHooks, type Registration,
+  GlobalRegistry, MAX_SPREAD_ARGS, MAX_ZERO_FILL, defaultGlobals, fixImport, isPython2Module, reverseFixImport, type ClassHooks, type Registration,
 } from './globals.js'
 export { Pickler, dump, dumps, dumpsTransient, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
 export {

@@ -4,7 +4,7 @@
  * LoadState instance, never in module variables.
  */
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
-import { defaultGlobals, dictEntries, fixImport, isPlainObject, spreadable, type GlobalRegistry } from './globals.js'
+import { defaultGlobals, dictEntries, fixImport, isPlainObject, isPython2Module, spreadable, type GlobalRegistry } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { KeySpace, isPlainNumberKey } from './keys.js'
 import { NumpyScalar } from './numpy.js'
@@ -432,6 +432,15 @@ class LoadState {
   defaultFindClass(module: string, name: string): unknown {
     const found = this.globals.get(module, name)
     if (found !== undefined) return found
+    // Refused even by the opaque mode: CPython cannot import it here, and a placeholder dumped
+    // again below protocol 3 would name the Python 3 global instead.
+    if (isPython2Module(module)) {
+      const [m3, n3] = fixImport(module, name)
+      throw new UnpicklingError(
+        `global '${module}.${name}' is forbidden: '${module}' is a Python 2 module name, which CPython reads as '${m3}.${n3}' ` +
+          `only below protocol 3 with fix_imports (this pickle: protocol ${this.proto}${this.fixImports ? '' : ', fixImports off'})`,
+      )
+    }
     if (this.opaque) {
       const key = `${module}.${name}`
       const known = (this.opaqueGlobals ??= new Map())
