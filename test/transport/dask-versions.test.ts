@@ -6,9 +6,9 @@
  * submit, map, wait and cancel.
  */
 import t, { type Test } from 'tap'
-import { PyGlobal, PyObject, Tuple, loads } from '@picklewire/codec'
+import { PyGlobal, PyObject, Tuple, dumps, loads } from '@picklewire/codec'
 import {
-  DaskClient, DaskSerialized, TransportError, graphFormFor, listenDask, loadsMessage, parseDaskVersion, type DaskComm,
+  DaskClient, DaskRemoteError, DaskSerialized, TransportError, graphFormFor, listenDask, loadsMessage, parseDaskVersion, type DaskComm,
 } from '@picklewire/transport'
 
 const WAIT = 10_000
@@ -209,4 +209,31 @@ t.test('a gather whose keys are lost names them', async (t) => {
   t.ok(err instanceof TransportError && err.code === 'REMOTE', String(err))
   t.match((err as Error).message, /could not gather keys lost-1, lost-2: no worker that held them answered/)
   t.notMatch((err as Error).message, /failed on the Dask side: error/)
+})
+
+t.test('a cause chain from the peer is followed at most 20 links; tblib 3.2 exceptions read their args from attrs', async (t) => {
+  const s = await fakeScheduler(t, versionsReply('2024.12.1'))
+  const client = await DaskClient.connect(s.address, { timeout: WAIT, heartbeatInterval: 0 })
+  t.teardown(() => client.close({ timeout: 100 }))
+  const UNPICKLE = new PyGlobal('tblib.pickling_support', 'unpickle_exception')
+  const WITH_ATTRS = new PyGlobal('tblib.pickling_support', 'unpickle_exception_with_attrs')
+  let chain: unknown = null
+  for (let i = 0; i < 500; i++) {
+    chain = new PyObject(UNPICKLE, 'reduce', Tuple.fromItems([new PyGlobal('builtins', 'ValueError'), Tuple.fromItems([`link ${i}`]), chain, null, null, false, null]))
+  }
+  const top = new PyObject(WITH_ATTRS, 'reduce', Tuple.fromItems([
+    new PyGlobal('subprocess', 'CalledProcessError'), new Map<unknown, unknown>([['args', Tuple.fromItems([1, ['false']])]]), chain, null, null, false, null, Tuple.fromItems([]),
+  ]))
+  const f = client.submit('builtins.abs', [1], { key: 'deep' })
+  await s.next('update-graph')
+  const stream = await s.stream
+  await stream.write([{ op: 'task-erred', key: 'deep', exception: dumps(top, { protocol: 4 }), traceback: null }])
+  const err = await failure(f.wait({ timeout: WAIT })) as DaskRemoteError
+  t.ok(err instanceof DaskRemoteError, String(err))
+  t.equal(err.exceptionType, 'subprocess.CalledProcessError')
+  t.equal(err.exceptionText, "(1, ['false'])")
+  let links = 0
+  for (let c: unknown = err.cause; c instanceof DaskRemoteError; c = c.cause) links++
+  t.equal(links, 20, 'the chain stops after 20 causes')
+  t.match(err.cause, { exceptionType: 'ValueError', exceptionText: 'link 499' }, 'the direct cause first')
 })
