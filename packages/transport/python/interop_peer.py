@@ -16,6 +16,9 @@
         sends messages of N bytes in a tight loop until send() fails; prints {"sent": n (the
         sends that returned), "code": the error's code, "message": ..., "failed_at": time.time()
         of the failure, "sndbuf": the socket's SO_SNDBUF}
+    python3 interop_peer.py flood-requests URL --count N --bytes B
+        sends N requests of B bytes each and never reads a reply; prints {"sent": n} each second
+        while it can send, and {"sent": n, "done": true} at the end
     python3 interop_peer.py slow-consumer URL --delay S
         reads one message every S seconds; prints {"received": N, "in_order": bool} at the close
     python3 interop_peer.py send-bench URL / recv-bench URL --mib M --count N [--raw]
@@ -206,6 +209,29 @@ async def send_until_closed(args) -> int:
     return 0
 
 
+async def flood_requests(args) -> int:
+    from websockets.asyncio.client import connect
+    # max_queue=1: websockets stops reading the socket at once, so replies back up in TCP
+    ws = await connect(args.url, subprotocols=[pw.SUBPROTOCOL], compression=None, max_queue=1, max_size=None)
+    sent = 0
+
+    async def report():
+        while True:
+            await asyncio.sleep(1)
+            out({'sent': sent})
+
+    reporter = asyncio.create_task(report())
+    data = pickle.dumps(bytes(args.bytes), protocol=5)
+    for i in range(args.count):
+        await ws.send(pw.encode_header(id=i + 1, k='req', p=len(data), b=[], ro=[]))
+        await ws.send(data)
+        sent += 1
+    reporter.cancel()
+    out({'sent': sent, 'done': True})
+    await asyncio.sleep(3600)
+    return 0
+
+
 async def slow_consumer(args) -> int:
     sock = await pw.connect(args.url, queue_size=1)
     received, in_order = 0, True
@@ -287,6 +313,10 @@ def main() -> int:
     s = sub.add_parser('send-until-closed')
     s.add_argument('url')
     s.add_argument('--bytes', type=int, default=1024)
+    s = sub.add_parser('flood-requests')
+    s.add_argument('url')
+    s.add_argument('--count', type=int, default=300)
+    s.add_argument('--bytes', type=int, default=2 ** 20)
     s = sub.add_parser('slow-consumer')
     s.add_argument('url')
     s.add_argument('--delay', type=float, default=0.05)
@@ -299,7 +329,8 @@ def main() -> int:
     args = p.parse_args()
     run = {
         'echo-server': echo_server, 'arrays-client': arrays_client, 'request-client': request_client,
-        'partial': partial, 'slow-consumer': slow_consumer, 'send-until-closed': send_until_closed, 'send-bench': send_bench, 'recv-bench': recv_bench,
+        'partial': partial, 'slow-consumer': slow_consumer, 'send-until-closed': send_until_closed,
+        'flood-requests': flood_requests, 'send-bench': send_bench, 'recv-bench': recv_bench,
     }[args.cmd]
     return asyncio.run(run(args)) or 0
 
