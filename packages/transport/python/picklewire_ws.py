@@ -83,8 +83,8 @@ ALIGNMENTS = frozenset((1, 2, 4, 8))
 MIN_OUT_OF_BAND_BYTES = 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_INLINE_PICKLE_BYTES = 16 * 1024
-#: msgpack's own nesting limit (its StackError): a header nests two levels.
-MAX_HEADER_DEPTH = 1024
+#: Deepest nesting of msgpack containers a header may have (the spec's; a header itself nests two levels).
+MAX_HEADER_DEPTH = 256
 
 
 class CLOSE:
@@ -193,6 +193,18 @@ def check_lengths(p: int, b: list[int], limits: Limits) -> None:
         raise TransportError('LIMIT', f'message of {total} bytes is over max_message_bytes ({limits.max_message_bytes})')
 
 
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than limit levels (the value itself is level 1)."""
+    level = [(value, 1)]
+    while level:
+        v, d = level.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                return True
+            level.extend((item, d + 1) for item in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
 def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION) -> dict[str, Any]:
     """Decodes and validates a header of a connection of this version (checks 1 to 7 of the
     spec), as @picklewire/transport's decodeWireHeader does. An inline pickle is under 'pk'."""
@@ -200,7 +212,7 @@ def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION)
         raise TransportError('LIMIT', f'a header of {len(frame)} bytes is over the header limit of {MAX_HEADER_BYTES} bytes')
     try:
         raw = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except msgpack.StackError:
+    except msgpack.StackError:  # msgpack's own limit, 1,024 levels
         raise _bad(f'msgpack nested more than {MAX_HEADER_DEPTH} levels deep (a header is a map of scalars and arrays)') from None
     except msgpack.FormatError:
         raise _bad(f'not msgpack (byte 0x{frame[0]:02x} begins no msgpack value)' if len(frame) == 1 else
@@ -211,6 +223,8 @@ def decode_header(frame: bytes, limits: Limits, version: int = PROTOCOL_VERSION)
         raise _bad(f'not msgpack ({type(e).__name__}: {e or "no detail"})') from None
     if not isinstance(raw, dict):
         raise _bad('not a map')
+    if _depth_over(raw, MAX_HEADER_DEPTH):
+        raise _bad(f'msgpack nested more than {MAX_HEADER_DEPTH} levels deep (a header is a map of scalars and arrays)')
     v = _uint(raw.get('v'), 'v')
     if v != version:
         raise TransportError('PROTOCOL', f'unsupported protocol version {v}; this connection speaks {version}',
@@ -1088,10 +1102,12 @@ class _FrameGate:
                 n, what = self.expect[0]
                 self.error = TransportError('PROTOCOL', f'{what} of message {self.header_id} is {size} bytes; its header '
                                                         f'announced {n} (frames truncated, lost or out of order)')
+                code = self.error.close_code()
             else:
                 self.error = TransportError('LIMIT', f'a frame of {size} bytes in header position is over the header '
                                                      f'limit of {MAX_HEADER_BYTES} bytes')
-            code, reason = self.error.close_code(), _close_reason(str(self.error))
+                code = CLOSE.TOO_BIG  # as the spec and the Node side close for it
+            reason = _close_reason(str(self.error))
         self._fail(code, reason)
 
 

@@ -389,7 +389,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             'a pickle frame after an inline header': ([h2(), good], 4400),
             'id out of sequence': ([h2(id=2)], 4400),
             'buffer over the limit': ([h2(b=[2 ** 31], ro=[False])], 4413),
-            'header over 64 KiB': ([h2(p=70000, pk=bytes(70000))], 4413),
+            'header over 64 KiB': ([h2(p=70000, pk=bytes(70000))], 1009),
         }
         for name, (frames, code) in cases.items():
             with self.subTest(name):
@@ -640,7 +640,7 @@ print(json.dumps(out))
                     # wait for all of it (and buffer it) under a 1 GiB max_size
                     ws.transport.write(b'\x82\xff' + (2 ** 30).to_bytes(8, 'big') + b'\x00' * 4 + b'\x00' * 1000)
                     await asyncio.wait_for(ws.wait_closed(), 5)
-                    self.assertEqual(ws.close_code, 4413)
+                    self.assertEqual(ws.close_code, 1009)
                     self.assertIn('header limit of 65536 bytes', ws.close_reason)
                     await asyncio.sleep(0.05)
                     self.assertEqual(peer.server_errors[0].code, 'LIMIT')
@@ -691,8 +691,15 @@ print(json.dumps(out))
             ws.transport.abort()
 
     def test_header_errors_say_what_is_wrong(self):
+        def nested(levels):
+            v = []
+            for _ in range(levels - 1):
+                v = [v]
+            return v
+
         cases = {
-            b'\x91' * 2000 + b'\xc0': 'nested more than 1024 levels deep',
+            b'\x91' * 2000 + b'\xc0': 'nested more than 256 levels deep',
+            msgpack.packb({'v': 1, 'id': 1, 'x': {'deep': nested(300)}}): 'nested more than 256 levels deep',
             b'\xc1': 'byte 0xc1 begins no msgpack value',
             msgpack.packb({'v': 1}) + b'\x00': 'bytes after the header map',
             msgpack.packb({'v': 1, 'id': 1, 'k': 'msg', 'p': 2.0, 'b': [], 'ro': []}): 'p must be an unsigned integer, got 2.0',
