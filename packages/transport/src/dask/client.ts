@@ -9,12 +9,12 @@
  * - Request/reply ops ("gather", "scatter", or any other with rpc()) go over other comms to
  *   the scheduler, pooled; each request is {"op", ...args, "reply": true}.
  *
- * A task is sent as Dask's run_spec {"function": <pickle>, "args": <pickle>, "kwargs": <pickle>}
- * (distributed/worker.py dumps_task): the worker unpickles them when it runs the task, after
- * putting the data of each dependency in place of its key wherever the key appears in the
- * arguments (utils_comm.pack_data). Arguments holding nested calls go as
- * execute_task((function, *args)), as Dask's task tuples do. The function is a Python global
- * named by its qualified name; nothing of JavaScript runs there.
+ * At connect the client asks the scheduler's "versions" and writes "update-graph" in the form
+ * that distributed version reads (graph.ts): run_spec pickles up to 2023.3, a pickled
+ * HighLevelGraph of dask._task_spec Tasks from 2024.11, an LLGExpr in "expr_ser" from 2025.4.
+ * Futures in arguments become references the worker replaces with their values; a Tuple led by
+ * a Python global is a nested call. The function is a Python global named by its qualified
+ * name; nothing of JavaScript runs there.
  */
 import { randomUUID } from 'node:crypto'
 import { NDArray, PyGlobal, Tuple } from '@picklewire/codec'
