@@ -4,8 +4,8 @@
  * - One long-lived comm is the client's stream: "register-client" opens it, the scheduler
  *   answers "stream-start", then both sides send lists of messages. Ours: "update-graph"
  *   (submit), "client-releases-keys", "heartbeat-client", "close-client", "close-stream".
- *   The scheduler's: "key-in-memory", "task-erred", "cancelled-key", "lost-data",
- *   "task-retried", "restart", "stream-closed".
+ *   The scheduler's: "key-in-memory", "task-erred", "cancelled-key(s)", "lost-data",
+ *   "task-retried", "restart", "stream-closed", "adjust-heartbeat-interval".
  * - Request/reply ops ("gather", "scatter", or any other with rpc()) go over other comms to
  *   the scheduler, pooled; each request is {"op", ...args, "reply": true}.
  *
