@@ -576,40 +576,53 @@ def _check_array_state(state: Any) -> None:
         raise _refuse(f'{who}: an array of {dtype} and shape {shape} needs {n * dtype.itemsize} bytes, got {got}')
 
 
-#: Each opcode's argument length (pickletools' ArgumentDescriptor.n: bytes, or how they are found).
-_ARGLEN: dict[int, int] = {}
+#: What follows each opcode byte: n >= 0 bytes, or one of pickletools' ArgumentDescriptor
+#: codes (-1 up to a newline, -2 a 1-byte length, -3 / -4 a 4-byte signed / unsigned length,
+#: -5 an 8-byte length), or one of the cases below.
+_ARG = [-99] * 256
 for _op in pickletools.opcodes:
-    _ARGLEN[ord(_op.code)] = _op.arg.n if _op.arg is not None else 0
-_TWO_LINES = (ord('c'), ord('i'))
-_PUT, _BINPUT, _LONG_BINPUT, _STOP = ord('p'), ord('q'), ord('r'), ord('.')
+    _ARG[ord(_op.code)] = _op.arg.n if _op.arg is not None else 0
+_STOP_OR_UNKNOWN, _LONG_BINPUT, _PUT, _TWO_LINES = -99, -10, -11, -12
+_ARG[ord('.')] = _STOP_OR_UNKNOWN
+_ARG[ord('r')] = _LONG_BINPUT
+_ARG[ord('p')] = _PUT
+_ARG[ord('c')] = _ARG[ord('i')] = _TWO_LINES  # GLOBAL and INST: module and name, a line each
 
 
 def _check_memo_indexes(data: bytes) -> None:
     """Refuses a PUT or LONG_BINPUT whose index is past the pickle's length. CPython's
     unpickler grows its memo array to twice the index it is given, so six bytes asking for index
     2**31 make it allocate and clear 32 GiB; a pickler numbers memo entries from 0, one per
-    object, so no index it writes is that large. One walk over the opcodes, without loading."""
-    limit = len(data)
-    n = len(data)
+    object, so no index it writes is that large. One walk over the opcodes, without loading;
+    it stops at STOP or at a byte that is no opcode (the unpickler then reports it)."""
+    limit = n = len(data)
+    arg = _ARG
     i = 0
-    arglen = _ARGLEN
     while i < n:
-        c = data[i]
+        a = arg[data[i]]
         i += 1
-        a = arglen.get(c)
-        if a is None or c == _STOP:
-            return
         if a >= 0:
-            if c == _LONG_BINPUT and int.from_bytes(data[i:i + 4], 'little') > limit:
-                raise _memo_refused(int.from_bytes(data[i:i + 4], 'little'), limit)
             i += a
-        elif a == -1:
+        elif a == _STOP_OR_UNKNOWN:
+            return
+        elif a == _LONG_BINPUT:
+            idx = int.from_bytes(data[i:i + 4], 'little')
+            if idx > limit:
+                raise _memo_refused(idx, limit)
+            i += 4
+        elif a == -2:
+            i += 1 + (data[i] if i < n else 0)
+        elif a == -3 or a == -4:
+            i += 4 + int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
+        elif a == -5:
+            i += 8 + int.from_bytes(data[i:i + 8], 'little')
+        else:
             j = data.find(b'\n', i)
-            if c in _TWO_LINES:
+            if a == _TWO_LINES and j >= 0:
                 j = data.find(b'\n', j + 1)
             if j < 0:
                 return
-            if c == _PUT:
+            if a == _PUT:
                 try:
                     idx = int(data[i:j])
                 except ValueError:
@@ -617,12 +630,6 @@ def _check_memo_indexes(data: bytes) -> None:
                 if idx > limit:
                     raise _memo_refused(idx, limit)
             i = j + 1
-        elif a == -2:
-            i += 1 + (data[i] if i < n else 0)
-        elif a == -3 or a == -4:
-            i += 4 + int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
-        else:
-            i += 8 + int.from_bytes(data[i:i + 8], 'little')
 
 
 def _memo_refused(idx: int, limit: int) -> pickle.UnpicklingError:
