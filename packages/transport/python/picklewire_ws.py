@@ -558,6 +558,17 @@ def _normal_state(state: tuple) -> tuple:
     return tuple(s)
 
 
+def _check_text(dtype: Any, data: Any, who: str) -> None:
+    """numpy reads a str array's UCS4 units as they are: one past U+10FFFF raises SystemError
+    wherever an element is read, so a load refuses it at once."""
+    if dtype.kind != 'U' or dtype.itemsize == 0:
+        return
+    np = _np()
+    units = np.frombuffer(data, dtype=dtype.byteorder.replace('|', '=') + 'u4' if dtype.byteorder != '=' else '=u4')
+    if units.size and int(units.max()) > 0x10FFFF:
+        raise _refuse(f'{who}: a {dtype} array holds a code point past U+10FFFF ({int(units.max()):#x})')
+
+
 def _check_array_state(state: Any) -> None:
     who = 'numpy.ndarray state'
     if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1 or isinstance(state[0], bool):
@@ -574,6 +585,8 @@ def _check_array_state(state: Any) -> None:
     elif not isinstance(data, (bytes, bytearray)) or len(data) != n * dtype.itemsize:
         got = f'{len(data)} bytes' if isinstance(data, (bytes, bytearray)) else _short(type(data))
         raise _refuse(f'{who}: an array of {dtype} and shape {shape} needs {n * dtype.itemsize} bytes, got {got}')
+    else:
+        _check_text(dtype, data, who)
 
 
 #: What follows each opcode byte: n >= 0 bytes, or one of pickletools' ArgumentDescriptor
@@ -793,6 +806,7 @@ def _frombuffer_global(self: RestrictedUnpickler) -> Any:
         with memoryview(buf) as m:
             if m.nbytes != n * d.itemsize:
                 raise _refuse(f'{who}: a buffer of {m.nbytes} bytes cannot hold shape {shape} of {d} ({n * d.itemsize} bytes)')
+        _check_text(d, buf, who)
         return _ArrayCheck(built=True)
 
     return self._numpy('numpy _frombuffer', lambda: _numpy_core('numeric')._frombuffer, check)
@@ -813,6 +827,7 @@ def _scalar_global(self: RestrictedUnpickler) -> Any:
             raise _refuse(f'{who}: a scalar of {d} (it holds objects) is not made from bytes')
         if not isinstance(obj, bytes) or len(obj) != d.itemsize:
             raise _refuse(f'{who}: a {d} scalar needs {d.itemsize} bytes, got {_short(obj)}')
+        _check_text(d, obj, who)
         return _ArrayCheck(built=True)
 
     return self._numpy('numpy scalar', lambda: _numpy_core('multiarray').scalar, check)

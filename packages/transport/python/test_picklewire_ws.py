@@ -574,6 +574,7 @@ cases = {{
     'os.system': pickle.dumps(Runs(__import__('os').system, 'true'), protocol=0),
     'builtins.eval': pickle.dumps(Runs(eval, '1'), protocol=5),
     'Python 2 name at protocol 4': b'\\x80\\x04\\x8c\\x0b__builtin__\\x8c\\x03set\\x93).',
+    'str array past U+10FFFF': pickle.dumps(np.array(['ab', 'cd']), protocol=3).replace('c'.encode('utf-32-le'), bytes.fromhex('00008100')),
 }}
 out = {{}}
 for name, data in cases.items():
@@ -602,6 +603,7 @@ print(json.dumps(out))
             'os.system': '"posix.system" is not allowed',
             'builtins.eval': '"builtins.eval" is not allowed',
             'Python 2 name at protocol 4': '"__builtin__.set" is not allowed',
+            'str array past U+10FFFF': 'holds a code point past U+10FFFF',
         }
         for name, text in expected.items():
             with self.subTest(name):
