@@ -1258,10 +1258,10 @@ class PickleSocket:
                     await self.ws.send(f)
             except ConnectionClosed:
                 raise self._closed_error() from None
-            transport = self.ws.transport
-            if transport.is_closing() or transport.get_write_buffer_size() > 0:
+            if self.ws.transport.is_closing():
                 # asyncio drops what it could not write when the socket fails, without telling
-                # the writer: only a message whose bytes all left the buffer counts as sent
+                # the writer: a message whose last bytes met a closing transport is not sent
+                # (with websockets' write_limit 0, send() returned only once the kernel had them)
                 self._pending.pop(id, None)
                 raise self._closed_error()
             self.stats.messages_sent += 1

@@ -743,5 +743,17 @@ print(json.dumps(out))
             self.assertEqual(sock.stats.messages_sent, returned)
             self.assertGreater(returned, 0)
 
+    async def test_a_write_limit_of_the_application_still_sends(self):
+        # websockets' own write_limit (32 KiB): send() returns with bytes still buffered, which is
+        # the application's choice and no error
+        async with Peer() as peer:
+            sock = await peer.client(write_limit=2 ** 15)
+            for i in range(300):
+                await sock.send({'i': i, 'pad': bytes(4000)})
+            for i in range(300):
+                self.assertEqual((await sock.recv())['i'], i)
+            self.assertEqual(sock.stats.messages_sent, 300)
+            await sock.close()
+
 if __name__ == '__main__':
     unittest.main()
