@@ -626,7 +626,10 @@ def _check_memo_indexes(data: bytes) -> None:
         elif a == -2:
             i += 1 + (data[i] if i < n else 0)
         elif a == -3 or a == -4:
-            i += 4 + int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
+            size = int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
+            if size < 0:
+                return  # the unpickler refuses a negative length (a walk past it could loop)
+            i += 4 + size
         elif a == -5:
             i += 8 + int.from_bytes(data[i:i + 8], 'little')
         else:
@@ -689,7 +692,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         data = f.read()
         f.seek(start)
         head, left = data[:2], len(data)
-        _check_memo_indexes(data)
+        try:
+            _check_memo_indexes(data)
+        except IndexError:
+            pass  # the pickle ends inside an opcode's argument: the unpickler reports that
         del data
         # CPython maps Python 2 names (__builtin__, copy_reg, ...) below protocol 3 only
         self.proto = head[1] if len(head) == 2 and head[0] == 0x80 else 0

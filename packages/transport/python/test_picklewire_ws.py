@@ -574,6 +574,8 @@ cases = {{
     'os.system': pickle.dumps(Runs(__import__('os').system, 'true'), protocol=0),
     'builtins.eval': pickle.dumps(Runs(eval, '1'), protocol=5),
     'Python 2 name at protocol 4': b'\\x80\\x04\\x8c\\x0b__builtin__\\x8c\\x03set\\x93).',
+    'negative BINSTRING length': b'\\x80\\x02T\\xfb\\xff\\xff\\xff.',
+    'cut inside an argument': b'\\x80\\x02r\\x01',
     'str array past U+10FFFF': pickle.dumps(np.array(['ab', 'cd']), protocol=3).replace('c'.encode('utf-32-le'), bytes.fromhex('00008100')),
 }}
 out = {{}}
@@ -603,6 +605,8 @@ print(json.dumps(out))
             'os.system': '"posix.system" is not allowed',
             'builtins.eval': '"builtins.eval" is not allowed',
             'Python 2 name at protocol 4': '"__builtin__.set" is not allowed',
+            'negative BINSTRING length': 'truncated',
+            'cut inside an argument': 'truncated',
             'str array past U+10FFFF': 'holds a code point past U+10FFFF',
         }
         for name, text in expected.items():
