@@ -25,6 +25,7 @@ export class Turns {
    * signal's reason; once `run` has started, `run` itself answers to them.
    */
   take<T>(wait: Waiting, run: () => Promise<T>, drop?: () => void): Promise<T> {
+    if (this.#queued === 0) return this.#runNow(run)
     const ahead = this.#queued++
     const settled = new Promise<T>((resolve, reject) => {
       let state: 'queued' | 'running' | 'gone' = 'queued'
@@ -67,6 +68,27 @@ export class Turns {
     // ends it): its failure is the caller's to read then, not an unhandled rejection meanwhile.
     settled.catch(noop)
     return settled
+  }
+
+  /**
+   * Nothing ahead: the turn is now, so there is no line to leave and run's own waits answer to
+   * the deadline and signal. The common case of a receive waiting for the next message, kept
+   * to the fewest promises.
+   */
+  #runNow<T>(run: () => Promise<T>): Promise<T> {
+    this.#queued++
+    let p: Promise<T>
+    try {
+      p = run()
+    } catch (err) {
+      p = Promise.reject(err)
+    }
+    this.#tail = p.then(this.#passed, this.#passed)
+    return p
+  }
+
+  readonly #passed = (): void => {
+    this.#queued--
   }
 }
 
