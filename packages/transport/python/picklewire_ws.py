@@ -879,15 +879,14 @@ def _codecs_encode_global(self: RestrictedUnpickler) -> Callable[..., Any]:
 
 def _reconstructor_global(self: RestrictedUnpickler) -> Callable[..., Any]:
     def call(cls: Any = None, base: Any = None, state: Any = None, *more: Any) -> Any:
-        # below protocol 2 CPython pickles an instance as _reconstructor(cls, object, None) and BUILD
-        name = f'{getattr(cls, "__module__", "?")}.{getattr(cls, "__qualname__", "?")}' if isinstance(cls, type) else None
-        if more or base is not object or state is not None or name is None or \
-                (name not in _RECONSTRUCTIBLE and name not in self.allowed) or cls is _Inert:
-            if cls is _Inert and base is object and state is None and not more:
+        # below protocol 2 CPython pickles an instance as _reconstructor(cls, object, None), then BUILD
+        if base is object and state is None and not more:
+            if cls is _Inert:  # an admitted class, while the pickle is checked
                 return _Inert()
-            raise _refuse(f'copyreg._reconstructor{_short((cls, base, state) + more)}: a restricted load makes '
-                          'only (an admitted class, object, None)')
-        return object.__new__(cls)
+            if isinstance(cls, type) and f'{cls.__module__}.{cls.__qualname__}' in (_RECONSTRUCTIBLE | self.allowed):
+                return object.__new__(cls)
+        raise _refuse(f'copyreg._reconstructor{_short((cls, base, state) + more)}: a restricted load makes only '
+                      '(an admitted class, object, None)')
     return call
 
 
