@@ -49,6 +49,13 @@ class DTypeWithState:
         return np.dtype, (self.typestr, False, True), self.state
 
 
+class Point:
+    """A class of the application's, for allow=."""
+
+    def __init__(self, x):
+        self.x = x
+
+
 #: numpy.dtype('M8') given a version 3 state (no datetime unit): numpy 2.x's __setstate__ crashes CPython on it.
 CRASHING_DTYPE = DTypeWithState('M8', (3, '<', None, None, None, -1, -1, 0))
 
@@ -506,6 +513,12 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(back['third'], fractions.Fraction(1, 3))
             np.testing.assert_array_equal(back['a'], np.arange(3))
             await sock.close()
+        for protocol in range(6):  # protocols 0-1 go through copyreg._reconstructor, 2-5 through NEWOBJ
+            with self.subTest(protocol=protocol):
+                data = pickle.dumps(Point(7), protocol=protocol)
+                with self.assertRaises(pickle.UnpicklingError):
+                    pw.restricted_loads(data)
+                self.assertEqual(pw.restricted_loads(data, allow={'test_picklewire_ws.Point'}).x, 7)
         async with Peer(unpickler=pickle.Unpickler) as peer:
             sock = await peer.client(unpickler=pickle.Unpickler)
             await sock.send(fractions.Fraction(2, 3))
@@ -574,6 +587,7 @@ cases = {{
     'os.system': pickle.dumps(Runs(__import__('os').system, 'true'), protocol=0),
     'builtins.eval': pickle.dumps(Runs(eval, '1'), protocol=5),
     'Python 2 name at protocol 4': b'\\x80\\x04\\x8c\\x0b__builtin__\\x8c\\x03set\\x93).',
+    'copyreg._reconstructor of another base': pickle.dumps(Runs(__import__('copyreg')._reconstructor, list, list, [1]), protocol=2),
     'negative BINSTRING length': b'\\x80\\x02T\\xfb\\xff\\xff\\xff.',
     'cut inside an argument': b'\\x80\\x02r\\x01',
     'str array past U+10FFFF': pickle.dumps(np.array(['ab', 'cd']), protocol=3).replace('c'.encode('utf-32-le'), bytes.fromhex('00008100')),
@@ -605,6 +619,7 @@ print(json.dumps(out))
             'os.system': '"posix.system" is not allowed',
             'builtins.eval': '"builtins.eval" is not allowed',
             'Python 2 name at protocol 4': '"__builtin__.set" is not allowed',
+            'copyreg._reconstructor of another base': 'a restricted load makes only (an admitted class, object, None)',
             'negative BINSTRING length': 'truncated',
             'cut inside an argument': 'truncated',
             'str array past U+10FFFF': 'holds a code point past U+10FFFF',
