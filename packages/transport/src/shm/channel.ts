@@ -257,7 +257,7 @@ export class Channel {
   /**
    * Port signalling, nothing queued before: pickled, its blocks moved and its record posted at
    * once when nothing has to wait (room in the window, every copy placed, the arena's lock
-   * free), as the atomics path does; otherwise the rest waits in the send chain.
+   * free), as the atomics path does; otherwise the rest waits in line (#sendLater).
    */
   #sendPort(value: unknown, transfer: readonly ArrayBuffer[] | undefined, wait: Waiting): Promise<void> {
     let draft: Draft | undefined
@@ -720,6 +720,8 @@ export class Channel {
 
   async #onPortClose(): Promise<void> {
     this.#portClosed = true
+    // With the other side gone there is nobody to tell of this thread's exit.
+    Channel.#open.delete(this)
     this.#wake()
     if (this.#state === 'closed') return
     const me = this.#endpoint.id
