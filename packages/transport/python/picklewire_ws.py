@@ -603,7 +603,8 @@ _ARG[ord('c')] = _ARG[ord('i')] = _TWO_LINES  # GLOBAL and INST: module and name
 
 
 def _check_memo_indexes(data: bytes) -> None:
-    """Refuses a PUT or LONG_BINPUT whose index is past the pickle's length. CPython's
+    """Refuses a PUT or LONG_BINPUT whose index is past the pickle's length, and an argument
+    longer than what is left of the pickle. CPython's
     unpickler grows its memo array to twice the index it is given, so six bytes asking for index
     2**31 make it allocate and clear 32 GiB; a pickler numbers memo entries from 0, one per
     object, so no index it writes is that large. One walk over the opcodes, without loading;
@@ -623,15 +624,16 @@ def _check_memo_indexes(data: bytes) -> None:
             if idx > limit:
                 raise _memo_refused(idx, limit)
             i += 4
-        elif a == -2:
-            i += 1 + (data[i] if i < n else 0)
-        elif a == -3 or a == -4:
-            size = int.from_bytes(data[i:i + 4], 'little', signed=(a == -3))
+        elif a <= -2:
+            width = (1, 4, 4, 8)[-2 - a]
+            size = int.from_bytes(data[i:i + width], 'little', signed=(a == -3))
             if size < 0:
                 return  # the unpickler refuses a negative length (a walk past it could loop)
-            i += 4 + size
-        elif a == -5:
-            i += 8 + int.from_bytes(data[i:i + 8], 'little')
+            i += width + size
+            if i > n:
+                # from a file CPython's unpickler allocates the announced size before reading
+                raise _refuse(f'pickle data was truncated: an opcode at offset {i - width - size - 1} announces '
+                              f'{size} bytes, and {max(n - (i - size), 0)} remain')
         else:
             j = data.find(b'\n', i)
             if a == _TWO_LINES and j >= 0:
