@@ -160,3 +160,32 @@ t.test('a pipe shared by workers: one dies holding a job, the others finish, eve
   await t.rejects(jobs.send(1), { code: 'CLOSED' })
   await t.rejects(jobs.receive(), { code: 'CLOSED' })
 })
+
+for (const signalling of ['atomics', 'port'] as const) {
+  t.test(`${signalling}: a worker that exits marks its end in shared memory as it goes: this side knows before any event`, async (t) => {
+    const counter = new SharedArrayBuffer(4)
+    const times = new SharedArrayBuffer(8)
+    const { port1, port2 } = createChannel({ signalling })
+    const worker = new Worker(WORKER, { workerData: { scenario: 'countAndDie', channel: port2, args: { counter, times, stopAt: 1, then: 'exit' } }, transferList: [port2.port] })
+    let portClosed = false
+    port1.port.once('close', () => (portClosed = true))
+    const ch = openChannel(port1)
+    t.teardown(async () => {
+      await worker.terminate()
+      await ch.close()
+    })
+    await ch.send('one', TIMEOUT)
+    // Spin without yielding: no event (the port's close) can reach this thread meanwhile, so
+    // what changes is read from the shared memory alone.
+    const until = performance.now() + 10_000
+    while (ch.open && performance.now() < until);
+    t.equal(Atomics.load(new Int32Array(counter), 0), 1, 'the worker received the message and exited')
+    t.equal(portClosed, false, 'no event was processed while spinning')
+    t.equal(ch.open, false, 'the channel knows the other side is gone')
+    await t.rejects(ch.send('two'), { code: 'CLOSED', message: /the other side's thread exited/ }, 'and a send fails with CLOSED')
+    await bounded(ch.done, 'the channel noticing the death')
+    const s = ch.stats()
+    t.equal(s.messagesSent, 1)
+    t.equal(s.messagesUndelivered, 0, 'the one message sent was received')
+  })
+}
