@@ -624,8 +624,10 @@ def _check_memo_indexes(data: bytes) -> None:
             if idx > limit:
                 raise _memo_refused(idx, limit)
             i += 4
-        elif a <= -2:
+        elif -5 <= a <= -2:
             width = (1, 4, 4, 8)[-2 - a]
+            if i + width > n:
+                raise _refuse(f'pickle data was truncated: it ends inside the length of the opcode at offset {i - 1}')
             size = int.from_bytes(data[i:i + width], 'little', signed=(a == -3))
             if size < 0:
                 return  # the unpickler refuses a negative length (a walk past it could loop)
@@ -694,10 +696,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         data = f.read()
         f.seek(start)
         head, left = data[:2], len(data)
-        try:
-            _check_memo_indexes(data)
-        except IndexError:
-            pass  # the pickle ends inside an opcode's argument: the unpickler reports that
+        _check_memo_indexes(data)
         del data
         # CPython maps Python 2 names (__builtin__, copy_reg, ...) below protocol 3 only
         self.proto = head[1] if len(head) == 2 and head[0] == 0x80 else 0
