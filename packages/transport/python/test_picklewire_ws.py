@@ -555,6 +555,9 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                 with self.subTest(protocol=protocol, value=v):
                     data = pickle.dumps(v, protocol=protocol)
                     got, expected = pw.restricted_loads(data), pickle.loads(data)
+                    # the walk that checks memo indexes reads every opcode of it up to STOP
+                    with self.assertRaisesRegex(pickle.UnpicklingError, 'memo index 2147483647 is past the end'):
+                        pw.restricted_loads(data[:-1] + b'r\xff\xff\xff\x7f.')
                     self.assertIs(type(got), type(expected))
                     if isinstance(v, np.ndarray):
                         self.assertEqual(got.dtype, expected.dtype)
