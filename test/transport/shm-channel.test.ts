@@ -267,3 +267,26 @@ t.test('an end open in a worker is refused in another thread too: the mark is in
   t.equal((await ch.receive(TIMEOUT)).value, 'again', 'the worker still gets every message')
   await ch.send('stop')
 })
+
+for (const signalling of MODES) {
+  t.test(`${signalling}: messages the other side closed without receiving are counted in messagesUndelivered`, async (t) => {
+    const counter = new SharedArrayBuffer(4)
+    const { port1, port2 } = createChannel({ signalling })
+    const worker = new Worker(WORKER, { workerData: { scenario: 'countAndDie', channel: port2, args: { counter, times: new SharedArrayBuffer(8), stopAt: 2, then: 'close' } }, transferList: [port2.port] })
+    const closed = new Promise((resolve) => worker.once('message', resolve))
+    const ch = openChannel(port1)
+    t.teardown(async () => {
+      await worker.terminate()
+      await ch.close()
+    })
+    // Sent before the worker receives any: it takes two, then closes with three unreceived.
+    for (let i = 0; i < 5; i++) await ch.send(i, TIMEOUT)
+    t.equal(await closed, 'closed')
+    t.equal(Atomics.load(new Int32Array(counter), 0), 2, 'the worker received two')
+    await ch.done
+    const s = ch.stats()
+    t.equal(s.messagesSent, 5)
+    t.equal(s.messagesUndelivered, 3, 'the three messages the worker closed without receiving')
+    await t.rejects(ch.send('more'), { code: 'CLOSED', message: /the other side closed the channel/ }, 'a clean close, not a death')
+  })
+}

@@ -143,7 +143,8 @@ const scenarios = {
 
   // Receives, counting each message in shared[0] as soon as it has it (the count survives the
   // thread). After `stopAt` messages: 'exit' writes the time into times[0] and exits at once;
-  // 'pause' tells the parent and receives no more (the parent terminates it).
+  // 'pause' tells the parent and receives no more (the parent terminates it); 'close' closes
+  // the channel, tells the parent, and waits.
   async countAndDie(ch, { counter, times, stopAt, then }) {
     const shared = new Int32Array(counter)
     const when = new Float64Array(times)
@@ -156,7 +157,8 @@ const scenarios = {
         when[0] = performance.timeOrigin + performance.now()
         process.exit(0)
       }
-      parentPort.postMessage('paused')
+      if (then === 'close') await ch.close()
+      parentPort.postMessage(then === 'close' ? 'closed' : 'paused')
       await new Promise(() => setTimeout(() => {}, 60_000))
     }
   },
