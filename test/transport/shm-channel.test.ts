@@ -21,6 +21,13 @@ function start(t: Test, scenario: string, args: Record<string, unknown> = {}, op
   return { ch, worker }
 }
 
+/** Rejects instead of hanging when p does not settle in 20 s. */
+function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing in 20 s`)), 20_000)))
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
+}
+
 const exited = (w: Worker): Promise<number> => {
   let timer: ReturnType<typeof setTimeout>
   const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the worker did not exit in 20 s')), 20_000)))
@@ -288,5 +295,22 @@ for (const signalling of MODES) {
     t.equal(s.messagesSent, 5)
     t.equal(s.messagesUndelivered, 3, 'the three messages the worker closed without receiving')
     await t.rejects(ch.send('more'), { code: 'CLOSED', message: /the other side closed the channel/ }, 'a clean close, not a death')
+  })
+}
+
+for (const signalling of MODES) {
+  t.test(`${signalling}: both ends in one thread: the other end's close() is a clean close, not a death`, async (t) => {
+    const { port1, port2 } = createChannel({ signalling })
+    const a = openChannel(port1)
+    const b = openChannel(port2)
+    t.teardown(() => a.close())
+    for (let i = 0; i < 5; i++) await a.send(i, TIMEOUT)
+    for (let i = 0; i < 2; i++) (await b.receive(TIMEOUT)).release()
+    await b.close()
+    await bounded(a.done, 'a noticing the close')
+    await t.rejects(a.send('more'), { code: 'CLOSED', message: /^the other side closed the channel$/ })
+    const s = a.stats()
+    t.equal(s.messagesUndelivered, 3, 'the three messages b closed without receiving')
+    t.equal(s.bytesReclaimed, 0, 'nothing was reclaimed as from a dead thread')
   })
 }

@@ -726,7 +726,8 @@ export class Channel {
     if (this.#state === 'closed') return
     const me = this.#endpoint.id
     const by = this.#in.memory.ring.closedBy || this.#out.memory.ring.closedBy
-    if (by !== 0 && by !== me) {
+    // The end's own mark tells a clean close even when both ends live in this thread (same id).
+    if (this.#in.memory.ring.endClosed || (by !== 0 && by !== me)) {
       if (this.#state === 'open') this.#state = 'peer-closed'
       this.#wake()
       this.#countUndelivered()

@@ -119,6 +119,11 @@ export class RecordRing {
     Atomics.store(this.#i32, this.#c + R_END, 2)
   }
 
+  /** True once the end that sends into this ring was closed by its opener (not merely gone). */
+  get endClosed(): boolean {
+    return Atomics.load(this.#i32, this.#c + R_END) === 2
+  }
+
   /**
    * The end's thread is exiting with the end open (process.exit, an uncaught error, or its
    * event loop ran out): the other side learns it at once, from the memory, instead of after
