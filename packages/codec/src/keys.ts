@@ -5,10 +5,12 @@
  * Map compares keys as SameValueZero, which keeps all of those apart, so that without this a
  * pickle would mean one thing to CPython and another to picklewire.
  *
- * A container gets an index (a Map from a canonical form of each key to the first key Python
- * would keep) only once it receives a key whose JavaScript identity differs from Python's
- * equality. Strings and numbers that are their own canonical form go straight into the
- * container, so dicts of str or int keys pay nothing.
+ * A container gets an index (from a canonical form of each key to the first key Python would
+ * keep) only once it receives a key whose JavaScript identity differs from Python's equality.
+ * Strings and numbers that are their own canonical form go straight into the container, so
+ * dicts of str or int keys pay nothing. Tuples and bytes, the composite keys real data uses,
+ * are indexed by a hash and compared item by item; rarer composites (frozensets, Decimals,
+ * dates, ...) by a text of what == compares.
  */
 import { UnpicklingError } from './errors.js'
 import { NDArray, NumpyScalar } from './numpy.js'
@@ -27,8 +29,11 @@ const NONE: unique symbol = Symbol('none')
 /** A Decimal key with more integer digits than this is refused (its int would be built digit by digit). */
 const MAX_DECIMAL_KEY_DIGITS = 4300
 
-/** Encodings at least this long are cached per object (shorter ones cost less to make again than to keep). */
-const CACHED_ENCODING = 256
+/**
+ * Hashes of tuples and bytes of at least this many items, and encodings at least this long, are
+ * cached per object (smaller ones cost less to make again than a WeakMap entry costs the GC).
+ */
+const CACHED_KEY_SIZE = 256
 
 const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER)
 const SAFE_MIN = BigInt(Number.MIN_SAFE_INTEGER)
@@ -164,10 +169,16 @@ function floatAsDecimal(x: number): { coeff: bigint; exp: number } {
 }
 
 /**
- * The keys of the dicts and sets of one Unpickler: which containers have an index, the
- * encodings of composite keys already computed, and the work they cost.
+ * The keys of the dicts and sets of one Unpickler: which containers have an index, the hashes
+ * and encodings of big keys already made, and the work they cost (charged to the load).
  */
 export class KeySpace {
+  /**
+   * Indexes made during the current load, held strongly: a WeakMap entry per container costs
+   * the GC (100,000 small dicts with a bool key each loaded 4x slower), and one-shot loads never
+   * need more. settle() moves them to #indexes, for later loads through the memo.
+   */
+  #recent: Map<object, KeyIndex> | null = null
   #indexes: WeakMap<object, KeyIndex> | null = null
   /** Encodings of big composites, so that a memoized one used as a key again and again is encoded once. */
   #encodings: WeakMap<object, string> | null = null
@@ -187,7 +198,23 @@ export class KeySpace {
 
   /** The index of a container, or undefined while its keys are all their own canonical form. */
   indexOf(container: object): KeyIndex | undefined {
+    if (this.#recent !== null) {
+      const ix = this.#recent.get(container)
+      if (ix !== undefined) return ix
+    }
     return this.#indexes === null ? undefined : this.#indexes.get(container)
+  }
+
+  /**
+   * Called before each load after the first: the indexes of earlier loads are kept only as
+   * long as their containers live (a later pickle reaches them through the memo, or not at all).
+   */
+  settle(): void {
+    const recent = this.#recent
+    if (recent === null) return
+    this.#recent = null
+    const indexes = (this.#indexes ??= new WeakMap())
+    for (const [container, ix] of recent) indexes.set(container, ix)
   }
 
   /**
@@ -214,7 +241,16 @@ export class KeySpace {
         map.set(k, v)
         return undefined
       }
-      ix = this.#buildIndex(map, map.keys())
+      ix = this.#indexFor(map, map.size, map.keys())
+    }
+    if (ix === KeyIndex.scan) {
+      const first = this.#scan(map.keys(), k)
+      if (first !== NONE) map.set(first, v)
+      else {
+        map.set(k, v)
+        if (map.size > SMALL) ix = this.#buildIndex(map, map.keys())
+      }
+      return ix
     }
     const first = this.#lookup(ix, kind, c, h, k)
     if (first !== NONE) map.set(first, v)
@@ -231,7 +267,7 @@ export class KeySpace {
     if (ix === undefined) return map.get(k)
     const c = this.#canon(k, 'a dict key')
     if (c === NAN_KEY) return undefined
-    const first = this.#lookup(ix, this.#kind, c, this.#hashCode, k)
+    const first = ix === KeyIndex.scan ? this.#scan(map.keys(), k) : this.#lookup(ix, this.#kind, c, this.#hashCode, k)
     return first === NONE ? undefined : map.get(first)
   }
 
@@ -251,12 +287,35 @@ export class KeySpace {
         set.add(x)
         return
       }
-      ix = this.#buildIndex(set, set.values())
+      ix = this.#indexFor(set, set.size, set.values())
+    }
+    if (ix === KeyIndex.scan) {
+      if (this.#scan(set.values(), x) === NONE) {
+        set.add(x)
+        if (set.size > SMALL) this.#buildIndex(set, set.values())
+      }
+      return
     }
     if (this.#lookup(ix, kind, c, h, x) === NONE) {
       this.#record(ix, kind, c, h, x)
       set.add(x)
     }
+  }
+
+  /**
+   * The index for a container about to get its first key that is not its own canonical form:
+   * KeyIndex.scan while it is small (no Map of its own to allocate and collect), else a built index.
+   */
+  #indexFor(container: object, size: number, keys: Iterable<unknown>): KeyIndex {
+    if (size >= SMALL) return this.#buildIndex(container, keys)
+    ;(this.#recent ??= new Map()).set(container, KeyIndex.scan)
+    return KeyIndex.scan
+  }
+
+  /** The first of keys that Python's == finds equal to k, or NONE: a small container's lookup. */
+  #scan(keys: Iterable<unknown>, k: unknown): unknown {
+    for (const other of keys) if (this.#equal(other, k, 0)) return other
+    return NONE
   }
 
   #buildIndex(container: object, keys: Iterable<unknown>): KeyIndex {
@@ -268,7 +327,7 @@ export class KeySpace {
       const h = this.#hashCode
       if (this.#lookup(ix, kind, c, h, k) === NONE) this.#record(ix, kind, c, h, k)
     }
-    ;(this.#indexes ??= new WeakMap()).set(container, ix)
+    ;(this.#recent ??= new Map()).set(container, ix)
     return ix
   }
 
@@ -404,7 +463,7 @@ export class KeySpace {
         h = Math.imul(h ^ hi, 0x01000193) + i
       }
       this.charge(x.length + 1)
-      if (x.length >= CACHED_ENCODING) (this.#hashes ??= new WeakMap()).set(x, h | 0)
+      if (x.length >= CACHED_KEY_SIZE) (this.#hashes ??= new WeakMap()).set(x, h | 0)
       return h | 0
     }
     if (isBytes(x)) {
@@ -413,7 +472,7 @@ export class KeySpace {
       this.charge(x.length + 1)
       let h = 0x62797465 ^ x.length
       for (let i = 0; i < x.length; i++) h = Math.imul(h ^ x[i]!, 0x01000193)
-      if (x.length >= CACHED_ENCODING) (this.#hashes ??= new WeakMap()).set(x, h | 0)
+      if (x.length >= CACHED_KEY_SIZE) (this.#hashes ??= new WeakMap()).set(x, h | 0)
       return h | 0
     }
     if (x instanceof NumpyScalar) {
@@ -515,7 +574,7 @@ export class KeySpace {
     } else {
       e = this.#encodeUncached(o, role, depth)
     }
-    if (e !== null && e.length >= CACHED_ENCODING) (this.#encodings ??= new WeakMap()).set(o, e)
+    if (e !== null && e.length >= CACHED_KEY_SIZE) (this.#encodings ??= new WeakMap()).set(o, e)
     return e
   }
 
@@ -595,6 +654,12 @@ const enum Kind {
   Hashed,
 }
 
+/**
+ * Containers of up to this many keys are searched key by key (with #equal) instead of
+ * getting an index of their own.
+ */
+const SMALL = 8
+
 /** Keys of equal hash that are not equal to each other. */
 class Bucket {
   constructor(readonly keys: unknown[]) {}
@@ -602,6 +667,8 @@ class Bucket {
 
 /** The index of a container that holds keys whose JavaScript identity differs from Python's equality. */
 export class KeyIndex {
+  static readonly scan = new KeyIndex()
+
   /** Canonical forms of numbers, str, and objects compared by identity -> the first key. */
   readonly plain = new Map<unknown, unknown>()
   /** Encodings of frozensets, Decimals, ... -> the first key. */

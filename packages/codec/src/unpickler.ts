@@ -190,6 +190,7 @@ class LoadState {
   loadOne(): unknown {
     if (this.pos >= this.end) throw new EOFError('Ran out of input')
     this.resetStack()
+    this.keys.settle()
     this.proto = 0
     this.frameEnd = 0
     this.work = 0
