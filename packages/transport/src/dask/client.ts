@@ -11,7 +11,8 @@
  *
  * At connect the client asks the scheduler's "versions" and writes "update-graph" in the form
  * that distributed version reads (graph.ts): run_spec pickles up to 2023.3, a pickled
- * HighLevelGraph of dask._task_spec Tasks from 2024.11, an LLGExpr in "expr_ser" from 2025.4.
+ * HighLevelGraph of task tuples from 2023.4, of dask._task_spec Tasks from 2024.11, an LLGExpr
+ * in "expr_ser" from 2025.4.
  * Futures in arguments become references the worker replaces with their values; a Tuple led by
  * a Python global is a nested call. The function is a Python global named by its qualified
  * name; nothing of JavaScript runs there.
@@ -21,7 +22,7 @@ import { NDArray, PyGlobal, Tuple } from '@picklewire/codec'
 import { TransportError, shown } from '../errors.js'
 import { checkCommOptions, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
 import { DaskFuture } from './future.js'
-import { FutureRef, graphFormFor, updateGraphMessage, type GraphForm, type TaskCall } from './graph.js'
+import { FutureRef, graphFormFor, parseDaskVersion, updateGraphMessage, type GraphForm, type TaskCall } from './graph.js'
 import { DaskSerialize, loadsMessage } from './protocol.js'
 import { loadOpaque, replyError, taskError } from './remote-error.js'
 import { DaskSerialized, deserializeFromWire, field, newStats, type DaskStats } from './serialize.js'
@@ -483,7 +484,7 @@ export class DaskClient {
     // Pickled now, so that a value the pickler refuses fails this call, not a later batch.
     const pickler = { ...this.#options.pickler, protocol: Math.min(this.#stream.settings.pickleProtocol, 5) }
     const order = new Map(keys.map((k, i) => [k, i]))
-    const msg = updateGraphMessage(this.graphForm, tasks, { priority: options.priority, retries: options.retries, workers: options.workers, order }, pickler, `${keys[0]}-graph`)
+    const msg = updateGraphMessage(this.graphForm, tasks, { priority: options.priority, retries: options.retries, workers: options.workers, order, version: parseDaskVersion(this.daskVersion) }, pickler, `${keys[0]}-graph`)
     const futures = keys.map((k) => {
       const f = new DaskFuture(k, this)
       this.#futures.set(k, f)

@@ -2,27 +2,32 @@
  * How "update-graph" carries tasks, per distributed release (distributed/client.py
  * _graph_to_futures and scheduler.py update_graph of each):
  *
- *   'tasks'      up to 2023.3: {"tasks": {key: run_spec}, "dependencies": {key: [keys]}}, the
- *                run_spec {"function", "args", "kwargs"} pickled separately (worker.py
+ *   'tasks'      2022.12 to 2023.3: {"tasks": {key: run_spec}, "dependencies": {key: [keys]}},
+ *                the run_spec {"function", "args", "kwargs"} pickled separately (worker.py
  *                dumps_task); the scheduler never unpickles them. Priority, retries and worker
  *                restrictions are fields of their own.
- *   'hlg'        2024.11 to 2025.3: "graph_header"/"graph_frames", the pickle family's header
- *                and frames of ToPickle(HighLevelGraph({name: MaterializedLayer({key: Task})})),
- *                unpickled by the scheduler. Futures are Alias(key); priority, retries and
- *                workers travel as "annotations".
+ *   'tuples'     2023.4 to 2024.10: "graph_header"/"graph_frames", the pickle family's header
+ *                and frames of ToPickle(HighLevelGraph({name: MaterializedLayer({key: task})})),
+ *                each task a legacy tuple (func, *args), or (apply, func, [args], {kwargs}) with
+ *                keywords. Futures are WrappedKey(key): the scheduler's unpack_remotedata swaps
+ *                each for its key and records it as a dependency (a bare key string would only
+ *                count as one when that key is in the same graph). Options travel as
+ *                "annotations". "code" is a plain field before 2023.6 (sent as None) and a
+ *                ToPickle after; "span_metadata" exists from 2024.5.2, which requires it.
+ *   'hlg'        2024.11 to 2025.3: the same fields, the layer's tasks dask._task_spec objects
+ *                (Task, with futures as Alias(key)).
  *   'expr'       2025.4 on: "expr_ser", a serialized pickle of LLGExpr({key: Task}).
  *
  * Tasks of the last two are written as calls of dask._task_spec's public constructors inside
  * the pickle (Task, Alias, List, Tuple, Dict), never as their pickled state, which differs
- * between releases. 2023.4 to 2024.10 pickle a HighLevelGraph of legacy task tuples; this client
- * refuses them at connect (see docs/dask.md).
+ * between releases.
  */
 import { PyGlobal, PyObject, Tuple, dumps, type PicklerOptions } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { DaskSerialized } from './serialize.js'
 import { DaskToPickle } from './protocol.js'
 
-export type GraphForm = 'tasks' | 'hlg' | 'expr'
+export type GraphForm = 'tasks' | 'tuples' | 'hlg' | 'expr'
 
 /** A future of this client inside task arguments: the worker puts the key's value in its place. */
 export class FutureRef {
@@ -46,6 +51,8 @@ export interface GraphOptions {
   workers?: string[]
   /** Dask's internal priority of each key (its order in a map); lower runs first. */
   order: Map<string, number>
+  /** The scheduler's distributed version: it decides the fields that changed within a form. */
+  version?: [number, number, number] | null
 }
 
 /** "2024.12.1+ds" -> [2024, 12, 1]; null when it is not a CalVer release number. */
@@ -55,8 +62,8 @@ export function parseDaskVersion(v: unknown): [number, number, number] | null {
   return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null
 }
 
-function before(v: [number, number, number], y: number, m: number): boolean {
-  return v[0] < y || (v[0] === y && v[1] < m)
+function before(v: [number, number, number], y: number, m: number, patch = 0): boolean {
+  return v[0] < y || (v[0] === y && (v[1] < m || (v[1] === m && v[2] < patch)))
 }
 
 /**
@@ -69,12 +76,10 @@ export function graphFormFor(version: unknown, address: string): GraphForm {
     throw new TransportError('PROTOCOL', `the scheduler at ${address} reports distributed version ${JSON.stringify(version)}, expected a release number like "2024.12.1"`)
   }
   if (before(v, 2022, 12)) {
-    throw new TransportError('PROTOCOL', `the scheduler at ${address} runs distributed ${String(version)}: this client speaks 2022.12 to 2023.3 and 2024.11 on`)
+    throw new TransportError('PROTOCOL', `the scheduler at ${address} runs distributed ${String(version)}: this client speaks 2022.12 and later`)
   }
   if (before(v, 2023, 4)) return 'tasks'
-  if (before(v, 2024, 11)) {
-    throw new TransportError('PROTOCOL', `the scheduler at ${address} runs distributed ${String(version)}, whose update-graph takes a pickled HighLevelGraph of task tuples: this client speaks 2022.12 to 2023.3 and 2024.11 on`)
-  }
+  if (before(v, 2024, 11)) return 'tuples'
   if (before(v, 2025, 4)) return 'hlg'
   return 'expr'
 }
@@ -91,6 +96,7 @@ const HIGH_LEVEL_GRAPH = new PyGlobal('dask.highlevelgraph', 'HighLevelGraph')
 const MATERIALIZED_LAYER = new PyGlobal('dask.highlevelgraph', 'MaterializedLayer')
 const TO_PICKLE = new PyGlobal('distributed.protocol.serialize', 'ToPickle')
 const LLG_EXPR = new PyGlobal('dask._expr', 'LLGExpr')
+const WRAPPED_KEY = new PyGlobal('distributed.utils_comm', 'WrappedKey')
 
 /** fn(*args) inside the pickle: the unpickler calls it (REDUCE). */
 function call(fn: PyGlobal, ...args: unknown[]): PyObject {
@@ -109,12 +115,22 @@ function isCall(v: unknown): v is Tuple {
 
 // ---- 'tasks': run_spec pickles, futures as their keys ----
 
-function legacyArg(v: unknown): unknown {
-  if (v instanceof FutureRef) return v.key
-  if (v instanceof Tuple) return Tuple.fromItems(v.map(legacyArg))
-  if (Array.isArray(v)) return v.map(legacyArg)
-  if (v instanceof Map) return new Map([...v].map(([k, x]) => [k, legacyArg(x)]))
+/** An argument with each future replaced by what future(key) makes of it. */
+function legacyArg(v: unknown, future: (key: string) => unknown): unknown {
+  if (v instanceof FutureRef) return future(v.key)
+  if (v instanceof Tuple) return Tuple.fromItems(v.map((x) => legacyArg(x, future)))
+  if (Array.isArray(v)) return v.map((x) => legacyArg(x, future))
+  if (v instanceof Map) return new Map([...v].map(([k, x]) => [k, legacyArg(x, future)]))
   return v
+}
+
+const asKey = (key: string): string => key
+
+/** The task as Dask's own submit writes it before 2024.11: (func, *args), or (apply, func, [args], {kwargs}). */
+function legacyTask(task: TaskCall, future: (key: string) => unknown): Tuple {
+  const args = task.args.map((a) => legacyArg(a, future))
+  if (task.kwargs === null || task.kwargs.size === 0) return Tuple.fromItems([task.fn, ...args])
+  return Tuple.fromItems([APPLY, task.fn, args, legacyArg(task.kwargs, future)])
 }
 
 function hasCall(v: unknown, depth = 0): boolean {
@@ -125,8 +141,8 @@ function hasCall(v: unknown, depth = 0): boolean {
 }
 
 function runSpec(task: TaskCall, pickler: PicklerOptions): Record<string, Uint8Array> {
-  const args = task.args.map(legacyArg)
-  const kwargs = task.kwargs === null ? null : legacyArg(task.kwargs) as Map<string, unknown>
+  const args = task.args.map((a) => legacyArg(a, asKey))
+  const kwargs = task.kwargs === null ? null : legacyArg(task.kwargs, asKey) as Map<string, unknown>
   if (args.some((a) => hasCall(a)) || (kwargs !== null && [...kwargs.values()].some((a) => hasCall(a)))) {
     // Nested calls run through distributed's execute_task, as Dask's own task tuples do.
     const tuple = kwargs === null ? Tuple.fromItems([task.fn, ...args]) : Tuple.fromItems([APPLY, task.fn, args, kwargs])
@@ -212,8 +228,8 @@ export function updateGraphMessage(form: GraphForm, tasks: readonly TaskCall[], 
     if (options.workers && options.workers.length > 0) msg.restrictions = Object.fromEntries(keys.map((k) => [k, options.workers]))
     return msg
   }
-  const dsk = new Map(tasks.map((t) => [t.key, specTask(t)]))
-  const common = {
+  const spanMetadata = new DaskToPickle(new Map([['collections', [new Map([['type', 'Future']])]]]))
+  const common: { op: string } & Record<string, unknown> = {
     op: 'update-graph',
     keys: new Set(keys),
     internal_priority: Object.fromEntries(options.order),
@@ -222,8 +238,23 @@ export function updateGraphMessage(form: GraphForm, tasks: readonly TaskCall[], 
     actors: null,
     code: new DaskToPickle(Tuple.fromItems([])),
     annotations: new DaskToPickle(annotations(options)),
-    span_metadata: new DaskToPickle(new Map([['collections', [new Map([['type', 'Future']])]]])),
+    span_metadata: spanMetadata,
   }
+  if (form === 'tuples') {
+    const v = options.version ?? null
+    // As Dask's own client of these releases: the keys as a list; "code" a plain value before
+    // 2023.6 (None adds no code block); "span_metadata" only from 2024.5.2, whose
+    // update_graph requires it and whose predecessors refuse it as an unexpected keyword.
+    common.keys = keys
+    if (v === null || before(v, 2023, 6)) common.code = null
+    if (v === null || before(v, 2024, 5, 2)) delete common.span_metadata
+    const dsk = new Map(tasks.map((t) => [t.key, legacyTask(t, (key) => call(WRAPPED_KEY, key))]))
+    const layer = call(MATERIALIZED_LAYER, dsk)
+    const graph = call(HIGH_LEVEL_GRAPH, new Map([[name, layer]]), new Map([[name, new Set()]]))
+    const { header, frames } = picklePieces(call(TO_PICKLE, graph), pickler)
+    return { ...common, graph_header: header, graph_frames: frames }
+  }
+  const dsk = new Map(tasks.map((t) => [t.key, specTask(t)]))
   if (form === 'hlg') {
     const layer = call(MATERIALIZED_LAYER, dsk)
     const graph = call(HIGH_LEVEL_GRAPH, new Map([[name, layer]]), new Map([[name, new Set()]]))
