@@ -79,9 +79,9 @@ async function failure(p: Promise<unknown>): Promise<unknown> {
   return p.then(() => null, (e: unknown) => e)
 }
 
-t.test('versions map to graph forms; the ones in between are refused by name', async (t) => {
+t.test('versions map to graph forms; those before 2022.12 are refused by name', async (t) => {
   const cases: [string, string | null][] = [
-    ['2022.12.1+ds.1', 'tasks'], ['2023.3.2', 'tasks'], ['2023.4.0', null], ['2024.10.0', null],
+    ['2022.12.1+ds.1', 'tasks'], ['2023.3.2', 'tasks'], ['2023.4.0', 'tuples'], ['2023.12.1', 'tuples'], ['2024.10.0', 'tuples'],
     ['2024.11.0', 'hlg'], ['2024.12.1', 'hlg'], ['2025.3.0', 'hlg'], ['2025.4.0', 'expr'], ['2026.7.0', 'expr'], ['2022.11.0', null],
   ]
   for (const [v, form] of cases) {
@@ -94,10 +94,11 @@ t.test('versions map to graph forms; the ones in between are refused by name', a
 })
 
 t.test('connect refuses a version it cannot serve, before registering', async (t) => {
-  const s = await fakeScheduler(t, versionsReply('2023.6.0'))
+  const s = await fakeScheduler(t, versionsReply('2022.11.0'))
   const err = await failure(DaskClient.connect(s.address, { timeout: WAIT }))
   t.ok(err instanceof TransportError && err.code === 'PROTOCOL', String(err))
-  t.match((err as Error).message, /runs distributed 2023\.6\.0/)
+  t.match((err as Error).message, /runs distributed 2022\.11\.0: this client speaks 2022\.12 and later/)
+  t.equal(s.received.length, 0, 'nothing but "versions" was sent')
   const garbled = await fakeScheduler(t, { status: 'OK' })
   const err2 = await failure(DaskClient.connect(garbled.address, { timeout: WAIT }))
   t.match(err2, { code: 'PROTOCOL', message: /answered "versions" with .*expected a map with "packages"/ })
@@ -144,6 +145,56 @@ t.test('2024.12: update-graph carries a pickled HighLevelGraph of Task construct
   t.equal((taskArgs[2] as PyObject).args[0], 'a')
   t.match(taskArgs[3], { callable: { name: 'List' } }, 'a list holding a future is a List node')
   t.match(kwargs.get('z'), { callable: { name: 'Alias' } }, 'a future as a keyword argument')
+})
+
+t.test('2023.4 to 2024.10: update-graph carries a pickled HighLevelGraph of task tuples, futures as WrappedKey', async (t) => {
+  // The fields each release's Scheduler.update_graph takes: "code" a plain value before 2023.6,
+  // "span_metadata" required from 2024.5.2 and an unexpected keyword before.
+  const releases: [string, 'plain' | 'pickled', boolean][] = [
+    ['2023.4.1', 'plain', false], ['2023.5.1', 'plain', false], ['2023.6.0', 'pickled', false], ['2023.12.1', 'pickled', false],
+    ['2024.5.1', 'pickled', false], ['2024.5.2', 'pickled', true], ['2024.10.0', 'pickled', true],
+  ]
+  for (const [version, code, span] of releases) {
+    const s = await fakeScheduler(t, versionsReply(version))
+    const client = await DaskClient.connect(s.address, { timeout: WAIT, heartbeatInterval: 0 })
+    t.equal(client.graphForm, 'tuples', `${version}: form`)
+    const a = client.submit('builtins.abs', [-1], { key: 'a' })
+    client.submit('operator.add', [a, [a, 2], Tuple.fromItems([new PyGlobal('builtins', 'neg'), a])], { key: 'b', priority: 5, retries: 2, workers: ['tcp://127.0.0.1:9'], kwargs: { z: a } })
+    const first = await s.next('update-graph')
+    s.received.splice(s.received.indexOf(first), 1)
+    const m = await s.next('update-graph')
+    await client.close({ timeout: 100 })
+    t.same(m.get('keys'), ['b'], `${version}: keys travel as a list, as Dask's client sends them`)
+    t.notOk(m.has('tasks'), `${version}: no legacy tasks field`)
+    t.notOk(m.has('expr_ser'), `${version}: no expr_ser`)
+    t.same(m.get('annotations'), new Map<unknown, unknown>([['priority', 5], ['workers', ['tcp://127.0.0.1:9']], ['retries', 2]]), `${version}: options as annotations`)
+    t.same(m.get('internal_priority'), new Map([['b', 0]]), `${version}: internal priority`)
+    if (code === 'plain') t.equal(m.get('code'), null, `${version}: code is None`)
+    else t.ok(m.get('code') instanceof Tuple && (m.get('code') as Tuple).length === 0, `${version}: code is a pickled empty tuple`)
+    t.equal(m.has('span_metadata'), span, `${version}: span_metadata ${span ? 'sent' : 'left out'}`)
+    t.equal((m.get('graph_header') as Map<unknown, unknown>).get('serializer'), 'pickle')
+    const value = loads((m.get('graph_frames') as Uint8Array[])[0]!, { opaque: true }) as PyObject
+    t.equal(String(value.callable), 'distributed.protocol.serialize.ToPickle')
+    const hlg = value.args[0] as PyObject
+    t.equal(String(hlg.callable), 'dask.highlevelgraph.HighLevelGraph')
+    const layer = [...(hlg.args[0] as Map<unknown, PyObject>).values()][0]!
+    t.equal(String(layer.callable), 'dask.highlevelgraph.MaterializedLayer')
+    const task = (layer.args[0] as Map<unknown, unknown>).get('b') as Tuple
+    t.ok(task instanceof Tuple, `${version}: the task is a tuple`)
+    const [apply, fn, args, kwargs] = task as unknown as [PyGlobal, PyGlobal, unknown[], Map<unknown, unknown>]
+    t.equal(String(apply), 'dask.utils.apply', 'keywords go through apply(func, args, kwargs)')
+    t.equal(String(fn), 'operator.add')
+    t.ok(Array.isArray(args) && args.length === 3, 'args as a list')
+    const isKey = (v: unknown): boolean => v instanceof PyObject && String(v.callable) === 'distributed.utils_comm.WrappedKey' && v.args[0] === 'a'
+    t.ok(isKey(args[0]), 'a future is WrappedKey(key)')
+    t.ok(Array.isArray(args[1]) && isKey((args[1] as unknown[])[0]) && (args[1] as unknown[])[1] === 2, 'a future inside a list')
+    const nested = args[2] as Tuple
+    t.ok(nested instanceof Tuple && String(nested[0]) === 'builtins.neg' && isKey(nested[1]), 'a nested call stays a task tuple')
+    t.ok(isKey(kwargs.get('z')), 'a future as a keyword argument')
+    const firstLayer = [...(((loads((first.get('graph_frames') as Uint8Array[])[0]!, { opaque: true }) as PyObject).args[0] as PyObject).args[0] as Map<unknown, PyObject>).values()][0]!
+    const plain = (firstLayer.args[0] as Map<unknown, unknown>).get('a') as Tuple
+    t.ok(plain instanceof Tuple && plain.length === 2 && String(plain[0]) === 'builtins.abs' && plain[1] === -1, 'without keywords: (func, *args)')
+  }
 })
 
 t.test('2026: update-graph carries expr_ser, LLGExpr made by its constructor', async (t) => {
