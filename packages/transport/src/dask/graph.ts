@@ -14,8 +14,8 @@
  *                count as one when that key is in the same graph). Options travel as
  *                "annotations". "code" is a plain field before 2023.6 (sent as None) and a
  *                ToPickle after; "span_metadata" exists from 2024.5.2, which requires it.
- *   'hlg'        2024.11 to 2025.3: the same fields, the layer's tasks dask._task_spec objects
- *                (Task, with futures as Alias(key)).
+ *   'hlg'        2024.11 to 2025.3: the same graph fields and annotations, the keys as a set,
+ *                the layer's tasks dask._task_spec objects (Task, futures as Alias(key)).
  *   'expr'       2025.4 on: "expr_ser", a serialized pickle of LLGExpr({key: Task}).
  *
  * Tasks of the last two are written as calls of dask._task_spec's public constructors inside
@@ -51,7 +51,7 @@ export interface GraphOptions {
   workers?: string[]
   /** Dask's internal priority of each key (its order in a map); lower runs first. */
   order: Map<string, number>
-  /** The scheduler's distributed version: it decides the fields that changed within a form. */
+  /** The scheduler's distributed version: it decides the fields that changed within a form (absent: those of the form's first release). */
   version?: [number, number, number] | null
 }
 
@@ -228,7 +228,6 @@ export function updateGraphMessage(form: GraphForm, tasks: readonly TaskCall[], 
     if (options.workers && options.workers.length > 0) msg.restrictions = Object.fromEntries(keys.map((k) => [k, options.workers]))
     return msg
   }
-  const spanMetadata = new DaskToPickle(new Map([['collections', [new Map([['type', 'Future']])]]]))
   const common: { op: string } & Record<string, unknown> = {
     op: 'update-graph',
     keys: new Set(keys),
@@ -238,7 +237,7 @@ export function updateGraphMessage(form: GraphForm, tasks: readonly TaskCall[], 
     actors: null,
     code: new DaskToPickle(Tuple.fromItems([])),
     annotations: new DaskToPickle(annotations(options)),
-    span_metadata: spanMetadata,
+    span_metadata: new DaskToPickle(new Map([['collections', [new Map([['type', 'Future']])]]])),
   }
   if (form === 'tuples') {
     const v = options.version ?? null
