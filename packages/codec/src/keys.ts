@@ -180,6 +180,8 @@ export class KeySpace {
    */
   #recent: Map<object, KeyIndex> | null = null
   #indexes: WeakMap<object, KeyIndex> | null = null
+  /** False until some container gets an index: then indexOf() can be skipped altogether. */
+  indexing = false
   /** Encodings of big composites, so that a memoized one used as a key again and again is encoded once. */
   #encodings: WeakMap<object, string> | null = null
   /** Hashes of big tuples and bytes, so that a memoized one used as a key again and again is hashed once. */
@@ -198,6 +200,7 @@ export class KeySpace {
 
   /** The index of a container, or undefined while its keys are all their own canonical form. */
   indexOf(container: object): KeyIndex | undefined {
+    if (!this.indexing) return undefined
     if (this.#recent !== null) {
       const ix = this.#recent.get(container)
       if (ix !== undefined) return ix
@@ -309,6 +312,7 @@ export class KeySpace {
   #indexFor(container: object, size: number, keys: Iterable<unknown>): KeyIndex {
     if (size >= SMALL) return this.#buildIndex(container, keys)
     ;(this.#recent ??= new Map()).set(container, KeyIndex.scan)
+    this.indexing = true
     return KeyIndex.scan
   }
 
@@ -328,6 +332,7 @@ export class KeySpace {
       if (this.#lookup(ix, kind, c, h, k) === NONE) this.#record(ix, kind, c, h, k)
     }
     ;(this.#recent ??= new Map()).set(container, ix)
+    this.indexing = true
     return ix
   }
 

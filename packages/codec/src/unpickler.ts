@@ -548,7 +548,7 @@ function parseFloatText(text: string): number {
  */
 function setItem(s: LoadState, target: unknown, k: unknown, v: unknown): void {
   if (target instanceof Map) {
-    if ((typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k))) && s.keys.indexOf(target) === undefined) target.set(k, v)
+    if ((typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k))) && (!s.keys.indexing || s.keys.indexOf(target) === undefined)) target.set(k, v)
     else s.keys.setEntry(target, k, v)
   } else if (target instanceof PyOpaque) {
     target.dictItems.push([k, v])
@@ -575,6 +575,17 @@ function appendItems(target: unknown, items: unknown[], start: number): void {
     for (let i = start; i < items.length; i++) target.listItems.push(items[i])
   } else {
     throw new UnpicklingError(`cannot append to ${describe(target)}`)
+  }
+}
+
+/** SETITEMS from st[from..] into a Map through Python's key equality (keys.ts). */
+function setItemsKeyed(s: LoadState, d: Map<unknown, unknown>, st: unknown[], from: number): void {
+  const keys = s.keys
+  let ix = keys.indexOf(d)
+  for (let i = from; i < st.length; i += 2) {
+    const k = st[i]
+    if (ix === undefined && (typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k)))) d.set(k, st[i + 1])
+    else ix = keys.setEntryIn(d, ix, k, st[i + 1])
   }
 }
 
@@ -1095,14 +1106,17 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if ((st.length - m) % 2 !== 0) throw new UnpicklingError('odd number of items for SETITEMS')
     const d = s.belowMark(m)
     if (d instanceof Map && d.constructor === Map) {
-      const keys = s.keys
-      let ix = keys.indexOf(d)
-      for (let i = m; i < st.length; i += 2) {
-        const k = st[i]
-        // str and plain int keys of a dict without an index are their own Python equality.
-        if (ix === undefined && (typeof k === 'string' || (typeof k === 'number' && isPlainNumberKey(k)))) d.set(k, st[i + 1])
-        else ix = keys.setEntryIn(d, ix, k, st[i + 1])
+      let i = m
+      // str and plain int keys of a dict without an index are their own Python equality: set as
+      // they come, until a key that is not (or any key, once some container of this load has an index).
+      if (!s.keys.indexing) {
+        for (; i < st.length; i += 2) {
+          const k = st[i]
+          if (typeof k !== 'string' && !(typeof k === 'number' && isPlainNumberKey(k))) break
+          d.set(k, st[i + 1])
+        }
       }
+      if (i < st.length) setItemsKeyed(s, d, st, i)
     } else {
       for (let i = m; i < st.length; i += 2) setItem(s, d, st[i], st[i + 1])
     }
