@@ -4,9 +4,10 @@
  * are the same. One save method per kind of value, named after Python's save_<type>.
  */
 import { PickleError, PicklingError } from './errors.js'
-import { defaultGlobals, isPlainObject, reverseFixImport, type GlobalRegistry, type Registration } from './globals.js'
+import { GlobalRegistry, defaultGlobals, isPlainObject, reverseFixImport, type Registration } from './globals.js'
 import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
+import { badOptionRange, badOptionType, checkOptions, optionNames } from './options.js'
 import { MAX_INT_DIGITS } from './text.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
@@ -55,6 +56,33 @@ export interface PicklerOptions {
    * as numpy 2.x writes it). Default '1'. See docs/numpy.md.
    */
   numpy?: NumpyNames
+}
+
+const PICKLER_OPTIONS = optionNames(
+  'protocol', 'fixImports', 'bufferCallback', 'persistentId', 'dispatchTable', 'reducerOverride', 'globals', 'extensions',
+  'fast', 'maxDepth', 'numpy',
+)
+
+/** Misuse by the caller is a TypeError or RangeError before anything is written; protocol and numpy are checked where they are read. */
+function checkPicklerOptions(options: PicklerOptions): void {
+  checkOptions('Pickler', options, PICKLER_OPTIONS)
+  const o = options as Record<keyof PicklerOptions, unknown>
+  if (o.fixImports !== undefined && typeof o.fixImports !== 'boolean') throw badOptionType('Pickler', 'fixImports', 'a boolean', o.fixImports)
+  if (o.fast !== undefined && typeof o.fast !== 'boolean') throw badOptionType('Pickler', 'fast', 'a boolean', o.fast)
+  if (o.bufferCallback != null && typeof o.bufferCallback !== 'function') {
+    throw badOptionType('Pickler', 'bufferCallback', 'a function or null', o.bufferCallback)
+  }
+  if (o.persistentId !== undefined && typeof o.persistentId !== 'function') throw badOptionType('Pickler', 'persistentId', 'a function', o.persistentId)
+  if (o.reducerOverride !== undefined && typeof o.reducerOverride !== 'function') {
+    throw badOptionType('Pickler', 'reducerOverride', 'a function', o.reducerOverride)
+  }
+  if (o.dispatchTable !== undefined && !(o.dispatchTable instanceof Map)) throw badOptionType('Pickler', 'dispatchTable', 'a Map', o.dispatchTable)
+  if (o.extensions !== undefined && !(o.extensions instanceof Map)) throw badOptionType('Pickler', 'extensions', 'a Map', o.extensions)
+  if (o.globals !== undefined && !(o.globals instanceof GlobalRegistry)) throw badOptionType('Pickler', 'globals', 'a GlobalRegistry', o.globals)
+  if (o.maxDepth !== undefined) {
+    if (typeof o.maxDepth !== 'number') throw badOptionType('Pickler', 'maxDepth', 'a positive integer', o.maxDepth)
+    if (!Number.isInteger(o.maxDepth) || o.maxDepth < 1) throw badOptionRange('Pickler', 'maxDepth', 'a positive integer', o.maxDepth)
+  }
 }
 
 const FRAME_SIZE_TARGET = 64 * 1024
@@ -318,6 +346,7 @@ export class Pickler {
   #depth = 0
 
   constructor(sink: Sink | null = null, options: PicklerOptions = {}) {
+    checkPicklerOptions(options)
     let protocol = options.protocol ?? DEFAULT_PROTOCOL
     if (!Number.isInteger(protocol)) throw new PickleError(`protocol must be an integer, got ${describe(protocol)}`)
     if (protocol < 0) protocol = HIGHEST_PROTOCOL
