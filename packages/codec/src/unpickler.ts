@@ -4,8 +4,9 @@
  * LoadState instance, never in module variables.
  */
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
-import { defaultGlobals, dictEntries, fixImport, isPlainObject, isPython2Module, spreadable, type GlobalRegistry } from './globals.js'
+import { GlobalRegistry, defaultGlobals, dictEntries, fixImport, isPlainObject, isPython2Module, spreadable } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
+import { badOptionType, checkOptions, optionNames } from './options.js'
 import { KeySpace, isPlainNumberKey } from './keys.js'
 import { NumpyScalar } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
@@ -1298,6 +1299,34 @@ function isChunkSource(v: unknown): v is ChunkSource {
     (Symbol.asyncIterator in v || Symbol.iterator in v)
 }
 
+const UNPICKLER_OPTIONS = optionNames(
+  'buffers', 'findClass', 'persistentLoad', 'globals', 'extensions', 'encoding', 'errors', 'fixImports', 'dict', 'lossless',
+  'copyBytes', 'opaque', 'maxDepth', 'maxWork', 'maxSize',
+)
+const BOOLEAN_OPTIONS = ['fixImports', 'lossless', 'copyBytes', 'opaque'] as const
+const STRING_OPTIONS = ['encoding', 'errors'] as const
+const FUNCTION_OPTIONS = ['findClass', 'persistentLoad'] as const
+
+/** Misuse by the caller is a TypeError before anything is read; dict and the limits are checked where they are read. */
+function checkUnpicklerOptions(options: UnpicklerOptions): void {
+  checkOptions('Unpickler', options, UNPICKLER_OPTIONS)
+  const o = options as Record<keyof UnpicklerOptions, unknown>
+  for (const name of BOOLEAN_OPTIONS) {
+    if (o[name] !== undefined && typeof o[name] !== 'boolean') throw badOptionType('Unpickler', name, 'a boolean', o[name])
+  }
+  for (const name of STRING_OPTIONS) {
+    if (o[name] !== undefined && typeof o[name] !== 'string') throw badOptionType('Unpickler', name, 'a string', o[name])
+  }
+  for (const name of FUNCTION_OPTIONS) {
+    if (o[name] !== undefined && typeof o[name] !== 'function') throw badOptionType('Unpickler', name, 'a function', o[name])
+  }
+  if (o.buffers != null && typeof (o.buffers as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+    throw badOptionType('Unpickler', 'buffers', 'an iterable of buffers or null', o.buffers)
+  }
+  if (o.extensions !== undefined && !(o.extensions instanceof Map)) throw badOptionType('Unpickler', 'extensions', 'a Map', o.extensions)
+  if (o.globals !== undefined && !(o.globals instanceof GlobalRegistry)) throw badOptionType('Unpickler', 'globals', 'a GlobalRegistry', o.globals)
+}
+
 /**
  * Python's pickle.Unpickler. Reads one pickle per load() from bytes in memory, or, with
  * loadAsync(), from a source of chunks; several pickles in one input load one after the
@@ -1317,6 +1346,7 @@ export class Unpickler {
   #consumed = 0
 
   constructor(source: BytesLike | ChunkSource, options: UnpicklerOptions = {}) {
+    checkUnpicklerOptions(options)
     this.#state = new LoadState(options)
     this.#maxSize = checkLimit(options.maxSize ?? DEFAULT_MAX_SIZE, 'maxSize')
     if (isChunkSource(source)) {
