@@ -7,6 +7,7 @@
  */
 import { PickleError } from './errors.js'
 import type { GlobalRegistry } from './globals.js'
+import { badOptionType, checkOptions, optionNames } from './options.js'
 import { Complex, PickleBuffer, PyGlobal, PyObject, Tuple, asTuple, describe, setState, type HasSetState } from './types.js'
 
 // ---- float16 ----
@@ -493,6 +494,8 @@ export interface NDArrayOptions {
   readonly?: boolean
 }
 
+const NDARRAY_OPTIONS = optionNames('dtype', 'shape', 'order', 'readonly')
+
 const TYPED_DTYPES: ReadonlyMap<Function, string> = new Map<Function, string>([
   [Int8Array, 'i1'], [Uint8Array, 'u1'], [Uint8ClampedArray, 'u1'], [Int16Array, 'i2'], [Uint16Array, 'u2'],
   [Int32Array, 'i4'], [Uint32Array, 'u4'], [Float32Array, 'f4'], [Float64Array, 'f8'], [BigInt64Array, 'i8'],
@@ -558,7 +561,10 @@ export class NDArray implements HasSetState {
       return
     }
     const who = 'NDArray'
+    checkOptions(who, options, NDARRAY_OPTIONS)
     const spec = options.dtype
+    if (spec !== undefined && !(spec instanceof DType) && typeof spec !== 'string') throw badOptionType(who, 'dtype', 'a DType or a numpy type string', spec)
+    if (options.readonly !== undefined && typeof options.readonly !== 'boolean') throw badOptionType(who, 'readonly', 'a boolean', options.readonly)
     const dtype = spec instanceof DType ? spec : typeof spec === 'string' ? DType.of(spec)
       : Array.isArray(data) ? DType.of('O') : ArrayBuffer.isView(data) ? dtypeOfTypedArray(data) : null
     if (dtype === null) bad(`${who} needs a TypedArray or an Array, got ${describe(data)}`)

@@ -6,6 +6,7 @@
  */
 import { UnpicklingError } from '../errors.js'
 import { OP, Stack, type OpcodeInfo, type StackObject } from '../opcodes.js'
+import { badOptionType, checkOptions, optionNames } from '../options.js'
 import { ByteArray, type BufferSource } from '../types.js'
 import { intText, type ReadArgument } from './arguments.js'
 import { bytesAndStart, memoKey, scanOpcodes, type MemoKey } from './genops.js'
@@ -35,6 +36,8 @@ export interface DisOptions {
   /** Where in the input the pickle starts. Default 0. Positions shown count from the input's start. */
   start?: number
 }
+
+const DIS_OPTIONS = optionNames('out', 'memo', 'indentlevel', 'annotate', 'start')
 
 /** repr() of an opcode's argument, as Python shows it. */
 export function reprArgument(a: ReadArgument): string {
@@ -109,6 +112,11 @@ function stackRepr(stack: readonly StackObject[]): string {
  * next pickle in the same input would start.
  */
 export function dis(data: BufferSource, options: DisOptions = {}): number {
+  checkOptions('dis', options, DIS_OPTIONS)
+  if (options.out !== undefined && typeof (options.out as Partial<TextSink>)?.write !== 'function') {
+    throw badOptionType('dis', 'out', 'an object with a write(text) method', options.out)
+  }
+  if (options.memo !== undefined && !(options.memo instanceof Map)) throw badOptionType('dis', 'memo', 'a Map', options.memo)
   const [b, start] = bytesAndStart(data, options.start)
   const indentlevel = checkInteger('indentlevel', options.indentlevel ?? 4)
   const annotate = checkInteger('annotate', options.annotate ?? 0)
