@@ -9,7 +9,7 @@ import { defineNumpyGlobals } from './numpy.js'
 import type { ReduceValue } from './types.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
-  PickleBuffer, PyDate, PyObject, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
+  PickleBuffer, PyDate, PyObject, PyObjectCall, PyOpaque, PyDateTime, PyFloat, PyGlobal, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID,
   asTuple, describe, type GlobalBehaviour,
 } from './types.js'
 
@@ -348,9 +348,14 @@ function makeRange(args: readonly unknown[]): PyRange {
 function reconstructor(this: void, args: readonly unknown[]): unknown {
   argc(args, 3, 3, 'copyreg._reconstructor')
   const [cls, base, state] = args
+  // A class that is a placeholder itself (reached through getattr, say): inert as well.
+  if (cls instanceof PyOpaque) return new PyObjectCall(cls, asTuple(args), 'reconstructor')
   if (!(cls instanceof PyGlobal)) return bad(`copyreg._reconstructor needs a class, got ${describe(cls)}`)
   // An unknown class: keep an inert record of this very call, so that it pickles back as one.
-  if (cls.opaque) return new PyObject(cls, 'reconstructor', asTuple(args))
+  if (cls.opaque) {
+    cls.assertMayBeType()
+    return new PyObject(cls, 'reconstructor', asTuple(args))
+  }
   if (!(base instanceof PyGlobal) || base.module !== 'builtins' || base.name !== 'object' || state !== null) {
     return bad(`copyreg._reconstructor supports base 'builtins.object' only, got ${describe(base)}`)
   }
@@ -360,6 +365,12 @@ function reconstructor(this: void, args: readonly unknown[]): unknown {
 function newobjCall(args: readonly unknown[], withKwargs: boolean): unknown {
   const who = withKwargs ? 'copyreg.__newobj_ex__' : 'copyreg.__newobj__'
   const cls = args[0]
+  if (cls instanceof PyOpaque) {
+    if (withKwargs) argc(args, 3, 3, who)
+    return withKwargs
+      ? new PyObjectCall(cls, asTuple(iterableItems(args[1], who)), 'newobj_ex', args[2])
+      : new PyObjectCall(cls, asTuple(args.slice(1)), 'newobj')
+  }
   if (!(cls instanceof PyGlobal)) return bad(`${who} needs a class, got ${describe(cls)}`)
   if (withKwargs) {
     argc(args, 3, 3, who)
@@ -446,9 +457,27 @@ function setOf<S extends Set<unknown>>(target: S, args: readonly unknown[], who:
   return target
 }
 
+/** Builtin types whose __new__ makes the value from its arguments. */
+const NEW_TAKES_VALUE: ReadonlySet<string> = new Set(['int', 'float', 'str', 'bytes', 'tuple', 'frozenset', 'complex', 'bool', 'range', 'slice'])
+/** Builtin types whose __new__ makes an empty value whatever its arguments (__init__ fills it). */
+const NEW_STARTS_EMPTY: ReadonlySet<string> = new Set(['list', 'dict', 'set', 'bytearray'])
+
+function noKwargs(kwargs: unknown, who: string): void {
+  const n = kwargs instanceof Map ? kwargs.size : kwargs === null || kwargs === undefined ? 0 : typeof kwargs === 'object' ? Object.keys(kwargs).length : 1
+  if (n > 0) bad(`${who}.__new__ with keyword arguments is not supported, got ${describe(kwargs)}`)
+}
+
 function defineAll(r: GlobalRegistry): void {
-  const call = (module: string, name: string, fn: (args: readonly unknown[], keys?: KeySpace) => unknown, work?: (args: readonly unknown[]) => number): PyGlobal =>
-    r.define(module, name, work ? { call: fn, work } : { call: fn })
+  const call = (module: string, name: string, fn: (args: readonly unknown[], keys?: KeySpace) => unknown, work?: (args: readonly unknown[]) => number): PyGlobal => {
+    const behaviour: GlobalBehaviour = work ? { call: fn, work } : { call: fn }
+    if (module === 'builtins') {
+      // NEWOBJ is cls.__new__(cls, *args), without __init__: the immutable builtin types take
+      // their value from args there, the mutable ones start empty and ignore args, as in CPython.
+      if (NEW_TAKES_VALUE.has(name)) behaviour.newObject = (args, kwargs) => (noKwargs(kwargs, name), fn(args))
+      else if (NEW_STARTS_EMPTY.has(name)) behaviour.newObject = (_args, kwargs) => (noKwargs(kwargs, name), fn([]))
+    }
+    return r.define(module, name, behaviour)
+  }
   const b = 'builtins'
 
   call(b, 'set', (args, keys) => (argc(args, 0, 1, 'set'), setOf(new Set(), args, 'set', keys)))

@@ -1233,8 +1233,8 @@ export class Pickler {
   #builtinRecipe(obj: object): Recipe | null {
     // TypedArrays first: they are the commonest value here (a tensor in every message).
     if (ArrayBuffer.isView(obj)) return numpyRecipe(obj, this.protocol, this.#numpy)
-    if (obj instanceof PyObject) return this.#opaqueRecipe(obj)
-    if (obj instanceof PyObjectCall) return { callable: obj.target, args: obj.args, ...opaqueExtras(obj) }
+    if (obj instanceof PyObject) return this.#opaqueRecipe(obj, obj.callable)
+    if (obj instanceof PyObjectCall) return this.#opaqueRecipe(obj, obj.target)
     if (obj instanceof Complex) return { callable: G.complex, args: tuple(new PyFloat(obj.real), new PyFloat(obj.imag)) }
     if (obj instanceof PyRange) return { callable: G.range, args: tuple(obj.start, obj.stop, obj.step) }
     if (obj instanceof Slice) return { callable: G.slice, args: tuple(obj.start, obj.stop, obj.step) }
@@ -1298,17 +1298,17 @@ export class Pickler {
     this.#saveReduce(this.#objectRecipe(reg.global, newArgs, state), obj)
   }
 
-  /** How an opaque placeholder was made, replayed. */
-  #opaqueRecipe(o: PyObject): Recipe {
+  /** How an opaque placeholder was made, replayed; cls is what it called or instantiated. */
+  #opaqueRecipe(o: PyObject | PyObjectCall, cls: PyGlobal | PyOpaque): Recipe {
     const extra = opaqueExtras(o)
     if (o.origin === 'reconstructor') return { callable: G.reconstructor, args: o.args, ...extra }
-    if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(o.callable, ...o.args), ...extra }
-    if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(o.callable, o.args, o.kwargs ?? new Map()), ...extra }
+    if (o.origin === 'newobj' && this.protocol >= 2) return { callable: G.newobj, args: tuple(cls, ...o.args), ...extra }
+    if (o.origin === 'newobj_ex') return { callable: G.newobjEx, args: tuple(cls, o.args, o.kwargs ?? new Map()), ...extra }
     if (o.origin === 'newobj') {
-      if (o.args.length > 0) throw new PicklingError(`${o.callable} instance needs protocol >= 2 (it was made with NEWOBJ and arguments)`)
-      return { callable: G.reconstructor, args: tuple(o.callable, G.object, null), ...extra }
+      if (o.args.length > 0) throw new PicklingError(`${cls instanceof PyGlobal ? String(cls) : describe(cls)} instance needs protocol >= 2 (it was made with NEWOBJ and arguments)`)
+      return { callable: G.reconstructor, args: tuple(cls, G.object, null), ...extra }
     }
-    return { callable: o.callable, args: o.args, ...extra }
+    return { callable: cls, args: o.args, ...extra }
   }
 
   #saveReduceValue(r: ReduceValue, obj: object): void {

@@ -333,14 +333,36 @@ export class PyGlobal {
   /** NEWOBJ, NEWOBJ_EX: an instance made with cls.__new__(cls, *args, **kwargs). */
   newObject(args: readonly unknown[], kwargs: unknown, origin: 'newobj' | 'newobj_ex' = 'newobj'): unknown {
     if (this.behaviour.newObject) return this.behaviour.newObject(args, kwargs)
-    if (this.opaque) return new PyObject(this, origin, asTuple(args), kwargs)
+    if (this.opaque) {
+      this.assertMayBeType()
+      return new PyObject(this, origin, asTuple(args), kwargs)
+    }
     throw new PickleError(`global '${this}' cannot create instances with NEWOBJ`)
+  }
+
+  /**
+   * An opaque global stands for a class unless it names one of Python's builtin functions,
+   * which CPython refuses as the class of NEWOBJ and of copyreg._reconstructor.
+   */
+  assertMayBeType(): void {
+    if (this.module === 'builtins' && BUILTIN_NON_TYPES.has(this.name)) {
+      throw new PickleError(`an instance needs a class, got global '${this}', which is a builtin function, not a type`)
+    }
   }
 
   toString(): string {
     return this.extensionCode !== null && this.opaque ? `<extension code ${this.extensionCode}>` : `${this.module}.${this.name}`
   }
 }
+
+/** The callables of Python 3.11's builtins module that are not types (site's help, exit, ... included). */
+const BUILTIN_NON_TYPES: ReadonlySet<string> = new Set([
+  '__build_class__', '__import__', 'abs', 'aiter', 'all', 'anext', 'any', 'ascii', 'bin', 'breakpoint', 'callable',
+  'chr', 'compile', 'copyright', 'credits', 'delattr', 'dir', 'divmod', 'eval', 'exec', 'exit', 'format', 'getattr',
+  'globals', 'hasattr', 'hash', 'help', 'hex', 'id', 'input', 'isinstance', 'issubclass', 'iter', 'len', 'license',
+  'locals', 'max', 'min', 'next', 'oct', 'open', 'ord', 'pow', 'print', 'quit', 'repr', 'round', 'setattr', 'sorted',
+  'sum', 'vars',
+])
 
 /** What a registered global does when a pickle calls or instantiates it. */
 export interface GlobalBehaviour {
@@ -395,9 +417,17 @@ export class PyObject extends PyOpaque {
  */
 export class PyObjectCall extends PyOpaque {
   constructor(
-    /** What was called. */
+    /** What was called, or the class instantiated when origin is not 'reduce'. */
     readonly target: PyOpaque,
     readonly args: Tuple,
+    /**
+     * 'reduce' for a call; 'newobj', 'newobj_ex' and 'reconstructor' for an instance of a class
+     * that is itself a placeholder (a nested class reached through getattr, say), made as
+     * PyObject records it for a named class.
+     */
+    readonly origin: PyObjectOrigin = 'reduce',
+    /** NEWOBJ_EX's keyword arguments; null otherwise. */
+    readonly kwargs: unknown = null,
   ) {
     super()
   }

@@ -651,8 +651,15 @@ function followOptions(s: LoadState, g: PyGlobal, v: unknown): unknown {
 function newObject(s: LoadState, cls: unknown, args: unknown, kwargs: unknown, origin: 'newobj' | 'newobj_ex'): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`NEWOBJ arguments must be a tuple, got ${describe(args)}`)
   s.charge('a new', cls, kwargs === null ? args : [...args, kwargs])
-  if (cls instanceof PyGlobal) return withName(cls, () => cls.newObject(args, kwargs, origin))
+  if (cls instanceof PyGlobal) {
+    const v = withName(cls, () => cls.newObject(args, kwargs, origin))
+    // A float or dict made by NEWOBJ on builtins follows the lossless and dict options as one made by opcodes does.
+    return cls.module === 'builtins' ? followOptions(s, cls, v) : v
+  }
   if (typeof cls === 'function' && typeof cls.prototype === 'object' && cls.prototype !== null) return Object.create(cls.prototype)
+  // A class that is itself a placeholder (a nested class reached through getattr at protocols 2
+  // and 3): the instance is one more inert placeholder, which pickles back as the same NEWOBJ.
+  if (s.opaque && cls instanceof PyOpaque) return new PyObjectCall(cls, asTuple(args), origin, kwargs)
   throw new UnpicklingError(`cannot create an instance of ${describe(cls)}`)
 }
 
