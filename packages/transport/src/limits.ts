@@ -2,6 +2,7 @@
  * Limits every carrier checks before it allocates anything for an incoming message. Lengths
  * come from the header, so a message that would break a limit is refused before its bytes.
  */
+import { checkOptions, optionNames, type OptionNames } from '@picklewire/codec'
 import { TransportError } from './errors.js'
 
 export interface Limits {
@@ -22,16 +23,24 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxPickleBytes: 64 * 2 ** 20,
 })
 
+const LIMIT_NAMES = optionNames(...Object.keys(DEFAULT_LIMITS))
+
 /** The defaults with the caller's overrides, each checked to be a positive integer. */
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
-  return resolvePositive(DEFAULT_LIMITS, partial)
+  return resolvePositive(DEFAULT_LIMITS, partial, LIMIT_NAMES)
 }
 
-/** Any carrier's limits: its defaults with the caller's overrides, each checked to be a positive integer. */
-export function resolvePositive<T extends object>(defaults: Readonly<T>, partial: Partial<T>): T {
+/**
+ * Any carrier's limits: its defaults with the caller's overrides, each checked to be a positive
+ * integer; a name that is not one of the defaults' is a TypeError, as a misspelled limit would
+ * otherwise leave its default in force.
+ */
+export function resolvePositive<T extends object>(defaults: Readonly<T>, partial: Partial<T> | undefined, names: OptionNames): T {
+  checkOptions('limits', partial, names)
   const out = { ...defaults, ...partial } as T
   for (const [k, v] of Object.entries(out)) {
-    if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`limit ${k} must be a positive integer, got ${String(v)}`)
+    if (typeof v !== 'number') throw new TypeError(`limit ${k} must be a positive integer, got ${typeof v} ${String(v)}`)
+    if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`limit ${k} must be a positive integer, got ${String(v)}`)
   }
   return out
 }

@@ -13,6 +13,7 @@
  * The readers are explicit state machines that check every announced length against the limits
  * before allocating anything, and hand over whole messages only.
  */
+import { optionNames } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { resolvePositive } from '../limits.js'
 import { FRESH_MEMORY, type FrameMemory } from './warm-memory.js'
@@ -35,8 +36,10 @@ export const DEFAULT_DASK_LIMITS: Readonly<DaskLimits> = Object.freeze({
 
 /** The defaults with the caller's overrides, each checked to be a positive integer. */
 export function resolveDaskLimits(partial: Partial<DaskLimits> = {}): DaskLimits {
-  return resolvePositive(DEFAULT_DASK_LIMITS, partial)
+  return resolvePositive(DEFAULT_DASK_LIMITS, partial, DASK_LIMIT_NAMES)
 }
+
+const DASK_LIMIT_NAMES = optionNames(...Object.keys(DEFAULT_DASK_LIMITS))
 
 /**
  * Frames of a received message start at multiples of this within the buffer they are read

@@ -1,7 +1,8 @@
 /** The client side: connect to a picklewire WebSocket server. */
 import { WebSocket, type ClientOptions } from 'ws'
 import { TransportError } from '../errors.js'
-import { maxPayloadFor, offeredSubprotocols, resolveOptions, type PickleSocketOptions } from './options.js'
+import { checkOptions, optionNames } from '../options-check.js'
+import { PICKLE_SOCKET_OPTION_NAMES, maxPayloadFor, offeredSubprotocols, resolveOptions, type PickleSocketOptions } from './options.js'
 import { PickleSocket } from './socket.js'
 
 export interface ConnectOptions extends PickleSocketOptions {
@@ -14,13 +15,16 @@ export interface ConnectOptions extends PickleSocketOptions {
   ws?: ClientOptions
 }
 
+const CONNECT_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES, 'ws')
+
 /**
  * Opens a connection (ws:// or wss://) and resolves once it is open. Rejects with
  * TransportError('CLOSED') when the server cannot be reached or refuses the handshake.
  */
 export function connectPickleSocket(url: string | URL, options: ConnectOptions = {}): Promise<PickleSocket> {
+  checkOptions('connectPickleSocket', options, CONNECT_OPTIONS)
   const { ws: wsOptions, ...rest } = options
-  const resolved = resolveOptions(rest)
+  const resolved = resolveOptions(rest, 'connectPickleSocket')
   const ws = new WebSocket(url, offeredSubprotocols(resolved.protocolVersion), {
     perMessageDeflate: false,
     skipUTF8Validation: true,

@@ -4,6 +4,7 @@
  */
 import type { UnpicklerOptions } from '@picklewire/codec'
 import { resolveLimits, type Limits } from '../limits.js'
+import { checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
 import type { EncodeOptions } from '../message.js'
 import { LATEST_VERSION, MAX_HEADER_BYTES, PROTOCOL_VERSIONS, subprotocolOf } from './wire.js'
 
@@ -121,7 +122,18 @@ export function selectSubprotocol(offered: ReadonlySet<string>, version: number)
   return false
 }
 
-export function resolveOptions(o: PickleSocketOptions = {}): ResolvedOptions {
+/** The names PickleSocketOptions takes; connect and listen add their own to these. */
+export const PICKLE_SOCKET_OPTION_NAMES: readonly string[] = [
+  'limits', 'key', 'highWaterMark', 'receiveHighWaterMark', 'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout',
+  'onRequest', 'maxConcurrentRequests', 'unpickler', 'pickler', 'protocolVersion',
+]
+const PICKLE_SOCKET_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES)
+
+/** Checks and resolves the options; `what` names the caller in error messages. */
+export function resolveOptions(o: PickleSocketOptions = {}, what = 'PickleSocket'): ResolvedOptions {
+  checkOptions(what, o, PICKLE_SOCKET_OPTIONS)
+  checkPicklerOptions(what, 'pickler', o.pickler, true)
+  checkUnpicklerOptions(what, 'unpickler', o.unpickler)
   let key: Uint8Array | null = null
   if (o.key !== undefined) {
     key = typeof o.key === 'string' ? Buffer.from(o.key, 'utf8') : o.key

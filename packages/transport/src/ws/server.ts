@@ -5,7 +5,8 @@ import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer, type ServerOptions as WsServerOptions } from 'ws'
 import { CLOSE } from './constants.js'
-import { maxPayloadFor, resolveOptions, selectSubprotocol, type PickleSocketOptions } from './options.js'
+import { checkOptions, optionNames } from '../options-check.js'
+import { PICKLE_SOCKET_OPTION_NAMES, maxPayloadFor, resolveOptions, selectSubprotocol, type PickleSocketOptions } from './options.js'
 import { PickleSocket } from './socket.js'
 
 export interface ListenOptions extends PickleSocketOptions {
@@ -72,10 +73,13 @@ export class PickleSocketServer extends EventEmitter<ServerEvents> {
   }
 }
 
+const LISTEN_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES, 'host', 'port', 'server', 'path', 'ws')
+
 /** Starts a server and resolves once it listens (with your own `server`, at once: you listen() on it). */
 export async function listenPickleSocket(options: ListenOptions = {}): Promise<PickleSocketServer> {
+  checkOptions('listenPickleSocket', options, LISTEN_OPTIONS)
   const { host = '127.0.0.1', port = 0, server, path, ws: wsOptions, ...rest } = options
-  const resolved = resolveOptions(rest)
+  const resolved = resolveOptions(rest, 'listenPickleSocket')
   const wss = new WebSocketServer({
     ...(server ? { server } : { host, port }),
     ...(path !== undefined ? { path } : {}),

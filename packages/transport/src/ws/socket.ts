@@ -11,6 +11,7 @@ import { decodeValue, encodeValueWith } from '../message.js'
 import type { Role } from './auth.js'
 import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
+import { badOptionType, checkMilliseconds, checkOptions, optionNames } from '../options-check.js'
 import { resolveOptions, type PickleSocketOptions, type RequestHandler, type ResolvedOptions } from './options.js'
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
 import { MessageSender } from './sender.js'
@@ -40,6 +41,13 @@ export interface SendOptions {
 export interface RequestOptions extends SendOptions {
   /** Milliseconds to wait for the reply; 0 waits as long as the connection lives. Default: the socket's requestTimeout. */
   timeout?: number
+}
+
+const SEND_OPTIONS = optionNames('x')
+const REQUEST_OPTIONS = optionNames('x', 'timeout')
+
+function checkExtras(what: string, x: unknown): void {
+  if (x !== undefined && (typeof x !== 'object' || x === null || Array.isArray(x))) throw badOptionType(what, 'x', 'an object', x)
 }
 
 interface PickleSocketEvents {
@@ -184,6 +192,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
    */
   send(value: unknown, options: SendOptions = {}): Promise<void> {
+    checkOptions('PickleSocket.send', options, SEND_OPTIONS)
+    checkExtras('PickleSocket.send', options.x)
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     try {
@@ -200,6 +210,9 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * 'CLOSED' (or the connection's error) when the connection ends first.
    */
   request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+    checkOptions('PickleSocket.request', options, REQUEST_OPTIONS)
+    checkExtras('PickleSocket.request', options.x)
+    checkMilliseconds('PickleSocket.request', 'timeout', options.timeout)
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     const timeout = options.timeout ?? this.#options.requestTimeout
