@@ -115,6 +115,13 @@ export class DType implements HasSetState {
   readonly flags: number = 0
   /** A metadata dict of a dtype that has one (non-datetime dtypes), as loaded. */
   readonly metadata: unknown = null
+  /**
+   * The class numpy.dtype() was called with instead of a type string: numpy.record for record
+   * arrays, or (opaque mode) a dtype class of another library such as ml_dtypes.bfloat16. Such a
+   * dtype has kind 'V' (each element its raw bytes, itemsize from its state) and pickles back
+   * as numpy.dtype(thatClass). null for dtypes made from a type string.
+   */
+  readonly scalarType: PyGlobal | null = null
 
   constructor(spec: string) {
     const m = /^([<>|=]?)(.*)$/s.exec(spec)!
@@ -153,6 +160,13 @@ export class DType implements HasSetState {
     if (kind === 'S' || kind === 'V') [this.alignment, this.flags] = [1, 0]
     else if (kind === 'U') [this.alignment, this.flags] = [4, 8]
     else if (kind === 'O') this.flags = 63
+  }
+
+  /** A dtype made from a class rather than a type string (see scalarType); BUILD gives it its size. */
+  static ofScalarType(cls: PyGlobal): DType {
+    const d = new DType('V') as Mutable<DType>
+    d.scalarType = cls
+    return d as DType
   }
 
   /** A shared DType for a type string: the same object each time, as numpy's builtin dtypes are. */
@@ -230,7 +244,8 @@ export class DType implements HasSetState {
     const self = this as Mutable<DType>
     const endian = text(state[1], who)
     if (endian !== '<' && endian !== '>' && endian !== '|' && endian !== '=') bad(`${who}: bad byte order ${JSON.stringify(endian)}`)
-    self.byteorder = resolveByteOrder(endian, this.kind, this.itemsize)
+    // A class's dtype keeps the byte order it was pickled with: its elements are bytes to us, not to numpy.
+    self.byteorder = this.scalarType === null ? resolveByteOrder(endian, this.kind, this.itemsize) : endian === '=' ? NATIVE_BYTE_ORDER : endian
     self.subarray = state[2] ?? null
     self.names = state[3] ?? null
     self.fields = state[4] ?? null
@@ -918,7 +933,12 @@ function argc(args: readonly unknown[], min: number, max: number, who: string): 
 /** numpy.dtype(descr, align, copy): the state comes with BUILD. */
 function makeDType(args: readonly unknown[]): DType {
   argc(args, 1, 3, 'numpy.dtype')
-  return new DType(text(args[0], 'numpy.dtype'))
+  const spec = args[0]
+  if (spec instanceof PyGlobal) {
+    if (spec.opaque || (spec.module === 'numpy' && spec.name === 'record')) return DType.ofScalarType(spec)
+    return bad(`numpy.dtype needs a str or a dtype's class (numpy.record; another library's, such as ml_dtypes.bfloat16, in opaque mode), got ${describe(spec)}`)
+  }
+  return new DType(text(spec, 'numpy.dtype'))
 }
 
 /** numpy.core.multiarray._reconstruct(ndarray, shape, typecode): an empty array that BUILD fills. */
@@ -996,6 +1016,8 @@ function makeScalar(args: readonly unknown[]): unknown {
 export function defineNumpyGlobals(r: GlobalRegistry): void {
   r.define('numpy', 'ndarray', {})
   r.define('numpy', 'dtype', { call: makeDType })
+  // Only ever an argument of numpy.dtype: the type of a record array's elements. Neither callable nor instantiable.
+  r.define('numpy', 'record', {})
   for (const core of ['numpy.core', 'numpy._core']) {
     for (const module of [`${core}.multiarray`, `${core}._multiarray_umath`]) {
       const g: PyGlobal = r.define(module, '_reconstruct', { call: (args) => reconstruct(g, args) })
@@ -1079,7 +1101,7 @@ function dtypeRecipe(d: DType, names: NumpyNames): NumpyRecipe {
     state[0] = 4
     state.push(d.metadata)
   }
-  return { callable: g.dtype, args: Tuple.fromItems([d.descr, false, true]), state: Tuple.fromItems(state) }
+  return { callable: g.dtype, args: Tuple.fromItems([d.scalarType ?? d.descr, false, true]), state: Tuple.fromItems(state) }
 }
 
 /**
@@ -1096,6 +1118,8 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
   // protocol) and protocols below 5 go through _reconstruct; numpy 1.x also sends arrays that
   // are neither C- nor F-contiguous that way.
   const buffered = !Array.isArray(data) && dtype.itemsize > 0 && dtype.kind !== 'M' && dtype.kind !== 'm'
+    // numpy cannot export a buffer of another library's dtype (no PEP 3118 format): it falls back to BUILD.
+    && (dtype.scalarType === null || (dtype.scalarType.module === 'numpy' && dtype.scalarType.name === 'record'))
   if (protocol >= 5 && buffered && (order !== 'K' || names === '2')) {
     const buffer = new PickleBuffer(data, { readonly })
     if (order !== 'K') return { callable: g.frombuffer, args: Tuple.fromItems([buffer, dtype, shapeTuple, order]) }
