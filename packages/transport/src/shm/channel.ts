@@ -18,14 +18,15 @@ import { MessageChannel } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { DEFAULT_ARENA_BYTES } from './arena.js'
-import { Endpoint, type Draft, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
+import { checkOptions, optionNames } from '../options-check.js'
+import { Endpoint, checkEndpointOptions, type Draft, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
 import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
 import { THREAD_OWNER, type ArenaStats, type PipeMemoryOptions, type TypedArrayConstructor } from './pipe.js'
 import type { Held, Received } from './received.js'
 import { FLAG_TRANSFERS, KIND_IN_BLOCK, readId, readPrefix, readU32, type RecordPrefix } from './record.js'
 import { DEFAULT_RING_BYTES } from './ring.js'
 import { Turns } from './turns.js'
-import { checkWait, deadlineOf, waitingFrom, type WaitOptions, type Waiting } from './wait.js'
+import { WAIT_OPTIONS, WAIT_OPTION_NAMES, checkWait, deadlineOf, waitingFrom, type WaitOptions, type Waiting } from './wait.js'
 
 export type Signalling = 'atomics' | 'port'
 
@@ -75,7 +76,11 @@ export interface ChannelStats extends ShmStats {
 
 const queuedFor = (direction: number): number => -1 - direction
 
+const CHANNEL_OPTIONS = optionNames('capacity', 'ringBytes', 'signalling', 'window')
+const SEND_OPTIONS = optionNames(...WAIT_OPTION_NAMES, 'transfer')
+
 export function createChannel(options: ChannelOptions = {}): { port1: ChannelInit; port2: ChannelInit } {
+  checkOptions('createChannel', options, CHANNEL_OPTIONS)
   const signalling = options.signalling ?? DEFAULT_SIGNALLING
   if (signalling !== 'atomics' && signalling !== 'port') throw new TypeError(`signalling must be 'atomics' or 'port', got ${String(signalling)}`)
   const window = options.window ?? DEFAULT_WINDOW
@@ -92,6 +97,7 @@ export function createChannel(options: ChannelOptions = {}): { port1: ChannelIni
 export function openChannel(init: ChannelInit, options: EndpointOptions = {}): Channel {
   if (init?.type !== 'picklewire/channel') throw new TypeError('openChannel needs one end of what createChannel returned')
   if (init.side !== 0 && init.side !== 1) throw new TypeError(`a channel end's side is 0 or 1, got ${String(init.side)}`)
+  checkEndpointOptions('openChannel', options)
   return new Channel(init, options)
 }
 
@@ -145,6 +151,7 @@ export class Channel {
   #resolveDone!: () => void
 
   constructor(init: ChannelInit, options: EndpointOptions = {}) {
+    checkEndpointOptions('Channel', options)
     this.side = init.side
     this.signalling = init.signalling
     this.#window = init.window
@@ -212,6 +219,7 @@ export class Channel {
   send(value: unknown, options: ChannelSendOptions = {}): Promise<void> {
     let wait: Waiting
     try {
+      checkOptions('Channel.send', options, SEND_OPTIONS)
       wait = waitingFrom(options)
       wait.signal?.throwIfAborted()
     } catch (err) {
@@ -422,6 +430,7 @@ export class Channel {
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
     let wait: Waiting
     try {
+      checkOptions('Channel.receive', options, WAIT_OPTIONS)
       wait = waitingFrom(options)
       wait.signal?.throwIfAborted()
     } catch (err) {

@@ -12,6 +12,26 @@ import { BLOCK_ALIGN, unitsFor, type Arena, type BlockRef } from './arena.js'
 import { Held, Received } from './received.js'
 import { EMPTY, KIND_MESSAGE, TRANSFERRED, dataView, headerBytes, readHeader, recordPrefixBytes, writeHeader, writePrefix, type RecordPrefix } from './record.js'
 import type { WaitOptions } from './wait.js'
+import { badOptionType, checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
+import type { OptionNames } from '@picklewire/codec'
+
+/** The names EndpointOptions takes; the carriers add their own to these. */
+export const ENDPOINT_OPTION_NAMES: readonly string[] = ['encode', 'decode', 'limits', 'gcRelease']
+const ENDPOINT_OPTIONS = optionNames(...ENDPOINT_OPTION_NAMES)
+
+/**
+ * Checks endpoint options where a carrier is opened (names: the carrier's own set when it takes
+ * more than EndpointOptions; null when another library checks the names, as piscina does for ArenaPool).
+ */
+export function checkEndpointOptions(what: string, options: unknown, names: OptionNames | null = ENDPOINT_OPTIONS): void {
+  if (names !== null) checkOptions(what, options, names)
+  if (options === undefined) return
+  if (typeof options !== 'object' || options === null) throw badOptionType(what, 'options', 'an object', options)
+  const o = options as Record<string, unknown>
+  checkPicklerOptions(what, 'encode', o.encode, true)
+  checkUnpicklerOptions(what, 'decode', o.decode)
+  if (o.gcRelease !== undefined && typeof o.gcRelease !== 'boolean') throw badOptionType(what, 'gcRelease', 'a boolean', o.gcRelease)
+}
 
 /** Options every shared-memory endpoint takes. */
 export interface EndpointOptions {

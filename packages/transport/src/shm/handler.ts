@@ -9,7 +9,7 @@ import { BroadcastChannel } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { openArenaBuffer } from './arena.js'
 import { TransportError } from '../errors.js'
-import { Endpoint, type EndpointOptions, type ShmStats } from './endpoint.js'
+import { Endpoint, checkEndpointOptions, type EndpointOptions, type ShmStats } from './endpoint.js'
 import { THREAD_OWNER } from './pipe.js'
 import { RESULTS, isPoolTask, poolChannel, type PoolArenas, type PoolResult, type PoolTask } from './pool.js'
 import { readPrefix } from './record.js'
@@ -55,6 +55,8 @@ export function workerStats(): Record<string, ShmStats> {
  * Piscina.run) is handed to `fn` as it is and its result returned as it is.
  */
 export function arenaHandler<T = any, R = unknown>(fn: (task: T) => R | Promise<R>, options: EndpointOptions = {}): (task: unknown) => Promise<unknown> {
+  if (typeof fn !== 'function') throw new TypeError(`arenaHandler needs a task handler function, got ${typeof fn}`)
+  checkEndpointOptions('arenaHandler', options)
   return async (task: unknown): Promise<unknown> => {
     if (!isPoolTask(task)) return fn(task as T)
     const known = endpointFor(task, options)

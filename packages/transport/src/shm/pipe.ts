@@ -12,12 +12,13 @@ import { threadId, type Worker } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
 import { TransportError, receiveUntilClosed } from '../errors.js'
 import { DEFAULT_ARENA_BYTES, QUEUED } from './arena.js'
-import { Endpoint, type EndpointOptions, type ShmStats } from './endpoint.js'
+import { checkOptions, optionNames } from '../options-check.js'
+import { Endpoint, checkEndpointOptions, type EndpointOptions, type ShmStats } from './endpoint.js'
 import { RingLink, createPipeMemory, openPipeMemory, type PipeMemory } from './link.js'
 import type { Received } from './received.js'
 import { DEFAULT_RING_BYTES } from './ring.js'
 import { Turns } from './turns.js'
-import { waitingFrom, type WaitOptions, type Waiting } from './wait.js'
+import { WAIT_OPTIONS, waitingFrom, type WaitOptions, type Waiting } from './wait.js'
 
 /** The owner id of every endpoint of this thread: its threadId plus one (0 means a free block). */
 export const THREAD_OWNER = threadId + 1
@@ -45,13 +46,17 @@ export interface ArenaStats {
   freeBytes: number
 }
 
+const PIPE_MEMORY_OPTIONS = optionNames('capacity', 'ringBytes')
+
 export function createPipe(options: PipeMemoryOptions = {}): PipeInit {
+  checkOptions('createPipe', options, PIPE_MEMORY_OPTIONS)
   const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES
   return { type: 'picklewire/pipe', sab: createPipeMemory(options.capacity ?? DEFAULT_ARENA_BYTES, ringBytes), ringBytes }
 }
 
 export function openPipe(init: PipeInit, options: EndpointOptions = {}): Pipe {
   if (init?.type !== 'picklewire/pipe') throw new TypeError('openPipe needs what createPipe returned')
+  checkEndpointOptions('openPipe', options)
   return new Pipe(openPipeMemory(init.sab, init.ringBytes), options)
 }
 
@@ -64,6 +69,7 @@ export class Pipe {
   readonly #receives = new Turns('receive')
 
   constructor(memory: PipeMemory, options: EndpointOptions = {}) {
+    checkEndpointOptions('Pipe', options)
     this.#memory = memory
     this.#endpoint = new Endpoint([memory.arena], THREAD_OWNER, options)
     this.#link = new RingLink(this.#endpoint, memory, 0, QUEUED)
@@ -84,6 +90,7 @@ export class Pipe {
   send(value: unknown, options: WaitOptions = {}): Promise<void> {
     let wait: Waiting
     try {
+      checkOptions('Pipe.send', options, WAIT_OPTIONS)
       wait = waitingFrom(options)
       wait.signal?.throwIfAborted()
     } catch (err) {
@@ -112,6 +119,7 @@ export class Pipe {
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
     let wait: Waiting
     try {
+      checkOptions('Pipe.receive', options, WAIT_OPTIONS)
       wait = waitingFrom(options)
       wait.signal?.throwIfAborted()
     } catch (err) {

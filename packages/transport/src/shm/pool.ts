@@ -19,7 +19,8 @@ import { BroadcastChannel, type Worker } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { DEFAULT_ARENA_BYTES, createArenaBuffer, openArenaBuffer, type Arena } from './arena.js'
-import { Endpoint, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
+import { checkOptions, optionNames } from '../options-check.js'
+import { Endpoint, checkEndpointOptions, type EndpointOptions, type Outgoing, type ShmStats } from './endpoint.js'
 import { THREAD_OWNER, type ArenaStats, type TypedArrayConstructor } from './pipe.js'
 import type { Held, Received } from './received.js'
 import { readPrefix } from './record.js'
@@ -34,6 +35,8 @@ export interface ArenaPoolOptions extends PiscinaOptions, EndpointOptions {
   /** Bytes of the arena results' buffers go through. Default 64 MiB. */
   resultCapacity?: number
 }
+
+const RUN_OPTIONS = optionNames('transferList', 'signal', 'name', 'filename')
 
 export interface ArenaRunOptions {
   /** ArrayBuffers the worker may take over: buffers over them are transferred, not copied. */
@@ -92,6 +95,8 @@ export class ArenaPool<T = unknown, R = unknown> {
   #bytesReclaimed = 0
 
   constructor(options: ArenaPoolOptions = {}) {
+    // The other names are piscina's, passed on: piscina does not check names and does not export its list.
+    checkEndpointOptions('ArenaPool', options, null)
     const { taskCapacity, resultCapacity, encode, decode, limits, gcRelease, ...piscinaOptions } = options
     this.#sabs = [createArenaBuffer(taskCapacity ?? DEFAULT_ARENA_BYTES), createArenaBuffer(resultCapacity ?? DEFAULT_ARENA_BYTES)]
     this.#arenas = [openArenaBuffer(this.#sabs[0]), openArenaBuffer(this.#sabs[1])]
@@ -126,6 +131,7 @@ export class ArenaPool<T = unknown, R = unknown> {
    * garbage collected, or at once with release(result).
    */
   async run(task: T, options: ArenaRunOptions = {}): Promise<R> {
+    checkOptions('ArenaPool.run', options, RUN_OPTIONS)
     const out = await this.#endpoint.prepare(task, TASKS, { transfer: options.transferList, whenFull: 'transfer', wait: { signal: options.signal } })
     const record = this.#endpoint.record(out, THREAD_OWNER)
     const bytes = record.length

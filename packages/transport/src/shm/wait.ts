@@ -4,6 +4,7 @@
  * for a message keeps receiving, releasing and noticing a dead peer meanwhile.
  */
 import { TransportError } from '../errors.js'
+import { optionNames } from '../options-check.js'
 
 // Atomics.waitAsync is in Node since 16; TypeScript's lib has it from ES2024 only.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> }
@@ -16,6 +17,10 @@ export interface WaitOptions {
   /** Gives up with TransportError('TIMEOUT') after this many milliseconds. Default: no limit. */
   timeout?: number | undefined
 }
+
+/** The names WaitOptions takes. */
+export const WAIT_OPTION_NAMES: readonly string[] = ['signal', 'timeout']
+export const WAIT_OPTIONS = optionNames(...WAIT_OPTION_NAMES)
 
 /** WaitOptions whose deadline was fixed when the operation was called, for every wait it makes later. */
 export interface Waiting extends WaitOptions {

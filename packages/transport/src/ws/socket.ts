@@ -192,8 +192,12 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
    */
   send(value: unknown, options: SendOptions = {}): Promise<void> {
-    checkOptions('PickleSocket.send', options, SEND_OPTIONS)
-    checkExtras('PickleSocket.send', options.x)
+    try {
+      checkOptions('PickleSocket.send', options, SEND_OPTIONS)
+      checkExtras('PickleSocket.send', options.x)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     try {
@@ -210,9 +214,13 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * 'CLOSED' (or the connection's error) when the connection ends first.
    */
   request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
-    checkOptions('PickleSocket.request', options, REQUEST_OPTIONS)
-    checkExtras('PickleSocket.request', options.x)
-    checkMilliseconds('PickleSocket.request', 'timeout', options.timeout)
+    try {
+      checkOptions('PickleSocket.request', options, REQUEST_OPTIONS)
+      checkExtras('PickleSocket.request', options.x)
+      checkMilliseconds('PickleSocket.request', 'timeout', options.timeout)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     const timeout = options.timeout ?? this.#options.requestTimeout
