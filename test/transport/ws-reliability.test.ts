@@ -77,7 +77,7 @@ t.test('a frame in header position over 64 KiB is refused from its length, befor
   rawSocket.write(Buffer.concat([frameHead(2 ** 30), Buffer.alloc(16)]))
   const { code } = await within(5000, closed, 'the server to refuse the frame')
   t.equal(code, 1009, 'closed with 1009 (message too big)')
-  const info = await sock.closed
+  const info = await within(5000, sock.closed, 'the server socket to close')
   t.equal(codeOf(info.error), 'LIMIT')
   t.match(info.error?.message, /frame in header position is over the 65536 bytes allowed/)
 })
@@ -113,9 +113,9 @@ t.test('lengths encoded as msgpack floats are refused, as the Python peer refuse
   ])
   raw.send(h, { binary: true })
   raw.send(Buffer.from([0x80, 0x05, 0x4b, 0x01, 0x2e]), { binary: true }) // a 5-byte pickle: 1
-  const { code } = await closed
+  const { code } = await within(5000, closed, 'the close')
   t.equal(code, 4400)
-  const info = await sock.closed
+  const info = await within(5000, sock.closed, 'the server socket to close')
   t.equal(codeOf(info.error), 'PROTOCOL')
   t.match(info.error?.message, /p must be a msgpack integer/)
 })
@@ -132,9 +132,9 @@ t.test("with only a 'message' listener, a refused message fails the connection i
   const pickle = REFUSED
   raw.send(encodeHeader({ v: PROTOCOL_VERSION, id: 1, k: 'msg', p: pickle.length, b: [], ro: [] }), { binary: true })
   raw.send(pickle, { binary: true })
-  const { code } = await closed
+  const { code } = await within(5000, closed, 'the close')
   t.equal(code, 4400, 'the peer learns the message was refused')
-  const info = await sock.closed
+  const info = await within(5000, sock.closed, 'the server socket to close')
   t.equal(codeOf(info.error), 'PROTOCOL')
   t.match(info.error?.message, /posix\.system/, `the error names the global: ${info.error?.message}`)
   t.same(got, [], 'nothing delivered')
