@@ -159,7 +159,9 @@ t.test('atomics: a send whose record waits for ring room in a block of its own g
   let timedOut: Promise<void> | undefined
   while (timedOut === undefined) {
     const p = a.send(long(sent), { timeout: 100 })
-    if ((await stateOf(p)) === 'pending') timedOut = p
+    const state = await stateOf(p)
+    if (state === 'pending') timedOut = p
+    else if (state === 'rejected') throw new Error(`send ${sent + 1} was rejected while the ring still had room (a stall longer than its 100 ms timeout?)`)
     else sent++
   }
   t.ok(sent > 0, `the ring held ${sent} records before one had to wait`)

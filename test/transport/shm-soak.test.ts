@@ -73,7 +73,9 @@ for (const signalling of MODES) {
         const got = Atomics.load(received, 0)
         const s = ch.stats()
         t.match(failure, { name: 'TransportError', code: 'CLOSED', message: /exited/ }, `trial ${trial}: the send in progress fails with CLOSED`)
-        t.ok(lag < DETECT_MS, `trial ${trial}: the sender knew ${lag.toFixed(1)} ms after the death (bound ${DETECT_MS} ms)`)
+        // After terminate() the send fails from the port's close, which Node delivers around the
+        // exit event (before it, in every run so far): the check holds it to the exit + DETECT_MS.
+        t.ok(lag < DETECT_MS, `trial ${trial}: the sender knew ${lag.toFixed(1)} ms after the death (${death === 'exit' ? 'its process.exit()' : "its 'exit' event"}; bound ${DETECT_MS} ms)`)
         t.equal(got, stopAt, `trial ${trial}: the worker received ${stopAt} messages before it died`)
         t.equal(s.messagesSent, told, `trial ${trial}: messagesSent is the number of sends that resolved (${told})`)
         t.equal(told - s.messagesUndelivered, got,

@@ -152,6 +152,7 @@ const scenarios = {
       const m = await ch.receive()
       m.release()
       const n = Atomics.add(shared, 0, 1) + 1
+      Atomics.notify(shared, 0)
       if (n < stopAt) continue
       if (then === 'exit') {
         when[0] = performance.timeOrigin + performance.now()
