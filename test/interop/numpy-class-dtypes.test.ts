@@ -2,7 +2,8 @@
  * numpy dtypes made from a class rather than a type string: numpy.record (record arrays, numpy
  * 1.x and 2.x) loads without opaque; another library's dtype class (ml_dtypes.bfloat16) loads
  * in opaque mode. Either is a DType of kind 'V' naming its class, and dumps back to numpy's
- * bytes, in band and out of band, which numpy loads to an equal array of the same dtype.
+ * bytes, in band and out of band, which numpy loads to an equal array of the same dtype. And a
+ * dtype numpy builds by a call (numpy 2's StringDType) keeps its array in opaque mode.
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -150,4 +151,27 @@ t.test('an ml_dtypes.bfloat16 array loads in opaque mode and dumps back', { skip
     back.push([expr, ours])
   })
   t.same(check(python, imports, back), back.map(() => 'ok'), 'numpy loads each back to an equal bfloat16 array')
+})
+
+t.test('opaque mode: a numpy 2 StringDType array loads as a list of its strings and dumps back', { skip: numpy2 === undefined ? 'no numpy 2.x' : false }, async (t) => {
+  const python = numpy2!.python
+  const expr = "np.array(['a', 'bc', 'é😀', ''], dtype=np.dtypes.StringDType())"
+  const cases = [[expr, 2, false], [expr, 4, false], [expr, 5, false], [expr, 5, true]] as const
+  const made = make(python, '', cases)
+  const back: [string, Made][] = []
+  cases.forEach(([, protocol, oob], i) => {
+    const what = `protocol ${protocol}${oob ? ' with a buffer_callback' : ''}`
+    const { data, buffers } = made[i]!
+    t.same(buffers, [], `${what}: numpy keeps StringDType data in band`)
+    t.throws(() => loads(data), { constructor: UnpicklingError, message: /_convert_to_stringdtype_kwargs/ }, `${what}: refused without opaque, naming numpy's dtype maker`)
+    const a = loads(data, { opaque: true, lossless: true }) as NDArray
+    t.ok(a instanceof NDArray, `${what}: an NDArray`)
+    const p = a.dtype.placeholder
+    t.ok(p instanceof PyObject && p.callable.name === '_convert_to_stringdtype_kwargs', `${what}: its dtype keeps numpy's call as a placeholder`)
+    t.same(a.flat(), ['a', 'bc', 'é😀', ''], `${what}: the elements are the strings`)
+    const ours = dumpLike(a, protocol, oob, '2')
+    t.same(Buffer.from(ours.data), Buffer.from(data), `${what}: dumps back to numpy's bytes`)
+    back.push([expr, ours])
+  })
+  t.same(check(python, '', back), back.map(() => 'ok'), 'numpy loads each back to an equal StringDType array')
 })

@@ -8,7 +8,7 @@
 import { PickleError } from './errors.js'
 import type { GlobalRegistry } from './globals.js'
 import { badOptionType, checkOptions, optionNames } from './options.js'
-import { Complex, PickleBuffer, PyGlobal, PyObject, Tuple, asTuple, describe, setState, type HasSetState } from './types.js'
+import { Complex, PickleBuffer, PyGlobal, PyObject, PyOpaque, Tuple, asTuple, describe, setState, type HasSetState } from './types.js'
 
 // ---- float16 ----
 
@@ -122,6 +122,12 @@ export class DType implements HasSetState {
    * as numpy.dtype(thatClass). null for dtypes made from a type string.
    */
   readonly scalarType: PyGlobal | null = null
+  /**
+   * Opaque mode: the inert placeholder that stood where an array's state had its dtype, for a
+   * dtype numpy builds by a call this codec does not know (numpy 2's StringDType). The array's
+   * elements are the list numpy pickled (kind 'O'), and the dtype pickles back as the placeholder.
+   */
+  readonly placeholder: PyOpaque | null = null
 
   constructor(spec: string) {
     const m = /^([<>|=]?)(.*)$/s.exec(spec)!
@@ -167,6 +173,18 @@ export class DType implements HasSetState {
     const d = new DType('V') as Mutable<DType>
     d.scalarType = cls
     return d as DType
+  }
+
+  /** The dtype of an array whose state named an opaque placeholder as its dtype (see placeholder). */
+  static ofPlaceholder(p: PyOpaque): DType {
+    // One DType per placeholder: arrays that shared the dtype in the pickle share it here, and again when pickled back.
+    let d = PLACEHOLDER_DTYPES.get(p)
+    if (d === undefined) {
+      const m = new DType('O') as Mutable<DType>
+      m.placeholder = p
+      PLACEHOLDER_DTYPES.set(p, (d = m as DType))
+    }
+    return d
   }
 
   /** A shared DType for a type string: the same object each time, as numpy's builtin dtypes are. */
@@ -277,6 +295,7 @@ export class DType implements HasSetState {
 }
 
 const CANONICAL = new Map<string, DType>()
+const PLACEHOLDER_DTYPES = new WeakMap<PyOpaque, DType>()
 
 function validSize(kind: DTypeKind, n: number): boolean {
   switch (kind) {
@@ -739,9 +758,14 @@ export class NDArray implements HasSetState {
     if (!Array.isArray(state) || (state.length !== 5 && state.length !== 4)) {
       return bad(`${who} must be (version, shape, dtype, is_fortran, data), got ${describe(state)}`)
     }
-    const [version, shapeArg, dtype, fortran, raw] = state.length === 5 ? state : [0, ...state]
+    const [version, shapeArg, dtypeArg, fortran, raw] = state.length === 5 ? state : [0, ...state]
     if (version !== 1 && version !== 0) bad(`${who}: can't handle version ${describe(version)} of numpy.ndarray pickle`)
+    // A placeholder exists in opaque mode only: there an unknown dtype keeps the array, as a list of its elements.
+    const dtype = dtypeArg instanceof PyOpaque ? DType.ofPlaceholder(dtypeArg) : dtypeArg
     if (!(dtype instanceof DType)) return bad(`${who} needs a numpy.dtype, got ${describe(dtype)}`)
+    if (dtype.placeholder !== null && !Array.isArray(raw)) {
+      return bad(`${who}: an array of a dtype this codec does not know (${describe(dtype.placeholder)}) loads only when numpy pickled its elements as a list, got ${describe(raw)}`)
+    }
     if (!Array.isArray(shapeArg)) return bad(`${who}: the shape must be a tuple, got ${describe(shapeArg)}`)
     const shape = checkShape(shapeArg, who)
     const nbytes = byteCount(shape, dtype.itemsize, who)

@@ -5,7 +5,7 @@
  */
 import { PickleError, PicklingError } from './errors.js'
 import { GlobalRegistry, defaultGlobals, isPlainObject, reverseFixImport, type Registration } from './globals.js'
-import { checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
+import { DType, checkNumpyNames, numpyRecipe, type NumpyNames } from './numpy.js'
 import { DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP } from './opcodes.js'
 import { badOptionRange, badOptionType, checkOptions, optionNames } from './options.js'
 import { MAX_INT_DIGITS } from './text.js'
@@ -1263,6 +1263,12 @@ export class Pickler {
       const state = new Map<unknown, unknown>([['int', obj.int]])
       if (obj.isSafe !== null) state.set('is_safe', obj.isSafe)
       return this.#objectRecipe(G.UUID, [], state)
+    }
+    // A dtype that was an opaque placeholder when loaded is that placeholder again.
+    if (obj instanceof DType && obj.placeholder !== null) {
+      const p = obj.placeholder
+      if (p instanceof PyObject) return this.#opaqueRecipe(p, p.callable)
+      if (p instanceof PyObjectCall) return this.#opaqueRecipe(p, p.target)
     }
     // NDArray, NumpyScalar, DType and TypedArrays other than Uint8Array (bytes): as numpy writes them.
     return numpyRecipe(obj, this.protocol, this.#numpy)
