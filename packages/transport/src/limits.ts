@@ -39,8 +39,7 @@ export function resolvePositive<T extends object>(defaults: Readonly<T>, partial
   checkOptions('limits', partial, names)
   const out = { ...defaults, ...partial } as T
   for (const [k, v] of Object.entries(out)) {
-    if (typeof v !== 'number') throw new TypeError(`limit ${k} must be a positive integer, got ${typeof v} ${String(v)}`)
-    if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`limit ${k} must be a positive integer, got ${String(v)}`)
+    if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`limit ${k} must be a positive integer, got ${typeof v} ${String(v)}`)
   }
   return out
 }

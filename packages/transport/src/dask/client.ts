@@ -20,7 +20,8 @@
 import { randomUUID } from 'node:crypto'
 import { NDArray, PyGlobal, Tuple } from '@picklewire/codec'
 import { TransportError, shown } from '../errors.js'
-import { checkCommOptions, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
+import { badOptionType, checkOptions, optionNames } from '../options-check.js'
+import { COMM_OPTION_NAMES, checkCommOptions, commOptionsOf, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
 import { DaskFuture } from './future.js'
 import { FutureRef, graphFormFor, parseDaskVersion, updateGraphMessage, type GraphForm, type TaskCall } from './graph.js'
 import { DaskSerialize, loadsMessage } from './protocol.js'
@@ -106,6 +107,14 @@ export interface RpcOptions {
 export type DaskClientStatus = 'running' | 'closing' | 'closed'
 
 /** The ops of the client stream this client sends (the scheduler drops a stream on any other). */
+const CLIENT_OPTIONS = optionNames(...COMM_OPTION_NAMES, 'heartbeatInterval', 'rpcTimeout', 'maxIdleComms', 'id', 'onMessage')
+const SUBMIT_OPTIONS = optionNames('kwargs', 'key', 'priority', 'retries', 'workers')
+const MAP_OPTIONS = optionNames('kwargs', 'key', 'keys', 'priority', 'retries', 'workers')
+const SCATTER_OPTIONS = optionNames('workers', 'broadcast', 'keys', 'timeout')
+const WAIT_OPTIONS = optionNames('timeout', 'returnWhen')
+const RPC_OPTIONS = optionNames('timeout', 'allowNull')
+const TIMEOUT_ONLY = optionNames('timeout')
+
 const STREAM_OPS = new Set(['update-graph', 'client-releases-keys', 'heartbeat-client', 'close-client', 'close-stream'])
 
 const DEFAULT_HEARTBEAT = 5000
@@ -199,7 +208,10 @@ export class DaskClient {
    */
   static async connect(address: string, options: DaskClientOptions = {}): Promise<DaskClient> {
     parseDaskAddress(address)
-    checkCommOptions(options)
+    checkOptions('DaskClient.connect', options, CLIENT_OPTIONS)
+    checkCommOptions(options, 'DaskClient.connect', null)
+    if (options.id !== undefined && typeof options.id !== 'string') throw badOptionType('DaskClient.connect', 'id', 'a string', options.id)
+    if (options.onMessage !== undefined && typeof options.onMessage !== 'function') throw badOptionType('DaskClient.connect', 'onMessage', 'a function', options.onMessage)
     for (const [name, v] of [['heartbeatInterval', options.heartbeatInterval], ['rpcTimeout', options.rpcTimeout], ['maxIdleComms', options.maxIdleComms]] as const) {
       if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new TypeError(`${name} must be a non-negative number, got ${String(v)}`)
     }
@@ -207,7 +219,7 @@ export class DaskClient {
     const opts: DaskClientOptions = { ...options, stats }
     const id = options.id ?? `Client-${randomUUID()}`
     const started = Date.now()
-    const stream = await connectDask(address, opts)
+    const stream = await connectDask(address, commOptionsOf(opts))
     const left = (): number => Math.max(1, (options.timeout ?? 10_000) - (Date.now() - started))
     try {
       // The version decides how graphs are written; asked on the comm that then becomes the stream.
@@ -422,6 +434,7 @@ export class DaskClient {
    * their own. Throws at once when an argument cannot be pickled or the client is closed.
    */
   submit(fn: string | PyGlobal, args: readonly unknown[] = [], options: SubmitOptions = {}): DaskFuture {
+    checkOptions('DaskClient.submit', options, SUBMIT_OPTIONS)
     this.#check()
     if (!Array.isArray(args)) throw new TypeError(`submit's args must be an array of the call's arguments, got ${typeof args}`)
     const callable = pythonGlobal(fn)
@@ -436,6 +449,7 @@ export class DaskClient {
    * are '<key or function name>-<uuid>' unless options.keys names each.
    */
   map(fn: string | PyGlobal, iterables: readonly (readonly unknown[])[], options: MapOptions = {}): DaskFuture[] {
+    checkOptions('DaskClient.map', options, MAP_OPTIONS)
     this.#check()
     const callable = pythonGlobal(fn)
     if (!Array.isArray(iterables) || iterables.length === 0 || !iterables.every(Array.isArray)) {
@@ -506,7 +520,7 @@ export class DaskClient {
       if (!c.closed) return c
     }
     const left = deadline === Infinity ? this.#options.timeout ?? 10_000 : Math.max(1, deadline - Date.now())
-    const comm = await connectDask(this.address, { ...this.#options, timeout: left })
+    const comm = await connectDask(this.address, { ...commOptionsOf(this.#options), timeout: left })
     if (this.#status !== 'running') {
       comm.abort()
       this.#check()
@@ -528,6 +542,7 @@ export class DaskClient {
    * traceback; a None reply an error that says the op may not exist (see RpcOptions.allowNull).
    */
   async rpc(op: string, args: Record<string, unknown> = {}, options: RpcOptions = {}): Promise<unknown> {
+    checkOptions('DaskClient.rpc', options, RPC_OPTIONS)
     const reply = await this.#request(op, args, options.timeout)
     if (reply === null && !options.allowNull) {
       throw new TransportError('PROTOCOL', `op ${JSON.stringify(op)} got None from the scheduler at ${this.address}: it has no handler of that name (or the handler returns None; pass allowNull)`)
@@ -575,6 +590,7 @@ export class DaskClient {
    * runs out. NumPy arrays come back as NDArrays whose data views the frames they arrived in.
    */
   async gather(futures: readonly DaskFuture[], options: { timeout?: number } = {}): Promise<unknown[]> {
+    checkOptions('DaskClient.gather', options, TIMEOUT_ONLY)
     this.#check()
     this.#own(futures)
     const timeout = this.#rpcTimeout(options.timeout)
@@ -609,6 +625,7 @@ export class DaskClient {
    * else pickled.
    */
   async scatter(values: readonly unknown[], options: ScatterOptions = {}): Promise<DaskFuture[]> {
+    checkOptions('DaskClient.scatter', options, SCATTER_OPTIONS)
     this.#check()
     const keys = options.keys ?? values.map((v) => `${typeName(v)}-${uuidHex()}`)
     if (keys.length !== values.length) throw new TypeError(`scatter got ${values.length} values but ${keys.length} keys`)
@@ -638,6 +655,7 @@ export class DaskClient {
    * Rejects with TransportError('TIMEOUT') when options.timeout runs out first.
    */
   async wait(futures: readonly DaskFuture[], options: DaskWaitOptions = {}): Promise<{ done: DaskFuture[]; notDone: DaskFuture[] }> {
+    checkOptions('DaskClient.wait', options, WAIT_OPTIONS)
     this.#check()
     if (!Array.isArray(futures)) throw new TypeError(`wait expects an array of DaskFutures, got ${typeof futures}`)
     this.#own(futures)

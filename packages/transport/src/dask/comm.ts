@@ -17,7 +17,8 @@ import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, reso
 import { FRESH_MEMORY, WarmMemory, sharedWarmMemory, type FrameMemory } from './warm-memory.js'
 import { dumpsMessage, loadsMessage } from './protocol.js'
 import { field, newStats, type DaskSerializerName, type DaskStats, type SerializeContext } from './serialize.js'
-import type { PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
+import type { OptionNames, PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
+import { checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
 
 /** What each side tells the other in the handshake. */
 export interface DaskHandshake {
@@ -100,7 +101,25 @@ function memoryOf(option: boolean | WarmMemory | undefined): FrameMemory {
 }
 
 /** Checks the options before any connection is made; throws TypeError naming the bad one. */
-export function checkCommOptions(options: DaskCommOptions): void {
+/** The names DaskCommOptions takes; the client and the listener add their own to these. */
+export const COMM_OPTION_NAMES = [
+  'timeout', 'limits', 'compression', 'pickleProtocol', 'shardBytes', 'serializers', 'unpickler', 'pickler', 'stats', 'warmReceive',
+] as const
+const COMM_OPTIONS = optionNames(...COMM_OPTION_NAMES)
+const LISTEN_OPTIONS = optionNames(...COMM_OPTION_NAMES, 'scheme', 'host', 'port')
+
+/** Only the comm's own options of a larger options object (a client's), for connectDask. */
+export function commOptionsOf(options: DaskCommOptions): DaskCommOptions {
+  const out: Record<string, unknown> = {}
+  for (const name of COMM_OPTION_NAMES) if (options[name] !== undefined) out[name] = options[name]
+  return out as DaskCommOptions
+}
+
+/** Checks comm options; names: the caller's set (null when the caller checked the names). */
+export function checkCommOptions(options: DaskCommOptions, what = 'connectDask', names: OptionNames | null = COMM_OPTIONS): void {
+  if (names !== null) checkOptions(what, options, names)
+  checkPicklerOptions(what, 'pickler', options.pickler, false)
+  checkUnpicklerOptions(what, 'unpickler', options.unpickler)
   timeoutOf(options.timeout, 'timeout')
   resolveDaskLimits(options.limits)
   memoryOf(options.warmReceive)
@@ -569,7 +588,7 @@ export class DaskListener {
   }
 
   static async listen(options: DaskListenOptions, onComm: (comm: DaskComm) => void): Promise<DaskListener> {
-    checkCommOptions(options)
+    checkCommOptions(options, 'listenDask', LISTEN_OPTIONS)
     const scheme = options.scheme ?? 'tcp'
     if (scheme !== 'tcp' && scheme !== 'ws') throw new TypeError(`scheme must be 'tcp' or 'ws', got ${JSON.stringify(scheme)}`)
     const host = options.host ?? '127.0.0.1'
