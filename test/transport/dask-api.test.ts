@@ -68,7 +68,9 @@ async function tests(t: Test, env: DaskEnv, scheme: 'tcp' | 'ws'): Promise<void>
       await t.rejects(client.wait([slow, quick], { timeout: 300 }), { code: 'TIMEOUT', message: /1 of 2 futures were not done within 300 ms/ })
       const order: DaskFuture[] = []
       const later = client.submit('time.sleep', [0.5])
-      for await (const f of client.asCompleted([later, bad, quick])) order.push(f)
+      await within(WAIT, (async () => {
+        for await (const f of client.asCompleted([later, bad, quick])) order.push(f)
+      })(), 'asCompleted')
       t.same(order.slice(2), [later], 'the sleeping task comes last')
       t.same(new Set(order.slice(0, 2)), new Set([bad, quick]), 'done ones first')
       t.equal(order[0]!.done && order[1]!.done, true)

@@ -83,18 +83,41 @@ export function enterLoopbackNamespace(): string | null {
   if (can.error || can.status !== 0) {
     return `cannot make a loopback-only network namespace (unshare -n: ${can.error?.message ?? can.stderr.trim()}); run as root, or set PICKLEWIRE_DASK_NETNS=off to run in this namespace`
   }
-  const r = spawnSync('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+  // Bounded a little under tap's own timeout, and the namespace's process dies with this one,
+  // so that a file tap times out leaves no Dask processes behind.
+  const r = spawnSync('unshare', ['--kill-child', '-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: 'inherit',
     env: { ...process.env, PICKLEWIRE_DASK_NETNS: 'inside' },
+    timeout: 290_000,
+    killSignal: 'SIGKILL',
   })
   process.exit(r.status ?? 1)
+}
+
+/**
+ * The Dask installations a run must have, from PICKLEWIRE_REQUIRE_DASK ("bookworm,trixie": .ci/run
+ * sets it, so that CI fails instead of skipping when one could not be set up). Empty elsewhere.
+ */
+export const REQUIRED_DASK: readonly string[] = (process.env.PICKLEWIRE_REQUIRE_DASK ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+
+/**
+ * Skips a file's tests for a reason (no namespace, no Dask) where nothing is required, and
+ * fails them where PICKLEWIRE_REQUIRE_DASK asks for Dask: a CI run must not pass by skipping.
+ */
+export function skipOrFail(t: Test, why: string): void {
+  if (REQUIRED_DASK.length === 0) {
+    t.plan(0, why)
+    return
+  }
+  t.fail(`PICKLEWIRE_REQUIRE_DASK=${REQUIRED_DASK.join(',')}, but the Dask tests cannot run: ${why}`)
+  t.end()
 }
 
 /** Runs a file's cluster tests, each given in turn, inside a loopback-only namespace; with no Dask here, plans none and says why. */
 export async function withDask(t: Test, ...runs: (() => Promise<void>)[]): Promise<void> {
   const missing = enterLoopbackNamespace() ?? daskMissing()
   if (missing) {
-    t.plan(0, missing)
+    skipOrFail(t, missing)
     return
   }
   for (const run of runs) await run()
@@ -108,8 +131,12 @@ export async function forEachDask(t: Test, ...runs: ((t: Test, env: DaskEnv) => 
   const missing = enterLoopbackNamespace()
   const envs = missing ? [] : daskEnvs()
   if (missing || envs.length === 0) {
-    t.plan(0, missing ?? daskMissing() ?? 'no Dask installation found')
+    skipOrFail(t, missing ?? daskMissing() ?? 'no Dask installation found')
     return
+  }
+  const absent = REQUIRED_DASK.filter((name) => !envs.some((e) => e.name === name))
+  if (absent.length > 0) {
+    t.fail(`PICKLEWIRE_REQUIRE_DASK asks for ${absent.join(', ')}, which could not be found or imported (found: ${envs.map((e) => e.name).join(', ')}); for trixie run scripts/dask-trixie.sh`)
   }
   if (process.env.PICKLEWIRE_DASK_NETNS === 'inside') {
     const names = Object.keys(networkInterfaces())
