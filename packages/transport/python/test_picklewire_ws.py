@@ -469,7 +469,9 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
 
 
     async def test_a_refused_global_is_an_error_for_its_receiver_and_the_connection_stays_up(self):
-        marker = os.path.join(tempfile.mkdtemp(), 'ran')
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        marker = os.path.join(scratch.name, 'ran')
         got, answers = [], []
 
         async def handler(sock):
