@@ -579,7 +579,27 @@ function makeArray(dtype: DType, shape: readonly number[], strides: readonly num
   return new NDArray(new ArrayParts(dtype, shape, strides, data, readonly, copied) as unknown as NDArrayData)
 }
 
+/**
+ * Arrays that _frombuffer byte-swapped to the machine's order, with the dtype they were pickled
+ * with. A WeakMap rather than a field: loading the common, native arrays stores nothing more.
+ */
+const PICKLED_DTYPES = new WeakMap<NDArray, DType>()
+
+/**
+ * Lossless mode: an array that protocol 5 (_frombuffer) gave in a foreign byte order keeps that
+ * dtype ('>i4'), as numpy's own _frombuffer does, so that it pickles back as it came. Its data
+ * stays in the machine's order. (Set in NDArray's static block, which can reach #dtype.)
+ */
+export let keepPickledByteOrder: (a: NDArray) => void
+
 export class NDArray implements HasSetState {
+  static {
+    keepPickledByteOrder = (a) => {
+      const d = PICKLED_DTYPES.get(a)
+      if (d !== undefined) a.#dtype = d
+    }
+  }
+
   // Set by #init in every constructor path (no defaults: loading allocates nothing it drops).
   #dtype!: DType
   #shape!: readonly number[]
@@ -1017,7 +1037,9 @@ function frombuffer(args: readonly unknown[]): NDArray {
     strides = contiguousStrides(shape, dtype.itemsize, order === 'F' ? 'F' : 'C')
   }
   const v = viewBytes(bytes, dtype)
-  return makeArray(v.dtype, finalShape, strides, v.data, readonly, v.copied)
+  const a = makeArray(v.dtype, finalShape, strides, v.data, readonly, v.copied)
+  if (v.dtype !== dtype) PICKLED_DTYPES.set(a, dtype)
+  return a
 }
 
 /** numpy.core.multiarray.scalar(dtype, bytes): a NumpyScalar (the unpickler unwraps it outside lossless mode); an object dtype's item as it is. */
@@ -1144,8 +1166,11 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
   const buffered = !Array.isArray(data) && dtype.itemsize > 0 && dtype.kind !== 'M' && dtype.kind !== 'm'
     // numpy cannot export a buffer of another library's dtype (no PEP 3118 format): it falls back to BUILD.
     && (dtype.scalarType === null || (dtype.scalarType.module === 'numpy' && dtype.scalarType.name === 'record'))
+  // A foreign byte order (an array loaded losslessly): the data is in the machine's order, numpy's in the dtype's.
+  const swap = Array.isArray(data) || dtype.isNative ? 0 : layoutOf(dtype).swap
+  const raw = swap > 1 ? byteSwapped(bytesOf(data as TypedData), swap) : data
   if (protocol >= 5 && buffered && (order !== 'K' || names === '2')) {
-    const buffer = new PickleBuffer(data, { readonly })
+    const buffer = new PickleBuffer(raw as TypedData, { readonly })
     if (order !== 'K') return { callable: g.frombuffer, args: Tuple.fromItems([buffer, dtype, shapeTuple, order]) }
     const perm = sortedStridePerm(strides)
     const revPerm = new Array<number>(perm.length)
@@ -1158,8 +1183,8 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
   const fortran = order === 'F'
   let payload: unknown
   if (Array.isArray(data)) payload = makeArray(dtype, shape, strides, data, readonly, false).flat()
-  else if (order !== 'K') payload = bytesOf(data)
-  else payload = cOrderBytes(dtype, shape, strides, bytesOf(data))
+  else if (order !== 'K') payload = bytesOf(raw as TypedData)
+  else payload = cOrderBytes(dtype, shape, strides, bytesOf(raw as TypedData))
   return {
     callable: g.reconstruct,
     args: Tuple.fromItems([g.ndarray, Tuple.fromItems([0]), TYPECODE]),

@@ -8,7 +8,7 @@ import { GlobalRegistry, defaultGlobals, dictEntries, fixImport, isPlainObject, 
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
 import { badOptionType, checkOptions, optionNames } from './options.js'
 import { KeySpace, isPlainNumberKey } from './keys.js'
-import { NumpyScalar } from './numpy.js'
+import { NDArray, NumpyScalar, keepPickledByteOrder } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import {
   MAX_INT_DIGITS, decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, rawUnicodeEscapeDecode,
@@ -638,7 +638,11 @@ function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyOb
  * options, as one made by opcodes does; a numpy scalar is its plain value unless lossless.
  */
 function followOptions(s: LoadState, g: PyGlobal, v: unknown): unknown {
-  if (g.module !== 'builtins') return v instanceof NumpyScalar && !s.lossless ? v.natural() : v
+  if (g.module !== 'builtins') {
+    if (!s.lossless) return v instanceof NumpyScalar ? v.natural() : v
+    if (v instanceof NDArray) keepPickledByteOrder(v)
+    return v
+  }
   if (g.name === 'float' && typeof v === 'number') return s.float(v)
   if (g.name === 'dict' && s.dictAsObject && v instanceof Map && v.constructor === Map) {
     const o = {}
