@@ -11,7 +11,7 @@ export {
   GlobalRegistry, MAX_SPREAD_ARGS, MAX_ZERO_FILL, defaultGlobals, fixImport, isPython2Module, reverseFixImport, type ClassHooks, type Registration,
 } from './globals.js'
 export { KeySpace } from './keys.js'
-export { badOptionRange, badOptionType, checkOptions, optionNames, type OptionNames } from './options.js'
+export { badOptionRange, badOptionType, checkOptions, nearestName, optionNames, type OptionNames } from './options.js'
 export { Pickler, dump, dumps, dumpsTransient, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
 export {
   DType, MAX_NDIM, NATIVE_BYTE_ORDER, NDArray, NumpyScalar, float16ToNumber, numberToFloat16,

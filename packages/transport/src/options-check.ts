@@ -3,11 +3,12 @@
  * carrier passes on (pickler/unpickler, encode/decode) are checked when the carrier is made, by
  * the codec's own Pickler and Unpickler, so a typo fails there and not at the first message.
  */
-import { Pickler, Unpickler, badOptionRange, badOptionType } from '@picklewire/codec'
+import { Pickler, Unpickler, badOptionRange, badOptionType, nearestName } from '@picklewire/codec'
 
 export { badOptionRange, badOptionType, checkOptions, optionNames } from '@picklewire/codec'
 
 const NO_BYTES = new Uint8Array(0)
+const OUT_OF_BAND = ['outOfBand']
 const hasOwn = Object.prototype.hasOwnProperty
 
 function isOptionsObject(v: unknown): v is Record<string, unknown> {
@@ -34,6 +35,14 @@ export function checkPicklerOptions(what: string, name: string, options: unknown
     if (hasOwn.call(options, taken)) throw new TypeError(`${what}: option ${name}.${taken} is set by the carrier and cannot be given`)
   }
   let rest: Record<string, unknown> = options
+  if (withOutOfBand) {
+    // outOfBand is the carrier's name, not the Pickler's: a near miss of it is caught here.
+    for (const key in options) {
+      if (key !== 'outOfBand' && hasOwn.call(options, key) && nearestName(key, OUT_OF_BAND) !== undefined) {
+        throw new TypeError(`${what}: unknown option '${name}.${key}'; did you mean 'outOfBand'?`)
+      }
+    }
+  }
   if (withOutOfBand && hasOwn.call(options, 'outOfBand')) {
     const { outOfBand, ...others } = options
     if (outOfBand !== undefined && typeof outOfBand !== 'function') throw badOptionType(what, `${name}.outOfBand`, 'a function', outOfBand)
