@@ -257,9 +257,10 @@ function isAsciiText(s: string): boolean {
 }
 
 /** What BUILD, APPENDS and SETITEMS gave an opaque placeholder, as the rest of its recipe. */
-function opaqueExtras(o: PyOpaque): Pick<Recipe, 'state' | 'listItems' | 'dictItems'> {
+function opaqueExtras(o: PyOpaque): Pick<Recipe, 'state' | 'listItems' | 'dictItems' | 'stateSetter'> {
   return {
     state: o.state === undefined ? null : o.state,
+    stateSetter: o.stateSetter === undefined ? null : o.stateSetter,
     listItems: o.listItems.length > 0 ? o.listItems : null,
     dictItems: o.dictItems.length > 0 ? o.dictItems : null,
   }

@@ -389,6 +389,11 @@ export abstract class PyOpaque implements HasSetState {
 
   /** The BUILD state; undefined when no BUILD was applied. */
   state: unknown = undefined
+  /**
+   * The state setter (a reduce value's sixth item) that applied state in place of BUILD, as
+   * setter(obj, state); undefined when none did.
+   */
+  stateSetter: unknown = undefined
   /** Items appended with APPEND/APPENDS, in order. */
   readonly listItems: unknown[] = []
   /** Pairs set with SETITEM/SETITEMS, in order. */

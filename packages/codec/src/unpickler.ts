@@ -667,6 +667,20 @@ function newObject(s: LoadState, cls: unknown, args: unknown, kwargs: unknown, o
   throw new UnpicklingError(`cannot create an instance of ${describe(cls)}`)
 }
 
+/**
+ * A reduce value's state setter (its sixth item) is written as setter(obj, state), called and
+ * popped at once. Called inertly, the state would go with the popped call: the placeholder obj
+ * keeps it instead, with the setter, and pickles back the same way.
+ */
+function keepStateSetter(call: unknown, args: unknown): void {
+  if (!(call instanceof PyObject) || call.origin !== 'reduce' || !call.callable.opaque || !Array.isArray(args) || args.length !== 2) return
+  const obj = args[0]
+  if (obj instanceof PyOpaque && obj.state === undefined && obj.stateSetter === undefined) {
+    obj.state = args[1]
+    obj.stateSetter = call.callable
+  }
+}
+
 /** Runs a reconstructor; its own complaints become UnpicklingErrors naming the global. */
 function withName<T>(g: PyGlobal, fn: () => T): T {
   try {
@@ -1224,7 +1238,9 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     if (s.pending !== null) s.flushLists()
     const args = s.pop()
     const callable = s.pop()
-    s.stack.push(callGlobal(s, callable, args, 'reduce'))
+    const v = callGlobal(s, callable, args, 'reduce')
+    if (s.opaque && s.data[s.pos] === OP.POP) keepStateSetter(v, args)
+    s.stack.push(v)
   },
   NEWOBJ(s) {
     if (s.pending !== null) s.flushLists()
