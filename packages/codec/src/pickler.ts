@@ -12,7 +12,7 @@ import { MAX_INT_DIGITS } from './text.js'
 import {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, FrozenSet, NotImplemented, OrderedDict, PickleBuffer,
   PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef, PyRange, PySingleton, PyTime, PyTimeDelta,
-  PyTimeZone, Slice, Tuple, UUID, describe, getNewArgs, getState, reduceEx, type ReduceValue,
+  PyStr, PyTimeZone, Slice, Tuple, UUID, describe, getNewArgs, getState, reduceEx, type ReduceValue,
 } from './types.js'
 
 /** Where dump() writes: anything with a write method (a Node Writable, an array collector, ...). */
@@ -146,13 +146,16 @@ export function floatRepr(x: number): string {
   return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`
 }
 
-/** Python's raw-unicode-escape as the pickler uses it for protocol 0's UNICODE opcode. */
-function rawUnicodeEscape(s: string): Uint8Array {
+/**
+ * Python's raw-unicode-escape as the pickler uses it for protocol 0's UNICODE opcode. With
+ * unitsApart (a PyStr) a surrogate pair is two code points, each escaped on its own.
+ */
+function rawUnicodeEscape(s: string, unitsApart = false): Uint8Array {
   // Two passes: the size (every escape has a known length), then the bytes, into memory of
   // exactly that size (an array of numbers grown byte by byte was 25x slower than CPython).
   let size = 0
   for (let i = 0; i < s.length; i++) {
-    if (pairAt(s, i)) {
+    if (!unitsApart && pairAt(s, i)) {
       size += 10 // a surrogate pair is one code point: \UXXXXXXXX
       i++
     } else size += escapedInRawUnicode(s.charCodeAt(i)) ? 6 : 1
@@ -161,7 +164,7 @@ function rawUnicodeEscape(s: string): Uint8Array {
   let n = 0
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i)
-    if (pairAt(s, i)) {
+    if (!unitsApart && pairAt(s, i)) {
       const cp = 0x10000 + ((c - 0xd800) << 10) + (s.charCodeAt(++i) - 0xdc00)
       out[n++] = 0x5c
       out[n++] = 0x55
@@ -198,6 +201,25 @@ function encodeUtf8(s: string): Uint8Array {
   if (s.isWellFormed()) return encoder.encode(s)
   const out = new Uint8Array(s.length * 3)
   return out.subarray(0, encodeUtf8Into(s, out, 0))
+}
+
+/** 'surrogatepass' UTF-8 of each UTF-16 unit as a code point of its own: a PyStr's pairs stay two. */
+function encodeUnitsUtf8(s: string): Uint8Array {
+  const out = new Uint8Array(s.length * 3)
+  let n = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) out[n++] = c
+    else if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6)
+      out[n++] = 0x80 | (c & 0x3f)
+    } else {
+      out[n++] = 0xe0 | (c >> 12)
+      out[n++] = 0x80 | ((c >> 6) & 0x3f)
+      out[n++] = 0x80 | (c & 0x3f)
+    }
+  }
+  return out.subarray(0, n)
 }
 
 /** Encodes s at out[at..] (room for 3 bytes per code unit is the caller's); returns the end. */
@@ -650,6 +672,7 @@ export class Pickler {
     // Floats are atoms in Python: never memoized, so no memo lookup for them.
     if (ctor === PyFloat) return this.#saveFloat((obj as PyFloat).value)
     if (ctor === FreshStr) return this.#saveFreshStr((obj as FreshStr).value)
+    if (ctor === PyStr) return this.#savePyStr(obj as PyStr)
     // An empty memo (always, in fast mode) cannot hold it: no lookup.
     const idx = this.#memoSize === 0 ? undefined : this.#objMemo.get(obj)
     if (idx !== undefined) return this.#memoGet(idx)
@@ -747,6 +770,22 @@ export class Pickler {
     this.#writeStr(s)
     const put = this.#memoPutIndex()
     if (put >= 0) this.#strMemo.set(s, put)
+  }
+
+  /** A str whose surrogate pairs are two code points each: memoized by identity, as CPython memoizes a str. */
+  #savePyStr(p: PyStr): void {
+    const idx = this.#memoSize === 0 ? undefined : this.#objMemo.get(p)
+    if (idx !== undefined) return this.#memoGet(idx)
+    if (this.protocol === 0) {
+      const body = rawUnicodeEscape(p.value, true)
+      const at = this.#reserve(body.length + 2)
+      this.#buf[at] = OP.UNICODE
+      this.#buf.set(body, at + 1)
+      this.#buf[at + 1 + body.length] = 0x0a
+    } else {
+      this.#writeSized(encodeUnitsUtf8(p.value), OP.SHORT_BINUNICODE, OP.BINUNICODE, OP.BINUNICODE8, this.protocol >= 4)
+    }
+    this.#memoPut(p)
   }
 
   /** A str that Python makes afresh (a temporary): written and memoized, but never matched later. */

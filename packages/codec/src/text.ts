@@ -114,6 +114,36 @@ export function decodeUtf8(b: Uint8Array, start: number, end: number): string {
   }
 }
 
+/**
+ * Whether b[start..end] (valid 'surrogatepass' UTF-8) encodes a high surrogate directly followed
+ * by a low one, each as three bytes: the two code points Python keeps apart and JavaScript cannot.
+ * 0xED is never a continuation byte, so every one found starts a sequence.
+ */
+export function hasEncodedSurrogatePair(b: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i + 6 <= end; i++) {
+    if (b[i] !== 0xed) continue
+    const c1 = b[i + 1]!
+    if (c1 >= 0xa0 && c1 <= 0xaf && b[i + 3] === 0xed && b[i + 4]! >= 0xb0 && b[i + 4]! <= 0xbf) return true
+  }
+  return false
+}
+
+/**
+ * The same for protocol 0's raw-unicode-escape: a \uD800-\uDBFF escape directly followed by a
+ * \uDC00-\uDFFF one (Python writes a character beyond U+FFFF as one \U escape instead).
+ */
+export function hasEscapedSurrogatePair(b: Uint8Array, start: number, end: number): boolean {
+  const escapeAt = (i: number, lo: number, hi: number): boolean => {
+    if (b[i] !== 0x5c || b[i + 1] !== 0x75) return false
+    const v = parseInt(String.fromCharCode(b[i + 2]!, b[i + 3]!, b[i + 4]!, b[i + 5]!), 16)
+    return v >= lo && v <= hi
+  }
+  for (let i = start; i + 12 <= end; i++) {
+    if (escapeAt(i, 0xd800, 0xdbff) && escapeAt(i + 6, 0xdc00, 0xdfff)) return true
+  }
+  return false
+}
+
 function badUtf8(pos: number, start: number, why: string): never {
   throw new UnpicklingError(`invalid UTF-8 in string at byte ${pos - start}: ${why}`)
 }

@@ -438,6 +438,19 @@ export class PyObjectCall extends PyOpaque {
   }
 }
 
+/**
+ * Lossless mode: a Python str holding a surrogate pair as two code points of its own (written by
+ * Python as two encoded surrogates). A JavaScript string cannot tell that pair from the one
+ * character beyond U+FFFF it spells, which Python holds as one code point; this wrapper keeps
+ * them apart, and pickles back as the two code points.
+ */
+export class PyStr {
+  constructor(readonly value: string) {}
+  toString(): string {
+    return this.value
+  }
+}
+
 /** A persistent id that no persistentLoad resolved (opaque mode). */
 export class PyPersistentRef {
   constructor(readonly id: unknown, readonly binary: boolean) {}

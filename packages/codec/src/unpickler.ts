@@ -11,11 +11,11 @@ import { KeySpace, isPlainNumberKey } from './keys.js'
 import { NDArray, NumpyScalar, keepPickledByteOrder } from './numpy.js'
 import { PickleScanner, invalidLoadKey } from './scan.js'
 import {
-  MAX_INT_DIGITS, decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, rawUnicodeEscapeDecode,
+  MAX_INT_DIGITS, decodeAsciiStrict, decodeLatin1, decodePython2Str, decodeUtf8, decodeUtf8Strict, escapeDecode, hasEncodedSurrogatePair, hasEscapedSurrogatePair, rawUnicodeEscapeDecode,
 } from './text.js'
 import {
   ByteArray, Complex, Decimal, Deque, FrozenSet, PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef,
-  PyRange, PySingleton, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, asTuple, describe, setState,
+  PyRange, PySingleton, PyStr, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, asBytesView, asTuple, describe, setState,
   type BufferSource, type PyObjectOrigin,
 } from './types.js'
 
@@ -681,6 +681,14 @@ function keepStateSetter(call: unknown, args: unknown): void {
   }
 }
 
+/**
+ * Lossless mode: a str whose bytes spell a surrogate pair as two code points becomes a PyStr. An
+ * all-ASCII str (as many units as bytes) cannot hold one: only the others are scanned.
+ */
+function keepSurrogatePairs(s: LoadState, v: string, at: number, n: number): string | PyStr {
+  return v.length < n && hasEncodedSurrogatePair(s.data, at, at + n) ? new PyStr(v) : v
+}
+
 /** Runs a reconstructor; its own complaints become UnpicklingErrors naming the global. */
 function withName<T>(g: PyGlobal, fn: () => T): T {
   try {
@@ -806,6 +814,8 @@ function appendRun(s: LoadState): boolean {
       } catch {
         break // the loader raises it, at this opcode's position
       }
+      // A str that lossless mode keeps as a PyStr: the loader makes it, at this opcode's position.
+      if (s.lossless && (item as string).length < len && hasEncodedSurrogatePair(data, pos + 2, pos + 2 + len)) break
       pos += 2 + len
     } else if (code === OP.MEMOIZE) {
       // Memoizes the item just read (never the list: it was not read in this run).
@@ -948,21 +958,25 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
   BINUNICODE(s) {
     const n = s.uint4()
     const at = s.need(n)
-    s.stack.push(decodeUtf8(s.data, at, at + n))
+    const v = decodeUtf8(s.data, at, at + n)
+    s.stack.push(s.lossless ? keepSurrogatePairs(s, v, at, n) : v)
   },
   SHORT_BINUNICODE(s) {
     const n = s.uint1()
     const at = s.need(n)
-    s.stack.push(decodeUtf8(s.data, at, at + n))
+    const v = decodeUtf8(s.data, at, at + n)
+    s.stack.push(s.lossless ? keepSurrogatePairs(s, v, at, n) : v)
   },
   BINUNICODE8(s) {
     const n = s.uint8()
     const at = s.need(n)
-    s.stack.push(decodeUtf8(s.data, at, at + n))
+    const v = decodeUtf8(s.data, at, at + n)
+    s.stack.push(s.lossless ? keepSurrogatePairs(s, v, at, n) : v)
   },
   UNICODE(s) {
     const [a, b] = s.line()
-    s.stack.push(rawUnicodeEscapeDecode(s.data, a, b))
+    const v = rawUnicodeEscapeDecode(s.data, a, b)
+    s.stack.push(s.lossless && hasEscapedSurrogatePair(s.data, a, b) ? new PyStr(v) : v)
   },
   STRING(s) {
     const [a, b] = s.line()
