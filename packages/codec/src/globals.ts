@@ -557,11 +557,13 @@ export const defaultGlobals: GlobalRegistry = (() => {
   return r.freeze()
 })()
 
-/**
- * Python 2 module renames applied when fixImports is on and the protocol is below 3: CPython's
- * _compat_pickle.IMPORT_MAPPING (3.11), entry for entry.
- */
-const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({
+// The tables of CPython 3.11's Lib/_compat_pickle.py, entry for entry, each kept once: the
+// Python 2 to 3 renames the unpickler applies, and the reverse ones the pickler applies (both
+// when fixImports is on and the protocol is below 3), derived from them as _compat_pickle
+// derives its REVERSE_ mappings, plus the entries each direction has alone.
+
+/** Python 2 module names and their Python 3 homes, read and written back (IMPORT_MAPPING's first part). */
+const MODULES_BOTH_WAYS: Readonly<Record<string, string>> = {
   __builtin__: 'builtins',
   copy_reg: 'copyreg',
   Queue: 'queue',
@@ -604,6 +606,10 @@ const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({
   urllib2: 'urllib.request',
   anydbm: 'dbm',
   _abcoll: 'collections.abc',
+}
+
+/** Read only: a second Python 2 name for a module, or a name in broken old Python 3 pickles (IMPORT_MAPPING.update). */
+const MODULES_READ_ONLY: Readonly<Record<string, string>> = {
   cPickle: 'pickle',
   _elementtree: 'xml.etree.ElementTree',
   FileDialog: 'tkinter.filedialog',
@@ -617,10 +623,24 @@ const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({
   whichdb: 'dbm',
   StringIO: 'io',
   cStringIO: 'io',
-}))
+}
 
-/** Python 2 (module, name) pairs whose Python 3 home differs from the module rename alone (_compat_pickle.NAME_MAPPING). */
-const NAME_RENAMES: ReadonlyMap<string, readonly [string, string]> = new Map(Object.entries({
+/** Written only: Python 3 modules with no Python 2 twin of their own, written as the public one (REVERSE_IMPORT_MAPPING.update). */
+const MODULES_WRITTEN_ONLY: Readonly<Record<string, string>> = {
+  _bz2: 'bz2',
+  _dbm: 'dbm',
+  _functools: 'functools',
+  _gdbm: 'gdbm',
+  _pickle: 'pickle',
+}
+
+const MODULE_RENAMES: ReadonlyMap<string, string> = new Map(Object.entries({ ...MODULES_BOTH_WAYS, ...MODULES_READ_ONLY }))
+
+/**
+ * Python 2 "module.name"s whose Python 3 home differs from the module rename alone, read and
+ * written back (NAME_MAPPING's first part; the exceptions module is PY2_EXCEPTIONS below).
+ */
+const NAMES_BOTH_WAYS: Readonly<Record<string, readonly [string, string]>> = {
   '__builtin__.xrange': ['builtins', 'range'],
   '__builtin__.reduce': ['functools', 'reduce'],
   '__builtin__.intern': ['sys', 'intern'],
@@ -658,11 +678,42 @@ const NAME_RENAMES: ReadonlyMap<string, readonly [string, string]> = new Map(Obj
   'multiprocessing.BufferTooShort': ['multiprocessing.context', 'BufferTooShort'],
   'multiprocessing.ProcessError': ['multiprocessing.context', 'ProcessError'],
   'multiprocessing.TimeoutError': ['multiprocessing.context', 'TimeoutError'],
+}
+
+/** Read only: Python 3 writes these targets back under their other Python 2 name (NAME_MAPPING.update). */
+const NAMES_READ_ONLY: Readonly<Record<string, readonly [string, string]>> = {
   '__builtin__.basestring': ['builtins', 'str'],
   'UserDict.UserDict': ['collections', 'UserDict'],
   'socket._socketobject': ['socket', 'SocketType'],
   'exceptions.StandardError': ['builtins', 'Exception'],
-} as Record<string, readonly [string, string]>))
+}
+
+/** Written only: Python 3 "module.name"s written as a Python 2 name nothing reads back (REVERSE_NAME_MAPPING.update). */
+const NAMES_WRITTEN_ONLY: Readonly<Record<string, readonly [string, string]>> = {
+  '_functools.reduce': ['__builtin__', 'reduce'],
+  'tkinter.filedialog.FileDialog': ['FileDialog', 'FileDialog'],
+  'tkinter.filedialog.LoadFileDialog': ['FileDialog', 'LoadFileDialog'],
+  'tkinter.filedialog.SaveFileDialog': ['FileDialog', 'SaveFileDialog'],
+  'tkinter.simpledialog.SimpleDialog': ['SimpleDialog', 'SimpleDialog'],
+  'xmlrpc.server.ServerHTMLDoc': ['DocXMLRPCServer', 'ServerHTMLDoc'],
+  'xmlrpc.server.XMLRPCDocGenerator': ['DocXMLRPCServer', 'XMLRPCDocGenerator'],
+  'xmlrpc.server.DocXMLRPCRequestHandler': ['DocXMLRPCServer', 'DocXMLRPCRequestHandler'],
+  'xmlrpc.server.DocXMLRPCServer': ['DocXMLRPCServer', 'DocXMLRPCServer'],
+  'xmlrpc.server.DocCGIXMLRPCRequestHandler': ['DocXMLRPCServer', 'DocCGIXMLRPCRequestHandler'],
+  'http.server.SimpleHTTPRequestHandler': ['SimpleHTTPServer', 'SimpleHTTPRequestHandler'],
+  'http.server.CGIHTTPRequestHandler': ['CGIHTTPServer', 'CGIHTTPRequestHandler'],
+  '_socket.socket': ['socket', '_socketobject'],
+}
+
+/** Python 3's finer exceptions, written as the Python 2 exception they refine. */
+const PY3_OSERROR_EXCEPTIONS = [
+  'BrokenPipeError', 'ChildProcessError', 'ConnectionAbortedError', 'ConnectionError', 'ConnectionRefusedError',
+  'ConnectionResetError', 'FileExistsError', 'FileNotFoundError', 'InterruptedError', 'IsADirectoryError',
+  'NotADirectoryError', 'PermissionError', 'ProcessLookupError', 'TimeoutError',
+] as const
+const PY3_IMPORTERROR_EXCEPTIONS = ['ModuleNotFoundError'] as const
+
+const NAME_RENAMES: ReadonlyMap<string, readonly [string, string]> = new Map(Object.entries({ ...NAMES_BOTH_WAYS, ...NAMES_READ_ONLY }))
 
 /** The Python 2 exceptions module's classes, which moved to builtins under the same names. */
 const PY2_EXCEPTIONS: ReadonlySet<string> = new Set([
@@ -700,17 +751,25 @@ export function fixImport(module: string, name: string): [string, string] {
   return [MODULE_RENAMES.get(module) ?? module, name]
 }
 
-/** Python 3 names written the Python 2 way when fixImports is on and the protocol is below 3. */
-const REVERSE_NAMES: ReadonlyMap<string, readonly [string, string]> = new Map([
-  ['builtins.range', ['__builtin__', 'xrange']],
-  ['builtins.str', ['__builtin__', 'unicode']],
-  ['builtins.int', ['__builtin__', 'long']],
-  ['functools.reduce', ['__builtin__', 'reduce']],
-] as const)
+/** Python 3 "module.name"s written the Python 2 way (_compat_pickle.REVERSE_NAME_MAPPING, 112 entries). */
+const REVERSE_NAMES: ReadonlyMap<string, readonly [string, string]> = (() => {
+  const m = new Map<string, readonly [string, string]>()
+  const py2 = (key: string): readonly [string, string] => {
+    const dot = key.lastIndexOf('.')
+    return [key.slice(0, dot), key.slice(dot + 1)]
+  }
+  for (const [from, [module, name]] of Object.entries(NAMES_BOTH_WAYS)) m.set(`${module}.${name}`, py2(from))
+  for (const e of PY2_EXCEPTIONS) m.set(`builtins.${e}`, ['exceptions', e])
+  for (const [from, to] of Object.entries(NAMES_WRITTEN_ONLY)) m.set(from, to)
+  for (const e of PY3_OSERROR_EXCEPTIONS) m.set(`builtins.${e}`, ['exceptions', 'OSError'])
+  for (const e of PY3_IMPORTERROR_EXCEPTIONS) m.set(`builtins.${e}`, ['exceptions', 'ImportError'])
+  return m
+})()
+
+/** Python 3 modules written under their Python 2 names (_compat_pickle.REVERSE_IMPORT_MAPPING, 47 entries). */
 const REVERSE_MODULES: ReadonlyMap<string, string> = new Map([
-  ['builtins', '__builtin__'],
-  ['copyreg', 'copy_reg'],
-  ['queue', 'Queue'],
+  ...Object.entries(MODULES_BOTH_WAYS).map(([py2, py3]) => [py3, py2] as const),
+  ...Object.entries(MODULES_WRITTEN_ONLY),
 ])
 
 /** Maps a Python 3 global name to the name Python 2 knows (the pickler's fix_imports). */
