@@ -81,6 +81,7 @@ t.test('every codec function and constructor that takes options refuses an unkno
   t.throws(() => dis(PICKLE, { indent_level: 2, out: { write: () => {} } } as object),
     bad(/^dis: unknown option 'indent_level'; did you mean 'indentlevel'\?$/), 'dis')
   t.throws(() => new NDArray(new Float32Array(4), { shap: [2, 2] } as object), bad(/^NDArray: unknown option 'shap'; did you mean 'shape'\?$/), 'NDArray')
+  t.throws(() => new PickleBuffer(new Uint8Array(4), { readOnly: true } as object), bad(/^PickleBuffer: unknown option 'readOnly'; did you mean 'readonly'\?$/), 'PickleBuffer')
 })
 
 t.test('codec options that are not objects are refused', async (t) => {
@@ -129,11 +130,13 @@ t.test('Unpickler option values of the wrong type are a TypeError naming the opt
   t.same(loads(PICKLE, { buffers: null, lossless: false, encoding: 'bytes', errors: 'strict', findClass: () => null }), [1, 'a'])
 })
 
-t.test('dis and NDArray option values of the wrong type are a TypeError naming the option', async (t) => {
+t.test('dis, NDArray and PickleBuffer option values of the wrong type are a TypeError naming the option', async (t) => {
   t.throws(() => dis(PICKLE, { out: 'stdout' } as object), { name: 'TypeError', message: /^dis: option out must be an object with a write\(text\) method, got string "stdout"$/ })
   t.throws(() => dis(PICKLE, { out: { write: () => {} }, memo: {} } as object), { name: 'TypeError', message: /option memo must be a Map, got Object/ })
   t.throws(() => new NDArray(new Float32Array(2), { dtype: 4 } as object), { name: 'TypeError', message: /^NDArray: option dtype must be a DType or a numpy type string, got number 4$/ })
   t.throws(() => new NDArray(new Float32Array(2), { readonly: 'yes' } as object), { name: 'TypeError', message: /option readonly must be a boolean, got string "yes"/ })
+  t.throws(() => new PickleBuffer(new Uint8Array(2), { readonly: 1 } as object), { name: 'TypeError', message: /^PickleBuffer: option readonly must be a boolean, got number 1$/ })
+  t.equal(new PickleBuffer(new Uint8Array(2), { readonly: true }).readonly, true)
   let text = ''
   dis(PICKLE, { out: { write: (s: string) => { text += s } }, indentlevel: 2 })
   t.match(text, /STOP/)

@@ -9,7 +9,7 @@ import t from 'tap'
 import { PickleBuffer } from '@picklewire/codec'
 import {
   ArenaPool, DaskClient, PickleSocket, WebSocket, arenaHandler, connectDask, connectPickleSocket, createChannel, createPipe,
-  listenDask, listenPickleSocket, openChannel, openPipe, resolveLimits,
+  WarmMemory, listenDask, listenPickleSocket, openChannel, openPipe, resolveLimits,
 } from '@picklewire/transport'
 
 const typo = (what: string, name: string, meant: string) => ({
@@ -123,6 +123,7 @@ t.test('shared memory: ArenaPool and arenaHandler check their options', async (t
 })
 
 t.test('Dask: connectDask and listenDask refuse unknown names before connecting', async (t) => {
+  t.throws(() => new WarmMemory({ maxbytes: 1 << 20 } as object), typo('WarmMemory', 'maxbytes', 'maxBytes'))
   await t.rejects(connectDask('tcp://127.0.0.1:1', { timout: 10 } as object), typo('connectDask', 'timout', 'timeout'))
   await t.rejects(connectDask('tcp://127.0.0.1:1', { rpcTimeout: 10 } as object), {
     name: 'TypeError', message: /^connectDask: unknown option 'rpcTimeout'; did you mean 'timeout'\?$/,

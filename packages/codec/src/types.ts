@@ -4,6 +4,7 @@
  */
 import { PickleError } from './errors.js'
 import type { KeySpace } from './keys.js'
+import { badOptionType, checkOptions, optionNames } from './options.js'
 
 /**
  * Objects that implement this method receive the state of a BUILD opcode (Python's
@@ -115,6 +116,8 @@ export function asBytesView(source: BufferSource | PickleBuffer): Uint8Array {
   throw new PickleError(`expected an ArrayBuffer, SharedArrayBuffer, ArrayBufferView or PickleBuffer, got ${describe(source)}`)
 }
 
+const PICKLE_BUFFER_OPTIONS = optionNames('readonly')
+
 /**
  * Python's pickle.PickleBuffer: a wrapper around memory that protocol 5 may send out of band.
  * An out-of-band buffer comes back from the unpickler as a PickleBuffer over the memory the
@@ -126,6 +129,8 @@ export class PickleBuffer {
   readonly readonly: boolean
 
   constructor(source: BufferSource | PickleBuffer, options: { readonly?: boolean } = {}) {
+    checkOptions('PickleBuffer', options, PICKLE_BUFFER_OPTIONS)
+    if (options.readonly !== undefined && typeof options.readonly !== 'boolean') throw badOptionType('PickleBuffer', 'readonly', 'a boolean', options.readonly)
     this.#view = asBytesView(source)
     this.readonly = options.readonly ?? (source instanceof PickleBuffer ? source.readonly : false)
   }

@@ -3,6 +3,9 @@
  * memory ('finished') or failed ('error'), as distributed.Future does.
  */
 import { TransportError } from '../errors.js'
+import { checkOptions, optionNames } from '../options-check.js'
+
+const TIMEOUT_ONLY = optionNames('timeout')
 
 export type DaskFutureStatus = 'pending' | 'finished' | 'error' | 'cancelled' | 'released'
 
@@ -57,6 +60,11 @@ export class DaskFuture {
    * the default). A timeout leaves the future as it was.
    */
   wait(options: { timeout?: number } = {}): Promise<this> {
+    try {
+      checkOptions('DaskFuture.wait', options, TIMEOUT_ONLY)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (this.#status === 'finished') return Promise.resolve(this)
     if (this.#error !== null) return Promise.reject(this.#error)
     const timeout = options.timeout ?? 0
@@ -74,6 +82,7 @@ export class DaskFuture {
 
   /** The value, gathered from the cluster once the key is in memory (see DaskClient.gather). */
   async result(options: { timeout?: number } = {}): Promise<unknown> {
+    checkOptions('DaskFuture.result', options, TIMEOUT_ONLY)
     const [value] = await this.client.gather([this], options)
     return value
   }

@@ -20,6 +20,9 @@
  * faults themselves, paid in slices while the event loop is idle instead of inside the receive.
  * The first message of a size gets fresh memory.
  */
+import { checkOptions, optionNames } from '../options-check.js'
+
+const WARM_MEMORY_OPTIONS = optionNames('maxBytes', 'minBytes', 'idleMs')
 
 export interface WarmMemoryOptions {
   /** The largest spare kept ready, in bytes; 0 turns warming off. Default 256 MiB. */
@@ -63,6 +66,7 @@ export class WarmMemory implements FrameMemory {
   readonly stats = { fromSpare: 0, warmBytes: 0, fresh: 0 }
 
   constructor(options: WarmMemoryOptions = {}) {
+    checkOptions('WarmMemory', options, WARM_MEMORY_OPTIONS)
     this.maxBytes = nonNegative(options.maxBytes ?? 256 * 2 ** 20, 'maxBytes')
     this.minBytes = nonNegative(options.minBytes ?? 4 * 2 ** 20, 'minBytes')
     this.idleMs = nonNegative(options.idleMs ?? 30_000, 'idleMs')
