@@ -116,3 +116,17 @@ t.test('opaque mode: a numpy 2 StringDType array loads as a list of its strings 
   })
   t.same(check(python, '', back), back.map(() => 'ok'), 'numpy loads each back to an equal StringDType array')
 })
+
+t.test('opaque mode: an array whose placeholder dtype comes with bytes, not a list, is refused by name', async (t) => {
+  // numpy's own _reconstruct and BUILD, with an unknown call where the dtype goes and raw bytes as the data.
+  const out = execFileSync(numpy2?.python ?? 'python3', ['-c', String.raw`
+import sys, pickle, os, numpy as np
+from numpy._core.multiarray import _reconstruct
+class UnknownDType:
+    def __reduce__(self): return (os.getcwd, ())
+class Arr:
+    def __reduce__(self): return (_reconstruct, (np.ndarray, (0,), b'b'), (1, (2,), UnknownDType(), False, b'ab'))
+sys.stdout.buffer.write(pickle.dumps(Arr(), 4))
+`], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.throws(() => loads(new Uint8Array(out), { opaque: true }), { constructor: UnpicklingError, message: /a dtype this codec does not know \(PyObject\) loads only when numpy pickled its elements as a list, got Uint8Array/ })
+})

@@ -140,3 +140,10 @@ t.test('NEWOBJ and copyreg._reconstructor on a builtin function are refused, as 
     t.throws(() => loads(d, { opaque: true }), { constructor: UnpicklingError, message: /builtin function, not a type/ }, `opaque mode refuses ${JSON.stringify(Buffer.from(d).toString('latin1'))}`)
   }
 })
+
+t.test('NEWOBJ_EX on a builtin type with keyword arguments is refused, naming them', async (t) => {
+  // int.__new__(int, '10', base=16), which CPython evaluates (16); the codec does not parse strings as ints.
+  const data = Buffer.from('\x80\x04\x8c\x08builtins\x8c\x03int\x93\x8c\x0210\x85}\x8c\x04baseK\x10s\x92.', 'latin1')
+  t.equal(runPython('import pickle, sys; print(pickle.loads(sys.stdin.buffer.read()))', data).toString().trim(), '16', 'CPython loads it')
+  t.throws(() => loads(data), { constructor: UnpicklingError, message: /int\.__new__ with keyword arguments is not supported, got Map/ })
+})
