@@ -10,7 +10,7 @@ import { PyStr, dumps, loads } from '@picklewire/codec'
 import { runPython } from '../helpers/python.js'
 
 // Python expressions, and what each item is in lossless mode: a PyStr or a plain string.
-const VALUE = String.raw`['a\ud83d\ude00b', '\U0001f600', '\ud83d', '\ude00\ud83d', 'x' * 300 + '\ud83d\ude00', {'k': '\udbff\udfff'}, ('é', '\ud800\udc00')]`
+const VALUE = String.raw`['a\ud83d\ude00b', '\U0001f600', '\ud83d', '\ude00\ud83d', 'x' * 300 + '\ud83d\ude00', {'k': '\udbff\udfff'}, ('é', '\ud800\udc00'), {'\ud83d\ude00': 1, '\U0001f600': 2}]`
 const PROTOCOLS = [0, 1, 2, 3, 4, 5]
 
 function pyPickles(): Uint8Array[] {
@@ -44,6 +44,7 @@ t.test('lossless mode keeps a surrogate pair of two code points apart, and dumps
     const tu = v[6] as unknown[]
     t.equal(tu[0], 'é')
     t.ok(tu[1] instanceof PyStr, `protocol ${protocol}: a tuple item too`)
+    t.equal((v[7] as Map<unknown, unknown>).size, 2, `protocol ${protocol}: as dict keys, the two-point str and the astral one stay two keys`)
     const back = dumps(v, { protocol })
     t.same(Buffer.from(back), Buffer.from(data), `protocol ${protocol}: dumps back to CPython's bytes`)
     ours.push(back)
