@@ -109,6 +109,11 @@ t.test('shared memory: pipes refuse unknown names', async (t) => {
   t.teardown(() => pipe.close())
   await t.rejects(pipe.send(1, { deadline: 5 } as object), { name: 'TypeError', message: "Pipe.send: unknown option 'deadline'; known options: 'signal', 'timeout'" })
   await t.rejects(pipe.receive({ Timeout: 5 } as object), typo('Pipe.receive', 'Timeout', 'timeout'))
+  await t.rejects(pipe.alloc(64, { timeOut: 5 } as object), typo('alloc', 'timeOut', 'timeout'))
+  await t.rejects(pipe.allocArray(Float32Array, 16, { singal: undefined } as object), typo('allocArray', 'singal', 'signal'))
+  const view = await pipe.alloc(64, { timeout: 1000 })
+  t.equal(view.byteLength, 64, 'alloc with options as spelled still works')
+  pipe.free(view)
 })
 
 t.test('shared memory: ArenaPool and arenaHandler check their options', async (t) => {
