@@ -188,3 +188,20 @@ for (const signalling of ['atomics', 'port'] as const) {
     t.equal(s.messagesUndelivered, 0, 'the one message sent was received')
   })
 }
+
+for (const signalling of ['atomics', 'port'] as Signalling[]) {
+  t.test(`${signalling}: close() finishes when the other thread was terminated holding the arena locks`, async (t) => {
+    const { port1, port2 } = createChannel({ signalling })
+    const worker = new Worker(WORKER, { workerData: { scenario: 'lockChannelAndHang', channel: port2, args: { sabs: port2.sabs, ringBytes: port2.ringBytes } }, transferList: [port2.port] })
+    const ch = openChannel(port1)
+    const next = inbox(worker)
+    t.equal(await bounded(next(), 'the worker to take the locks'), 'locked')
+    const terminated = worker.terminate()
+    // close() starts before this thread sees the port close: it waits on the dead thread's locks
+    // until the port's close event breaks them.
+    await bounded(ch.close(), 'close() with the locks of a terminated thread')
+    await terminated
+    t.equal(ch.open, false, 'closed')
+    await t.resolves(bounded(ch.done, 'done'), 'and done')
+  })
+}

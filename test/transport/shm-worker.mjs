@@ -3,6 +3,8 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads'
 import { PickleBuffer } from '@picklewire/codec'
 import { openArenaBuffer, openChannel, openPipe } from '@picklewire/transport'
+// internal: the arenas of a channel's memory, for the scenario that holds their locks
+import { openPipeMemory } from '../../packages/transport/dist/shm/link.js'
 
 const TIMEOUT = { timeout: 20_000 }
 const view32 = (pb) => {
@@ -162,6 +164,17 @@ const scenarios = {
       parentPort.postMessage(then === 'close' ? 'closed' : 'paused')
       await new Promise(() => setTimeout(() => {}, 60_000))
     }
+  },
+
+  // Takes the locks of both of its channel's arenas and waits to be terminated holding them, as
+  // a thread stopped by worker.terminate() inside a critical section (of its close(), say).
+  async lockChannelAndHang(_ch, { sabs, ringBytes }) {
+    const me = threadId + 1
+    for (const sab of sabs) {
+      if (!openPipeMemory(sab, ringBytes).arena.mutex.tryLock(me)) throw new Error('could not take the lock')
+    }
+    parentPort.postMessage('locked')
+    await new Promise(() => setTimeout(() => {}, 60_000))
   },
 
   // Takes an arena's lock and dies holding it, with a block allocated.

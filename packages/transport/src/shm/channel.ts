@@ -715,6 +715,7 @@ export class Channel {
       }
     }
     for (const m of this.#mem) m.arena.wakeSpaceWaiters()
+    this.#portClosedHere = true
     this.#port.close()
     this.#resolveDone()
   }
@@ -726,14 +727,22 @@ export class Channel {
   }
 
   #portClosed = false
+  /** This side's close() closed the port (the other side may still be running). */
+  #portClosedHere = false
 
   async #onPortClose(): Promise<void> {
     this.#portClosed = true
     // With the other side gone there is nobody to tell of this thread's exit.
     Channel.#open.delete(this)
+    const me = this.#endpoint.id
+    // Unless this side closed the port, the other side did, or its thread ended. It closes its
+    // port only after its own close() left its critical sections, so a lock it still holds now
+    // was held by a thread that died inside one (worker.terminate() during its close(), say):
+    // nothing will release it. Break it first, whatever this side's state: a close() in
+    // progress here would otherwise wait on it for ever.
+    if (!this.#portClosedHere) for (const m of this.#mem) m.arena.mutex.breakIfHeldBy((holder) => holder !== me)
     this.#wake()
     if (this.#state === 'closed') return
-    const me = this.#endpoint.id
     const by = this.#in.memory.ring.closedBy || this.#out.memory.ring.closedBy
     // The end's own mark tells a clean close even when both ends live in this thread (same id).
     if (this.#in.memory.ring.endClosed || (by !== 0 && by !== me)) {
@@ -743,10 +752,9 @@ export class Channel {
       this.#resolveDone()
       return
     }
-    // No close was signalled: the other side's thread is gone. Break any lock it died holding.
+    // No close was signalled: the other side's thread is gone (its locks were broken above).
     this.#state = 'peer-dying'
     this.#wake()
-    for (const m of this.#mem) m.arena.mutex.breakIfHeldBy((holder) => holder !== me)
     await Promise.allSettled([...this.#inflight])
     if (this.signalling === 'atomics') {
       while (this.#fillFromRing() > 0);
