@@ -203,23 +203,24 @@ function encodeUtf8(s: string): Uint8Array {
   return out.subarray(0, encodeUtf8Into(s, out, 0))
 }
 
-/** 'surrogatepass' UTF-8 of each UTF-16 unit as a code point of its own: a PyStr's pairs stay two. */
+/**
+ * 'surrogatepass' UTF-8 of each UTF-16 unit as a code point of its own, so that a PyStr's pairs
+ * stay two: encodeUtf8Into sees each pair's halves in separate pieces, so it writes them as lone
+ * surrogates.
+ */
 function encodeUnitsUtf8(s: string): Uint8Array {
   const out = new Uint8Array(s.length * 3)
   let n = 0
-  for (let i = 0; i < s.length; i++) {
+  let from = 0
+  for (let i = 0; i + 1 < s.length; i++) {
     const c = s.charCodeAt(i)
-    if (c < 0x80) out[n++] = c
-    else if (c < 0x800) {
-      out[n++] = 0xc0 | (c >> 6)
-      out[n++] = 0x80 | (c & 0x3f)
-    } else {
-      out[n++] = 0xe0 | (c >> 12)
-      out[n++] = 0x80 | ((c >> 6) & 0x3f)
-      out[n++] = 0x80 | (c & 0x3f)
+    const d = s.charCodeAt(i + 1)
+    if (c >= 0xd800 && c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
+      n = encodeUtf8Into(s.slice(from, i + 1), out, n)
+      from = i + 1
     }
   }
-  return out.subarray(0, n)
+  return out.subarray(0, encodeUtf8Into(s.slice(from), out, n))
 }
 
 /** Encodes s at out[at..] (room for 3 bytes per code unit is the caller's); returns the end. */
