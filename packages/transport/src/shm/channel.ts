@@ -219,9 +219,7 @@ export class Channel {
   send(value: unknown, options: ChannelSendOptions = {}): Promise<void> {
     let wait: Waiting
     try {
-      checkOptions('Channel.send', options, SEND_OPTIONS)
-      wait = waitingFrom(options)
-      wait.signal?.throwIfAborted()
+      wait = waitingFrom('Channel.send', options, SEND_OPTIONS)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -430,9 +428,7 @@ export class Channel {
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
     let wait: Waiting
     try {
-      checkOptions('Channel.receive', options, WAIT_OPTIONS)
-      wait = waitingFrom(options)
-      wait.signal?.throwIfAborted()
+      wait = waitingFrom('Channel.receive', options, WAIT_OPTIONS)
     } catch (err) {
       return Promise.reject(err)
     }

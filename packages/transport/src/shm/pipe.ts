@@ -90,9 +90,7 @@ export class Pipe {
   send(value: unknown, options: WaitOptions = {}): Promise<void> {
     let wait: Waiting
     try {
-      checkOptions('Pipe.send', options, WAIT_OPTIONS)
-      wait = waitingFrom(options)
-      wait.signal?.throwIfAborted()
+      wait = waitingFrom('Pipe.send', options, WAIT_OPTIONS)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -119,9 +117,7 @@ export class Pipe {
   receive<T = unknown>(options: WaitOptions = {}): Promise<Received<T>> {
     let wait: Waiting
     try {
-      checkOptions('Pipe.receive', options, WAIT_OPTIONS)
-      wait = waitingFrom(options)
-      wait.signal?.throwIfAborted()
+      wait = waitingFrom('Pipe.receive', options, WAIT_OPTIONS)
     } catch (err) {
       return Promise.reject(err)
     }

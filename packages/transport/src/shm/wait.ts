@@ -4,7 +4,8 @@
  * for a message keeps receiving, releasing and noticing a dead peer meanwhile.
  */
 import { TransportError } from '../errors.js'
-import { optionNames } from '../options-check.js'
+import type { OptionNames } from '@picklewire/codec'
+import { checkOptions, optionNames } from '../options-check.js'
 
 // Atomics.waitAsync is in Node since 16; TypeScript's lib has it from ES2024 only.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> }
@@ -38,15 +39,18 @@ export function deadlineOf(options: WaitOptions): number {
 }
 
 /**
- * The options with their deadline fixed now: an operation that waits its turn behind others
- * counts its timeout from the call, not from when its turn comes. Throws TypeError for a bad
- * timeout or signal.
+ * The options of `what` (a send or receive) with their deadline fixed now: an operation that
+ * waits its turn behind others counts its timeout from the call, not from when its turn comes.
+ * Throws TypeError for an option name not in `known` or a bad timeout or signal, and the
+ * signal's reason when it is aborted already.
  */
-export function waitingFrom(options: WaitOptions): Waiting {
+export function waitingFrom(what: string, options: WaitOptions, known: OptionNames): Waiting {
+  checkOptions(what, options, known)
   const { signal, timeout } = options
   if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
     throw new TypeError(`signal must be an AbortSignal, got ${Object.prototype.toString.call(signal)}`)
   }
+  signal?.throwIfAborted()
   return { signal, timeout, deadline: deadlineOf(options) }
 }
 
