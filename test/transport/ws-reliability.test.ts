@@ -4,9 +4,9 @@
  * and a peer cannot make this side hold memory it has not agreed to.
  */
 import { once } from 'node:events'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
-import { PROTOCOL_VERSION, connectPickleSocket, encodeHeader, listenPickleSocket, type PickleSocket } from '@picklewire/transport'
+import { PROTOCOL_VERSION, connectPickleSocket, encodeHeader, listenPickleSocket, type PickleSocket, type WebSocket } from '@picklewire/transport'
 import { closeOf, pair, rawClient, within } from './ws-helpers.js'
 
 /** A call of os.system('true') as CPython pickles it (STACK_GLOBAL posix.system, REDUCE): the default registry refuses it. */
@@ -17,6 +17,16 @@ const codeOf = (e: unknown): string | undefined => (e as { code?: string } | nul
 /** The socket under a ws WebSocket (ws keeps it private). */
 function socketOf(sock: PickleSocket): { destroy(): void; write(b: Uint8Array): boolean } {
   return (sock.ws as unknown as { _socket: { destroy(): void; write(b: Uint8Array): boolean } })._socket
+}
+
+/** A picklewire server (closed at the end of the test), a raw ws client and the server's socket for it. */
+async function rawSession(t: Test): Promise<{ raw: WebSocket; sock: PickleSocket }> {
+  const server = await listenPickleSocket()
+  t.teardown(() => server.close())
+  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
+  const raw = await rawClient(server.url)
+  const [sock] = await accepted
+  return { raw, sock }
 }
 
 t.test('send() rejects with CLOSED once the WebSocket is closing, before the close event', async (t) => {
@@ -66,11 +76,7 @@ function frameHead(length: number): Buffer {
 }
 
 t.test('a frame in header position over 64 KiB is refused from its length, before its bytes arrive', async (t) => {
-  const server = await listenPickleSocket()
-  t.teardown(() => server.close())
-  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
-  const raw = await rawClient(server.url)
-  const [sock] = await accepted
+  const { raw, sock } = await rawSession(t)
   const closed = closeOf(raw)
   // A frame announced as 1 GiB, of which only 16 bytes ever come.
   const rawSocket = (raw as unknown as { _socket: { write(b: Uint8Array): boolean } })._socket
@@ -96,11 +102,7 @@ t.test('the same frame inside a message is bounded by the limits (a buffer annou
 })
 
 t.test('lengths encoded as msgpack floats are refused, as the Python peer refuses them', async (t) => {
-  const server = await listenPickleSocket()
-  t.teardown(() => server.close())
-  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
-  const raw = await rawClient(server.url)
-  const [sock] = await accepted
+  const { raw, sock } = await rawSession(t)
   const closed = closeOf(raw)
   // {v: 1, id: 1, k: 'msg', p: 5.0 (float 64), b: [], ro: []}
   const p = Buffer.alloc(9)
@@ -121,11 +123,7 @@ t.test('lengths encoded as msgpack floats are refused, as the Python peer refuse
 })
 
 t.test("with only a 'message' listener, a refused message fails the connection instead of vanishing", async (t) => {
-  const server = await listenPickleSocket()
-  t.teardown(() => server.close())
-  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
-  const raw = await rawClient(server.url)
-  const [sock] = await accepted
+  const { raw, sock } = await rawSession(t)
   const got: unknown[] = []
   sock.on('message', (v) => got.push(v))
   const closed = closeOf(raw)
@@ -141,11 +139,7 @@ t.test("with only a 'message' listener, a refused message fails the connection i
 })
 
 t.test("with an 'error' listener, a refused message goes to it and the connection stays open", async (t) => {
-  const server = await listenPickleSocket()
-  t.teardown(() => server.close())
-  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
-  const raw = await rawClient(server.url)
-  const [sock] = await accepted
+  const { raw, sock } = await rawSession(t)
   const errors: Error[] = []
   const got: unknown[] = []
   sock.on('error', (e) => errors.push(e))
@@ -195,11 +189,7 @@ t.test('maxConcurrentRequests is checked', async (t) => {
 })
 
 t.test("a peer flooding pings is cut by ws's guard, and the error says so (not that the peer closed)", async (t) => {
-  const server = await listenPickleSocket()
-  t.teardown(() => server.close())
-  const accepted = once(server, 'connection') as Promise<[PickleSocket]>
-  const raw = await rawClient(server.url)
-  const [sock] = await accepted
+  const { raw, sock } = await rawSession(t)
   // 100 masked, empty ping frames in one write: ws parses them in one go, before any pong is written.
   const ping = Buffer.from([0x89, 0x80, 1, 2, 3, 4])
   ;(raw as unknown as { _socket: { write(b: Uint8Array): boolean } })._socket.write(Buffer.concat(Array.from({ length: 100 }, () => ping)))
