@@ -30,8 +30,17 @@ export class PicklingError extends PickleError {
   }
 }
 
-/** Thrown when a pickle is malformed, truncated or refused (Python's pickle.UnpicklingError). */
-export class UnpicklingError extends PickleError {}
+/**
+ * Thrown when a pickle is malformed, truncated or refused (Python's pickle.UnpicklingError).
+ * When the unpickler was at an opcode, position and opcode say which: the byte offset of the
+ * opcode in the input (counted from the start of the stream for a chunked source) and its
+ * name ('STACK_GLOBAL', 'BINUNICODE', ...; null for a byte that is not an opcode). Both are
+ * null when the error is not tied to one opcode.
+ */
+export class UnpicklingError extends PickleError {
+  position: number | null = null
+  opcode: string | null = null
+}
 
 /**
  * The input ended cleanly at a pickle boundary: there is no further pickle to load. Python

@@ -34,6 +34,11 @@ export class PickleScanner {
   #frameEnd = -1
   #stopEnd = -1
 
+  /** Where the next opcode starts (after a throw: the opcode refused). */
+  get position(): number {
+    return this.#pos
+  }
+
   /** Starts a new pickle at pos. */
   reset(pos: number): void {
     this.#pos = pos

@@ -487,12 +487,28 @@ function located(err: unknown, at: number, code: number | undefined): PickleErro
   if (err instanceof EOFError) return err
   const op = code === undefined ? undefined : OPCODE_BY_CODE[code]
   const where = ` (at byte ${at}${op ? `, opcode ${op.name}` : ''})`
+  let located: UnpicklingError
   if (err instanceof UnpicklingError) {
     err.message += where
-    return err
+    located = err
+  } else {
+    located = new UnpicklingError((err instanceof Error ? err.message : String(err)) + where, { cause: err })
   }
-  const message = err instanceof Error ? err.message : String(err)
-  return new UnpicklingError(message + where, { cause: err })
+  located.position = at
+  located.opcode = op?.name ?? null
+  return located
+}
+
+/**
+ * A load from a chunked source reads its pickle out of a buffer that starts partway into the
+ * stream: its error's position (and the message that states it) moves by the bytes before.
+ */
+function shiftedBy(err: unknown, by: number): unknown {
+  if (!(err instanceof UnpicklingError) || err.position === null || by === 0) return err
+  const at = err.position + by
+  err.message = err.message.replace(` (at byte ${err.position}`, ` (at byte ${at}`)
+  err.position = at
+  return err
 }
 
 // ---- integers ----
@@ -1436,7 +1452,12 @@ export class Unpickler {
           if (stop - this.#start > this.#maxSize) throw new UnpicklingError(`pickle larger than maxSize (${this.#maxSize} bytes)`)
           const s = this.#state
           s.setInput(this.#pending, this.#start, stop)
-          const value = s.loadOne()
+          let value: unknown
+          try {
+            value = s.loadOne()
+          } catch (err) {
+            throw shiftedBy(err, this.#consumed - this.#start)
+          }
           this.#consumed += stop - this.#start
           this.#start = stop
           this.#scanner!.reset(stop)
@@ -1461,7 +1482,9 @@ export class Unpickler {
     try {
       return (this.#scanner ??= new PickleScanner()).scan(this.#pending, this.#end)
     } catch (err) {
-      throw located(err, this.#consumed, undefined)
+      // The scanner stops at the opcode it refused: its offset in the stream, and its byte.
+      const at = this.#scanner!.position
+      throw located(err, this.#consumed + (at - this.#start), this.#pending[at])
     }
   }
 
