@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Unpickler, UnpicklingError, loads } from '@picklewire/codec'
 import { runPython } from '../helpers/python.js'
 
@@ -62,7 +62,7 @@ function fromHex(hex: string): Uint8Array {
 }
 
 /** The UnpicklingError a load throws (the test fails if it throws something else, or nothing). */
-function refusal(t: Tap.Test, load: () => unknown): UnpicklingError | null {
+function refusal(t: Test, load: () => unknown): UnpicklingError | null {
   try {
     load()
   } catch (err) {
