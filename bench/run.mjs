@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask|imports] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
@@ -23,10 +23,11 @@ import { workloads } from './workloads.mjs'
 import { runWs } from './ws.mjs'
 import { runShm } from './shm.mjs'
 import { runDask } from './dask.mjs'
+import { runImports } from './imports.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [--quick] [--only=NAME,...]
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [imports] [--quick] [--only=NAME,...]
   load, dump     which benchmarks to run (default: every suite; dump needs the pickler built)
   numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
   ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
@@ -34,6 +35,8 @@ const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] 
                  piscina and a bare SharedArrayBuffer hand-off
   dask           a 64 MiB numpy array gathered from a local Dask scheduler + worker: Node's DaskClient
                  against the stock Python client (skipped when the Dask Python cannot import distributed)
+  imports        import time of each package entry point in fresh processes, against ws, piscina and
+                 msgpackr imported alone
   --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
   --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
                  f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
@@ -41,7 +44,7 @@ environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)
              PICKLEWIRE_DASK_PYTHON  the Python with distributed for dask (default /usr/bin/python3)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, imports: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
@@ -50,12 +53,13 @@ function parseArgs(argv) {
     else if (a === 'ws' || a === '--ws') opts.ws = true
     else if (a === 'shm' || a === '--shm') opts.shm = true
     else if (a === 'dask' || a === '--dask') opts.dask = true
+    else if (a === 'imports' || a === '--imports') opts.imports = true
     else if (a === '--quick') opts.quick = true
     else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = opts.imports = true
   return opts
 }
 
@@ -86,7 +90,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -136,6 +140,11 @@ async function main() {
       console.log('\n## dask: a numpy array gathered from a local Dask cluster, Node client against the stock Python client\n')
       log('dask:')
       await runDask({ quick: opts.quick, log })
+    }
+    if (opts.imports) {
+      console.log('\n## imports: each entry point imported alone in a fresh Node process\n')
+      log('imports:')
+      await runImports({ quick: opts.quick, log })
     }
   } finally {
     py.close()

@@ -5,7 +5,8 @@
  * the unpickler reads are unchanged. Where the global is importable here, our bytes are CPython's.
  */
 import t from 'tap'
-import { PyGlobal, dumps, fixImport, reverseFixImport } from '@picklewire/codec'
+import { PyGlobal, dumps } from '@picklewire/codec'
+import { fixImport, reverseFixImport } from '../../packages/codec/dist/globals.js'
 import { runPython } from '../helpers/python.js'
 
 type Pair = [string, string]

@@ -3,7 +3,8 @@
  * _compat_pickle, for pickles below protocol 3 only.
  */
 import t from 'tap'
-import { FrozenSet, PyGlobal, Unpickler, fixImport, loads, type UnpicklerOptions } from '@picklewire/codec'
+import { FrozenSet, PyGlobal, Unpickler, loads, type UnpicklerOptions } from '@picklewire/codec'
+import { fixImport } from '../../packages/codec/dist/globals.js'
 import { pickle } from '../helpers/craft.js'
 import { runPython } from '../helpers/python.js'
 

@@ -11,9 +11,10 @@ import net from 'node:net'
 import { createInterface } from 'node:readline'
 import t from 'tap'
 import { NDArray } from '@picklewire/codec'
-import {
-  DaskClient, DaskSerialize, TransportError, connectDask, encodeTcpPrelude, listenDask, newDaskStats, parseDaskAddress, type DaskComm,
-} from '@picklewire/transport'
+import { DaskClient, DaskSerialize, TransportError, connectDask, listenDask, type DaskComm } from '@picklewire/transport'
+import { newStats as newDaskStats } from '../../packages/transport/dist/dask/serialize.js'
+import { encodeTcpPrelude } from '../../packages/transport/dist/dask/framing.js'
+import { parseDaskAddress } from '../../packages/transport/dist/dask/comm.js'
 import { DASK_PYTHON, daskMissing, runDaskPython, skipOrFail, within } from './dask-helpers.js'
 
 function field(m: unknown, k: string): unknown {

@@ -9,9 +9,9 @@ import { once } from 'node:events'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import t, { type Test } from 'tap'
-import {
-  DEFAULT_DASK_LIMITS, TcpFrameReader, TransportError, connectDask, dumpsMessage, encodeTcpPrelude, resolveDaskLimits,
-} from '@picklewire/transport'
+import { DEFAULT_DASK_LIMITS, TransportError, connectDask } from '@picklewire/transport'
+import { TcpFrameReader, encodeTcpPrelude, resolveDaskLimits } from '../../packages/transport/dist/dask/framing.js'
+import { dumpsMessage } from '../../packages/transport/dist/dask/protocol.js'
 
 function u64s(...ns: number[]): Uint8Array {
   const out = new Uint8Array(8 * ns.length)

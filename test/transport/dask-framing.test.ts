@@ -4,10 +4,8 @@
  * peer announces is checked against the limits before anything is allocated.
  */
 import t, { type Test } from 'tap'
-import {
-  DEFAULT_DASK_LIMITS, FRAME_ALIGNMENT, TcpFrameReader, TransportError, WsFrameReader, encodeFrameCount, encodeTcpPrelude,
-  resolveDaskLimits, type DaskLimits,
-} from '@picklewire/transport'
+import { DEFAULT_DASK_LIMITS, TransportError, type DaskLimits } from '@picklewire/transport'
+import { FRAME_ALIGNMENT, TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits } from '../../packages/transport/dist/dask/framing.js'
 
 function tcpBytes(frames: Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat([encodeTcpPrelude(frames), ...frames]))

@@ -6,7 +6,8 @@
 import './dask-netns.js'
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { TransportError, lz4Compress, lz4Decompress, lz4DecompressInto, lz4CompressBound } from '@picklewire/transport'
+import { TransportError } from '@picklewire/transport'
+import { lz4Compress, lz4Decompress, lz4DecompressInto, lz4CompressBound } from '../../packages/transport/dist/dask/lz4.js'
 import { PY_FRAMES, daskMissing, decodeFrameLists, encodeFrameList, runDaskPython } from './dask-helpers.js'
 
 /** Deterministic inputs of many shapes: empty, tiny, around the block end rules, random, runs, text, numbers. */

@@ -7,10 +7,10 @@
 import './dask-netns.js'
 import t from 'tap'
 import { ByteArray, Complex, NDArray, PyDateTime, Tuple } from '@picklewire/codec'
-import {
-  DEFAULT_DASK_LIMITS, DaskSerialize, DaskSerialized, DaskToPickle, TransportError, dumpsMessage, loadsMessage, newDaskStats,
-  type DaskStats, type SerializeContext,
-} from '@picklewire/transport'
+import { DEFAULT_DASK_LIMITS, DaskSerialize, DaskSerialized, DaskToPickle, TransportError, type DaskStats } from '@picklewire/transport'
+import { newStats as newDaskStats } from '../../packages/transport/dist/dask/serialize.js'
+import { dumpsMessage, loadsMessage } from '../../packages/transport/dist/dask/protocol.js'
+import { type SerializeContext } from '../../packages/transport/dist/dask/serialize.js'
 import { PY_FRAMES, decodeFrameLists, encodeFrameList, runDaskPython, withDask } from './dask-helpers.js'
 
 

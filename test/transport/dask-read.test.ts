@@ -9,10 +9,9 @@
 import { randomFillSync } from 'node:crypto'
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import {
-  DEFAULT_DASK_LIMITS, FRAME_ALIGNMENT, TcpFrameReader, TransportError, WarmMemory, connectDask, dumpsMessage, encodeTcpPrelude, resolveDaskLimits,
-  type DaskComm, type DaskLimits,
-} from '@picklewire/transport'
+import { DEFAULT_DASK_LIMITS, TransportError, WarmMemory, connectDask, type DaskComm, type DaskLimits } from '@picklewire/transport'
+import { FRAME_ALIGNMENT, TcpFrameReader, encodeTcpPrelude, resolveDaskLimits } from '../../packages/transport/dist/dask/framing.js'
+import { dumpsMessage } from '../../packages/transport/dist/dask/protocol.js'
 import { within } from './dask-helpers.js'
 
 /** Frames at least this long (still to come) are read in place; framing.ts's DIRECT_READ_BYTES. */

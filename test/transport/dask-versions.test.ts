@@ -7,9 +7,9 @@
  */
 import t, { type Test } from 'tap'
 import { PyGlobal, PyObject, Tuple, dumps, loads } from '@picklewire/codec'
-import {
-  DaskClient, DaskRemoteError, DaskSerialized, TransportError, graphFormFor, listenDask, loadsMessage, parseDaskVersion, type DaskComm,
-} from '@picklewire/transport'
+import { DaskClient, DaskRemoteError, DaskSerialized, TransportError, listenDask, type DaskComm } from '@picklewire/transport'
+import { graphFormFor, parseDaskVersion } from '../../packages/transport/dist/dask/graph.js'
+import { loadsMessage } from '../../packages/transport/dist/dask/protocol.js'
 import { within } from './dask-helpers.js'
 
 const WAIT = 10_000

@@ -6,7 +6,8 @@
  */
 import { setTimeout as delay } from 'node:timers/promises'
 import t from 'tap'
-import { TcpFrameReader, WarmMemory, encodeTcpPrelude, resolveDaskLimits } from '@picklewire/transport'
+import { WarmMemory } from '@picklewire/transport'
+import { TcpFrameReader, encodeTcpPrelude, resolveDaskLimits } from '../../packages/transport/dist/dask/framing.js'
 
 const MiB = 2 ** 20
 

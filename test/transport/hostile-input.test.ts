@@ -6,10 +6,13 @@
  */
 import t, { type Test } from 'tap'
 import { Packr } from 'msgpackr'
-import {
-  DEFAULT_DASK_LIMITS, DEFAULT_LIMITS, TransportError, decodeHeader, decodeWireHeader, deserializeFromWire, loadsMessage,
-  lz4Compress, newDaskStats, type DaskLimits,
-} from '@picklewire/transport'
+import { DEFAULT_DASK_LIMITS, DEFAULT_LIMITS, TransportError, type DaskLimits } from '@picklewire/transport'
+import { newStats as newDaskStats } from '../../packages/transport/dist/dask/serialize.js'
+import { decodeHeader } from '../../packages/transport/dist/header.js'
+import { decodeWireHeader } from '../../packages/transport/dist/ws/wire.js'
+import { deserializeFromWire } from '../../packages/transport/dist/dask/serialize.js'
+import { loadsMessage } from '../../packages/transport/dist/dask/protocol.js'
+import { lz4Compress } from '../../packages/transport/dist/dask/lz4.js'
 
 const packr = new Packr({ useRecords: false, variableMapSize: true })
 const pack = (v: unknown): Uint8Array => packr.pack(v)

@@ -1,8 +1,9 @@
 import t from 'tap'
 import { PickleBuffer, Tuple } from '@picklewire/codec'
-import {
-  DEFAULT_LIMITS, PROTOCOL_VERSION, decodeHeader, decodeValue, encodeHeader, encodeValue, resolveLimits,
-} from '@picklewire/transport'
+import { DEFAULT_LIMITS } from '@picklewire/transport'
+import { PROTOCOL_VERSION, decodeHeader, encodeHeader } from '../../packages/transport/dist/header.js'
+import { decodeValue, encodeValue } from '../../packages/transport/dist/message.js'
+import { resolveLimits } from '../../packages/transport/dist/limits.js'
 import { thrownCode } from '../helpers/transport-errors.js'
 
 t.test('a value round-trips through its parts; big buffers travel out of band as views', async (t) => {

@@ -7,10 +7,8 @@
  */
 import t from 'tap'
 import { PickleBuffer } from '@picklewire/codec'
-import {
-  ArenaPool, DaskClient, PickleSocket, WebSocket, arenaHandler, connectDask, connectPickleSocket, createChannel, createPipe,
-  WarmMemory, listenDask, listenPickleSocket, openChannel, openPipe, resolveLimits,
-} from '@picklewire/transport'
+import { ArenaPool, DaskClient, PickleSocket, WebSocket, arenaHandler, connectDask, connectPickleSocket, createChannel, createPipe, WarmMemory, listenDask, listenPickleSocket, openChannel, openPipe } from '@picklewire/transport'
+import { resolveLimits } from '../../packages/transport/dist/limits.js'
 
 const typo = (what: string, name: string, meant: string) => ({
   name: 'TypeError', message: `${what}: unknown option '${name}'; did you mean '${meant}'?`,

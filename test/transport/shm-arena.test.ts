@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { Worker } from 'node:worker_threads'
-import { BLOCK_ALIGN, createArenaBuffer, openArenaBuffer, type BlockRef } from '@picklewire/transport'
+import { BLOCK_ALIGN, createArenaBuffer, openArenaBuffer, type BlockRef } from '../../packages/transport/dist/shm/arena.js'
 import { thrownCode } from '../helpers/transport-errors.js'
 
 const ME = 1

@@ -2,7 +2,8 @@
 // run, named in workerData.scenario, over the channel (or pipe) in workerData.
 import { parentPort, threadId, workerData } from 'node:worker_threads'
 import { PickleBuffer } from '@picklewire/codec'
-import { openArenaBuffer, openChannel, openPipe } from '@picklewire/transport'
+import { openChannel, openPipe } from '@picklewire/transport'
+import { openArenaBuffer } from '../../packages/transport/dist/shm/arena.js'
 // internal: the arenas of a channel's memory, for the scenario that holds their locks
 import { openPipeMemory } from '../../packages/transport/dist/shm/link.js'
 

@@ -5,10 +5,10 @@
  */
 import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
-import {
-  MAC_BYTES, PROTOCOL_VERSION, encodeHeader, encodeValue, listenPickleSocket,
-  type ListenOptions, type MessageHeader, type PickleSocket, type PickleSocketServer, type WebSocket,
-} from '@picklewire/transport'
+import { listenPickleSocket, type ListenOptions, type PickleSocket, type PickleSocketServer, type WebSocket } from '@picklewire/transport'
+import { MAC_BYTES } from '../../packages/transport/dist/ws/auth.js'
+import { PROTOCOL_VERSION, encodeHeader, type MessageHeader } from '../../packages/transport/dist/header.js'
+import { encodeValue } from '../../packages/transport/dist/message.js'
 import { closeOf, collect, rawClient, within, specMac } from './ws-helpers.js'
 
 const KEY = Buffer.from('a shared secret')

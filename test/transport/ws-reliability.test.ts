@@ -6,7 +6,8 @@
 import { once } from 'node:events'
 import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
-import { PROTOCOL_VERSION, connectPickleSocket, encodeHeader, listenPickleSocket, type PickleSocket, type WebSocket } from '@picklewire/transport'
+import { connectPickleSocket, listenPickleSocket, type PickleSocket, type WebSocket } from '@picklewire/transport'
+import { PROTOCOL_VERSION, encodeHeader } from '../../packages/transport/dist/header.js'
 import { closeOf, pair, rawClient, within } from './ws-helpers.js'
 
 /** A call of os.system('true') as CPython pickles it (STACK_GLOBAL posix.system, REDUCE): the default registry refuses it. */

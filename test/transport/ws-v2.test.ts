@@ -8,11 +8,9 @@
  */
 import t, { type Test } from 'tap'
 import { GlobalRegistry, PickleBuffer, dumps } from '@picklewire/codec'
-import {
-  MAX_INLINE_PICKLE_BYTES, SUBPROTOCOL, WebSocket, connectPickleSocket, encodeValue, encodeWireHeader,
-  listenPickleSocket, subprotocolOf, PickleSocket,
-  type ListenOptions, type PickleSocketServer, type WireHeader,
-} from '@picklewire/transport'
+import { SUBPROTOCOL, WebSocket, connectPickleSocket, listenPickleSocket, PickleSocket, type ListenOptions, type PickleSocketServer } from '@picklewire/transport'
+import { MAX_INLINE_PICKLE_BYTES, encodeWireHeader, subprotocolOf, type WireHeader } from '../../packages/transport/dist/ws/wire.js'
+import { encodeValue } from '../../packages/transport/dist/message.js'
 import { PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, rawClient, within, specMac } from './ws-helpers.js'
 
 const V2 = subprotocolOf(2)

@@ -3,16 +3,10 @@
  */
 export { EOFError, PickleError, PicklingError, UnpicklingError } from './errors.js'
 export {
-  Args, DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, OPCODE_BY_NAME, Stack,
-  TAKEN_FROM_ARGUMENT1, TAKEN_FROM_ARGUMENT4, TAKEN_FROM_ARGUMENT4U, TAKEN_FROM_ARGUMENT8U, UP_TO_NEWLINE,
-  type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
+  DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OPCODES, type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
 } from './opcodes.js'
-export {
-  GlobalRegistry, MAX_SPREAD_ARGS, MAX_ZERO_FILL, defaultGlobals, fixImport, isPython2Module, reverseFixImport, type ClassHooks, type Registration,
-} from './globals.js'
-export { KeySpace } from './keys.js'
-export { badOptionRange, badOptionType, checkOptions, nearestName, optionNames, type OptionNames } from './options.js'
-export { Pickler, dump, dumps, dumpsTransient, floatRepr, type PicklerOptions, type Sink } from './pickler.js'
+export { GlobalRegistry, MAX_SPREAD_ARGS, MAX_ZERO_FILL, defaultGlobals, isPython2Module, type ClassHooks, type Registration } from './globals.js'
+export { Pickler, dump, dumps, dumpsTransient, type PicklerOptions, type Sink } from './pickler.js'
 export {
   DType, MAX_NDIM, NATIVE_BYTE_ORDER, NDArray, NumpyScalar, float16ToNumber, numberToFloat16,
   type ByteOrder, type DTypeKind, type NDArrayData, type NDArrayOptions, type NDArrayOrder, type NumpyNames, type TypedData,

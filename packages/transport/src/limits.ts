@@ -2,7 +2,7 @@
  * Limits every carrier checks before it allocates anything for an incoming message. Lengths
  * come from the header, so a message that would break a limit is refused before its bytes.
  */
-import { checkOptions, optionNames, type OptionNames } from '@picklewire/codec'
+import { checkOptions, optionNames, type OptionNames } from '@picklewire/codec/internal'
 import { TransportError } from './errors.js'
 
 export interface Limits {

@@ -3,9 +3,10 @@
  * carrier passes on (pickler/unpickler, encode/decode) are checked when the carrier is made, by
  * the codec's own Pickler and Unpickler, so a typo fails there and not at the first message.
  */
-import { Pickler, Unpickler, badOptionRange, badOptionType, nearestName } from '@picklewire/codec'
+import { Pickler, Unpickler } from '@picklewire/codec'
+import { badOptionRange, badOptionType, nearestName } from '@picklewire/codec/internal'
 
-export { badOptionRange, badOptionType, checkOptions, optionNames } from '@picklewire/codec'
+export { badOptionRange, badOptionType, checkOptions, optionNames } from '@picklewire/codec/internal'
 
 const NO_BYTES = new Uint8Array(0)
 const OUT_OF_BAND = ['outOfBand']

@@ -13,7 +13,7 @@
  * The readers are explicit state machines that check every announced length against the limits
  * before allocating anything, and hand over whole messages only.
  */
-import { optionNames } from '@picklewire/codec'
+import { optionNames } from '@picklewire/codec/internal'
 import { TransportError } from '../errors.js'
 import { resolvePositive } from '../limits.js'
 import { FRESH_MEMORY, type FrameMemory } from './warm-memory.js'

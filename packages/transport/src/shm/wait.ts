@@ -4,20 +4,16 @@
  * for a message keeps receiving, releasing and noticing a dead peer meanwhile.
  */
 import { TransportError } from '../errors.js'
-import type { OptionNames } from '@picklewire/codec'
+import type { OptionNames } from '@picklewire/codec/internal'
 import { checkOptions, optionNames } from '../options-check.js'
+import type { WaitOptions } from '../waiting.js'
 
 // Atomics.waitAsync is in Node since 16; TypeScript's lib has it from ES2024 only.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> }
-const waitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult }).waitAsync
+export const waitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, index: number, value: number, timeout?: number) => WaitAsyncResult }).waitAsync
 
-/** What a caller may give any operation that can wait. */
-export interface WaitOptions {
-  /** Gives up with the signal's reason (an AbortError by default) when aborted. */
-  signal?: AbortSignal | undefined
-  /** Gives up with TransportError('TIMEOUT') after this many milliseconds. Default: no limit. */
-  timeout?: number | undefined
-}
+/** What a caller may give any operation that can wait: one type for every carrier. */
+export type { WaitOptions }
 
 /** The names WaitOptions takes. */
 export const WAIT_OPTION_NAMES: readonly string[] = ['signal', 'timeout']
