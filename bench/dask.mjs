@@ -28,7 +28,7 @@ import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { DaskClient } from '@picklewire/transport'
+import { DaskClient } from '@picklewire/transport/dask'
 import { fmtBytes, fmtRate, fmtTimes, printTable } from './measure.mjs'
 
 const PYTHON = process.env.PICKLEWIRE_DASK_PYTHON ?? '/usr/bin/python3'

@@ -1,7 +1,7 @@
 // The piscina task file of bench/shm.mjs: each export receives a small object holding a
 // Float32Array (or an NDArray over one), reads its first and last element, and answers.
 import { createRequire } from 'node:module'
-import { arenaHandler } from '@picklewire/transport'
+import { arenaHandler } from '@picklewire/transport/shm'
 
 // piscina is a dependency of @picklewire/transport, not of the workspace root.
 const { Piscina } = createRequire(new URL('../packages/transport/package.json', import.meta.url))('piscina')

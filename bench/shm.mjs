@@ -12,7 +12,7 @@
 
 import { performance } from 'node:perf_hooks'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
-import { ArenaPool, DEFAULT_SIGNALLING, createChannel, openChannel } from '@picklewire/transport'
+import { ArenaPool, DEFAULT_SIGNALLING, createChannel, openChannel } from '@picklewire/transport/shm'
 import { fmtBytes, fmtRate, fmtTimes, printTable } from './measure.mjs'
 
 const KiB = 1024

@@ -25,7 +25,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import { NDArray, dumps, loads } from '@picklewire/codec'
-import { WebSocket, WebSocketServer, connectPickleSocket, listenPickleSocket } from '@picklewire/transport'
+import { WebSocket, WebSocketServer, connectPickleSocket, listenPickleSocket } from '@picklewire/transport/ws'
 import { fmtBytes, fmtRate, printTable } from './measure.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))

@@ -22,7 +22,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
 import { NDArray } from '@picklewire/codec'
-import { DaskClient, DaskRemoteError } from '@picklewire/transport'
+import { DaskClient, DaskRemoteError } from '@picklewire/transport/dask'
 
 /** Debian's python3-distributed loads with the system interpreter; override with PICKLEWIRE_DASK_PYTHON. */
 function python(): string {

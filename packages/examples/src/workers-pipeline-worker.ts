@@ -5,7 +5,7 @@
  */
 import { threadId, workerData } from 'node:worker_threads'
 import type { PickleBuffer } from '@picklewire/codec'
-import { openPipe } from '@picklewire/transport'
+import { openPipe } from '@picklewire/transport/shm'
 import type { PipelineWorkerData } from './workers-pipeline.js'
 
 const { jobs: jobsInit, results: resultsInit } = workerData as PipelineWorkerData

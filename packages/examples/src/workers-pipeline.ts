@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { PickleBuffer } from '@picklewire/codec'
-import { createPipe, openPipe, reclaimOnExit, type PipeInit } from '@picklewire/transport'
+import { createPipe, openPipe, reclaimOnExit, type PipeInit } from '@picklewire/transport/shm'
 
 export interface PipelineOptions {
   /** Jobs to run. Default 64. */

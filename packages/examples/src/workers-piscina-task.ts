@@ -4,7 +4,7 @@
  * Piscina task ({ pixels: Float32Array }, structured-cloned), so the example can time both.
  */
 import { NDArray } from '@picklewire/codec'
-import { arenaHandler } from '@picklewire/transport'
+import { arenaHandler } from '@picklewire/transport/shm'
 
 function normalize(px: Float32Array): void {
   let lo = Infinity

@@ -8,7 +8,7 @@
  */
 import { pathToFileURL } from 'node:url'
 import { NDArray } from '@picklewire/codec'
-import { ArenaPool } from '@picklewire/transport'
+import { ArenaPool } from '@picklewire/transport/shm'
 
 export interface PiscinaExampleOptions {
   /** Images to normalize, each way. Default 8. */

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { NDArray } from '@picklewire/codec'
-import { connectPickleSocket, listenPickleSocket } from '@picklewire/transport'
+import { connectPickleSocket, listenPickleSocket } from '@picklewire/transport/ws'
 
 const PYTHON_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'python')
 
