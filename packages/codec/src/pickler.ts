@@ -36,6 +36,14 @@ export interface PicklerOptions {
   dispatchTable?: ReadonlyMap<Function, (value: any) => ReduceValue>
   /** Python's reducer_override: tried first for every value that is not a plain data type; return NotImplemented to decline. */
   reducerOverride?: (value: unknown) => ReduceValue | typeof NotImplemented
+  /**
+   * Ask reducerOverride also about the values this pickler otherwise writes natively:
+   * undefined, bigints, Arrays, Maps, Sets, plain objects and bytes (Uint8Array). null,
+   * booleans, numbers and strings are always written natively. For an encoding that keeps
+   * JavaScript distinctions Python has no type for. Default false: as CPython's
+   * reducer_override, which is not asked about the built-in types.
+   */
+  overrideNative?: boolean
   /** Registered classes and functions, and globals. Default: defaultGlobals. */
   globals?: GlobalRegistry
   /** Extension codes (copyreg.add_extension), written as EXT1/2/4 from protocol 2. Default: none. */
@@ -59,7 +67,7 @@ export interface PicklerOptions {
 }
 
 const PICKLER_OPTIONS = optionNames(
-  'protocol', 'fixImports', 'bufferCallback', 'persistentId', 'dispatchTable', 'reducerOverride', 'globals', 'extensions',
+  'protocol', 'fixImports', 'bufferCallback', 'persistentId', 'dispatchTable', 'reducerOverride', 'overrideNative', 'globals', 'extensions',
   'fast', 'maxDepth', 'numpy',
 )
 
@@ -69,6 +77,7 @@ function checkPicklerOptions(options: PicklerOptions): void {
   const o = options as Record<keyof PicklerOptions, unknown>
   if (o.fixImports !== undefined && typeof o.fixImports !== 'boolean') throw badOptionType('Pickler', 'fixImports', 'a boolean', o.fixImports)
   if (o.fast !== undefined && typeof o.fast !== 'boolean') throw badOptionType('Pickler', 'fast', 'a boolean', o.fast)
+  if (o.overrideNative !== undefined && typeof o.overrideNative !== 'boolean') throw badOptionType('Pickler', 'overrideNative', 'a boolean', o.overrideNative)
   if (o.bufferCallback != null && typeof o.bufferCallback !== 'function') {
     throw badOptionType('Pickler', 'bufferCallback', 'a function or null', o.bufferCallback)
   }
@@ -342,6 +351,8 @@ export class Pickler {
   readonly #persistentId: ((value: unknown) => unknown) | null
   readonly #dispatchTable: ReadonlyMap<Function, (value: any) => ReduceValue> | null
   readonly #reducerOverride: ((value: unknown) => ReduceValue | typeof NotImplemented) | null
+  /** reducerOverride when overrideNative is set (asked for every value but atoms), else null. */
+  readonly #overrideNative: ((value: unknown) => ReduceValue | typeof NotImplemented) | null
   readonly #globals: GlobalRegistry
   readonly #extensions: ReadonlyMap<string, number>
   readonly #maxDepth: number
@@ -385,6 +396,7 @@ export class Pickler {
     this.#persistentId = options.persistentId ?? null
     this.#dispatchTable = options.dispatchTable ?? null
     this.#reducerOverride = options.reducerOverride ?? null
+    this.#overrideNative = options.overrideNative === true ? this.#reducerOverride : null
     this.#globals = options.globals ?? defaultGlobals
     if (options.extensions === undefined) this.#extensions = NO_EXTENSIONS
     else {
@@ -653,10 +665,10 @@ export class Pickler {
         else this.#saveObject(obj)
         break
       case 'bigint':
-        this.#saveBigInt(obj)
+        if (this.#overrideNative === null || !this.#savedOverridden(obj, null)) this.#saveBigInt(obj)
         break
       case 'undefined':
-        this.#op(OP.NONE)
+        if (this.#overrideNative === null || !this.#savedOverridden(obj, null)) this.#op(OP.NONE)
         break
       case 'function':
         this.#saveFunction(obj)
@@ -681,6 +693,10 @@ export class Pickler {
       throw new PicklingError(this.fast
         ? `the value nests deeper than maxDepth (${this.#maxDepth}); in fast mode (no memo) a cycle cannot be pickled`
         : `the value nests deeper than maxDepth (${this.#maxDepth}); a cycle through values that cannot be memoized?`)
+    }
+    if (this.#overrideNative !== null && this.#savedOverridden(obj, obj)) {
+      this.#depth--
+      return
     }
     if (ctor === Array) this.#saveList(obj as unknown[])
     else if (ctor === Map) this.#saveDict(obj as Map<unknown, unknown>)
@@ -1252,7 +1268,8 @@ export class Pickler {
 
   /** Anything else, by reduce; ctor is obj's constructor, from its prototype (see #saveObject). */
   #saveOther(obj: object, ctor: Function | undefined): void {
-    if (this.#reducerOverride !== null) {
+    // With overrideNative, #saveObject has asked it already.
+    if (this.#reducerOverride !== null && this.#overrideNative === null) {
       const r = this.#reducerOverride(obj)
       if (r !== NotImplemented) return this.#saveReduceValue(r as ReduceValue, obj)
     }
@@ -1358,7 +1375,15 @@ export class Pickler {
     return { callable: cls, args: o.args, ...extra }
   }
 
-  #saveReduceValue(r: ReduceValue, obj: object): void {
+  /** overrideNative: saves what reducerOverride made of value, if it did not decline. obj: what to memoize (null for a primitive). */
+  #savedOverridden(value: unknown, obj: object | null): boolean {
+    const r = this.#overrideNative!(value)
+    if (r === NotImplemented) return false
+    this.#saveReduceValue(r as ReduceValue, obj)
+    return true
+  }
+
+  #saveReduceValue(r: ReduceValue, obj: object | null): void {
     if (typeof r === 'string') {
       const dot = r.lastIndexOf('.')
       if (dot <= 0) throw new PicklingError(`a reduce string must be a qualified "module.name", got ${JSON.stringify(r)}`)

@@ -1,10 +1,21 @@
 /**
- * The one message model of every carrier: a value becomes a protocol-5 pickle plus its
- * out-of-band buffers (never copied by the pickler), and comes back from them with the
- * buffers handed to the unpickler, in order, as views over the memory they arrived in.
- * Carriers move these parts; they never look inside the pickle.
+ * The one message model of every carrier, and the one place a value becomes its parts and
+ * back: a pickle (protocol 5 unless a peer speaks less) plus its out-of-band buffers (never
+ * copied by the pickler) with their read-only flags, and back from them with the buffers
+ * handed to the unpickler, in order, as views over the memory they arrived in. Carriers move
+ * these parts; they never look inside the pickle.
+ *
+ * Values are written in one of two modes: 'python' (the codec's mapping, what a Python peer
+ * reads: dicts load as Map, TypedArrays as NDArray, ...) and 'javascript' (js-values.ts:
+ * between two JavaScript ends a value comes back as the types it was sent as).
  */
-import { PickleBuffer, dumps, dumpsTransient, loads, type PicklerOptions, type UnpicklerOptions } from '@picklewire/codec'
+import {
+  NotImplemented, PickleBuffer, dumps, dumpsTransient, loads,
+  type PicklerOptions, type ReduceValue, type UnpicklerOptions,
+} from '@picklewire/codec'
+import { jsFindClass, reduceJsValue, type ValuesMode } from './js-values.js'
+
+export type { ValuesMode } from './js-values.js'
 
 /** A value as the carriers move it. */
 export interface MessageParts {
@@ -14,7 +25,7 @@ export interface MessageParts {
   /** Each buffer's read-only flag, in the same order. */
   readonly: boolean[]
   /**
-   * True when the pickle is lent by the pickler (encodeValueWith): valid only while the call
+   * True when the pickle is lent by the pickler (encodeWith): valid only while the call
    * that received it runs. A carrier that keeps it longer copies it.
    */
   transient?: boolean
@@ -28,14 +39,117 @@ export interface EncodeOptions extends Omit<PicklerOptions, 'protocol' | 'buffer
   outOfBand?: (buffer: PickleBuffer) => boolean
 }
 
+export type DecodeOptions = Omit<UnpicklerOptions, 'buffers'>
+
 export const MIN_OUT_OF_BAND_BYTES = 1024
+
+const bigEnough = (b: PickleBuffer): boolean => b.byteLength >= MIN_OUT_OF_BAND_BYTES
+
+export interface ValueCodecOptions {
+  pickler?: EncodeOptions
+  unpickler?: DecodeOptions
+  /** Default 'python'. */
+  values?: ValuesMode
+  /** The pickle protocol: 5 (the default), or less for a peer that speaks less (then every buffer is in band). */
+  protocol?: number
+}
+
+/**
+ * A value <-> parts step with its options resolved once: the pickler's options (their buffer
+ * callback collecting into the current call's arrays) and the unpickler's. A carrier keeps one.
+ */
+export class ValueCodec {
+  readonly values: ValuesMode
+  readonly #dumpOptions: PicklerOptions
+  readonly #loadOptions: DecodeOptions
+  readonly #outOfBand: (buffer: PickleBuffer) => boolean
+  #outBuffers: Uint8Array[] = []
+  #outReadonly: boolean[] = []
+
+  constructor(options: ValueCodecOptions = {}) {
+    this.values = options.values ?? 'python'
+    const { outOfBand = bigEnough, ...rest } = options.pickler ?? {}
+    this.#outOfBand = outOfBand
+    const protocol = options.protocol ?? 5
+    this.#dumpOptions = {
+      ...rest,
+      protocol,
+      bufferCallback: protocol < 5 ? null : (b: PickleBuffer) => {
+        if (!this.#outOfBand(b)) return true
+        this.#outBuffers.push(b.raw())
+        this.#outReadonly.push(b.readonly)
+        return false
+      },
+    }
+    this.#loadOptions = options.unpickler ?? {}
+    if (this.values === 'javascript') {
+      const user = rest.reducerOverride
+      this.#dumpOptions.overrideNative = true
+      this.#dumpOptions.reducerOverride = user === undefined ? reduceJsValue : (v: unknown): ReduceValue | typeof NotImplemented => {
+        const r = reduceJsValue(v)
+        return r === NotImplemented ? user(v) : r
+      }
+      this.#loadOptions = { ...this.#loadOptions, dict: 'object', findClass: jsFindClass(this.#loadOptions.findClass) }
+    }
+  }
+
+  /** Pickles a value, collecting its out-of-band buffers (views, not copies). */
+  encode(value: unknown): MessageParts {
+    return this.#collecting((found) => ({ pickle: dumps(value, this.#dumpOptions), ...found }))
+  }
+
+  /**
+   * encode for a carrier that copies the pickle while `use` runs: the parts come with the
+   * pickle lent by the pickler (`transient: true`), so no output is allocated.
+   */
+  encodeWith<R>(value: unknown, use: (parts: MessageParts) => R): R {
+    return this.#collecting((found, done) =>
+      dumpsTransient(value, this.#dumpOptions, (pickle) => {
+        done() // the pickling is over: an encode from inside use collects its own buffers
+        return use({ pickle, ...found, transient: true })
+      }),
+    )
+  }
+
+  /**
+   * Runs pickle with the buffer callback collecting into fresh arrays, and puts back the
+   * arrays of any pickling it interrupted (a value whose reduce sends a message) when pickle
+   * calls done, or returns.
+   */
+  #collecting<R>(pickle: (found: { buffers: Uint8Array[]; readonly: boolean[] }, done: () => void) => R): R {
+    const buffers: Uint8Array[] = []
+    const readonly: boolean[] = []
+    const savedBuffers = this.#outBuffers
+    const savedReadonly = this.#outReadonly
+    this.#outBuffers = buffers
+    this.#outReadonly = readonly
+    let restored = false
+    const done = (): void => {
+      if (restored) return
+      restored = true
+      this.#outBuffers = savedBuffers
+      this.#outReadonly = savedReadonly
+    }
+    try {
+      return pickle({ buffers, readonly }, done)
+    } finally {
+      done()
+    }
+  }
+
+  /** Loads a value from its pickle and buffers; each buffer comes back as a PickleBuffer over the same memory. */
+  decode(pickle: Uint8Array, buffers: readonly Uint8Array[] = [], readonly: readonly boolean[] = []): unknown {
+    const m = buffers.length
+    if (m === 0) return loads(pickle, this.#loadOptions)
+    const wrapped = new Array<PickleBuffer>(m)
+    for (let i = 0; i < m; i++) wrapped[i] = new PickleBuffer(buffers[i]!, { readonly: readonly[i] ?? false })
+    return loads(pickle, { ...this.#loadOptions, buffers: wrapped })
+  }
+}
 
 /** Pickles a value with protocol 5 and collects its out-of-band buffers (views, not copies). */
 export function encodeValue(value: unknown, options: EncodeOptions = {}): MessageParts {
-  const buffers: Uint8Array[] = []
-  const readonly: boolean[] = []
-  const pickle = dumps(value, picklerOptions(options, buffers, readonly))
-  return { pickle, buffers, readonly }
+  return new ValueCodec({ pickler: options }).encode(value)
 }
 
 /**
@@ -43,27 +157,10 @@ export function encodeValue(value: unknown, options: EncodeOptions = {}): Messag
  * come with the pickle lent by the pickler (`transient: true`), so no output is allocated.
  */
 export function encodeValueWith<R>(value: unknown, options: EncodeOptions, use: (parts: MessageParts) => R): R {
-  const buffers: Uint8Array[] = []
-  const readonly: boolean[] = []
-  return dumpsTransient(value, picklerOptions(options, buffers, readonly), (pickle) => use({ pickle, buffers, readonly, transient: true }))
-}
-
-function picklerOptions(options: EncodeOptions, buffers: Uint8Array[], readonly: boolean[]): PicklerOptions {
-  const { outOfBand = (b: PickleBuffer) => b.byteLength >= MIN_OUT_OF_BAND_BYTES, ...rest } = options
-  return {
-    ...rest,
-    protocol: 5,
-    bufferCallback: (b) => {
-      if (!outOfBand(b)) return true
-      buffers.push(b.raw())
-      readonly.push(b.readonly)
-      return false
-    },
-  }
+  return new ValueCodec({ pickler: options }).encodeWith(value, use)
 }
 
 /** Loads a value from its parts; each buffer comes back as a PickleBuffer over the same memory. */
-export function decodeValue(parts: MessageParts, options: Omit<UnpicklerOptions, 'buffers'> = {}): unknown {
-  const buffers = parts.buffers.map((b, i) => new PickleBuffer(b, { readonly: parts.readonly[i] ?? false }))
-  return loads(parts.pickle, { ...options, buffers })
+export function decodeValue(parts: MessageParts, options: DecodeOptions = {}): unknown {
+  return new ValueCodec({ unpickler: options }).decode(parts.pickle, parts.buffers, parts.readonly)
 }

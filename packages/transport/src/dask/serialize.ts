@@ -25,6 +25,7 @@ import {
 import { Packr, Unpackr } from 'msgpackr'
 import { TransportError, shown } from '../errors.js'
 import { checkPlainMsgpack } from '../msgpack-check.js'
+import { ValueCodec } from '../message.js'
 import { decompressFrame, maybeCompress, type DaskCompression } from './compression.js'
 import { lz4Decompress, lz4DecompressInto, lz4DecompressedSize } from './lz4.js'
 import type { DaskLimits } from './framing.js'
@@ -194,22 +195,12 @@ function daskDumps(value: unknown, ctx: SerializeContext): [Record<string, unkno
   return [typeHeader(NDARRAY, sub), [a.bytes()]]
 }
 
+const everyBuffer = (): boolean => true
+
+/** Dask's pickle family: every buffer out of band (protocol 5), its flag as "writeable". */
 function pickleDumps(value: unknown, ctx: SerializeContext): [Record<string, unknown>, Uint8Array[]] {
-  const buffers: Uint8Array[] = []
-  const writeable: boolean[] = []
-  const outOfBand = ctx.pickleProtocol >= 5
-  const pickle = dumps(value, {
-    ...ctx.pickler,
-    protocol: ctx.pickleProtocol,
-    bufferCallback: outOfBand
-      ? (b: PickleBuffer) => {
-          buffers.push(b.raw())
-          writeable.push(!b.readonly)
-          return false
-        }
-      : null,
-  })
-  return [{ serializer: 'pickle', writeable }, [pickle, ...buffers]]
+  const { pickle, buffers, readonly } = new ValueCodec({ pickler: { ...ctx.pickler, outOfBand: everyBuffer }, protocol: ctx.pickleProtocol }).encode(value)
+  return [{ serializer: 'pickle', writeable: readonly.map((r) => !r) }, [pickle, ...buffers]]
 }
 
 /** One value as Dask's serialize() makes it: a sub-header and frames, before splitting. */
@@ -405,8 +396,8 @@ function pickleLoads(header: unknown, frames: Uint8Array[], ctx: DeserializeCont
   if (frames.length === 0) bad('a pickle-serialized value has no frames')
   const flags = field(header, 'writeable')
   const writeable = Array.isArray(flags) ? flags : []
-  const buffers = frames.slice(1).map((f, i) => new PickleBuffer(f, { readonly: writeable[i] === false }))
-  return loads(frames[0]!, { ...ctx.unpickler, buffers })
+  const buffers = frames.slice(1)
+  return new ValueCodec({ unpickler: ctx.unpickler }).decode(frames[0]!, buffers, buffers.map((_, i) => writeable[i] === false))
 }
 
 const FROMBUFFER = defaultGlobals.get('numpy.core.numeric', '_frombuffer') as PyGlobal

@@ -4,19 +4,19 @@
  * whose buffers sit in arena blocks, and how a record becomes a value over views of them.
  * Channels, pipes and the piscina pool differ only in how records travel; they all use this.
  */
-import { PickleBuffer, dumps, dumpsTransient, loads, type PicklerOptions, type UnpicklerOptions } from '@picklewire/codec'
+import type { PickleBuffer } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { checkLengths, resolveLimits, type Limits } from '../limits.js'
-import { MIN_OUT_OF_BAND_BYTES, type EncodeOptions, type MessageParts } from '../message.js'
+import { ValueCodec, type DecodeOptions, type EncodeOptions, type MessageParts, type ValuesMode } from '../message.js'
 import { BLOCK_ALIGN, unitsFor, type Arena, type BlockRef } from './arena.js'
 import { Held, Received } from './received.js'
 import { EMPTY, KIND_MESSAGE, TRANSFERRED, dataView, headerBytes, readHeader, recordPrefixBytes, writeHeader, writePrefix, type RecordPrefix } from './record.js'
 import { WAIT_OPTIONS, type WaitOptions } from './wait.js'
-import { badOptionType, checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
-import type { OptionNames } from '@picklewire/codec'
+import { badOptionRange, badOptionType, checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
+import type { OptionNames } from '@picklewire/codec/internal'
 
 /** The names EndpointOptions takes; the carriers add their own to these. */
-export const ENDPOINT_OPTION_NAMES: readonly string[] = ['encode', 'decode', 'limits', 'gcRelease']
+export const ENDPOINT_OPTION_NAMES: readonly string[] = ['pickler', 'unpickler', 'values', 'limits', 'gcRelease']
 const ENDPOINT_OPTIONS = optionNames(...ENDPOINT_OPTION_NAMES)
 
 /**
@@ -28,17 +28,28 @@ export function checkEndpointOptions(what: string, options: unknown, names: Opti
   if (options === undefined) return
   if (typeof options !== 'object' || options === null) throw badOptionType(what, 'options', 'an object', options)
   const o = options as Record<string, unknown>
-  checkPicklerOptions(what, 'encode', o.encode, true)
-  checkUnpicklerOptions(what, 'decode', o.decode)
+  checkPicklerOptions(what, 'pickler', o.pickler, true)
+  checkUnpicklerOptions(what, 'unpickler', o.unpickler)
+  if (o.values !== undefined && o.values !== 'javascript' && o.values !== 'python') {
+    throw badOptionRange(what, 'values', "'javascript' or 'python'", o.values)
+  }
   if (o.gcRelease !== undefined && typeof o.gcRelease !== 'boolean') throw badOptionType(what, 'gcRelease', 'a boolean', o.gcRelease)
 }
 
 /** Options every shared-memory endpoint takes. */
 export interface EndpointOptions {
   /** How values are pickled (protocol 5 always); outOfBand picks the buffers that go to the arena. Default: every buffer of 1 KiB or more. */
-  encode?: EncodeOptions
+  pickler?: EncodeOptions
   /** How received pickles are loaded (buffers excepted). Default: the codec's defaults. */
-  decode?: Omit<UnpicklerOptions, 'buffers'>
+  unpickler?: DecodeOptions
+  /**
+   * What values come back as. 'javascript' (the default): the JavaScript types they were sent
+   * as, as structuredClone gives them (plain objects, Maps, Sets, the same TypedArray class
+   * over the arena, undefined, bigint, Date, ...). 'python': the codec's Python mapping (dicts
+   * as Map, TypedArrays as NDArray, tuples as Tuple, ...), for values made for or by Python.
+   * Both ends of a carrier use the same.
+   */
+  values?: ValuesMode
   /** Limits checked on every message sent and received. Default: DEFAULT_LIMITS. */
   limits?: Partial<Limits>
   /**
@@ -156,12 +167,8 @@ export class Endpoint {
   readonly arenas: readonly Arena[]
   readonly stats: ShmStats = emptyStats()
   readonly limits: Limits
-  readonly #decode: Omit<UnpicklerOptions, 'buffers'>
-  /** The pickler's options, made once: its buffer callback collects into #outBuffers and #outReadonly. */
-  readonly #dumpOptions: PicklerOptions
-  readonly #outOfBand: (buffer: PickleBuffer) => boolean
-  #outBuffers: Uint8Array[] = []
-  #outReadonly: boolean[] = []
+  /** value <-> pickle and buffers, with this endpoint's codec options. */
+  readonly #values: ValueCodec
   readonly #owned: Map<number, Held>[]
   readonly #registry: FinalizationRegistry<Held> | null
   /** The block each SharedArrayBuffer object of a block is over (release on collection only). */
@@ -178,19 +185,7 @@ export class Endpoint {
     this.id = id
     this.arenas = arenas
     this.limits = resolveLimits(options.limits)
-    const { outOfBand = (b: PickleBuffer) => b.byteLength >= MIN_OUT_OF_BAND_BYTES, ...rest } = options.encode ?? {}
-    this.#outOfBand = outOfBand
-    this.#dumpOptions = {
-      ...rest,
-      protocol: 5,
-      bufferCallback: (b: PickleBuffer) => {
-        if (!this.#outOfBand(b)) return true
-        this.#outBuffers.push(b.raw())
-        this.#outReadonly.push(b.readonly)
-        return false
-      },
-    }
-    this.#decode = options.decode ?? {}
+    this.#values = new ValueCodec({ pickler: options.pickler, unpickler: options.unpickler, values: options.values ?? 'javascript' })
     this.#owned = arenas.map(() => new Map())
     this.#registry = options.gcRelease === false ? null : new FinalizationRegistry((held) => this.#collected(held))
   }
@@ -471,44 +466,13 @@ export class Endpoint {
 
   /** Pickles a value with protocol 5, collecting its out-of-band buffers (views, not copies). */
   encode(value: unknown): MessageParts {
-    return this.#collecting((found) => ({ pickle: dumps(value, this.#dumpOptions), ...found }))
+    return this.#values.encode(value)
   }
 
   /** encode, with the pickle lent to use for as long as use runs (no output allocated). */
   #encodeWith<R>(value: unknown, use: (parts: MessageParts) => R): R {
-    return this.#collecting((found, done) =>
-      dumpsTransient(value, this.#dumpOptions, (pickle) => {
-        done() // the pickling is over: a send from inside use collects its own buffers
-        return use({ pickle, ...found })
-      }),
-    )
+    return this.#values.encodeWith(value, use)
   }
-
-  /**
-   * Runs pickle with the bufferCallback of #dumpOptions collecting into fresh arrays, and puts
-   * back the arrays of any pickling it interrupted when pickle calls done, or returns.
-   */
-  #collecting<R>(pickle: (found: { buffers: Uint8Array[]; readonly: boolean[] }, done: () => void) => R): R {
-    const buffers: Uint8Array[] = []
-    const readonly: boolean[] = []
-    const savedBuffers = this.#outBuffers
-    const savedReadonly = this.#outReadonly
-    this.#outBuffers = buffers
-    this.#outReadonly = readonly
-    let restored = false
-    const done = (): void => {
-      if (restored) return
-      restored = true
-      this.#outBuffers = savedBuffers
-      this.#outReadonly = savedReadonly
-    }
-    try {
-      return pickle({ buffers, readonly }, done)
-    } finally {
-      done()
-    }
-  }
-
 
   /** The draft, every copy made, as a message ready to go. */
   finish(d: Draft): Outgoing {
@@ -657,13 +621,7 @@ export class Endpoint {
       blockOfView = header.at
       views = new Array(m)
       for (let i = 0; i < m; i++) views[i] = this.#bufferView(header.at[i]!, header.offsets[i]!, header.lengths[i]!, held, transfers)
-      if (m === 0) {
-        value = loads(pickle, this.#decode)
-      } else {
-        const buffers = new Array<PickleBuffer>(m)
-        for (let i = 0; i < m; i++) buffers[i] = new PickleBuffer(views[i]!, { readonly: header.readonly[i]! })
-        value = loads(pickle, { ...this.#decode, buffers })
-      }
+      value = this.#values.decode(pickle, views, header.readonly)
       id = header.id
     } catch (err) {
       this.release(held)

@@ -97,10 +97,10 @@ export class ArenaPool<T = unknown, R = unknown> {
   constructor(options: ArenaPoolOptions = {}) {
     // The other names are piscina's, passed on: piscina does not check names and does not export its list.
     checkEndpointOptions('ArenaPool', options, null)
-    const { taskCapacity, resultCapacity, encode, decode, limits, gcRelease, ...piscinaOptions } = options
+    const { taskCapacity, resultCapacity, pickler, unpickler, values, limits, gcRelease, ...piscinaOptions } = options
     this.#sabs = [createArenaBuffer(taskCapacity ?? DEFAULT_ARENA_BYTES), createArenaBuffer(resultCapacity ?? DEFAULT_ARENA_BYTES)]
     this.#arenas = [openArenaBuffer(this.#sabs[0]), openArenaBuffer(this.#sabs[1])]
-    this.#endpoint = new Endpoint(this.#arenas, THREAD_OWNER, { encode, decode, limits, gcRelease })
+    this.#endpoint = new Endpoint(this.#arenas, THREAD_OWNER, { pickler, unpickler, values, limits, gcRelease })
     this.piscina = new Piscina(piscinaOptions)
     this.piscina.on('workerCreate', (w: { id: number }) => this.#watch(w.id))
     this.#broadcast = new BroadcastChannel(poolChannel(this.#id))
