@@ -1,7 +1,7 @@
 /**
  * What the Node pickler writes, the Python peer's default unpickler admits: each value below,
  * pickled by @picklewire/codec at protocols 0-5, is loaded by the real CPython both with
- * picklewire_ws.restricted_loads and with pickle.loads, and the two must agree.
+ * picklewire.ws.restricted_loads and with pickle.loads, and the two must agree.
  */
 import t from 'tap'
 import {
@@ -46,7 +46,7 @@ function values(): [string, unknown][] {
 const CHECK = `
 import json, pickle, struct, sys, warnings
 sys.path.insert(0, ${JSON.stringify(PYTHON_DIR)})
-import picklewire_ws as pw
+from picklewire import ws as pw
 warnings.simplefilter('ignore', DeprecationWarning)  # numpy 2.x on numpy.core names
 data, out, at = sys.stdin.buffer.read(), {}, 0
 while at < len(data):

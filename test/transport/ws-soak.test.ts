@@ -36,7 +36,7 @@ writeSync(1, 'port ' + server.address().port + '\\n')
 const PYTHON_PEER = `
 import asyncio, os, sys
 sys.path.insert(0, ${JSON.stringify(PYTHON_DIR)})
-import picklewire_ws as pw
+from picklewire import ws as pw
 
 async def main():
     n = 0

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'transport', 'python'))
-import picklewire_ws as pw  # noqa: E402
+from picklewire import ws as pw  # noqa: E402
 
 
 def analyse(request):

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-import picklewire_ws as pw
+from picklewire import ws as pw
 
 
 def best_of(load, runs: int = 5) -> float:

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import picklewire_ws as pw  # noqa: E402
+from picklewire import ws as pw  # noqa: E402
 
 DTYPES = ['|u1', '|i1', '<u2', '<i2', '>i2', '<u4', '<i4', '>i4', '<u8', '<i8', '<f2', '<f4', '>f4', '<f8', '>f8',
           '<c8', '<c16', '|b1']

@@ -1,6 +1,6 @@
 """Tests of the Python peer, Python to Python over a real loopback WebSocket.
 
-    cd packages/transport/python && python3 -m unittest -v test_picklewire_ws
+    cd packages/transport/python && python3 -m unittest -v test_ws
 
 (test/transport/ws-python-unittest.test.ts runs this, so CI does.) The Node side is tested
 against this module in test/transport/ws-python.test.ts.
@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 from websockets.asyncio.client import connect as raw_connect
 
-import picklewire_ws as pw
+from picklewire import ws as pw
 
 TIMEOUT = 20
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -520,7 +520,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                 data = pickle.dumps(Point(7), protocol=protocol)
                 with self.assertRaises(pickle.UnpicklingError):
                     pw.restricted_loads(data)
-                self.assertEqual(pw.restricted_loads(data, allow={'test_picklewire_ws.Point'}).x, 7)
+                self.assertEqual(pw.restricted_loads(data, allow={'test_ws.Point'}).x, 7)
         async with Peer(unpickler=pickle.Unpickler) as peer:
             sock = await peer.client(unpickler=pickle.Unpickler)
             await sock.send(fractions.Fraction(2, 3))
@@ -572,8 +572,9 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
         script = f"""
 import json, pickle, sys
 sys.path.insert(0, {HERE!r})
-import numpy as np, picklewire_ws as pw
-from test_picklewire_ws import Runs, DTypeWithState, CRASHING_DTYPE
+import numpy as np
+from picklewire import ws as pw
+from test_ws import Runs, DTypeWithState, CRASHING_DTYPE
 core = np._core if hasattr(np, '_core') else np.core
 cases = {{
     'datetime dtype with a version 3 state': pickle.dumps(CRASHING_DTYPE, protocol=4),

@@ -9,7 +9,8 @@ Values are pickled with protocol 5 and a buffer_callback, so numpy arrays leave 
 of their own memory, and are loaded with buffers=, so they come back as arrays over the
 received frames.
 
-    import asyncio, numpy as np, picklewire_ws as pw
+    import asyncio, numpy as np
+    from picklewire import ws as pw
 
     async def main():
         sock = await pw.connect('ws://127.0.0.1:8765/')
@@ -42,13 +43,14 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Sequence
 
 import msgpack
 from websockets.asyncio.client import ClientConnection as _ClientConnection, connect as _ws_connect
-from websockets.asyncio.server import ServerConnection as _ServerConnection, serve as _ws_serve
+from websockets.asyncio.server import Server as _Server, ServerConnection as _ServerConnection, serve as _ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode as _Opcode
+from websockets.typing import Subprotocol as _Subprotocol
 
 __all__ = [
     'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
@@ -71,8 +73,8 @@ def version_of_subprotocol(name: str | None) -> int:
     return 2 if name == subprotocol_of(2) else 1
 
 
-def _offered(version: int) -> list[str]:
-    return [subprotocol_of(v) for v in PROTOCOL_VERSIONS if v <= version]
+def _offered(version: int) -> list[_Subprotocol]:
+    return [_Subprotocol(subprotocol_of(v)) for v in PROTOCOL_VERSIONS if v <= version]
 
 KIND_MESSAGE, KIND_REQUEST, KIND_REPLY, KIND_ERROR = 'msg', 'req', 'rep', 'err'
 KINDS = frozenset((KIND_MESSAGE, KIND_REQUEST, KIND_REPLY, KIND_ERROR))
@@ -1156,7 +1158,8 @@ _END = object()
 
 def _close_error(code: int | None, reason: str) -> TransportError:
     what = f'{code} ({reason})' if reason else str(code)
-    return TransportError(_ERROR_CODE_BY_CLOSE.get(code, 'CLOSED'), f'the peer closed the connection with {what}')
+    kind = 'CLOSED' if code is None else _ERROR_CODE_BY_CLOSE.get(code, 'CLOSED')
+    return TransportError(kind, f'the peer closed the connection with {what}')
 
 
 class PickleSocket:
@@ -1166,11 +1169,11 @@ class PickleSocket:
     together, in call order. Received values arrive in order through recv() or `async for`.
     """
 
-    def __init__(self, ws, role: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
+    def __init__(self, ws: _ClientConnection | _ServerConnection, role: str, *, key: bytes | str | None = None, limits: Limits = DEFAULT_LIMITS,
                  on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
                  unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
-                 max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20):
+                 max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20) -> None:
         allow = _check_unpickling(unpickler, allow)
         _check_reply_bounds(max_concurrent_requests, reply_high_water)
         if isinstance(key, str):
@@ -1303,7 +1306,7 @@ class PickleSocket:
             raise v
         return v, info
 
-    def __aiter__(self):
+    def __aiter__(self) -> PickleSocket:
         return self
 
     async def __anext__(self) -> Any:
@@ -1318,9 +1321,11 @@ class PickleSocket:
         buffers = []
         for frame, ro in zip(m.buffers, m.header['ro']):
             if self.writable and not ro:
-                frame = bytearray(frame)
-                self.stats.bytes_copied += len(frame)
-            buffers.append(pickle.PickleBuffer(frame))
+                copy = bytearray(frame)
+                self.stats.bytes_copied += len(copy)
+                buffers.append(pickle.PickleBuffer(copy))
+            else:
+                buffers.append(pickle.PickleBuffer(frame))
         if self.unpickler is None:
             return RestrictedUnpickler(io.BytesIO(m.pickle), buffers=buffers, allow=self.allow).load()
         return self.unpickler(io.BytesIO(m.pickle), buffers=buffers).load()
@@ -1461,7 +1466,7 @@ class PickleSocket:
     async def __aenter__(self) -> 'PickleSocket':
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
@@ -1566,7 +1571,7 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
           allow: Iterable[str] = (), max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
           out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
-          **ws_options: Any):
+          **ws_options: Any) -> AsyncContextManager[_Server]:
     """Serves picklewire connections: `handler(sock)` runs for each; the connection closes
     when it returns. Use as `async with serve(...) as server:` (websockets' Server; the port is
     server.sockets[0].getsockname()[1]). Options as for connect(); others go to websockets' serve().
@@ -1576,7 +1581,7 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
     allow = _check_unpickling(unpickler, allow)
     _check_reply_bounds(max_concurrent_requests, reply_high_water)
     offered_here = _offered(protocol_version)
-    async def on_connection(ws) -> None:
+    async def on_connection(ws: _ServerConnection) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                             writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
                         max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water)
@@ -1585,7 +1590,7 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
         finally:
             await sock.close()
 
-    def select_subprotocol(connection, offered):
+    def select_subprotocol(connection: _ServerConnection, offered: Sequence[_Subprotocol]) -> _Subprotocol | None:
         return next((name for name in offered_here if name in offered), None)
 
     return _ws_serve(on_connection, host, port, subprotocols=offered_here, select_subprotocol=select_subprotocol,
