@@ -171,7 +171,7 @@ async function serverSends(kind, ports, job) {
   const dt = performance.now() - t0
   await sock.send('bye')
   await sock.close()
-  if (copied || sock.stats.bytesCopied > (job.small ? Infinity : 0)) throw new Error(`the Node receiver copied tensor bytes (${copied} arrays, ${sock.stats.bytesCopied} bytes)`)
+  if (copied || sock.stats().bytesCopied > (job.small ? Infinity : 0)) throw new Error(`the Node receiver copied tensor bytes (${copied} arrays, ${sock.stats().bytesCopied} bytes)`)
   return dt / 1000
 }
 

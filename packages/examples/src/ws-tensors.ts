@@ -75,7 +75,7 @@ async function pythonProducesNodeConsumes(frames: number): Promise<void> {
   })
   server.on('connection', (sock) => {
     void sock.closed.then(() => {
-      const s = sock.stats
+      const s = sock.stats()
       console.log(`node    served ${served} frames; ${s.bytesReceived} bytes in, ${s.bytesSent} bytes out, ` +
         `${s.alignmentCopies} buffers copied for alignment`)
     })

@@ -20,7 +20,7 @@
 import { randomUUID } from 'node:crypto'
 import { NDArray, PyGlobal, Tuple } from '@picklewire/codec'
 import { TransportError, shown } from '../errors.js'
-import { badOptionType, checkOptions, optionNames } from '../options-check.js'
+import { badOptionType, checkMilliseconds, checkOptions, checkSignal, optionNames } from '../options-check.js'
 import { COMM_OPTION_NAMES, checkCommOptions, commOptionsOf, connectDask, parseDaskAddress, type DaskComm, type DaskCommOptions } from './comm.js'
 import { DaskFuture } from './future.js'
 import { FutureRef, graphFormFor, parseDaskVersion, updateGraphMessage, type GraphForm, type TaskCall } from './graph.js'
@@ -71,6 +71,8 @@ export type ReturnWhen = 'ALL_COMPLETED' | 'FIRST_COMPLETED' | 'FIRST_EXCEPTION'
 export interface DaskWaitOptions {
   /** Milliseconds; 0 waits without limit. Default 0. On timeout, wait rejects with TransportError('TIMEOUT'). */
   timeout?: number
+  /** Gives up with the signal's reason when it aborts; the futures are left as they are. */
+  signal?: AbortSignal
   /** Default 'ALL_COMPLETED'. */
   returnWhen?: ReturnWhen
 }
@@ -94,6 +96,14 @@ export interface ScatterOptions {
   timeout?: number
 }
 
+/** Options of DaskClient.gather and DaskFuture.result. */
+export interface GatherOptions {
+  /** Milliseconds for the whole call; 0 waits without limit. Default: the client's rpcTimeout. */
+  timeout?: number
+  /** Gives up with the signal's reason when it aborts (a request on the way is dropped with its comm); the futures are left as they are. */
+  signal?: AbortSignal
+}
+
 export interface RpcOptions {
   /** Milliseconds for the whole call. Default: the client's rpcTimeout. */
   timeout?: number
@@ -111,9 +121,9 @@ const CLIENT_OPTIONS = optionNames(...COMM_OPTION_NAMES, 'heartbeatInterval', 'r
 const SUBMIT_OPTIONS = optionNames('kwargs', 'key', 'priority', 'retries', 'workers')
 const MAP_OPTIONS = optionNames('kwargs', 'key', 'keys', 'priority', 'retries', 'workers')
 const SCATTER_OPTIONS = optionNames('workers', 'broadcast', 'keys', 'timeout')
-const WAIT_OPTIONS = optionNames('timeout', 'returnWhen')
+const WAIT_OPTIONS = optionNames('timeout', 'returnWhen', 'signal')
+const GATHER_OPTIONS = optionNames('timeout', 'signal')
 const RPC_OPTIONS = optionNames('timeout', 'allowNull')
-const TIMEOUT_ONLY = optionNames('timeout')
 
 const STREAM_OPS = new Set(['update-graph', 'client-releases-keys', 'heartbeat-client', 'close-client', 'close-stream'])
 
@@ -168,8 +178,7 @@ function typeOfPickle(bytes: unknown): string | null {
 /** A Dask client connected to one scheduler. Make one with DaskClient.connect. */
 export class DaskClient {
   readonly id: string
-  /** Counters over every comm of this client (bytes, messages, frames decompressed, merges copied). */
-  readonly stats: DaskStats
+  readonly #stats: DaskStats
   /** The version warning the scheduler sent with "stream-start" (it compares package versions), or ''. */
   versionWarning = ''
   /** The scheduler's host and package versions, as it answered the "versions" op at connect. */
@@ -198,7 +207,12 @@ export class DaskClient {
     this.daskVersion = String(versions.packages.get('distributed'))
     this.graphForm = graphForm
     this.#options = options
-    this.stats = options.stats!
+    this.#stats = options.stats!
+  }
+
+  /** A snapshot of the counters over every comm of this client (messages, bytes, frames decompressed, merges copied). */
+  stats(): DaskStats {
+    return { ...this.#stats, decompressed: { ...this.#stats.decompressed } }
   }
 
   /**
@@ -224,7 +238,7 @@ export class DaskClient {
     try {
       // The version decides how graphs are written; asked on the comm that then becomes the stream.
       await stream.write({ op: 'versions', reply: true })
-      const answer = await stream.read(left())
+      const answer = await stream.read({ timeout: left() })
       const versionsError = replyError('versions', answer)
       if (versionsError) throw versionsError
       const host = field(answer, 'host')
@@ -235,7 +249,7 @@ export class DaskClient {
       const versions: DaskVersions = { host: host instanceof Map ? host : new Map(), packages }
       const graphForm = graphFormFor(packages.get('distributed'), address)
       await stream.write({ op: 'register-client', client: id, reply: false, versions: { host: {}, packages: {} } })
-      const first = await stream.read(left())
+      const first = await stream.read({ timeout: left() })
       const err = replyError('register-client', first)
       if (err) throw err
       const msgs = Array.isArray(first) ? first : [first]
@@ -277,7 +291,7 @@ export class DaskClient {
   }
 
   async #readLoop(): Promise<void> {
-    const ctx = { limits: this.#stream.limits, stats: this.stats, deserialize: false }
+    const ctx = { limits: this.#stream.limits, stats: this.#stats, deserialize: false }
     while (this.#status !== 'closed') {
       let frames: Uint8Array[]
       try {
@@ -302,7 +316,7 @@ export class DaskClient {
   #value(v: unknown): unknown {
     if (!(v instanceof DaskSerialized)) return v
     try {
-      return deserializeFromWire(v.header, v.frames, { limits: this.#stream.limits, stats: this.stats, unpickler: this.#options.unpickler })
+      return deserializeFromWire(v.header, v.frames, { limits: this.#stream.limits, stats: this.#stats, unpickler: this.#options.unpickler })
     } catch (err) {
       return err instanceof TransportError ? err : new TransportError('PROTOCOL', String(err), { cause: err })
     }
@@ -395,7 +409,7 @@ export class DaskClient {
     this.#flushing = false
     const batch = this.#outbox
     this.#outbox = []
-    if (batch.length === 0 || this.#stream.closed) return
+    if (batch.length === 0 || !this.#stream.open) return
     const named = batch.filter((m) => field(m, 'op') !== 'heartbeat-client')
     if (named.length > 0) this.#lastSent = named.map(describeStreamMessage).join(', ')
     try {
@@ -517,7 +531,7 @@ export class DaskClient {
   async #acquire(deadline: number): Promise<DaskComm> {
     while (this.#idle.length > 0) {
       const c = this.#idle.pop()!
-      if (!c.closed) return c
+      if (c.open) return c
     }
     const left = deadline === Infinity ? this.#options.timeout ?? 10_000 : Math.max(1, deadline - Date.now())
     const comm = await connectDask(this.address, { ...commOptionsOf(this.#options), timeout: left })
@@ -531,7 +545,7 @@ export class DaskClient {
   }
 
   #putBack(comm: DaskComm): void {
-    if (comm.closed || this.#status !== 'running') return
+    if (!comm.open || this.#status !== 'running') return
     if (this.#idle.length < (this.#options.maxIdleComms ?? 4)) this.#idle.push(comm)
     else void comm.close()
   }
@@ -552,17 +566,22 @@ export class DaskClient {
     return reply
   }
 
-  /** One request and its reply, as it came. */
-  async #request(op: string, args: Record<string, unknown>, timeoutOption: number | undefined): Promise<unknown> {
+  /**
+   * One request and its reply, as it came. A request that gives up (timeout, signal) drops its
+   * comm: a reply that came later would answer the next request's question.
+   */
+  async #request(op: string, args: Record<string, unknown>, timeoutOption: number | undefined, signal?: AbortSignal): Promise<unknown> {
     this.#check()
     if (typeof op !== 'string' || op === '') throw new TypeError(`op must be a non-empty string, got ${JSON.stringify(op)}`)
     const timeout = this.#rpcTimeout(timeoutOption)
     const deadline = timeout === 0 ? Infinity : Date.now() + timeout
+    signal?.throwIfAborted()
     const comm = await this.#acquire(deadline)
     let reply: unknown
     try {
+      signal?.throwIfAborted()
       await comm.write({ ...args, op, reply: true })
-      reply = await comm.read(deadline === Infinity ? 0 : Math.max(1, deadline - Date.now()))
+      reply = await comm.read(deadline === Infinity ? { signal } : { timeout: Math.max(1, deadline - Date.now()), signal })
     } catch (err) {
       comm.abort()
       if (this.#closeError && err instanceof TransportError && err.code === 'CLOSED') throw this.#closeError
@@ -586,20 +605,24 @@ export class DaskClient {
 
   /**
    * The values of futures, in order, once all are in memory. Rejects with the first failed
-   * task's DaskRemoteError, or TransportError('TIMEOUT') when the timeout (default: rpcTimeout)
-   * runs out. NumPy arrays come back as NDArrays whose data views the frames they arrived in.
+   * task's DaskRemoteError, TransportError('TIMEOUT') when the timeout (default: rpcTimeout)
+   * runs out, or the signal's reason when it aborts. NumPy arrays come back as NDArrays whose
+   * data views the frames they arrived in.
    */
-  async gather(futures: readonly DaskFuture[], options: { timeout?: number } = {}): Promise<unknown[]> {
-    checkOptions('DaskClient.gather', options, TIMEOUT_ONLY)
+  async gather(futures: readonly DaskFuture[], options: GatherOptions = {}): Promise<unknown[]> {
+    checkOptions('DaskClient.gather', options, GATHER_OPTIONS)
+    checkSignal('DaskClient.gather', options.signal)
+    options.signal?.throwIfAborted()
     this.#check()
     this.#own(futures)
     const timeout = this.#rpcTimeout(options.timeout)
+    const { signal } = options
     const started = Date.now()
-    await Promise.all(futures.map((f) => f.wait({ timeout })))
+    await Promise.all(futures.map((f) => f.wait({ timeout, signal })))
     const keys = [...new Set(futures.map((f) => f.key))]
     if (keys.length === 0) return []
     const left = timeout === 0 ? 0 : Math.max(1, timeout - (Date.now() - started))
-    const reply = await this.#request('gather', { keys }, left)
+    const reply = await this.#request('gather', { keys }, left, signal)
     const status = field(reply, 'status')
     if (status === 'error' && field(reply, 'exception') === undefined) {
       // The scheduler's answer when no worker holding a key answered: {"status": "error", "keys": [...]}.
@@ -652,10 +675,14 @@ export class DaskClient {
    * Waits until the futures are done (finished, failed or cancelled), as Dask's wait():
    * 'ALL_COMPLETED' (the default), 'FIRST_COMPLETED' or 'FIRST_EXCEPTION'. Resolves with the
    * futures done and not done, in the order given; a failed future does not make it reject.
-   * Rejects with TransportError('TIMEOUT') when options.timeout runs out first.
+   * Rejects with TransportError('TIMEOUT') when options.timeout runs out first, or with the
+   * signal's reason when options.signal aborts.
    */
   async wait(futures: readonly DaskFuture[], options: DaskWaitOptions = {}): Promise<{ done: DaskFuture[]; notDone: DaskFuture[] }> {
     checkOptions('DaskClient.wait', options, WAIT_OPTIONS)
+    checkSignal('DaskClient.wait', options.signal)
+    const { signal } = options
+    signal?.throwIfAborted()
     this.#check()
     if (!Array.isArray(futures)) throw new TypeError(`wait expects an array of DaskFutures, got ${typeof futures}`)
     this.#own(futures)
@@ -664,7 +691,7 @@ export class DaskClient {
       throw new TypeError(`returnWhen must be 'ALL_COMPLETED', 'FIRST_COMPLETED' or 'FIRST_EXCEPTION', got ${shown(returnWhen)}`)
     }
     const timeout = options.timeout ?? 0
-    if (!Number.isFinite(timeout) || timeout < 0) throw new TypeError(`timeout must be a non-negative number of milliseconds, got ${String(timeout)}`)
+    checkMilliseconds('DaskClient.wait', 'timeout', timeout)
     const split = (): { done: DaskFuture[]; notDone: DaskFuture[] } => ({ done: futures.filter((f) => f.done), notDone: futures.filter((f) => !f.done) })
     const enough = (): boolean => {
       if (futures.every((f) => f.done)) return true
@@ -675,18 +702,28 @@ export class DaskClient {
     if (enough()) return split()
     await new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | null = null
+      const end = (): void => {
+        if (timer) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      const onAbort = (): void => {
+        end()
+        reject(signal!.reason)
+      }
       const check = (): void => {
         if (!enough()) return
-        if (timer) clearTimeout(timer)
+        end()
         resolve()
       }
       for (const f of futures) f.wait().then(check, check)
       if (timeout > 0) {
         timer = setTimeout(() => {
+          end()
           const left = futures.filter((f) => !f.done).length
           reject(new TransportError('TIMEOUT', `${left} of ${futures.length} futures were not done within ${timeout} ms`))
         }, timeout)
       }
+      signal?.addEventListener('abort', onAbort, { once: true })
     })
     return split()
   }

@@ -17,8 +17,10 @@ import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, reso
 import { FRESH_MEMORY, WarmMemory, sharedWarmMemory, type FrameMemory } from './warm-memory.js'
 import { dumpsMessage, loadsMessage } from './protocol.js'
 import { field, newStats, type DaskSerializerName, type DaskStats, type SerializeContext } from './serialize.js'
-import type { OptionNames, PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
+import type { PicklerOptions, UnpicklerOptions } from '@picklewire/codec'
+import type { OptionNames } from '@picklewire/codec/internal'
 import { checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
+import { checkWaitOptions, waitFor, type Settle, type WaitOptions } from '../waiting.js'
 
 /** What each side tells the other in the handshake. */
 export interface DaskHandshake {
@@ -159,9 +161,9 @@ function detached<E extends Error>(err: E): E {
  */
 abstract class Carrier {
   #onMessage: ((frames: Uint8Array[]) => void) | null = null
-  #onClose: ((err: TransportError) => void) | null = null
+  #onClose: ((err: TransportError, failed: boolean) => void) | null = null
   #early: Uint8Array[][] = []
-  #closedWith: TransportError | null = null
+  #closedWith: { err: TransportError; failed: boolean } | null = null
 
   abstract send(frames: Uint8Array[]): Promise<void>
   /** Ends the connection after what was sent. */
@@ -169,11 +171,12 @@ abstract class Carrier {
   /** Drops the connection now. */
   abstract abort(): void
 
-  attach(onMessage: (frames: Uint8Array[]) => void, onClose: (err: TransportError) => void): void {
+  /** onClose gets why the connection ended, and whether that was a failure (not an orderly end of either side). */
+  attach(onMessage: (frames: Uint8Array[]) => void, onClose: (err: TransportError, failed: boolean) => void): void {
     this.#onMessage = onMessage
     this.#onClose = onClose
     for (const m of this.#early.splice(0)) onMessage(m)
-    if (this.#closedWith) onClose(this.#closedWith)
+    if (this.#closedWith) onClose(this.#closedWith.err, this.#closedWith.failed)
   }
 
   protected deliver(frames: Uint8Array[]): void {
@@ -181,10 +184,10 @@ abstract class Carrier {
     else this.#early.push(frames)
   }
 
-  protected closed(err: TransportError): void {
+  protected closed(err: TransportError, failed: boolean): void {
     detached(err)
-    if (this.#onClose) this.#onClose(err)
-    else this.#closedWith = err
+    if (this.#onClose) this.#onClose(err, failed)
+    else this.#closedWith = { err, failed }
   }
 }
 
@@ -246,7 +249,7 @@ class TcpCarrier extends Carrier {
       const mid = this.#reader.idle ? '' : ' in the middle of a message'
       this.#reader.discard()
       this.#socket = null
-      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
+      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`), this.#error !== null || mid !== '')
     })
   }
 
@@ -321,7 +324,7 @@ class WsCarrier extends Carrier {
     ws.on('close', () => {
       const mid = this.#reader.idle ? '' : ' in the middle of a message'
       this.#reader.discard()
-      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`))
+      this.closed(this.#error ?? new TransportError('CLOSED', `connection to ${peer} closed${mid}`), this.#error !== null || mid !== '')
     })
   }
 
@@ -347,15 +350,9 @@ class WsCarrier extends Carrier {
   }
 }
 
-interface Waiter {
-  resolve: (frames: Uint8Array[]) => void
-  reject: (err: TransportError) => void
-  timer: NodeJS.Timeout | null
-}
-
 /** A connection that carries Dask messages both ways. Made by connectDask or a DaskListener. */
 export class DaskComm {
-  readonly stats: DaskStats
+  readonly #stats: DaskStats
   /** What the peer announced in the handshake; null until it is done. */
   remote: DaskHandshake | null = null
   /** What this side announced. */
@@ -363,9 +360,15 @@ export class DaskComm {
   /** The pickle protocol and compression in use (set by the handshake). */
   settings: DaskCommSettings = { pickleProtocol: 5, compression: null }
   readonly limits: DaskLimits
+  /** Resolves (never rejects) once the connection is closed, by either side or by a failure. */
+  readonly closed: Promise<void>
+  #resolveClosed!: () => void
   #queue: Uint8Array[][] = []
-  #waiters: Waiter[] = []
+  #waiters: Settle<Uint8Array[]>[] = []
+  /** What waiting and later operations fail with once the connection is closed. */
+  #closedWith: TransportError | null = null
   #error: TransportError | null = null
+  #closing = false
   #closeListeners: ((err: TransportError) => void)[] = []
 
   /** @internal use connectDask or listenDask. */
@@ -377,66 +380,96 @@ export class DaskComm {
     private readonly options: DaskCommOptions,
   ) {
     this.limits = resolveDaskLimits(options.limits)
-    this.stats = options.stats ?? newStats()
+    this.#stats = options.stats ?? newStats()
     this.local = { compression: options.compression ?? null, python: ANNOUNCED_PYTHON, 'pickle-protocol': options.pickleProtocol ?? 5 }
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
     carrier.attach((frames) => {
-      this.stats.messagesIn++
-      for (const f of frames) this.stats.bytesIn += f.byteLength
+      this.#stats.messagesReceived++
+      for (const f of frames) this.#stats.bytesReceived += f.byteLength
       const w = this.#waiters.shift()
-      if (w) {
-        if (w.timer) clearTimeout(w.timer)
-        w.resolve(frames)
-      } else this.#queue.push(frames)
-    }, (err) => {
-      this.#error ??= err
-      for (const w of this.#waiters.splice(0)) {
-        if (w.timer) clearTimeout(w.timer)
-        w.reject(this.#error)
-      }
-      for (const l of this.#closeListeners.splice(0)) l(this.#error)
+      if (w) w.resolve(frames)
+      else this.#queue.push(frames)
+    }, (err, failed) => {
+      this.#closedWith ??= err
+      if (failed) this.#error ??= err
+      for (const w of this.#waiters.splice(0)) w.reject(this.#closedWith)
+      for (const l of this.#closeListeners.splice(0)) l(this.#closedWith)
+      this.#resolveClosed()
     })
   }
 
-  /** True once the connection is closed (by either side). */
-  get closed(): boolean {
-    return this.#error !== null
+  /** True until the connection closes (by either side, or by a failure) or close() is called. */
+  get open(): boolean {
+    return this.#closedWith === null && !this.#closing
   }
 
-  /** Why the connection closed, or null. */
+  /** Why the connection closed when that was a failure (a broken connection, a bad frame, a message cut short), else null. */
   get error(): TransportError | null {
     return this.#error
   }
 
-  /** Calls fn once when the connection closes, with the reason. */
+  /**
+   * A snapshot of the counters: messages and bytes each way (all frames of a message, as
+   * they travel), frames decompressed by compression, merges copied. Comms given the same
+   * `stats` option count into one set, which each of them reports.
+   */
+  stats(): DaskStats {
+    return { ...this.#stats, decompressed: { ...this.#stats.decompressed } }
+  }
+
+  /** Calls fn once when the connection closes, with the error pending and later operations fail with. */
   onClose(fn: (err: TransportError) => void): void {
-    if (this.#error) fn(this.#error)
+    if (this.#closedWith) fn(this.#closedWith)
     else this.#closeListeners.push(fn)
   }
 
-  /** The next message's frames as they arrived. timeout in milliseconds (0: none); on timeout the comm is aborted. */
-  readFrames(timeout = 0): Promise<Uint8Array[]> {
+  /**
+   * The next message's frames as they arrived. Rejects with TransportError('TIMEOUT') after
+   * options.timeout ms, with the signal's reason when options.signal aborts (the message then
+   * goes to the next read), with the connection's error once it is closed.
+   */
+  readFrames(options: WaitOptions = {}): Promise<Uint8Array[]> {
+    try {
+      checkWaitOptions('DaskComm.readFrames', options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     const queued = this.#queue.shift()
     if (queued) return Promise.resolve(queued)
-    if (this.#error) return Promise.reject(this.#error)
-    return new Promise((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: null }
-      if (timeout > 0) {
-        w.timer = setTimeout(() => {
-          this.#waiters.splice(this.#waiters.indexOf(w), 1)
-          // A reply that comes later would answer the wrong question: the comm cannot be reused.
-          this.#error ??= new TransportError('TIMEOUT', `no message from ${this.peer} within ${timeout} ms`)
-          this.carrier.abort()
-          reject(new TransportError('TIMEOUT', `no message from ${this.peer} within ${timeout} ms`))
-        }, timeout)
+    if (this.#closedWith) return Promise.reject(this.#closedWith)
+    return waitFor(`waiting for a message from ${this.peer}`, options, (settle) => {
+      this.#waiters.push(settle)
+      return () => {
+        const i = this.#waiters.indexOf(settle)
+        if (i >= 0) this.#waiters.splice(i, 1)
       }
-      this.#waiters.push(w)
     })
   }
 
-  /** The next message, with serialized values read. Errors in one message's values reject this read only. */
-  async read(timeout = 0): Promise<unknown> {
-    const frames = await this.readFrames(timeout)
-    return loadsMessage(frames, { limits: this.limits, unpickler: this.options.unpickler, stats: this.stats })
+  /**
+   * The next message, with serialized values read; Dask's Comm calls this read(). Rejects as
+   * readFrames does; errors in one message's values reject this receive only.
+   */
+  async receive<T = unknown>(options: WaitOptions = {}): Promise<T> {
+    const frames = await this.readFrames(options)
+    return loadsMessage(frames, { limits: this.limits, unpickler: this.options.unpickler, stats: this.#stats }) as T
+  }
+
+  /** receive(), under the name Dask's Comm gives it. */
+  read<T = unknown>(options: WaitOptions = {}): Promise<T> {
+    return this.receive<T>(options)
+  }
+
+  /** The messages as they arrive; ends when the connection closes normally, throws the error of a failure. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.receive()
+      } catch (err) {
+        if (err === this.#closedWith && this.#error === null) return
+        throw err
+      }
+    }
   }
 
   /** The context values are serialized with. */
@@ -450,33 +483,60 @@ export class DaskComm {
     }
   }
 
-  /** Sends a message; resolves when its bytes are handed to the socket. */
-  write(msg: unknown): Promise<void> {
-    if (this.#error) return Promise.reject(this.#error)
+  /**
+   * Sends a message; resolves when the socket has written its bytes; Dask's Comm calls this
+   * write(). The socket takes every message at once (Node buffers what the peer has not read
+   * yet), so a send never waits for room: options.signal, aborted already, refuses the send,
+   * and nothing is left for options.timeout to bound. Rejects with the connection's error
+   * (TransportError('CLOSED') after a normal close) once it is closed or closing.
+   */
+  send(msg: unknown, options: WaitOptions = {}): Promise<void> {
+    try {
+      checkWaitOptions('DaskComm.send', options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const closed = this.#refuseSend()
+    if (closed) return Promise.reject(closed)
     let frames: Uint8Array[]
     try {
-      frames = dumpsMessage(msg, this.serializeContext, this.stats)
+      frames = dumpsMessage(msg, this.serializeContext, this.#stats)
     } catch (err) {
       return Promise.reject(err)
     }
     return this.writeFrames(frames)
   }
 
+  /** send(), under the name Dask's Comm gives it. */
+  write(msg: unknown, options: WaitOptions = {}): Promise<void> {
+    return this.send(msg, options)
+  }
+
   /** Sends a message's frames as they are. */
   writeFrames(frames: Uint8Array[]): Promise<void> {
-    if (this.#error) return Promise.reject(this.#error)
-    this.stats.messagesOut++
-    for (const f of frames) this.stats.bytesOut += f.byteLength
+    const closed = this.#refuseSend()
+    if (closed) return Promise.reject(closed)
+    this.#stats.messagesSent++
+    for (const f of frames) this.#stats.bytesSent += f.byteLength
     return this.carrier.send(frames)
   }
 
-  /** Closes after what was written; resolves when closed (at most after timeout ms, then aborts). */
+  #refuseSend(): TransportError | null {
+    if (this.#closedWith) return this.#closedWith
+    if (this.#closing) return new TransportError('CLOSED', `the comm to ${this.peer} is closing`)
+    return null
+  }
+
+  /**
+   * Closes after what was written; resolves when closed (at most after timeout ms, then
+   * aborts). Pending and later receives fail with TransportError('CLOSED'). Idempotent.
+   */
   async close(timeout = 1000): Promise<void> {
-    if (this.#error) return
-    const closed = new Promise<void>((resolve) => this.onClose(() => resolve()))
+    if (this.#closedWith || this.#closing) return this.closed
+    this.#closing = true
     this.carrier.close()
     const timer = setTimeout(() => this.carrier.abort(), timeout)
-    await closed
+    await this.closed
     clearTimeout(timer)
   }
 
@@ -553,7 +613,7 @@ export async function connectDask(address: string, options: DaskCommOptions = {}
   try {
     const left = Math.max(1, deadline - Date.now())
     // The listener speaks first.
-    comm.settle(await comm.read(left))
+    comm.settle(await comm.read({ timeout: left }))
     await comm.write(comm.local)
   } catch (err) {
     comm.abort()
@@ -599,7 +659,7 @@ export class DaskListener {
       const comm = new DaskComm(carrier, peer, scheme, options)
       try {
         await comm.write(comm.local)
-        comm.settle(await comm.read(timeout))
+        comm.settle(await comm.read({ timeout }))
       } catch {
         comm.abort()
         return

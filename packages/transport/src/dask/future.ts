@@ -3,21 +3,29 @@
  * memory ('finished') or failed ('error'), as distributed.Future does.
  */
 import { TransportError } from '../errors.js'
-import { checkOptions, optionNames } from '../options-check.js'
+import { checkMilliseconds, checkOptions, checkSignal, optionNames } from '../options-check.js'
+import { waitFor, type Settle } from '../waiting.js'
 
-const TIMEOUT_ONLY = optionNames('timeout')
+const WAIT_OPTIONS = optionNames('timeout', 'signal')
+
+/** Options of DaskFuture.wait and DaskFuture.result. */
+export interface DaskFutureWaitOptions {
+  /** Milliseconds; 0 waits without limit. wait's default is 0, result's the client's rpcTimeout. */
+  timeout?: number
+  /** Gives up with the signal's reason when it aborts; the future is left as it is. */
+  signal?: AbortSignal
+}
 
 export type DaskFutureStatus = 'pending' | 'finished' | 'error' | 'cancelled' | 'released'
 
 /** What a future needs from its client (kept narrow so the two files do not import each other). */
 export interface FutureOwner {
-  gather(futures: readonly DaskFuture[], options?: { timeout?: number }): Promise<unknown[]>
+  gather(futures: readonly DaskFuture[], options?: DaskFutureWaitOptions): Promise<unknown[]>
   release(...futures: DaskFuture[]): void
 }
 
 interface Waiter {
-  resolve: () => void
-  reject: (err: TransportError) => void
+  settle: Settle<void>
   timer: NodeJS.Timeout | null
 }
 
@@ -56,35 +64,47 @@ export class DaskFuture {
   /**
    * Resolves when the key is in memory; rejects with the task's error (a DaskRemoteError with
    * the Python traceback), or TransportError('CLOSED') when the future was released or the
-   * connection to the scheduler was lost, or ('TIMEOUT') after timeout milliseconds (0: no limit,
-   * the default). A timeout leaves the future as it was.
+   * connection to the scheduler was lost, ('TIMEOUT') after timeout milliseconds (0: no limit,
+   * the default), or the signal's reason when it aborts. A timeout or an abort leaves the
+   * future as it was.
    */
-  wait(options: { timeout?: number } = {}): Promise<this> {
+  wait(options: DaskFutureWaitOptions = {}): Promise<this> {
     try {
-      checkOptions('DaskFuture.wait', options, TIMEOUT_ONLY)
+      checkOptions('DaskFuture.wait', options, WAIT_OPTIONS)
+      checkMilliseconds('DaskFuture.wait', 'timeout', options.timeout)
+      checkSignal('DaskFuture.wait', options.signal)
+      options.signal?.throwIfAborted()
     } catch (err) {
       return Promise.reject(err)
     }
     if (this.#status === 'finished') return Promise.resolve(this)
     if (this.#error !== null) return Promise.reject(this.#error)
     const timeout = options.timeout ?? 0
-    return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: null }
+    return waitFor<void>(`waiting for key ${this.key}`, { signal: options.signal }, (settle) => {
+      const w: Waiter = { settle, timer: null }
       if (timeout > 0) {
         w.timer = setTimeout(() => {
           this.#waiters.splice(this.#waiters.indexOf(w), 1)
-          reject(new TransportError('TIMEOUT', `key ${this.key} was not ready within ${timeout} ms (status ${this.#status})`))
+          settle.reject(new TransportError('TIMEOUT', `key ${this.key} was not ready within ${timeout} ms (status ${this.#status})`))
         }, timeout)
       }
       this.#waiters.push(w)
+      return () => {
+        if (w.timer) clearTimeout(w.timer)
+        const i = this.#waiters.indexOf(w)
+        if (i >= 0) this.#waiters.splice(i, 1)
+      }
     }).then(() => this)
   }
 
-  /** The value, gathered from the cluster once the key is in memory (see DaskClient.gather). */
-  async result(options: { timeout?: number } = {}): Promise<unknown> {
-    checkOptions('DaskFuture.result', options, TIMEOUT_ONLY)
+  /**
+   * The value, gathered from the cluster once the key is in memory (see DaskClient.gather):
+   * options.timeout (default: the client's rpcTimeout) and options.signal bound the whole call.
+   */
+  async result<T = unknown>(options: DaskFutureWaitOptions = {}): Promise<T> {
+    checkOptions('DaskFuture.result', options, WAIT_OPTIONS)
     const [value] = await this.client.gather([this], options)
-    return value
+    return value as T
   }
 
   /** Tells the scheduler this client no longer needs the key (DaskClient.release). */
@@ -95,8 +115,8 @@ export class DaskFuture {
   #settle(err: TransportError | null): void {
     for (const w of this.#waiters.splice(0)) {
       if (w.timer) clearTimeout(w.timer)
-      if (err) w.reject(err)
-      else w.resolve()
+      if (err) w.settle.reject(err)
+      else w.settle.resolve()
     }
   }
 

@@ -3,10 +3,10 @@ export * from '../shared.js'
 export {
   DaskClient, pythonGlobal,
   type DaskClientOptions, type DaskClientStatus, type DaskVersions, type MapOptions, type ReturnWhen, type RpcOptions, type ScatterOptions,
-  type SubmitOptions, type DaskWaitOptions,
+  type SubmitOptions, type DaskWaitOptions, type GatherOptions,
 } from './client.js'
 export type { GraphForm } from './graph.js'
-export { DaskFuture, type DaskFutureStatus } from './future.js'
+export { DaskFuture, type DaskFutureStatus, type DaskFutureWaitOptions } from './future.js'
 export { DaskRemoteError } from './remote-error.js'
 export {
   DEFAULT_DASK_TIMEOUT, DaskComm, DaskListener, connectDask, listenDask,

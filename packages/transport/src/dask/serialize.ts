@@ -52,10 +52,12 @@ export interface SerializeContext {
 
 /** Counters a comm keeps, so tests and benchmarks can see what was copied or decompressed. */
 export interface DaskStats {
-  messagesIn: number
-  messagesOut: number
-  bytesIn: number
-  bytesOut: number
+  /** Messages received / sent (each a list of frames, as Dask's comms carry them). */
+  messagesReceived: number
+  messagesSent: number
+  /** Bytes of those messages' frames, as they travel (compressed, sharded). */
+  bytesReceived: number
+  bytesSent: number
   /** Frames received compressed, by compression name. */
   decompressed: Record<string, number>
   /** Sharded frames that had to be copied to be merged (ws, or shards not back to back). */
@@ -65,7 +67,7 @@ export interface DaskStats {
 }
 
 export function newStats(): DaskStats {
-  return { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, decompressed: {}, mergeCopies: 0, compressed: 0 }
+  return { messagesReceived: 0, messagesSent: 0, bytesReceived: 0, bytesSent: 0, decompressed: {}, mergeCopies: 0, compressed: 0 }
 }
 
 /** How values are read. */

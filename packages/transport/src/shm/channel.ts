@@ -66,7 +66,7 @@ export interface ChannelStats extends ShmStats {
   bytesReclaimed: number
   /**
    * Messages this side sent (counted in messagesSent) that the other side's application was
-   * never handed, because it closed or died first; known once `done` has settled, 0 before.
+   * never handed, because it closed or died first; known once `closed` has settled, 0 before.
    * messagesSent - messagesUndelivered is what the other side received.
    */
   messagesUndelivered: number
@@ -146,9 +146,10 @@ export class Channel {
   #waiting = 0
   #bytesReclaimed = 0
   #undelivered = 0
-  /** Settles when the channel is closed, by either side or by the other side's death. */
-  readonly done: Promise<void>
+  /** Resolves (never rejects) once the channel is closed, by either side or by the other side's death. */
+  readonly closed: Promise<void>
   #resolveDone!: () => void
+  #error: TransportError | null = null
 
   constructor(init: ChannelInit, options: EndpointOptions = {}) {
     checkEndpointOptions('Channel', options)
@@ -161,7 +162,7 @@ export class Channel {
     const inn = 1 - this.side
     this.#out = new RingLink(this.#endpoint, this.#mem[out]!, out, queuedFor(out))
     this.#in = new RingLink(this.#endpoint, this.#mem[inn]!, inn, queuedFor(inn))
-    this.done = new Promise((resolve) => (this.#resolveDone = resolve))
+    this.closed = new Promise((resolve) => (this.#resolveDone = resolve))
     // Two Channels on one end would split its messages between them: the end opens once, in
     // one thread, and a closed end stays closed (its port is closed with it).
     const end = this.#mem[this.side]!.ring.openEnd()
@@ -187,6 +188,11 @@ export class Channel {
   /** False once this side closed, the other side closed, or the other side died. */
   get open(): boolean {
     return this.#state === 'open' && !this.#in.memory.ring.exited
+  }
+
+  /** Why the channel closed when that was not a close() of either side (the other side's thread died), else null. */
+  get error(): Error | null {
+    return this.#error
   }
 
   // ---- sending ----
@@ -750,6 +756,7 @@ export class Channel {
     }
     // No close was signalled: the other side's thread is gone (its locks were broken above).
     this.#state = 'peer-dying'
+    this.#error = new TransportError('CLOSED', "the other side's thread exited without closing the channel")
     this.#wake()
     await Promise.allSettled([...this.#inflight])
     if (this.signalling === 'atomics') {

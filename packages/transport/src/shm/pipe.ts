@@ -75,13 +75,28 @@ export class Pipe {
     this.#link = new RingLink(this.#endpoint, memory, 0, QUEUED)
   }
 
-  /** True once any endpoint closed the pipe. */
-  get closed(): boolean {
-    return this.#memory.ring.closedBy !== 0
+  #closed: Promise<void> | null = null
+
+  /** False once any endpoint, in any thread, closed the pipe. */
+  get open(): boolean {
+    return this.#memory.ring.closedBy === 0
   }
 
-  #closedForSend = (): string | null => (this.closed ? 'the pipe is closed' : null)
-  #closedForReceive = (): string | null => (this.closed && this.#memory.ring.empty ? 'the pipe is closed and every message in it was received' : null)
+  /**
+   * Resolves (never rejects) once any endpoint, in any thread, closed the pipe. Waiting on it
+   * does not keep the thread alive.
+   */
+  get closed(): Promise<void> {
+    return (this.#closed ??= this.#memory.ring.whenClosed())
+  }
+
+  /** Always null: a pipe ends only by a close(), and a thread that dies leaves it open for the others (see reclaim). */
+  get error(): Error | null {
+    return null
+  }
+
+  #closedForSend = (): string | null => (this.open ? null : 'the pipe is closed')
+  #closedForReceive = (): string | null => (!this.open && this.#memory.ring.empty ? 'the pipe is closed and every message in it was received' : null)
 
   /**
    * Sends a value: its out-of-band buffers go to the arena (in place if they were allocated

@@ -11,7 +11,7 @@
  * the head, so a sender killed mid-write publishes nothing.
  */
 import { TransportError } from '../errors.js'
-import { sleep, wake } from './wait.js'
+import { sleep, waitAsync, wake } from './wait.js'
 
 /** Bytes of the ring's control words. */
 export const RING_CONTROL_BYTES = 64
@@ -141,7 +141,16 @@ export class RecordRing {
   /** Marks the ring closed (first closer wins) and wakes every waiter. */
   close(by: number): void {
     Atomics.compareExchange(this.#i32, this.#c + R_CLOSED, 0, by)
+    Atomics.notify(this.#i32, this.#c + R_CLOSED)
     this.wakeAll()
+  }
+
+  /** Resolves once the ring is closed, by any thread. The wait costs nothing per message and does not keep the thread alive. */
+  async whenClosed(): Promise<void> {
+    while (Atomics.load(this.#i32, this.#c + R_CLOSED) === 0) {
+      const r = waitAsync(this.#i32, this.#c + R_CLOSED, 0)
+      if (r.async) await r.value
+    }
   }
 
   wakeAll(): void {

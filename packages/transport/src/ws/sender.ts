@@ -18,6 +18,7 @@ import { naturalAlignment } from './alignment.js'
 import { FrameMac, type Role } from './auth.js'
 import { AUTH_SCHEME, EXTRA } from './constants.js'
 import type { WebSocketStats } from './stats.js'
+import { waitFor, type Settle, type WaitOptions } from '../waiting.js'
 import { MAX_HEADER_BYTES, MAX_INLINE_PICKLE_BYTES, encodeWireHeader, type WireHeader } from './wire.js'
 
 /** What a message says besides its parts. */
@@ -27,13 +28,18 @@ export interface Envelope {
   re?: number
   /** Extras of the caller's own, merged into the header's `x`. */
   x?: Record<string, unknown>
+  /** Called with the message's id once it is framed (a request registers for its reply then). */
+  onId?: (id: number) => void
 }
 
+/**
+ * A message waiting for the high-water mark. It is framed only when its turn comes, so that a
+ * send that gives up in line (its timeout, its signal) leaves no gap in the ids the peer checks.
+ */
 interface Pending {
-  frames: Uint8Array[]
-  bytes: number
-  resolve: () => void
-  reject: (err: Error) => void
+  parts: MessageParts
+  envelope: Envelope
+  settle: Settle<void>
 }
 
 interface Corkable {
@@ -78,21 +84,29 @@ export class MessageSender {
   }
 
   /**
-   * Frames a message now (ids follow call order) and writes it when the buffered bytes allow.
-   * Resolves once ws has it; ws writes out-of-band buffers from the caller's memory, so that
-   * memory must not change until flushed() resolves.
+   * Writes a message now when the buffered bytes allow, else queues it (ids follow the order
+   * of writing). Resolves once ws has it; ws writes out-of-band buffers from the caller's
+   * memory, so that memory must not change until flushed() resolves. A queued message gives
+   * up, and leaves the queue unsent, when `wait`'s timeout passes or its signal aborts.
    */
-  send(parts: MessageParts, envelope: Envelope): Promise<void> {
+  send(parts: MessageParts, envelope: Envelope, wait: WaitOptions = {}): Promise<void> {
     if (this.#closedWith) return Promise.reject(this.#closedWith)
-    const frames = this.#frame(parts, envelope)
-    let bytes = 0
-    for (const f of frames) bytes += f.byteLength
     if (this.#queue.length === 0 && this.stats.bufferedBytes <= this.highWaterMark) {
-      this.#write(frames, bytes)
+      this.#write(this.#frame(parts, envelope))
       return Promise.resolve()
     }
     this.stats.sendWaits++
-    return new Promise((resolve, reject) => this.#queue.push({ frames, bytes, resolve, reject }))
+    // The queue keeps its own copy of a lent pickle and of the extras.
+    const own: MessageParts = parts.transient === true ? { ...parts, pickle: parts.pickle.slice(), transient: false } : parts
+    const env: Envelope = envelope.x === undefined ? envelope : { ...envelope, x: { ...envelope.x } }
+    return waitFor<void>(`send: waiting while more than ${this.highWaterMark} bytes are buffered`, wait, (settle) => {
+      const p: Pending = { parts: own, envelope: env, settle }
+      this.#queue.push(p)
+      return () => {
+        const i = this.#queue.indexOf(p)
+        if (i >= 0) this.#queue.splice(i, 1)
+      }
+    })
   }
 
   /** Resolves when every message sent so far has been written to the socket. */
@@ -121,7 +135,7 @@ export class MessageSender {
   /** Fails every queued message; later sends fail at once. */
   close(err: Error): void {
     this.#closedWith ??= err
-    for (const p of this.#queue.splice(0)) p.reject(err)
+    for (const p of this.#queue.splice(0)) p.settle.reject(err)
     for (const w of this.#flushWaiters.splice(0)) w()
   }
 
@@ -170,6 +184,7 @@ export class MessageSender {
       frames.push(mac.digest())
     }
     this.#nextId = id + 1
+    envelope.onId?.(id)
     return frames
   }
 
@@ -198,7 +213,9 @@ export class MessageSender {
     socket?.uncork()
   }
 
-  #write(frames: Uint8Array[], bytes: number): void {
+  #write(frames: Uint8Array[]): void {
+    let bytes = 0
+    for (const f of frames) bytes += f.byteLength
     this.#cork(bytes)
     const stats = this.stats
     stats.bufferedBytes += bytes
@@ -225,8 +242,15 @@ export class MessageSender {
     stats.framesSent += message.frames
     while (this.#queue.length > 0 && this.stats.bufferedBytes <= this.highWaterMark && !this.#closedWith) {
       const p = this.#queue.shift()!
-      this.#write(p.frames, p.bytes)
-      p.resolve()
+      let frames: Uint8Array[]
+      try {
+        frames = this.#frame(p.parts, p.envelope)
+      } catch (err) {
+        p.settle.reject(err)
+        continue
+      }
+      this.#write(frames)
+      p.settle.resolve()
     }
     if (this.#flushWaiters.length > 0) for (const w of this.#flushWaiters.splice(0)) w()
   }

@@ -11,7 +11,8 @@ import { decodeValue, encodeValueWith } from '../message.js'
 import type { Role } from './auth.js'
 import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
-import { badOptionType, checkMilliseconds, checkOptions, optionNames } from '../options-check.js'
+import { badOptionType, optionNames } from '../options-check.js'
+import { WAIT_OPTIONS, checkWaitOptions, waitFor, type WaitOptions } from '../waiting.js'
 import { resolveOptions, type PickleSocketOptions, type RequestHandler, type ResolvedOptions } from './options.js'
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
 import { MessageSender } from './sender.js'
@@ -33,18 +34,27 @@ export interface CloseInfo {
   error: Error | null
 }
 
-export interface SendOptions {
+export interface SendOptions extends WaitOptions {
   /** Extras for the header's `x` (string keys; picklewire's own, al and auth, win). */
   x?: Record<string, unknown>
-}
-
-export interface RequestOptions extends SendOptions {
-  /** Milliseconds to wait for the reply; 0 waits as long as the connection lives. Default: the socket's requestTimeout. */
+  /**
+   * Milliseconds a send may wait while more than highWaterMark bytes are buffered; when they
+   * pass, it rejects with TransportError('TIMEOUT') and the message is not sent. A send that
+   * does not wait never times out. Default: no limit.
+   */
   timeout?: number
 }
 
-const SEND_OPTIONS = optionNames('x')
-const REQUEST_OPTIONS = optionNames('x', 'timeout')
+export interface RequestOptions extends SendOptions {
+  /**
+   * Milliseconds for the whole request, the wait for the high-water mark and for the reply;
+   * 0 waits as long as the connection lives. Default: the socket's requestTimeout.
+   */
+  timeout?: number
+}
+
+const SEND_OPTIONS = optionNames('x', 'timeout', 'signal')
+const REQUEST_OPTIONS = SEND_OPTIONS
 
 function checkExtras(what: string, x: unknown): void {
   if (x !== undefined && (typeof x !== 'object' || x === null || Array.isArray(x))) throw badOptionType(what, 'x', 'an object', x)
@@ -61,9 +71,8 @@ type Queued =
   | { value?: undefined; error: Error; bytes: number; info?: undefined }
 
 interface PendingRequest {
-  resolve: (value: unknown) => void
-  reject: (err: Error) => void
-  timer: NodeJS.Timeout | null
+  /** Ends the request: with the reply's value when err is null. */
+  finish: (err: unknown, value?: unknown) => void
 }
 
 function asError(err: unknown): Error {
@@ -103,8 +112,7 @@ function remoteError(value: unknown, re: number): TransportError {
 }
 
 export class PickleSocket extends EventEmitter<PickleSocketEvents> implements AsyncIterable<unknown> {
-  /** Counters: messages and bytes each way, copies, backpressure waits and pauses. */
-  readonly stats: WebSocketStats = newStats()
+  readonly #stats: WebSocketStats = newStats()
   /** Resolves (never rejects) when the connection has closed, cleanly or not. */
   readonly closed: Promise<CloseInfo>
 
@@ -151,10 +159,10 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
     const { key, limits, highWaterMark, heartbeatInterval, heartbeatTimeout } = this.#options
     ws.binaryType = 'nodebuffer'
-    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.stats, (err) => {
+    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.#stats, (err) => {
       this.#fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
     })
-    this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.stats)
+    this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.#stats)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
       this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
     })
@@ -186,14 +194,25 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     return this.#error
   }
 
+  /** True until the connection closes, fails, or close() is called; sends are refused from then on. */
+  get open(): boolean {
+    return !this.#closing && this.#closeInfo === null && this.#error === null
+  }
+
+  /** A snapshot of the counters: messages and bytes each way, frames, copies, backpressure waits and pauses. */
+  stats(): WebSocketStats {
+    return { ...this.#stats }
+  }
+
   /**
    * Sends a value as one message. Resolves once ws has the frames; waits first while more than
-   * highWaterMark bytes are buffered. Out-of-band buffers are sent from your memory: do not
-   * change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
+   * highWaterMark bytes are buffered (that wait is what options.timeout and options.signal
+   * bound: a send that gives up is never sent). Out-of-band buffers are sent from your memory:
+   * do not change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
    */
   send(value: unknown, options: SendOptions = {}): Promise<void> {
     try {
-      checkOptions('PickleSocket.send', options, SEND_OPTIONS)
+      checkWaitOptions('PickleSocket.send', options, SEND_OPTIONS)
       checkExtras('PickleSocket.send', options.x)
     } catch (err) {
       return Promise.reject(err)
@@ -202,7 +221,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     if (closed) return Promise.reject(closed)
     try {
       // The sender frames the message at once (a small pickle is copied into its header frame).
-      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x }))
+      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x }, options))
     } catch (err) {
       return Promise.reject(asError(err))
     }
@@ -211,43 +230,63 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   /**
    * Sends a value as a request and resolves with the peer's reply. Rejects with
    * TransportError('REMOTE') when the peer's handler failed, 'TIMEOUT' after the timeout,
-   * 'CLOSED' (or the connection's error) when the connection ends first.
+   * the signal's reason when it aborts, 'CLOSED' (or the connection's error) when the
+   * connection ends first. A request that gives up before it was written is not sent; a reply
+   * that comes after it gave up is dropped.
    */
-  request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+  request<T = unknown>(value: unknown, options: RequestOptions = {}): Promise<T> {
     try {
-      checkOptions('PickleSocket.request', options, REQUEST_OPTIONS)
+      checkWaitOptions('PickleSocket.request', options, REQUEST_OPTIONS)
       checkExtras('PickleSocket.request', options.x)
-      checkMilliseconds('PickleSocket.request', 'timeout', options.timeout)
     } catch (err) {
       return Promise.reject(err)
     }
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     const timeout = options.timeout ?? this.#options.requestTimeout
-    return new Promise((resolve, reject) => {
-      const entry: PendingRequest = { resolve, reject, timer: null }
+    const { signal } = options
+    return new Promise<T>((resolve, reject) => {
+      // Aborted when the request ends in failure: takes it out of the send queue if it waits there.
+      const unsend = new AbortController()
       let id = -1
+      let done = false
+      let timer: NodeJS.Timeout | null = null
+      const onAbort = (): void => entry.finish(signal!.reason)
+      const entry: PendingRequest = {
+        finish: (err, reply) => {
+          if (done) return
+          done = true
+          if (id >= 0) this.#pending.delete(id)
+          if (timer !== null) clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          if (err === null) resolve(reply as T)
+          else {
+            unsend.abort()
+            reject(err)
+          }
+        },
+      }
       let sent: Promise<void>
       try {
-        // Framed while the pickler lends its output, as send() does. The id is taken once the
-        // value has pickled: a pickler hook that sends something itself takes the one before.
-        sent = encodeValueWith(value, this.#options.pickler ?? {}, (parts) => {
-          id = this.#sender.nextId
-          this.#pending.set(id, entry)
-          return this.#sender.send(parts, { kind: KIND.request, x: options.x })
-        })
+        // Framed while the pickler lends its output, as send() does. The id is the one the
+        // message is framed with: it is registered then, before any reply can come.
+        sent = encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, {
+          kind: KIND.request,
+          x: options.x,
+          onId: (n) => {
+            id = n
+            if (!done) this.#pending.set(n, entry)
+          },
+        }, { signal: unsend.signal }))
       } catch (err) {
-        if (id >= 0) this.#pending.delete(id)
-        reject(asError(err))
+        entry.finish(asError(err))
         return
       }
       if (timeout > 0) {
-        entry.timer = setTimeout(() => {
-          this.#pending.delete(id)
-          reject(new TransportError('TIMEOUT', `no reply to request ${id} within ${timeout} ms`))
-        }, timeout)
+        timer = setTimeout(() => entry.finish(new TransportError('TIMEOUT', `no reply to request ${id >= 0 ? id : '(not yet sent)'} within ${timeout} ms`)), timeout)
       }
-      sent.catch((err: Error) => this.#settle(id, err))
+      signal?.addEventListener('abort', onAbort, { once: true })
+      sent.catch((err: unknown) => entry.finish(err))
     })
   }
 
@@ -261,13 +300,16 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   /**
    * The next received value, for callers that do not listen to 'message' (values go to
    * listeners when there are any, else to a queue; a listener added later gets the queue
-   * first). Rejects with the connection's error,
-   * or TransportError('CLOSED') after a clean close once the queue is empty.
+   * first). Rejects with the connection's error, or TransportError('CLOSED') after a clean
+   * close once the queue is empty; with TransportError('TIMEOUT') after options.timeout ms
+   * and with the signal's reason when options.signal aborts, and then the message it would
+   * have had goes to the next receive.
    */
-  async receive(): Promise<unknown> {
-    const r = await this.#take()
+  async receive<T = unknown>(options: WaitOptions = {}): Promise<T> {
+    checkWaitOptions('PickleSocket.receive', options, WAIT_OPTIONS)
+    const r = await this.#take(options)
     if (r.done) throw new TransportError('CLOSED', 'the connection is closed and every message was received')
-    return r.value
+    return r.value as T
   }
 
   /** The received values in order; ends after a clean close, throws the error of an unclean one. */
@@ -389,7 +431,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
         if (this.#deferredRequests.length > 0 || this.#answering >= this.#options.maxConcurrentRequests) {
           this.#deferredRequests.push(m)
           if (this.#deferredRequests.length === 1) {
-            this.stats.replyPauses++
+            this.#stats.replyPauses++
             this.#updateReading()
           }
         } else {
@@ -427,7 +469,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.#queuedBytes += item.bytes
     if (!this.#pausedForQueue && this.#queuedBytes > this.#options.receiveHighWaterMark) {
       this.#pausedForQueue = true
-      this.stats.receivePauses++
+      this.#stats.receivePauses++
       this.#updateReading()
     }
   }
@@ -467,15 +509,20 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     return item
   }
 
-  #take(): Promise<IteratorResult<unknown>> {
+  #take(wait: WaitOptions = {}): Promise<IteratorResult<unknown>> {
     const item = this.#shift()
     if (item !== undefined) {
       return item.error === undefined ? Promise.resolve({ done: false, value: item.value }) : Promise.reject(item.error)
     }
     if (this.#error !== null) return Promise.reject(this.#error)
     if (this.#closeInfo !== null) return Promise.resolve({ done: true, value: undefined })
-    return new Promise((resolve, reject) => {
-      this.#takers.push((r) => (r instanceof Error ? reject(r) : resolve(r)))
+    return waitFor<IteratorResult<unknown>>('receive: waiting for a message', wait, (settle) => {
+      const taker = (r: IteratorResult<unknown> | Error): void => (r instanceof Error ? settle.reject(r) : settle.resolve(r))
+      this.#takers.push(taker)
+      return () => {
+        const i = this.#takers.indexOf(taker)
+        if (i >= 0) this.#takers.splice(i, 1)
+      }
     })
   }
 
@@ -535,9 +582,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     const p = this.#pending.get(id)
     if (p === undefined) return
     this.#pending.delete(id)
-    if (p.timer !== null) clearTimeout(p.timer)
-    if (err === null) p.resolve(value)
-    else p.reject(err)
+    p.finish(err, value)
   }
 
   /** Ends everything waiting on the connection: requests, queued sends, receivers. */
