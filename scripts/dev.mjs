@@ -48,6 +48,15 @@ const tasks = {
     build()
     run(process.execPath, [join(root, 'packages/examples/dist/demo.js'), ...args])
   },
+  pack(args) {
+    // Tarballs that install with plain npm: pnpm pack writes the codec's version where the
+    // workspace says workspace:*.
+    build()
+    const out = args[0] ?? join(root, 'packs')
+    for (const pkg of ['codec', 'transport']) {
+      run('npx', ['--yes', PNPM, 'pack', '--pack-destination', out], { cwd: join(root, 'packages', pkg) })
+    }
+  },
   bench(args) {
     build()
     run(process.execPath, ['--expose-gc', join(root, 'bench/run.mjs'), ...args])
