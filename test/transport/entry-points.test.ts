@@ -42,7 +42,7 @@ const ENTRIES: { entry: string; names: string[]; loads: string[] }[] = [
   { entry: '@picklewire/codec', names: CODEC, loads: [] },
   { entry: '@picklewire/transport/shm', names: SHM, loads: ['piscina'] },
   { entry: '@picklewire/transport/ws', names: WS, loads: ['ws', 'msgpackr'] },
-  { entry: '@picklewire/transport/dask', names: DASK, loads: ['ws', 'msgpackr'] },
+  { entry: '@picklewire/transport/dask', names: DASK, loads: ['msgpackr'] },  // ws on the first ws:// comm
   { entry: '@picklewire/transport', names: [...new Set([...SHM, ...WS, ...DASK])], loads: ['ws', 'piscina', 'msgpackr'] },
 ]
 

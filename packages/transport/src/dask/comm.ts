@@ -10,7 +10,8 @@
  */
 import { once } from 'node:events'
 import net from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
+// ws is loaded on the first ws:// comm, so that a tcp:// client never loads it.
+import type { WebSocket, WebSocketServer } from 'ws'
 import { TransportError } from '../errors.js'
 import { COMPRESSIONS, type DaskCompression } from './compression.js'
 import { TcpFrameReader, WsFrameReader, encodeFrameCount, encodeTcpPrelude, resolveDaskLimits, type DaskLimits } from './framing.js'
@@ -330,7 +331,7 @@ class WsCarrier extends Carrier {
 
   send(frames: Uint8Array[]): Promise<void> {
     const ws = this.ws
-    if (ws.readyState !== WebSocket.OPEN) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
+    if (ws.readyState !== ws.OPEN) return Promise.reject(new TransportError('CLOSED', `connection to ${this.peer} is closed`))
     return new Promise((resolve, reject) => {
       const done = (err?: Error): void => {
         if (err) reject(new TransportError('CLOSED', `writing to ${this.peer} failed: ${err.message}`, { cause: err }))
@@ -571,6 +572,7 @@ function sleep(ms: number): Promise<void> {
 
 async function openWs(host: string, port: number, ms: number, limits: DaskLimits, peer: string): Promise<WsCarrier> {
   const url = `ws://${host.includes(':') ? `[${host}]` : host}:${port}/`
+  const { WebSocket } = await import('ws')
   const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: limits.maxMessageBytes, handshakeTimeout: ms })
   // Listening from the start: ws may deliver the peer's first message in the same turn as 'open'.
   const carrier = new WsCarrier(ws, limits, peer)
@@ -678,6 +680,7 @@ export class DaskListener {
       const a = server.address() as net.AddressInfo
       listener = new DaskListener(server, `tcp://${host.includes(':') ? `[${host}]` : host}:${a.port}`)
     } else {
+      const { WebSocketServer } = await import('ws')
       const server = new WebSocketServer({ host, port: options.port ?? 0, perMessageDeflate: false, maxPayload: limits.maxMessageBytes })
       await once(server, 'listening')
       server.on('connection', (ws, req) => {
