@@ -22,7 +22,9 @@
  * arena, or found there) when big, so a TypedArray arrives over the arena memory, not copied.
  */
 import {
-  ByteArray, FrozenSet, NDArray, NotImplemented, PickleBuffer, PyGlobal, PyObject, Tuple, UnpicklingError,
+  ByteArray, Complex, Counter, DType, Decimal, DefaultDict, Deque, FrozenSet, NDArray, NotImplemented, NumpyScalar, OrderedDict,
+  PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef, PyRange, PySingleton,
+  PyStr, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, UnpicklingError,
   type FindClass, type ReduceValue,
 } from '@picklewire/codec'
 
@@ -55,6 +57,18 @@ const ERROR_CLASSES: ReadonlyMap<string, ErrorConstructor> = new Map<string, Err
 
 const UNDEFINED: ReduceValue = [G.undefined, []]
 const NO_ITEMS: readonly unknown[] = []
+
+/** The codec's own value classes: written as the codec writes them in either mode (the globals and arguments of the calls here among them). */
+const CODEC_CLASSES: readonly Function[] = [
+  PyGlobal, Tuple, PickleBuffer, NDArray, DType, NumpyScalar, ByteArray, FrozenSet, PyObject, PyObjectCall, PyOpaque, PyPersistentRef,
+  PySingleton, PyFloat, PyStr, Complex, Counter, Decimal, DefaultDict, Deque, OrderedDict, PyDate, PyDateTime, PyRange, PyTime,
+  PyTimeDelta, PyTimeZone, Slice, UUID,
+]
+
+function isCodecValue(v: object): boolean {
+  for (const c of CODEC_CLASSES) if (v instanceof c) return true
+  return false
+}
 
 function viewClassName(v: ArrayBufferView): string {
   if (v instanceof DataView) return 'DataView'
@@ -89,10 +103,9 @@ export function reduceJsValue(v: unknown): ReduceValue | typeof NotImplemented {
   if (proto === null || proto === Object.prototype) return NotImplemented
   const ctor = proto.constructor
   if (ctor === Array) return isDense(v as unknown[]) ? NotImplemented : sparseArray(v as unknown[])
-  // The codec's own values (the arguments and globals of these calls among them) stay as the codec writes them.
-  if (v instanceof PyGlobal || v instanceof Tuple || v instanceof PickleBuffer || v instanceof NDArray || v instanceof ByteArray || v instanceof FrozenSet || v instanceof PyObject) {
-    return NotImplemented
-  }
+  // The arguments and globals of the calls made here, first: they are the commonest.
+  if (ctor === PyGlobal || ctor === Tuple || ctor === PickleBuffer) return NotImplemented
+  if (isCodecValue(v)) return NotImplemented
   if (v instanceof Map) {
     if (v.size === 0) return [G.Map, NO_ITEMS]
     const flat: unknown[] = []
@@ -196,7 +209,8 @@ const LOADERS: ReadonlyMap<string, (...args: unknown[]) => unknown> = new Map<st
     }
   }],
   ['Boxed', (p) => (typeof p === 'number' || typeof p === 'string' || typeof p === 'boolean' || typeof p === 'bigint' ? Object(p) : bad('Boxed needs a primitive'))],
-  ['Error', (name) => Object.create((ERROR_CLASSES.get(String(name)) ?? Error).prototype)],
+  // A real error object (Object.prototype.toString says Error); its own stack is replaced by the sender's.
+  ['Error', (name) => new (ERROR_CLASSES.get(String(name)) ?? Error)()],
   ['setErrorFields', (e, fields) => {
     if (!(e instanceof Error) || typeof fields !== 'object' || fields === null) bad('setErrorFields needs an Error and its fields')
     for (const k of ['stack', 'message', 'cause']) {
