@@ -120,7 +120,7 @@ async function tests(t: Test, env: DaskEnv, scheme: 'tcp' | 'ws'): Promise<void>
     const ones = client.submit('numpy.ones', [1_000_000])
     const [o] = await within(WAIT, client.gather([ones]), 'gather from 127.0.0.2')
     t.ok((arr(o).data as Float64Array).every((x) => x === 1), 'every one')
-    t.ok((client.stats.decompressed.lz4 ?? 0) > 0, `the worker's lz4 frames reached the client through the scheduler and were decompressed (${client.stats.decompressed.lz4 ?? 0})`)
+    t.ok((client.stats().decompressed.lz4 ?? 0) > 0, `the worker's lz4 frames reached the client through the scheduler and were decompressed (${client.stats().decompressed.lz4 ?? 0})`)
   })
 }
 

@@ -157,13 +157,13 @@ async function tests(t: Test, env: DaskEnv, scheme: 'tcp' | 'ws'): Promise<void>
 
     t.test('large arrays: sharded and lz4-compressed frames, gathered as typed views', async (t) => {
       const n = 9_000_000 // 72 MB: over tcp's 64 MiB shard and nine of ws's 8 MiB ones
-      const before = { ...client.stats.decompressed }
+      const before = { ...client.stats().decompressed }
       const ones = client.submit('numpy.ones', [n])
       const [o] = await within(WAIT, client.gather([ones]), 'gathering ones')
       const data = arr(o).data as Float64Array
       t.ok(data.length === n && data.every((x) => x === 1), 'every one of 9M ones')
-      if (sameHostUncompressed(env)) t.equal(client.stats.decompressed.lz4 ?? 0, before.lz4 ?? 0, 'same host: the worker sent them uncompressed (2023.5 on)')
-      else t.ok((client.stats.decompressed.lz4 ?? 0) > (before.lz4 ?? 0), 'the worker lz4-compressed them though we asked for none')
+      if (sameHostUncompressed(env)) t.equal(client.stats().decompressed.lz4 ?? 0, before.lz4 ?? 0, 'same host: the worker sent them uncompressed (2023.5 on)')
+      else t.ok((client.stats().decompressed.lz4 ?? 0) > (before.lz4 ?? 0), 'the worker lz4-compressed them though we asked for none')
       client.release(ones)
 
       const noise = client.submit('numpy.random.random_sample', [n])
@@ -227,9 +227,9 @@ async function tests(t: Test, env: DaskEnv, scheme: 'tcp' | 'ws'): Promise<void>
       const g = opaque.submit('fractions.Fraction', [1, 3])
       const [v] = await within(WAIT, opaque.gather([g]), 'opaque gather')
       t.match(v, { callable: { module: 'fractions', name: 'Fraction' } }, 'an inert placeholder')
-      const sent = opaque.stats.messagesOut
+      const sent = opaque.stats().messagesSent
       await new Promise((r) => setTimeout(r, 150))
-      t.ok(opaque.stats.messagesOut > sent + 2, 'heartbeats go out at the interval')
+      t.ok(opaque.stats().messagesSent > sent + 2, 'heartbeats go out at the interval')
       t.equal(await within(WAIT, opaque.submit('builtins.abs', [-9]).result(), 'after heartbeats'), 9, 'and the scheduler takes them')
     })
 

@@ -290,7 +290,7 @@ for (const signalling of MODES) {
     for (let i = 0; i < 5; i++) await ch.send(i, TIMEOUT)
     t.equal(await closed, 'closed')
     t.equal(Atomics.load(new Int32Array(counter), 0), 2, 'the worker received two')
-    await ch.done
+    await ch.closed
     const s = ch.stats()
     t.equal(s.messagesSent, 5)
     t.equal(s.messagesUndelivered, 3, 'the three messages the worker closed without receiving')
@@ -307,7 +307,7 @@ for (const signalling of MODES) {
     for (let i = 0; i < 5; i++) await a.send(i, TIMEOUT)
     for (let i = 0; i < 2; i++) (await b.receive(TIMEOUT)).release()
     await b.close()
-    await bounded(a.done, 'a noticing the close')
+    await bounded(a.closed, 'a noticing the close')
     await t.rejects(a.send('more'), { code: 'CLOSED', message: /^the other side closed the channel$/ })
     const s = a.stats()
     t.equal(s.messagesUndelivered, 3, 'the three messages b closed without receiving')

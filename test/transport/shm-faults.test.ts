@@ -182,7 +182,7 @@ for (const signalling of ['atomics', 'port'] as const) {
     while (ch.open && performance.now() < until);
     t.equal(ch.open, false, 'the channel knows the other side is gone, with no event processed')
     await t.rejects(ch.send('two'), { code: 'CLOSED', message: /the other side's thread exited/ }, 'and a send fails with CLOSED')
-    await bounded(ch.done, 'the channel noticing the death')
+    await bounded(ch.closed, 'the channel noticing the death')
     const s = ch.stats()
     t.equal(s.messagesSent, 1)
     t.equal(s.messagesUndelivered, 0, 'the one message sent was received')
@@ -202,6 +202,6 @@ for (const signalling of ['atomics', 'port'] as Signalling[]) {
     await bounded(ch.close(), 'close() with the locks of a terminated thread')
     await terminated
     t.equal(ch.open, false, 'closed')
-    await t.resolves(bounded(ch.done, 'done'), 'and done')
+    await t.resolves(bounded(ch.closed, 'closed'), 'and closed resolves')
   })
 }

@@ -63,7 +63,7 @@ for (const signalling of MODES) {
           told++
         }
         await bounded(exited, 'the worker exit')
-        await bounded(ch.done, 'the channel noticing the death')
+        await bounded(ch.closed, 'the channel noticing the death')
         // terminate() asks Node to stop the thread, which takes Node a while under load: the
         // worker is dead when its 'exit' event comes, and the lag is counted from then.
         const diedAt = death === 'exit' ? new Float64Array(times)[0]! : exitAt

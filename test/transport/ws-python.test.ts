@@ -122,7 +122,7 @@ async function tests(): Promise<void> {
     t.equal(matched, count, `every echo equal ${bad.join('; ')}`)
     const described = await sock.request({ op: 'describe', arrays: sent.slice(0, 40) }) as [string, number[], string][]
     t.same(described.map((d) => [d[0], [...d[1]]]), sent.slice(0, 40).map((a) => [a.dtype.str, [...a.shape]]), 'numpy saw the same dtypes and shapes')
-    t.equal(copied, 0, `no NDArray needed a copy: the ${sock.stats.alignmentCopies} misaligned small buffers were aligned by the carrier, and counted`)
+    t.equal(copied, 0, `no NDArray needed a copy: the ${sock.stats().alignmentCopies} misaligned small buffers were aligned by the carrier, and counted`)
     await sock.close()
   })
 
@@ -228,8 +228,8 @@ async function tests(): Promise<void> {
     await new Promise((r) => setTimeout(r, 300))
     t.ok(sent < total, `the sender waits for the consumer (${sent} of ${total} sent after 300 ms)`)
     await within(30_000, sending, 'all sends')
-    t.ok(sock.stats.sendWaits > 0, `send() waited ${sock.stats.sendWaits} times`)
-    t.ok(sock.stats.maxBufferedBytes <= highWaterMark + 2 ** 20 + 4096, `never more than the high-water mark and one message buffered (${sock.stats.maxBufferedBytes})`)
+    t.ok(sock.stats().sendWaits > 0, `send() waited ${sock.stats().sendWaits} times`)
+    t.ok(sock.stats().maxBufferedBytes <= highWaterMark + 2 ** 20 + 4096, `never more than the high-water mark and one message buffered (${sock.stats().maxBufferedBytes})`)
     await sock.close()
     const report = await peer.next()
     t.same(report, { received: total, in_order: true })

@@ -128,7 +128,7 @@ async function soak(t: Test, peer: Peer): Promise<void> {
   }
   await within(20_000, sock.closed, 'the connection to close')
   await within(20_000, peer.exited, 'the peer to exit')
-  const { messagesSent: written, messagesNotWritten: notWritten } = sock.stats
+  const { messagesSent: written, messagesNotWritten: notWritten } = sock.stats()
   const got = peer.got()
   const bound = Math.ceil(socketBufferBound() / MESSAGE_BYTES) + PEER_QUEUE_MESSAGES
   t.comment(`resolved ${resolved}, written ${written}, not written ${notWritten}, the peer got ${got}; the sender learned ${(failedAt - killedAt).toFixed(1)} ms after the kill`)

@@ -28,7 +28,7 @@ for (const protocolVersion of [2, 1]) {
     }
     await Promise.all(sends)
     t.equal(wrong, 0, `all ${n} messages whole and in order`)
-    t.ok(a.stats.sendWaits > 0, `some sends waited behind the high-water mark (${a.stats.sendWaits})`)
+    t.ok(a.stats().sendWaits > 0, `some sends waited behind the high-water mark (${a.stats().sendWaits})`)
   })
 }
 
@@ -55,7 +55,7 @@ for (const protocolVersion of [2, 1]) {
       if (r.get('i') !== i || r.get('echo') !== text(i)) wrong++
     })
     t.equal(wrong, 0, `all ${n} replies whole and matched to their requests`)
-    t.ok(a.stats.sendWaits > 0 && b.stats.sendWaits > 0, `requests and replies waited behind the high-water mark (${a.stats.sendWaits}, ${b.stats.sendWaits})`)
+    t.ok(a.stats().sendWaits > 0 && b.stats().sendWaits > 0, `requests and replies waited behind the high-water mark (${a.stats().sendWaits}, ${b.stats().sendWaits})`)
   })
 }
 

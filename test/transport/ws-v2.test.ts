@@ -106,29 +106,29 @@ t.test('Node <-> Node speaks version 2: a message without buffers is one frame e
     if (i === 99) t.same(v.get('payload'), new Uint8Array(960).fill(99))
   }
   t.equal(socks[0]!.protocolVersion, 2)
-  t.equal(sock.stats.framesSent, 100, '100 messages, 100 frames sent')
-  t.equal(sock.stats.framesReceived, 100, '100 messages, 100 frames received')
-  t.equal(socks[0]!.stats.framesReceived, 100)
+  t.equal(sock.stats().framesSent, 100, '100 messages, 100 frames sent')
+  t.equal(sock.stats().framesReceived, 100, '100 messages, 100 frames received')
+  t.equal(socks[0]!.stats().framesReceived, 100)
 
   // Out-of-band buffers still travel as frames of their own, after the header (pickle inside).
   const f64 = new Float64Array(4096).map((_, k) => k / 3)
   await sock.send({ a: new PickleBuffer(f64), b: new PickleBuffer(new Uint8Array(5000).fill(3)) })
   const back = await within(5000, sock.receive(), 'the buffers') as Map<string, PickleBuffer>
   t.same(new Float64Array(back.get('a')!.raw().slice().buffer), f64)
-  t.equal(sock.stats.framesSent - 100, 3, 'header (with the pickle) and two buffer frames')
+  t.equal(sock.stats().framesSent - 100, 3, 'header (with the pickle) and two buffer frames')
 
   // A pickle over the inline bound gets a frame of its own, as in version 1.
   const big = 'x'.repeat(MAX_INLINE_PICKLE_BYTES + 100)
   await sock.send(big)
   t.equal(await within(5000, sock.receive(), 'the big pickle'), big)
-  t.equal(sock.stats.framesSent - 103, 2, 'header and pickle frame')
+  t.equal(sock.stats().framesSent - 103, 2, 'header and pickle frame')
 
   // At the bound exactly, it is still inline.
   let s = 'y'.repeat(MAX_INLINE_PICKLE_BYTES)
   while (encodeValue(s).pickle.length > MAX_INLINE_PICKLE_BYTES) s = s.slice(1)
   await sock.send(s)
   t.equal(await within(5000, sock.receive(), 'the bound'), s)
-  t.equal(sock.stats.framesSent - 105, 1, 'a pickle of exactly MAX_INLINE_PICKLE_BYTES is inline')
+  t.equal(sock.stats().framesSent - 105, 1, 'a pickle of exactly MAX_INLINE_PICKLE_BYTES is inline')
   await sock.close()
 })
 
@@ -137,8 +137,8 @@ t.test('version 2 with a key: header and MAC, two frames, authenticated both way
   const sock = await connectPickleSocket(server.url, { key: KEY })
   for (let i = 0; i < 20; i++) await sock.send(small(i))
   for (let i = 0; i < 20; i++) t.equal((await within(5000, sock.receive(), 'an echo') as Map<string, unknown>).get('seq'), i)
-  t.equal(sock.stats.framesSent, 40)
-  t.equal(socks[0]!.stats.framesSent, 40)
+  t.equal(sock.stats().framesSent, 40)
+  t.equal(socks[0]!.stats().framesSent, 40)
   await t.rejects(sock.request('no handler there'), { code: 'REMOTE' }, 'request and err reply, authenticated inline too')
   await sock.close()
 })
@@ -150,8 +150,8 @@ t.test('version 1 whenever one side asks for it (or a client offers no subprotoc
   t.equal(old.protocolVersion, 1)
   await old.send(small(1))
   t.equal((await within(5000, old.receive(), 'an echo') as Map<string, unknown>).get('seq'), 1)
-  t.equal(old.stats.framesSent, 2)
-  t.equal(old.stats.framesReceived, 2)
+  t.equal(old.stats().framesSent, 2)
+  t.equal(old.stats().framesReceived, 2)
   t.equal(socks[0]!.protocolVersion, 1)
   await old.close()
 
@@ -160,7 +160,7 @@ t.test('version 1 whenever one side asks for it (or a client offers no subprotoc
   t.equal(sock.protocolVersion, 1, 'a version 1 server: the client falls back')
   await sock.send(small(2))
   t.equal((await within(5000, sock.receive(), 'an echo') as Map<string, unknown>).get('seq'), 2)
-  t.equal(sock.stats.framesReceived, 2)
+  t.equal(sock.stats().framesReceived, 2)
   await sock.close()
 
   const bare = new WebSocket(server.url, { perMessageDeflate: false })
@@ -169,7 +169,7 @@ t.test('version 1 whenever one side asks for it (or a client offers no subprotoc
   t.equal(wrapped.protocolVersion, 1, 'no subprotocol: version 1')
   await wrapped.send('plain')
   t.equal(await within(5000, wrapped.receive(), 'an echo'), 'plain')
-  t.equal(wrapped.stats.framesSent, 2)
+  t.equal(wrapped.stats().framesSent, 2)
   await wrapped.close()
 
   t.throws(() => connectPickleSocket(server.url, { protocolVersion: 3 }), /option protocolVersion must be one of 2, 1/)
@@ -183,7 +183,7 @@ t.test('crafted version 2 frames: inline messages, with and without buffers, are
   t.equal(o.delivered[0], 'first')
   t.same([...(o.delivered[1] as Map<string, PickleBuffer>).get('b')!.raw()], new Array(2048).fill(5))
   t.equal(o.delivered[2], 'third')
-  t.equal(o.sock.stats.framesReceived, 4)
+  t.equal(o.sock.stats().framesReceived, 4)
   // version 1's form (a pickle frame after a header without pk) stays valid on version 2
   const pickle = dumps('separate', { protocol: 5 })
   const p = await session([...inline('first', 1), header({ id: 2, p: pickle.length }), pickle], {}, closeSoon)
@@ -289,15 +289,15 @@ t.test('with python3: version 2 both ways, one frame per message; version 1 on r
   t.equal(sock.protocolVersion, 2, 'Python selects picklewire.v2')
   for (let i = 0; i < 200; i++) void sock.send(small(i))
   for (let i = 0; i < 200; i++) t.equal((await within(10_000, sock.receive(), 'an echo') as Map<string, unknown>).get('seq'), i)
-  t.equal(sock.stats.framesSent, 200, 'Node sent one frame per message')
-  t.equal(sock.stats.framesReceived, 200, 'Python sent one frame per message')
+  t.equal(sock.stats().framesSent, 200, 'Node sent one frame per message')
+  t.equal(sock.stats().framesReceived, 200, 'Python sent one frame per message')
   await sock.close()
 
   const old = await connectPickleSocket(url, { protocolVersion: 1 })
   t.equal(old.protocolVersion, 1)
   await old.send(small(7))
   t.equal((await within(10_000, old.receive(), 'an echo') as Map<string, unknown>).get('seq'), 7)
-  t.equal(old.stats.framesReceived, 2, 'Python answers a version 1 client in version 1')
+  t.equal(old.stats().framesReceived, 2, 'Python answers a version 1 client in version 1')
   await old.close()
 
   const keyed = await pythonEchoServer(['--key', 'k'])
@@ -305,7 +305,7 @@ t.test('with python3: version 2 both ways, one frame per message; version 1 on r
   const signed = await connectPickleSocket(keyed.url, { key: 'k' })
   await signed.send(small(3))
   t.equal((await within(10_000, signed.receive(), 'an echo') as Map<string, unknown>).get('seq'), 3)
-  t.equal(signed.stats.framesReceived, 2, 'header with the pickle, and the MAC')
+  t.equal(signed.stats().framesReceived, 2, 'header with the pickle, and the MAC')
   await signed.close()
 
   // Python clients against Node servers: version 2 by default, version 1 when asked, arrays echoed either way
