@@ -209,13 +209,17 @@ def check_one(meta, pickled, buffers):
 
 
 def check_cases(data):
-    warnings.simplefilter('ignore', DeprecationWarning)  # numpy 2 loading numpy.core.numeric
     results = []
     for meta, pickled, buffers in read_frames(data):
-        try:
-            problem = check_one(meta, pickled, buffers)
-        except Exception as err:
-            problem = '%s: %s' % (type(err).__name__, err)
+        with warnings.catch_warnings():
+            if meta['names'] == 'portable':
+                warnings.simplefilter('error')  # any warning is a failure of the case
+            else:
+                warnings.simplefilter('ignore', DeprecationWarning)  # numpy 2 loading numpy.core.numeric
+            try:
+                problem = check_one(meta, pickled, buffers)
+            except Exception as err:
+                problem = '%s: %s' % (type(err).__name__, err)
         same = None
         if meta.get('compareBytes'):
             # numpy's own pickle of the same array: the bytes picklewire wrote should be these.

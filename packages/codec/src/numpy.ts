@@ -468,6 +468,19 @@ function isContiguous(shape: readonly number[], strides: readonly number[], item
   return true
 }
 
+/** Whether strides lay the elements out one after another in some order of the axes (C, F or another permutation), from the first byte. */
+function isDense(shape: readonly number[], strides: readonly number[], itemsize: number): boolean {
+  if (shape.includes(0)) return true
+  const axes = shape.map((_, i) => i).filter((i) => shape[i]! > 1).sort((a, b) => strides[b]! - strides[a]!)
+  let expected = itemsize
+  for (let k = axes.length - 1; k >= 0; k--) {
+    const i = axes[k]!
+    if (strides[i] !== expected) return false
+    expected *= shape[i]!
+  }
+  return true
+}
+
 /** How an NDArray's data is laid out: C (row-major), F (column-major) or K (another permutation of the axes). */
 export type NDArrayOrder = 'C' | 'F' | 'K'
 
@@ -1042,6 +1055,40 @@ function frombuffer(args: readonly unknown[]): NDArray {
   return a
 }
 
+/**
+ * numpy.ndarray(shape, dtype, buffer, offset, strides, order), as the pickler writes arrays with
+ * the 'portable' names: an array over the buffer, which must hold its elements exactly, one
+ * after another (offset 0; strides None, or those of a permutation of the axes). Without a
+ * buffer numpy would allocate an array of whatever shape the pickle names: refused.
+ */
+function ndarrayOverBuffer(args: readonly unknown[]): NDArray {
+  const who = 'numpy.ndarray'
+  argc(args, 3, 6, who)
+  const [shapeArg, dtype, buf, offset = 0, stridesArg = null, orderArg = 'C'] = args
+  if (!(dtype instanceof DType)) return bad(`${who} needs a numpy.dtype, got ${describe(dtype)}`)
+  if (dtype.kind === 'O' || dtype.itemsize === 0) bad(`${who}: an array of ${dtype} cannot be made over a buffer`)
+  const [bytes, readonly] = bufferArg(buf, who)
+  const shape = checkShape(shapeArg, who)
+  if (int(offset, `${who} offset`) !== 0) bad(`${who}: offset must be 0, got ${describe(offset)}`)
+  const order = text(orderArg, who)
+  if (order !== 'C' && order !== 'F') bad(`${who}: order must be 'C' or 'F', got ${JSON.stringify(order)}`)
+  const nbytes = byteCount(shape, dtype.itemsize, who)
+  if (bytes.length !== nbytes) bad(`${who}: a buffer of ${bytes.length} bytes does not hold shape (${shape.join(', ')}) of ${dtype} (${nbytes} bytes)`)
+  let strides: number[]
+  if (stridesArg === null) {
+    strides = contiguousStrides(shape, dtype.itemsize, order)
+  } else {
+    strides = checkShape(stridesArg, `${who} strides`)
+    if (strides.length !== shape.length || !isDense(shape, strides, dtype.itemsize)) {
+      bad(`${who}: strides (${strides.join(', ')}) do not lay out shape (${shape.join(', ')}) of ${dtype} densely over the buffer`)
+    }
+  }
+  const v = viewBytes(bytes, dtype)
+  const a = makeArray(v.dtype, shape, strides, v.data, readonly, v.copied)
+  if (v.dtype !== dtype) PICKLED_DTYPES.set(a, dtype)
+  return a
+}
+
 /** numpy.core.multiarray.scalar(dtype, bytes): a NumpyScalar (the unpickler unwraps it outside lossless mode); an object dtype's item as it is. */
 function makeScalar(args: readonly unknown[]): unknown {
   const who = 'numpy scalar'
@@ -1060,7 +1107,7 @@ function makeScalar(args: readonly unknown[]): unknown {
  * numeric._frombuffer (also under _multiarray_umath, where some versions name them).
  */
 export function defineNumpyGlobals(r: GlobalRegistry): void {
-  r.define('numpy', 'ndarray', {})
+  r.define('numpy', 'ndarray', { call: ndarrayOverBuffer })
   r.define('numpy', 'dtype', { call: makeDType })
   // Only ever an argument of numpy.dtype: the type of a record array's elements. Neither callable nor instantiable.
   r.define('numpy', 'record', {})
@@ -1075,8 +1122,12 @@ export function defineNumpyGlobals(r: GlobalRegistry): void {
 
 // ---- recipes: what the pickler writes ----
 
-/** Which numpy's global names a pickle uses: '1' numpy.core.* (numpy 1.x and 2.x load it), '2' numpy._core.* (numpy 2.x only). */
-export type NumpyNames = '1' | '2'
+/**
+ * Which global names the pickler writes numpy objects with: 'portable' (numpy 1.x and 2.x load
+ * them without a warning), '1' numpy 1.x's own (numpy.core.*; numpy 2.x warns on
+ * numpy.core.numeric._frombuffer), '2' numpy 2.x's own (numpy._core.*; numpy 1.x cannot load them).
+ */
+export type NumpyNames = 'portable' | '1' | '2'
 
 interface NumpyGlobals {
   reconstruct: PyGlobal
@@ -1087,6 +1138,8 @@ interface NumpyGlobals {
 }
 
 const GLOBALS: Record<NumpyNames, NumpyGlobals> = {
+  // numpy 2.x keeps numpy.core.multiarray._reconstruct and scalar loading without a warning (for old pickles)
+  portable: namesFor('numpy.core'),
   '1': namesFor('numpy.core'),
   '2': namesFor('numpy._core'),
 }
@@ -1110,7 +1163,9 @@ export interface NumpyRecipe {
 
 /** Checks the pickler's numpy option. */
 export function checkNumpyNames(v: unknown): NumpyNames {
-  if (v !== '1' && v !== '2') bad(`numpy must be '1' (numpy.core names) or '2' (numpy._core names), got ${describe(v)}`)
+  if (v !== 'portable' && v !== '1' && v !== '2') {
+    bad(`numpy must be 'portable' (names every numpy loads), '1' (numpy.core names) or '2' (numpy._core names), got ${describe(v)}`)
+  }
   return v
 }
 
@@ -1142,7 +1197,7 @@ function dtypeRecipe(d: DType, names: NumpyNames): NumpyRecipe {
     state[0] = 4
     const unit = new Uint8Array([...d.unit!].map((c) => c.charCodeAt(0) & 0xff))
     // numpy 1.x writes an empty dict as the metadata and misreads None; numpy 2.x writes None.
-    state.push(Tuple.fromItems([names === '1' ? new Map() : null, Tuple.fromItems([unit, d.unitCount, 1, 1])]))
+    state.push(Tuple.fromItems([names === '2' ? null : new Map(), Tuple.fromItems([unit, d.unitCount, 1, 1])]))
   } else if (d.metadata !== null) {
     state[0] = 4
     state.push(d.metadata)
@@ -1169,7 +1224,14 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
   // A foreign byte order (an array loaded losslessly): the data is in the machine's order, numpy's in the dtype's.
   const swap = Array.isArray(data) || dtype.isNative ? 0 : layoutOf(dtype).swap
   const raw = swap > 1 ? byteSwapped(bytesOf(data as TypedData), swap) : data
-  if (protocol >= 5 && buffered && (order !== 'K' || names === '2')) {
+  if (protocol >= 5 && buffered && names === 'portable' && isDense(shape, strides, dtype.itemsize)) {
+    // numpy.ndarray over the buffer: public names, which numpy 2.x loads without the warning that
+    // numpy.core.numeric._frombuffer gives and numpy 1.x loads without numpy._core.
+    const buffer = new PickleBuffer(raw as TypedData, { readonly })
+    const layout = order === 'K' ? Tuple.fromItems(strides) : null
+    return { callable: g.ndarray, args: Tuple.fromItems([shapeTuple, dtype, buffer, 0, layout, order === 'F' ? 'F' : 'C']) }
+  }
+  if (protocol >= 5 && buffered && (order === 'C' || order === 'F' || names === '2')) {
     const buffer = new PickleBuffer(raw as TypedData, { readonly })
     if (order !== 'K') return { callable: g.frombuffer, args: Tuple.fromItems([buffer, dtype, shapeTuple, order]) }
     const perm = sortedStridePerm(strides)

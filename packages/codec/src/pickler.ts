@@ -59,9 +59,12 @@ export interface PicklerOptions {
   /** Deepest nesting written before a PicklingError; a little above CPython's recursion limit (1,000) and below what the JavaScript stack holds. Default 1,500. */
   maxDepth?: number
   /**
-   * Which numpy's names NDArrays, TypedArrays and numpy scalars are written with: '1'
-   * (numpy.core.*, which numpy 1.x and 2.x both load) or '2' (numpy._core.*, numpy 2.x only,
-   * as numpy 2.x writes it). Default '1'. See docs/numpy.md.
+   * Which names NDArrays, TypedArrays, dtypes and numpy scalars are written with. 'portable'
+   * (the default): names that numpy 1.x and 2.x both load without a warning; at protocol 5 an
+   * array is numpy.ndarray(shape, dtype, buffer, 0, strides, order) over its buffer. '1':
+   * numpy 1.x's own pickle (numpy.core.*; numpy 2.x loads it, warning that numpy.core is
+   * deprecated for numpy.core.numeric._frombuffer). '2': numpy 2.x's own (numpy._core.*,
+   * which numpy 1.x cannot import). See docs/numpy.md.
    */
   numpy?: NumpyNames
 }
@@ -406,7 +409,7 @@ export class Pickler {
     }
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
     this.fast = options.fast ?? false
-    this.#numpy = checkNumpyNames(options.numpy ?? '1')
+    this.#numpy = checkNumpyNames(options.numpy ?? 'portable')
   }
 
   /** Forgets what was pickled before, as Python's clear_memo(). */

@@ -354,15 +354,32 @@ def _short(value: Any) -> str:
 
 
 class _NDArrayClass:
-    """What `numpy.ndarray` loads as: a marker that numpy's _reconstruct accepts. The class
-    itself is never handed out, because calling it (REDUCE or NEWOBJ) allocates an array of any
-    shape the pickle names."""
+    """What `numpy.ndarray` loads as: a marker that numpy's _reconstruct accepts and, called,
+    the array over a buffer that @picklewire/codec writes at protocol 5 with its default names:
+    numpy.ndarray(shape, dtype, buffer, 0, strides or None, order). The class itself is never
+    handed out, because calling it without a buffer allocates an array of any shape the pickle
+    names."""
+
+    def __init__(self, call: Callable[..., Any]):
+        self._call = call
+
+    def __call__(self, *args: Any) -> Any:
+        return self._call(*args)
 
     def __repr__(self) -> str:
         return '<numpy.ndarray, as a restricted load admits it>'
 
 
-_NDARRAY = _NDArrayClass()
+def _dense(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
+    """Whether strides lay the elements out one after another in some order of the axes."""
+    if 0 in shape:
+        return True
+    expected = itemsize
+    for i in sorted((i for i, n in enumerate(shape) if n > 1), key=lambda i: strides[i]):
+        if strides[i] != expected:
+            return False
+        expected *= shape[i]
+    return True
 
 
 class _DTypeCheck:
@@ -782,7 +799,7 @@ def _dtype_global(self: RestrictedUnpickler) -> Any:
 
 def _reconstruct_global(self: RestrictedUnpickler) -> Any:
     def check(cls: Any = None, shape: Any = None, typecode: Any = None, *more: Any) -> Any:
-        if cls is not _NDARRAY or shape != (0,) or typecode != b'b' or more:
+        if not isinstance(cls, _NDArrayClass) or shape != (0,) or typecode != b'b' or more:
             raise _refuse(f'numpy _reconstruct{_short((cls, shape, typecode) + more)}: numpy writes (numpy.ndarray, (0,), b\'b\')')
         return _ArrayCheck() if self.checking else None
 
@@ -819,6 +836,48 @@ def _frombuffer_global(self: RestrictedUnpickler) -> Any:
         return _ArrayCheck(built=True)
 
     return self._numpy('numpy _frombuffer', lambda: _numpy_core('numeric')._frombuffer, check)
+
+
+def _ndarray_global(self: RestrictedUnpickler) -> _NDArrayClass:
+    def check(shape: Any = None, dtype: Any = None, buf: Any = None, offset: Any = 0, strides: Any = None,
+              order: Any = 'C', *more: Any) -> Any:
+        who = 'numpy.ndarray'
+        if more or buf is None:
+            raise _refuse(f'{who}{_short((shape, dtype, buf, offset, strides, order) + more)}: a restricted load makes '
+                          'arrays over a buffer only: (shape, dtype, buffer[, 0, strides or None, order])')
+        if not isinstance(buf, (pickle.PickleBuffer, bytes, bytearray)):
+            raise _refuse(f'{who} needs a buffer (bytes or an out-of-band buffer), got {_short(type(buf))}')
+        shape = _shape(shape, f'{who} shape')
+        if _int(offset, f'{who} offset') != 0:
+            raise _refuse(f'{who}: offset must be 0, got {_short(offset)}')
+        if strides is not None and (len(_shape(strides, f'{who} strides')) != len(shape)):
+            raise _refuse(f'{who}: strides {strides} do not match shape {shape}')
+        if order not in ('C', 'F'):
+            raise _refuse(f"{who}: order must be 'C' or 'F', got {_short(order)}")
+        if not self.checking:
+            return None
+        d = _dtype_of(dtype, who)
+        if d.hasobject or d.itemsize == 0:
+            raise _refuse(f'{who}: an array of {d} cannot be made over a buffer')
+        n = _count(shape, d.itemsize, who)
+        with memoryview(buf) as m:
+            if m.nbytes != n * d.itemsize:
+                raise _refuse(f'{who}: a buffer of {m.nbytes} bytes does not hold shape {shape} of {d} ({n * d.itemsize} bytes)')
+        if strides is not None and not _dense(shape, strides, d.itemsize):
+            raise _refuse(f'{who}: strides {strides} do not lay out shape {shape} of {d} densely over the buffer')
+        _check_text(d, buf, who)
+        return _ArrayCheck(built=True)
+
+    if self.checking:
+        # a stand-in only when called: as _reconstruct's argument it is a marker
+        def call(*args: Any) -> Any:
+            self._numpy('numpy.ndarray', lambda: None, check)
+            return check(*args)
+        return _NDArrayClass(call)
+
+    def real(*args: Any) -> Any:
+        return self._numpy('numpy.ndarray', lambda: _np().ndarray, check)(*args)
+    return _NDArrayClass(real)
 
 
 def _scalar_global(self: RestrictedUnpickler) -> Any:
@@ -925,7 +984,7 @@ def _default_globals() -> dict[str, Callable[[RestrictedUnpickler], Any]]:
         'decimal.Decimal': _value(decimal.Decimal),
         'uuid.UUID': _value(uuid.UUID),
         'numpy.dtype': _dtype_global,
-        'numpy.ndarray': lambda self: _NDARRAY,
+        'numpy.ndarray': _ndarray_global,
     }
     for core in _NUMPY_CORES:
         for module in (f'{core}.multiarray', f'{core}._multiarray_umath'):
