@@ -2,7 +2,7 @@
  * The carriers check their options at run time: an unknown option name is a TypeError naming it
  * and the nearest known name, on every public function and constructor that takes options
  * (WebSocket, shared memory, Dask), on limits objects, and on the codec options a carrier
- * passes on (pickler/unpickler, encode/decode), which fail when the carrier is made. The Dask
+ * passes on (pickler/unpickler), which fail when the carrier is made. The Dask
  * client's methods, which need a scheduler, are in options-check-dask.test.ts.
  */
 import t from 'tap'
@@ -81,9 +81,15 @@ t.test('shared memory: channels refuse unknown names', async (t) => {
   t.throws(() => createChannel({ ring_bytes: 4096 } as object), typo('createChannel', 'ring_bytes', 'ringBytes'))
   const { port1, port2 } = createChannel({ capacity: 1 << 20 })
   t.throws(() => openChannel(port1, { gc_release: false } as object), typo('openChannel', 'gc_release', 'gcRelease'))
-  t.throws(() => openChannel(port1, { encode: { out_of_band: () => true } as object }), typo('openChannel', 'encode.out_of_band', 'outOfBand'))
-  t.throws(() => openChannel(port1, { decode: { opaqe: true } as object }), {
-    name: 'TypeError', message: "openChannel: option decode: Unpickler: unknown option 'opaqe'; did you mean 'opaque'?",
+  t.throws(() => openChannel(port1, { pickler: { out_of_band: () => true } as object }), typo('openChannel', 'pickler.out_of_band', 'outOfBand'))
+  t.throws(() => openChannel(port1, { unpickler: { opaqe: true } as object }), {
+    name: 'TypeError', message: "openChannel: option unpickler: Unpickler: unknown option 'opaqe'; did you mean 'opaque'?",
+  })
+  t.throws(() => openChannel(port1, { encode: {} } as object), {
+    name: 'TypeError', message: "openChannel: unknown option 'encode'; known options: 'pickler', 'unpickler', 'values', 'limits', 'gcRelease'",
+  })
+  t.throws(() => openChannel(port1, { values: 'js' } as object), {
+    name: 'RangeError', message: `openChannel: option values must be 'javascript' or 'python', got string "js"`,
   })
   t.throws(() => openChannel(port1, { gcRelease: 'no' } as object), { name: 'TypeError', message: 'openChannel: option gcRelease must be a boolean, got string "no"' })
   const a = openChannel(port1)
@@ -115,10 +121,10 @@ t.test('shared memory: pipes refuse unknown names', async (t) => {
 })
 
 t.test('shared memory: ArenaPool and arenaHandler check their options', async (t) => {
-  t.throws(() => arenaHandler((x) => x, { decod: {} } as object), typo('arenaHandler', 'decod', 'decode'))
+  t.throws(() => arenaHandler((x) => x, { unpickle: {} } as object), typo('arenaHandler', 'unpickle', 'unpickler'))
   t.throws(() => arenaHandler('run' as unknown as (x: unknown) => unknown), { name: 'TypeError', message: 'arenaHandler needs a task handler function, got string' })
-  t.throws(() => new ArenaPool({ filename: TASK, encode: { fixImport: true } as object }), {
-    name: 'TypeError', message: "ArenaPool: option encode: Pickler: unknown option 'fixImport'; did you mean 'fixImports'?",
+  t.throws(() => new ArenaPool({ filename: TASK, pickler: { fixImport: true } as object }), {
+    name: 'TypeError', message: "ArenaPool: option pickler: Pickler: unknown option 'fixImport'; did you mean 'fixImports'?",
   })
   const pool = new ArenaPool({ filename: TASK, minThreads: 0, maxThreads: 1 })
   t.teardown(() => pool.destroy())
