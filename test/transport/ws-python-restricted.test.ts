@@ -47,7 +47,7 @@ const CHECK = `
 import json, pickle, struct, sys, warnings
 sys.path.insert(0, ${JSON.stringify(PYTHON_DIR)})
 from picklewire import ws as pw
-warnings.simplefilter('ignore', DeprecationWarning)  # numpy 2.x on numpy.core names
+warnings.simplefilter('error')  # what Node writes by default loads without a warning, restricted or not
 data, out, at = sys.stdin.buffer.read(), {}, 0
 while at < len(data):
     n, m = struct.unpack_from('<II', data, at)

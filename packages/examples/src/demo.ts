@@ -97,11 +97,9 @@ for f in frames:
     out.write(len(f).to_bytes(4, 'little')); out.write(f)
 `
 
-// picklewire writes numpy.core names by default, which numpy 1.x and 2.x both load; numpy 2.x
-// warns that numpy.core is deprecated (PicklerOptions numpy: '2' writes numpy._core instead).
+// By default picklewire writes numpy names that numpy 1.x and 2.x both load without a warning.
 const NUMPY_CONSUMER = `
-import pickle, sys, warnings
-warnings.filterwarnings('ignore', 'numpy.core', DeprecationWarning)
+import pickle, sys
 data = sys.stdin.buffer.read()
 n = int.from_bytes(data[:4], 'little'); frames = []; at = 4
 for _ in range(n):
