@@ -1,13 +1,14 @@
 /**
- * A piscina pool over shared memory (issue 6's example): large images normalized by worker
- * threads. The same pool runs each task twice: once as Piscina runs it (the Float32Array is
+ * A piscina pool over shared memory: large images normalized by worker threads. The same pool
+ * and the same handler run each task twice: once as Piscina runs it (the Float32Array is
  * structured-cloned to the worker and the result cloned back) and once through the arenas of
  * ArenaPool (the image is allocated in the tasks arena and filled in place; the worker
- * normalizes it in place and returns it, and nothing is copied either way).
+ * normalizes it in place and returns it, and nothing is copied either way). The task and the
+ * result are the same objects both ways: switching from Piscina is `new ArenaPool(options)`
+ * for `new Piscina(options)`.
  * Run it alone with `node packages/examples/dist/workers-piscina.js [tasks] [megapixels]`.
  */
 import { pathToFileURL } from 'node:url'
-import { NDArray } from '@picklewire/codec'
 import { ArenaPool } from '@picklewire/transport/shm'
 
 export interface PiscinaExampleOptions {
@@ -57,10 +58,9 @@ export async function runPiscinaExample(options: PiscinaExampleOptions = {}): Pr
       const px = await pool.allocArray(Float32Array, pixels)
       fill(px, k)
       const t0 = performance.now()
-      const r = (await pool.run(new Map<string, unknown>([['image', new NDArray(px, { shape: [side, side] })]]))) as Map<string, unknown>
+      const r = (await pool.run({ pixels: px })) as { pixels: Float32Array }
       arenaMs += performance.now() - t0
-      const image = r.get('image') as NDArray
-      if ((image.data as Float32Array).byteOffset !== px.byteOffset) throw new Error('the arena task came back as a copy')
+      if (!(r.pixels instanceof Float32Array) || r.pixels.byteOffset !== px.byteOffset) throw new Error('the arena task came back as a copy')
       pool.release(r)
     }
     const report = { cloneMs: cloneMs / tasks, arenaMs: arenaMs / tasks, bytesCopied: pool.stats().bytesCopied, bytesPerImage: bytes }
