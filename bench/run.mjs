@@ -41,7 +41,8 @@ const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] 
   --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
                  f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
 environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)
-             PICKLEWIRE_DASK_PYTHON  the Python with distributed for dask (default /usr/bin/python3)`
+             PICKLEWIRE_DASK_PYTHON  the Python with distributed for dask (default /usr/bin/python3)
+             PICKLEWIRE_SHM_VALUES=python  shm: the picklewire ends load Python-typed values (default: JavaScript values)`
 
 function parseArgs(argv) {
   const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, imports: false, quick: false, only: null }

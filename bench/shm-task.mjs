@@ -19,5 +19,10 @@ export function move(task) {
   return Piscina.move(task)
 }
 
-/** ArenaPool: the task arrives as a Map holding an NDArray over the tasks arena. */
-export const arena = arenaHandler((task) => touch(task.get('x').data))
+/**
+ * ArenaPool: the task arrives as it was sent, its Float32Array over the tasks arena (with
+ * PICKLEWIRE_SHM_VALUES=python: a Map holding an NDArray).
+ */
+export const arena = process.env.PICKLEWIRE_SHM_VALUES === 'python'
+  ? arenaHandler((task) => touch(task.get('x').data), { values: 'python' })
+  : arenaHandler((task) => touch(task.x))

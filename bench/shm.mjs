@@ -27,6 +27,12 @@ function plan({ quick }) {
 const touch = (x) => x[0] + x[x.length - 1]
 
 /** A 1 KiB object: pickled it is about 1 KiB, as is its structured clone. */
+/** What values come back as on every picklewire end here: the default ('javascript'), or PICKLEWIRE_SHM_VALUES=python. */
+const VALUES = process.env.PICKLEWIRE_SHM_VALUES === 'python' ? { values: 'python' } : {}
+
+/** A field of a received object: a plain object ('javascript') or a Map ('python'). */
+const field = (v, k) => (v instanceof Map ? v.get(k) : v[k])
+
 function smallObject(i) {
   return { id: i, name: `sensor-${i % 100}`, ok: true, values: Array.from({ length: 110 }, (_, k) => k * 0.5 + i), tags: ['a', 'b', 'c'] }
 }
@@ -53,7 +59,7 @@ function postWorker() {
 
 /** The channel's end: answers every payload with a number, counts small messages, echoes pings. */
 async function channelWorker() {
-  const ch = openChannel(workerData.channel)
+  const ch = openChannel(workerData.channel, VALUES)
   let expect = 0
   let count = 0
   for await (const m of ch) {
@@ -61,8 +67,8 @@ async function channelWorker() {
     // The answer goes first, then the blocks go back: the data is read before release (its
     // memory is the sender's to reuse afterwards), and the release is off the round trip.
     if (typeof v === 'number') await ch.send(v) // a ping
-    else if (v.has('x')) await ch.send(touch(v.get('x').data))
-    else if (v.has('start')) { expect = v.get('start'); count = 0 }
+    else if (field(v, 'x') !== undefined) await ch.send(touch(field(v, 'x').data ?? field(v, 'x')))
+    else if (field(v, 'start') !== undefined) { expect = field(v, 'start'); count = 0 }
     else if (++count === expect) await ch.send(count)
     m.release()
   }
@@ -119,7 +125,7 @@ function startPostWorker() {
 function startChannel(options) {
   const { port1, port2 } = createChannel(options)
   const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'channel', channel: port2 }, transferList: [port2.port] })
-  return { worker, ch: openChannel(port1) }
+  return { worker, ch: openChannel(port1, VALUES) }
 }
 
 async function payloadTable(size, { timing, log }) {
@@ -186,7 +192,7 @@ async function payloadTable(size, { timing, log }) {
     await worker.terminate()
   }
 
-  const pool = new ArenaPool({ filename: new URL('./shm-task.mjs', import.meta.url).href, minThreads: 1, maxThreads: 1, taskCapacity: capacity })
+  const pool = new ArenaPool({ filename: new URL('./shm-task.mjs', import.meta.url).href, minThreads: 1, maxThreads: 1, taskCapacity: capacity, ...VALUES })
   const Piscina = pool.piscina.constructor
   await row('piscina run (structured clone)', 2 * size, () => ({ fn: () => pool.piscina.run({ id: 1, x: source }, { name: 'plain' }) }))
   let moving = new Float32Array(n).fill(1.5)
