@@ -2,7 +2,8 @@
  * The Python peer as a user installs it: `python3 -m venv`, then pip installs
  * packages/transport/python (with its numpy extra) offline from the wheel folder, and a Python
  * program run by that venv, outside the repository, streams numpy arrays to a Node server and
- * gets them back. Node checks the values it received; Python checks the echoes and Node's
+ * gets them back. Twice: python3 with numpy 2.x from the wheel folder, and Debian's
+ * /usr/bin/python3 in a venv that sees its numpy 1.x (--system-site-packages). Node checks the values it received; Python checks the echoes and Node's
  * answer to a request. The program runs with `-W error`, so any warning numpy gives while
  * loading what Node wrote fails it.
  */
@@ -11,22 +12,32 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
 import { listenPickleSocket, type PickleSocket } from '@picklewire/transport'
+import { numpyPythons } from '../helpers/numpy.js'
 import { PYTHON } from '../helpers/python.js'
 
 const PACKAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'packages', 'transport', 'python')
+/** Debian's python3, whose numpy (python3-numpy) is 1.x. */
+const NUMPY1_PYTHON = '/usr/bin/python3'
 /** The folder of wheels pip installs from (CI's, see .ci/run); override with PICKLEWIRE_WHEELS. */
 const WHEELS = process.env.PICKLEWIRE_WHEELS ?? '/opt/pypi/files'
 
-/** Why this test cannot run here, or null. */
-function cannotRun(): string | null {
-  const r = spawnSync(PYTHON, ['-c', 'import venv, ensurepip'], { encoding: 'utf8' })
-  if (r.error) return `${PYTHON} cannot be started (${r.error.message})`
-  if (r.status !== 0) return `${PYTHON} cannot make a venv with pip (Debian: apt-get install python3-venv): ${r.stderr.trim().split('\n').pop()}`
+/** Why a venv of python cannot be made and filled here, or null. */
+function cannotRun(python: string): string | null {
+  const r = spawnSync(python, ['-c', 'import venv, ensurepip'], { encoding: 'utf8' })
+  if (r.error) return `${python} cannot be started (${r.error.message})`
+  if (r.status !== 0) return `${python} cannot make a venv with pip (Debian: apt-get install python3-venv): ${r.stderr.trim().split('\n').pop()}`
   if (!existsSync(WHEELS)) return `no wheel folder at ${WHEELS} to install websockets, msgpack, numpy and setuptools from offline (set PICKLEWIRE_WHEELS)`
   return null
+}
+
+/** Why Debian's python3 with its numpy 1.x cannot be used, or null. */
+function cannotRunNumpy1(): string | null {
+  const { found } = numpyPythons()
+  if (!found.some((py) => py.python === NUMPY1_PYTHON && py.major === 1)) return `${NUMPY1_PYTHON} has no numpy 1.x (apt-get install -y python3-numpy)`
+  return cannotRun(NUMPY1_PYTHON)
 }
 
 /** The Python side: prints one JSON line of what it checked. argv: the server's URL. */
@@ -84,12 +95,16 @@ function float32At(a: NDArray, i: number): number {
   return (a.data as Float32Array)[i]!
 }
 
-t.test('pip install of the Python package into a fresh venv, then numpy arrays to Node and back', { skip: cannotRun() ?? false, timeout: 600_000 }, async (t) => {
+/**
+ * Makes a venv of base (venvArgs: more `venv` options), pip-installs the package with its numpy
+ * extra into it, and streams arrays with it through a Node server.
+ */
+async function installAndStream(t: Test, base: string, venvArgs: string[], numpyMajor: number): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'picklewire-pip-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const venv = join(dir, 'venv')
-  const made = spawnSync(PYTHON, ['-m', 'venv', venv], { encoding: 'utf8', timeout: 120_000 })
-  t.equal(made.status, 0, made.status === 0 ? 'python3 -m venv' : `python3 -m venv failed:\n${made.stderr}`)
+  const made = spawnSync(base, ['-m', 'venv', ...venvArgs, venv], { encoding: 'utf8', timeout: 120_000 })
+  t.equal(made.status, 0, made.status === 0 ? `${base} -m venv ${venvArgs.join(' ')}` : `${base} -m venv failed:\n${made.stderr}`)
   const python = join(venv, 'bin', 'python')
 
   const pip = spawnSync(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-index', '--find-links', WHEELS, `${PACKAGE_DIR}[numpy]`], {
@@ -135,7 +150,7 @@ t.test('pip install of the Python package into a fresh venv, then numpy arrays t
   t.equal(client.status, 0, client.status === 0 ? 'the Python program ran with -W error and exited 0' : `the Python program (python -W error) failed:\n${client.stderr}`)
   const out = JSON.parse(client.stdout.trim().split('\n').pop() || '{}')
   t.ok(out.module?.startsWith(venv), `picklewire.ws comes from the venv (${out.module})`)
-  t.match(out.numpy, /^\d+\.\d+/, `numpy ${out.numpy} from the wheel folder`)
+  t.equal(Number(String(out.numpy).split('.')[0]), numpyMajor, `numpy ${out.numpy}`)
   t.same(out.echoes, [0, 1, 2], 'every echo came back equal: same types, dtypes, shapes and values')
   t.equal(out.node_sum, out.sum, 'Node summed the float32 frame to what numpy sums')
   t.same(out.flags, { fortran: true }, 'the Fortran array comes back Fortran-ordered')
@@ -147,4 +162,12 @@ t.test('pip install of the Python package into a fresh venv, then numpy arrays t
     t.equal(a.copied, false, 'a view over the frame ws received, not a copy')
   }
   t.same(serverErrors, [], 'the Node side saw no error')
+}
+
+t.test('python3: pip install into a fresh venv (numpy 2.x from the wheel folder), then numpy arrays to Node and back', { skip: cannotRun(PYTHON) ?? false, timeout: 600_000 }, async (t) => {
+  await installAndStream(t, PYTHON, [], 2)
+})
+
+t.test(`${NUMPY1_PYTHON}: pip install into a fresh venv that sees Debian's numpy 1.x, then numpy arrays to Node and back`, { skip: cannotRunNumpy1() ?? false, timeout: 600_000 }, async (t) => {
+  await installAndStream(t, NUMPY1_PYTHON, ['--system-site-packages'], 1)
 })
