@@ -1264,7 +1264,7 @@ class PickleSocket:
         self._unwritten_reply_bytes = 0
         self._answer_room = asyncio.Event()
         self._closing = False
-        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read())
 
     # sending
