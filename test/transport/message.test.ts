@@ -1,7 +1,8 @@
 import t from 'tap'
 import { PickleBuffer, Tuple } from '@picklewire/codec'
 import { DEFAULT_LIMITS } from '@picklewire/transport'
-import { PROTOCOL_VERSION, decodeHeader, encodeHeader } from '../../packages/transport/dist/header.js'
+import { Packr } from 'msgpackr'
+import { decodeWireHeader, encodeWireHeader } from '../../packages/transport/dist/ws/wire.js'
 import { decodeValue, encodeValue } from '../../packages/transport/dist/message.js'
 import { resolveLimits } from '../../packages/transport/dist/limits.js'
 import { thrownCode } from '../helpers/transport-errors.js'
@@ -20,17 +21,17 @@ t.test('a value round-trips through its parts; big buffers travel out of band as
   t.same(back.get('t'), Tuple.fromItems([1, 'a']))
 })
 
-t.test('headers round-trip and are validated before any allocation', async (t) => {
+t.test('WebSocket headers round-trip and are validated before any allocation', async (t) => {
   const limits = resolveLimits()
-  const h = { v: PROTOCOL_VERSION, id: 7, k: 'msg', p: 10, b: [100, 200], ro: [false, true], x: { tag: 'abc' } }
-  const back = decodeHeader(encodeHeader(h), limits)
+  const h = { v: 1, id: 7, k: 'msg', p: 10, b: [100, 200], ro: [false, true], x: { tag: 'abc' } }
+  const back = decodeWireHeader(encodeWireHeader(h), limits, 1)
   t.same({ ...back, x: { ...back.x } }, h)
   const code = thrownCode
-  t.equal(code(() => decodeHeader(encodeHeader({ ...h, v: 99 }), limits)), 'PROTOCOL', 'wrong version')
-  t.equal(code(() => decodeHeader(encodeHeader({ ...h, b: [2 ** 40] , ro: [false] }), limits)), 'LIMIT', 'a buffer over maxBufferBytes')
-  t.equal(code(() => decodeHeader(encodeHeader({ ...h, b: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(1), ro: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(false) }), limits)), 'LIMIT', 'too many buffers')
-  t.equal(code(() => decodeHeader(encodeHeader({ ...h, ro: [false] }), limits)), 'PROTOCOL', 'flags and lengths disagree')
-  t.equal(code(() => decodeHeader(Uint8Array.of(0xc1), limits)), 'PROTOCOL', 'not msgpack')
-  t.equal(code(() => decodeHeader(encodeHeader({ ...h, p: -1 }), limits)), 'PROTOCOL', 'a negative length')
+  t.equal(code(() => decodeWireHeader(encodeWireHeader({ ...h, v: 99 }), limits, 1)), 'PROTOCOL', 'wrong version')
+  t.equal(code(() => decodeWireHeader(encodeWireHeader({ ...h, b: [2 ** 40] , ro: [false] }), limits, 1)), 'LIMIT', 'a buffer over maxBufferBytes')
+  t.equal(code(() => decodeWireHeader(encodeWireHeader({ ...h, b: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(1), ro: new Array(DEFAULT_LIMITS.maxBuffers + 1).fill(false) }), limits, 1)), 'LIMIT', 'too many buffers')
+  t.equal(code(() => decodeWireHeader(new Packr({ useRecords: false }).pack({ ...h, ro: [false] }), limits, 1)), 'PROTOCOL', 'flags and lengths disagree')
+  t.equal(code(() => decodeWireHeader(Uint8Array.of(0xc1), limits, 1)), 'PROTOCOL', 'not msgpack')
+  t.equal(code(() => decodeWireHeader(encodeWireHeader({ ...h, p: -1 }), limits, 1)), 'PROTOCOL', 'a negative length')
   t.throws(() => resolveLimits({ maxBuffers: 0 }), TypeError)
 })

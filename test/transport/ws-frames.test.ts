@@ -7,20 +7,25 @@ import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
 import { listenPickleSocket, type ListenOptions, type PickleSocket, type PickleSocketServer, type WebSocket } from '@picklewire/transport'
 import { MAC_BYTES } from '../../packages/transport/dist/ws/auth.js'
-import { PROTOCOL_VERSION, encodeHeader, type MessageHeader } from '../../packages/transport/dist/header.js'
+import { Packr } from 'msgpackr'
+import type { MessageHeader } from '../../packages/transport/dist/ws/wire.js'
 import { encodeValue } from '../../packages/transport/dist/message.js'
 import { closeOf, collect, rawClient, within, specMac } from './ws-helpers.js'
 
 const KEY = Buffer.from('a shared secret')
 
+// Headers as any msgpack writer may make them (msgpackr here), fields of any type included.
+const packr = new Packr({ useRecords: false, variableMapSize: true })
+const encodeHeader = (h: object): Uint8Array => packr.pack(h)
+
 function header(h: Partial<MessageHeader> & { p: number }): Uint8Array {
-  return encodeHeader({ v: PROTOCOL_VERSION, id: 1, k: 'msg', b: [], ro: [], ...h })
+  return encodeHeader({ v: 1, id: 1, k: 'msg', b: [], ro: [], ...h })
 }
 
 /** A valid message's frames: header, pickle, buffers (and the MAC, signed as a client, with a key). */
 function message(value: unknown, id: number, key: Uint8Array | null = null): Uint8Array[] {
   const parts = encodeValue(value)
-  const h: MessageHeader = { v: PROTOCOL_VERSION, id, k: 'msg', p: parts.pickle.length, b: parts.buffers.map((b) => b.length), ro: parts.readonly }
+  const h: MessageHeader = { v: 1, id, k: 'msg', p: parts.pickle.length, b: parts.buffers.map((b) => b.length), ro: parts.readonly }
   if (key) h.x = { auth: 'hmac-sha256' }
   const frames = [encodeHeader(h), parts.pickle, ...parts.buffers]
   if (key) frames.push(mac(key, frames))

@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import t, { type Test } from 'tap'
 import { PickleBuffer, dumps } from '@picklewire/codec'
 import { connectPickleSocket, listenPickleSocket, type PickleSocket, type WebSocket } from '@picklewire/transport'
-import { PROTOCOL_VERSION, encodeHeader } from '../../packages/transport/dist/header.js'
+import { encodeWireHeader } from '../../packages/transport/dist/ws/wire.js'
 import { closeOf, pair, rawClient, within } from './ws-helpers.js'
 
 /** A call of os.system('true') as CPython pickles it (STACK_GLOBAL posix.system, REDUCE): the default registry refuses it. */
@@ -129,7 +129,7 @@ t.test("with only a 'message' listener, a refused message fails the connection i
   sock.on('message', (v) => got.push(v))
   const closed = closeOf(raw)
   const pickle = REFUSED
-  raw.send(encodeHeader({ v: PROTOCOL_VERSION, id: 1, k: 'msg', p: pickle.length, b: [], ro: [] }), { binary: true })
+  raw.send(encodeWireHeader({ v: 1, id: 1, k: 'msg', p: pickle.length, b: [], ro: [] }), { binary: true })
   raw.send(pickle, { binary: true })
   const { code } = await within(5000, closed, 'the close')
   t.equal(code, 4400, 'the peer learns the message was refused')
@@ -146,7 +146,7 @@ t.test("with an 'error' listener, a refused message goes to it and the connectio
   sock.on('error', (e) => errors.push(e))
   sock.on('message', (v) => got.push(v))
   const send = (id: number, pickle: Uint8Array): void => {
-    raw.send(encodeHeader({ v: PROTOCOL_VERSION, id, k: 'msg', p: pickle.length, b: [], ro: [] }), { binary: true })
+    raw.send(encodeWireHeader({ v: 1, id, k: 'msg', p: pickle.length, b: [], ro: [] }), { binary: true })
     raw.send(pickle, { binary: true })
   }
   send(1, REFUSED)

@@ -13,14 +13,38 @@ import { TransportError } from './errors.js'
 /** The deepest msgpack nesting read from a peer: far beyond any real header or Dask message. */
 export const MSGPACK_MAX_DEPTH = 256
 
-/** Throws a PROTOCOL TransportError naming `what` if b is not plain msgpack within maxDepth. */
-export function checkPlainMsgpack(b: Uint8Array, what: string, maxDepth = MSGPACK_MAX_DEPTH): void {
+/**
+ * Fields of a top-level map whose encodings must be msgpack integers, not floats (msgpackr
+ * decodes 5.0 as 5, so only the bytes tell): `values` by key, and each item of the arrays
+ * under the keys of `arrays`. Keys are fixstr of at most two characters.
+ */
+export interface IntegerFields {
+  values: ReadonlySet<string>
+  arrays: ReadonlySet<string>
+}
+
+function isIntegerTag(t: number): boolean {
+  return t <= 0x7f || t >= 0xe0 || (t >= 0xcc && t <= 0xd3)
+}
+
+/**
+ * Throws a PROTOCOL TransportError naming `what` if b is not plain msgpack within maxDepth, or
+ * (with `integers`) if a field of a top-level map listed there is not encoded as an integer.
+ */
+export function checkPlainMsgpack(b: Uint8Array, what: string, maxDepth = MSGPACK_MAX_DEPTH, integers: IntegerFields | null = null): void {
   const n = b.length
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength)
   // Items still to read in each open container, outermost first; `items` is the innermost's.
   const open: number[] = []
   let items = 1
   let pos = 0
+  // With `integers`: whether the root is a map, the count of its entries' items read (even: a
+  // key), the key just read, and the array whose items are checked (with the index of the next).
+  let rootMap = false
+  let slot = 0
+  let key: string | null = null
+  let checkedArray: string | null = null
+  let index = 0
   for (;;) {
     while (items === 0) {
       if (open.length === 0) return
@@ -85,6 +109,25 @@ export function checkPlainMsgpack(b: Uint8Array, what: string, maxDepth = MSGPAC
             : `${what}: msgpack extension (byte 0x${t.toString(16)}) at offset ${at}; only plain msgpack is read from a peer`)
       }
     }
+    // After the extension check: an extension is refused as such, wherever it is.
+    if (integers !== null) {
+      if (open.length === 0) rootMap = (t >= 0x80 && t <= 0x8f) || t === 0xde || t === 0xdf
+      else if (rootMap && open.length === 1) {
+        checkedArray = null
+        if (slot++ % 2 === 0) {
+          key = t >= 0xa0 && t <= 0xa2 && pos + (t & 0x1f) <= n ? String.fromCharCode(...b.subarray(pos, pos + (t & 0x1f))) : null
+        } else if (key !== null) {
+          if (integers.values.has(key) && !isIntegerTag(t)) notInteger(what, key, t)
+          if (integers.arrays.has(key) && ((t >= 0x90 && t <= 0x9f) || t === 0xdc || t === 0xdd)) {
+            checkedArray = key
+            index = 0
+          }
+        }
+      } else if (checkedArray !== null && open.length === 2) {
+        if (!isIntegerTag(t)) notInteger(what, `${checkedArray}[${index}]`, t)
+        index++
+      }
+    }
     pos += skip
     if (children > 0) {
       // Every item takes at least one byte.
@@ -98,50 +141,6 @@ export function checkPlainMsgpack(b: Uint8Array, what: string, maxDepth = MSGPAC
   }
 }
 
-/** How many bytes the head of the msgpack item at `pos` takes, and how many items it contains (a map's keys and values both count). */
-function head(b: Uint8Array, pos: number): { size: number; children: number } {
-  const t = b[pos]!
-  if (t <= 0x7f || t >= 0xe0) return { size: 1, children: 0 }
-  if (t <= 0x8f) return { size: 1, children: (t & 0x0f) * 2 }
-  if (t <= 0x9f) return { size: 1, children: t & 0x0f }
-  if (t <= 0xbf) return { size: 1 + (t & 0x1f), children: 0 }
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength)
-  const u8 = (): number => (pos + 1 < b.length ? b[pos + 1]! : 0)
-  const u16 = (): number => (pos + 3 <= b.length ? dv.getUint16(pos + 1) : 0)
-  const u32 = (): number => (pos + 5 <= b.length ? dv.getUint32(pos + 1) : 0)
-  switch (t) {
-    case 0xcc: case 0xd0: return { size: 2, children: 0 }
-    case 0xcd: case 0xd1: return { size: 3, children: 0 }
-    case 0xca: case 0xce: case 0xd2: return { size: 5, children: 0 }
-    case 0xcb: case 0xcf: case 0xd3: return { size: 9, children: 0 }
-    case 0xc4: case 0xd9: return { size: 2 + u8(), children: 0 }
-    case 0xc5: case 0xda: return { size: 3 + u16(), children: 0 }
-    case 0xc6: case 0xdb: return { size: 5 + u32(), children: 0 }
-    case 0xdc: return { size: 3, children: u16() }
-    case 0xdd: return { size: 5, children: u32() }
-    case 0xde: return { size: 3, children: u16() * 2 }
-    case 0xdf: return { size: 5, children: u32() * 2 }
-    default: return { size: 1, children: 0 } // nil, booleans; extensions were refused by checkPlainMsgpack
-  }
-}
-
-/** True when the msgpack item at `pos` is encoded as an integer (not a float, even an integral one). */
-export function isMsgpackInteger(b: Uint8Array, pos: number): boolean {
-  const t = b[pos]
-  return t !== undefined && (t <= 0x7f || t >= 0xe0 || (t >= 0xcc && t <= 0xcf) || (t >= 0xd0 && t <= 0xd3))
-}
-
-/**
- * Where the msgpack item at `pos` ends, for input checkPlainMsgpack accepted; -1 when it runs
- * past the end (truncated input, which msgpackr reports).
- */
-export function msgpackItemEnd(b: Uint8Array, pos: number): number {
-  let items = 1
-  while (items > 0) {
-    if (pos >= b.length) return -1
-    const { size, children } = head(b, pos)
-    pos += size
-    items += children - 1
-  }
-  return pos > b.length ? -1 : pos
+function notInteger(what: string, field: string, t: number): never {
+  throw new TransportError('PROTOCOL', `${what}: ${field} must be a msgpack integer, got a value of type byte 0x${t.toString(16)} (a float?)`)
 }

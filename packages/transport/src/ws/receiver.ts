@@ -11,7 +11,7 @@
  * TransportError and the message is dropped whole: nothing partial ever leaves this file.
  */
 import { TransportError, shown } from '../errors.js'
-import type { MessageHeader } from '../header.js'
+import type { MessageHeader } from './wire.js'
 import type { Limits } from '../limits.js'
 import type { MessageParts } from '../message.js'
 import { alignedView } from './alignment.js'

@@ -6,16 +6,40 @@
  *     as a msgpack bin under `pk`; the pickle frame is then left out, so that a message
  *     without out-of-band buffers (or MAC) is a single WebSocket frame
  *
+ * The header is a msgpack map:
+ *
+ *   v   protocol version: the connection's
+ *   id  message id: an unsigned integer, increasing per sender
+ *   k   kind: 'msg' (default), 'req', 'rep', 'err', ...
+ *   re  for replies: the id of the request answered
+ *   p   the pickle's length in bytes
+ *   b   each out-of-band buffer's length in bytes, in order
+ *   ro  each buffer's read-only flag, in order
+ *   x   optional extras (a map with string keys)
+ *   pk  version 2: the pickle itself
+ *
  * The connection's version is the subprotocol its handshake selected, and every header of the
  * connection carries it. Headers are encoded here by hand (a small map of known keys, any
  * valid msgpack encoding is allowed) straight into the frame's one buffer, pickle included;
- * they are decoded with msgpackr and checked in the order the spec lists.
+ * they are decoded with msgpackr and checked in the order the spec lists. Nothing here keeps
+ * state between calls: each encoding has its writer, each decoding its reader.
  */
 import { Packr, Unpackr } from 'msgpackr'
-import { TransportError } from '../errors.js'
-import { headerFields, headerVersion, type MessageHeader } from '../header.js'
-import type { Limits } from '../limits.js'
-import { checkPlainMsgpack, isMsgpackInteger, msgpackItemEnd } from '../msgpack-check.js'
+import { TransportError, shown } from '../errors.js'
+import { checkLengths, type Limits } from '../limits.js'
+import { checkPlainMsgpack, type IntegerFields } from '../msgpack-check.js'
+
+/** A message header, as docs/wire-protocol.md section 2 lists its fields. */
+export interface MessageHeader {
+  v: number
+  id: number
+  k: string
+  re?: number
+  p: number
+  b: number[]
+  ro: boolean[]
+  x?: Record<string, unknown>
+}
 
 /** A header as this carrier sends and receives it: `pk` is the inline pickle (version 2). */
 export interface WireHeader extends MessageHeader {
@@ -64,70 +88,80 @@ function binSize(n: number): number {
   return (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n
 }
 
-// The header is written with module-level state (one header at a time; nothing here awaits).
-let out: Buffer = Buffer.alloc(0)
-let at = 0
+/** Writes one header into its buffer, sized beforehand. */
+class HeaderWriter {
+  at = 0
+  constructor(readonly out: Buffer) {}
 
-function putUint(n: number): void {
-  const b = out
-  if (n < 0x80) b[at++] = n
-  else if (n < 0x100) {
-    b[at++] = 0xcc
-    b[at++] = n
-  } else if (n < 0x10000) {
-    b[at++] = 0xcd
-    b[at++] = n >>> 8
-    b[at++] = n & 0xff
-  } else if (n <= 0xffffffff) {
-    b[at++] = 0xce
-    b.writeUInt32BE(n, at)
-    at += 4
-  } else {
-    b[at++] = 0xcf
-    b.writeUInt32BE(Math.floor(n / 0x100000000), at)
-    b.writeUInt32BE(n >>> 0, at + 4)
-    at += 8
+  byte(b: number): void {
+    this.out[this.at++] = b
   }
-}
 
-/** A short ASCII string (fixstr): a key, or the kind. */
-function putKey(s: string): void {
-  const b = out
-  b[at++] = 0xa0 | s.length
-  for (let i = 0; i < s.length; i++) b[at++] = s.charCodeAt(i)
-}
-
-function putArray(n: number): void {
-  const b = out
-  if (n < 16) b[at++] = 0x90 | n
-  else if (n < 0x10000) {
-    b[at++] = 0xdc
-    b.writeUInt16BE(n, at)
-    at += 2
-  } else {
-    b[at++] = 0xdd
-    b.writeUInt32BE(n, at)
-    at += 4
+  uint(n: number): void {
+    const b = this.out
+    if (n < 0x80) b[this.at++] = n
+    else if (n < 0x100) {
+      b[this.at++] = 0xcc
+      b[this.at++] = n
+    } else if (n < 0x10000) {
+      b[this.at++] = 0xcd
+      b[this.at++] = n >>> 8
+      b[this.at++] = n & 0xff
+    } else if (n <= 0xffffffff) {
+      b[this.at++] = 0xce
+      b.writeUInt32BE(n, this.at)
+      this.at += 4
+    } else {
+      b[this.at++] = 0xcf
+      b.writeUInt32BE(Math.floor(n / 0x100000000), this.at)
+      b.writeUInt32BE(n >>> 0, this.at + 4)
+      this.at += 8
+    }
   }
-}
 
-function putBin(src: Uint8Array): void {
-  const b = out
-  const n = src.byteLength
-  if (n < 0x100) {
-    b[at++] = 0xc4
-    b[at++] = n
-  } else if (n < 0x10000) {
-    b[at++] = 0xc5
-    b[at++] = n >>> 8
-    b[at++] = n & 0xff
-  } else {
-    b[at++] = 0xc6
-    b.writeUInt32BE(n, at)
-    at += 4
+  /** A short ASCII string (fixstr): a key, or the kind. */
+  key(s: string): void {
+    const b = this.out
+    b[this.at++] = 0xa0 | s.length
+    for (let i = 0; i < s.length; i++) b[this.at++] = s.charCodeAt(i)
   }
-  b.set(src, at)
-  at += n
+
+  array(n: number): void {
+    const b = this.out
+    if (n < 16) b[this.at++] = 0x90 | n
+    else if (n < 0x10000) {
+      b[this.at++] = 0xdc
+      b.writeUInt16BE(n, this.at)
+      this.at += 2
+    } else {
+      b[this.at++] = 0xdd
+      b.writeUInt32BE(n, this.at)
+      this.at += 4
+    }
+  }
+
+  bin(src: Uint8Array): void {
+    const b = this.out
+    const n = src.byteLength
+    if (n < 0x100) {
+      b[this.at++] = 0xc4
+      b[this.at++] = n
+    } else if (n < 0x10000) {
+      b[this.at++] = 0xc5
+      b[this.at++] = n >>> 8
+      b[this.at++] = n & 0xff
+    } else {
+      b[this.at++] = 0xc6
+      b.writeUInt32BE(n, this.at)
+      this.at += 4
+    }
+    this.raw(src)
+  }
+
+  raw(src: Uint8Array): void {
+    this.out.set(src, this.at)
+    this.at += src.byteLength
+  }
 }
 
 /**
@@ -158,55 +192,38 @@ export function encodeWireHeader(h: WireHeader): Buffer {
     size += 3 + binSize(h.pk.byteLength)
   }
   const buf = Buffer.allocUnsafe(size)
-  out = buf
-  at = 0
-  buf[at++] = 0x80 | entries
-  buf[at++] = 0xa1 // "v"
-  buf[at++] = 0x76
-  putUint(h.v)
-  buf[at++] = 0xa2 // "id"
-  buf[at++] = 0x69
-  buf[at++] = 0x64
-  putUint(h.id)
-  buf[at++] = 0xa1 // "k"
-  buf[at++] = 0x6b
-  putKey(h.k)
-  buf[at++] = 0xa1 // "p"
-  buf[at++] = 0x70
-  putUint(h.p)
+  const w = new HeaderWriter(buf)
+  w.byte(0x80 | entries)
+  w.key('v')
+  w.uint(h.v)
+  w.key('id')
+  w.uint(h.id)
+  w.key('k')
+  w.key(h.k)
+  w.key('p')
+  w.uint(h.p)
   if (nb > 0) {
-    buf[at++] = 0xa1 // "b"
-    buf[at++] = 0x62
-    putArray(nb)
-    for (let i = 0; i < nb; i++) putUint(h.b[i]!)
-    buf[at++] = 0xa2 // "ro"
-    buf[at++] = 0x72
-    buf[at++] = 0x6f
-    putArray(nb)
-    for (let i = 0; i < nb; i++) buf[at++] = h.ro[i] ? 0xc3 : 0xc2
+    w.key('b')
+    w.array(nb)
+    for (let i = 0; i < nb; i++) w.uint(h.b[i]!)
+    w.key('ro')
+    w.array(nb)
+    for (let i = 0; i < nb; i++) w.byte(h.ro[i] ? 0xc3 : 0xc2)
   }
   if (h.re !== undefined) {
-    buf[at++] = 0xa2 // "re"
-    buf[at++] = 0x72
-    buf[at++] = 0x65
-    putUint(h.re)
+    w.key('re')
+    w.uint(h.re)
   }
   if (x !== null) {
-    buf[at++] = 0xa1 // "x"
-    buf[at++] = 0x78
-    buf.set(x, at)
-    at += x.byteLength
+    w.key('x')
+    w.raw(x)
   }
   if (h.pk !== undefined) {
-    buf[at++] = 0xa2 // "pk"
-    buf[at++] = 0x70
-    buf[at++] = 0x6b
-    putBin(h.pk)
+    w.key('pk')
+    w.bin(h.pk)
   }
-  out = EMPTY_OUT
   return buf
 }
-const EMPTY_OUT = Buffer.alloc(0)
 
 // -- decoding -------------------------------------------------------------------------------------
 
@@ -222,156 +239,165 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false })
  * msgpackr's error. Nothing is allocated beyond what the frame's own length can hold.
  */
 const FAIL = Symbol('fail')
-let qf: Uint8Array = new Uint8Array(0)
-let qpos = 0
 
-function quickString(len: number): string | typeof FAIL {
-  if (qpos + len > qf.length) return FAIL
-  let out = ''
-  for (let i = 0; i < len; i++) {
-    const c = qf[qpos + i]!
-    if (c >= 0x80) return FAIL
-    out += String.fromCharCode(c)
+/** One frame's quick read: the frame and the position in it. */
+class QuickReader {
+  pos = 1
+  constructor(readonly f: Uint8Array) {}
+
+  string(len: number): string | typeof FAIL {
+    const f = this.f
+    if (this.pos + len > f.length) return FAIL
+    let out = ''
+    for (let i = 0; i < len; i++) {
+      const c = f[this.pos + i]!
+      if (c >= 0x80) return FAIL
+      out += String.fromCharCode(c)
+    }
+    this.pos += len
+    return out
   }
-  qpos += len
-  return out
-}
 
-function quickArray(len: number, depth: number): unknown[] | typeof FAIL {
-  if (len > qf.length - qpos) return FAIL // every item takes at least a byte
-  const out: unknown[] = []
-  for (let i = 0; i < len; i++) {
-    const v = quickValue(depth)
-    if (v === FAIL) return FAIL
-    out.push(v)
+  array(len: number, depth: number): unknown[] | typeof FAIL {
+    if (len > this.f.length - this.pos) return FAIL // every item takes at least a byte
+    const out: unknown[] = []
+    for (let i = 0; i < len; i++) {
+      const v = this.value(depth)
+      if (v === FAIL) return FAIL
+      out.push(v)
+    }
+    return out
   }
-  return out
-}
 
-function quickMap(len: number, depth: number): Map<string, unknown> | typeof FAIL {
-  if (len * 2 > qf.length - qpos) return FAIL
-  const out = new Map<string, unknown>()
-  for (let i = 0; i < len; i++) {
-    if (qpos >= qf.length) return FAIL
-    const t = qf[qpos]!
-    if ((t & 0xe0) !== 0xa0) return FAIL // keys: fixstr only
-    qpos++
-    const key = quickString(t & 0x1f)
-    if (key === FAIL) return FAIL
-    const v = quickValue(depth)
-    if (v === FAIL) return FAIL
-    out.set(key, v)
+  map(len: number, depth: number): Map<string, unknown> | typeof FAIL {
+    const f = this.f
+    if (len * 2 > f.length - this.pos) return FAIL
+    const out = new Map<string, unknown>()
+    for (let i = 0; i < len; i++) {
+      if (this.pos >= f.length) return FAIL
+      const t = f[this.pos]!
+      if ((t & 0xe0) !== 0xa0) return FAIL // keys: fixstr only
+      this.pos++
+      const key = this.string(t & 0x1f)
+      if (key === FAIL) return FAIL
+      const v = this.value(depth)
+      if (v === FAIL) return FAIL
+      out.set(key, v)
+    }
+    return out
   }
-  return out
-}
 
-function quickBin(len: number): Uint8Array | typeof FAIL {
-  if (qpos + len > qf.length) return FAIL
-  const v = qf.subarray(qpos, qpos + len)
-  qpos += len
-  return v
-}
+  bin(len: number): Uint8Array | typeof FAIL {
+    if (this.pos + len > this.f.length) return FAIL
+    const v = this.f.subarray(this.pos, this.pos + len)
+    this.pos += len
+    return v
+  }
 
-function quickValue(depth: number): unknown {
-  const f = qf
-  if (qpos >= f.length || depth > 8) return FAIL
-  const t = f[qpos++]!
-  if (t < 0x80) return t
-  if (t >= 0xe0) return t - 0x100
-  if (t < 0x90) return quickMap(t & 0x0f, depth + 1)
-  if (t < 0xa0) return quickArray(t & 0x0f, depth + 1)
-  if (t < 0xc0) return quickString(t & 0x1f)
-  const left = f.length - qpos
-  switch (t) {
-    case 0xc0: return null
-    case 0xc2: return false
-    case 0xc3: return true
-    case 0xcc: return left < 1 ? FAIL : f[qpos++]!
-    case 0xcd: {
-      if (left < 2) return FAIL
-      const v = (f[qpos]! << 8) | f[qpos + 1]!
-      qpos += 2
-      return v
+  u16(): number {
+    const v = (this.f[this.pos]! << 8) | this.f[this.pos + 1]!
+    this.pos += 2
+    return v
+  }
+
+  u32(): number {
+    const f = this.f
+    const p = this.pos
+    this.pos += 4
+    return f[p]! * 0x1000000 + ((f[p + 1]! << 16) | (f[p + 2]! << 8) | f[p + 3]!)
+  }
+
+  value(depth: number): unknown {
+    const f = this.f
+    if (this.pos >= f.length || depth > 8) return FAIL
+    const t = f[this.pos++]!
+    if (t < 0x80) return t
+    if (t >= 0xe0) return t - 0x100
+    if (t < 0x90) return this.map(t & 0x0f, depth + 1)
+    if (t < 0xa0) return this.array(t & 0x0f, depth + 1)
+    if (t < 0xc0) return this.string(t & 0x1f)
+    const left = f.length - this.pos
+    switch (t) {
+      case 0xc0: return null
+      case 0xc2: return false
+      case 0xc3: return true
+      case 0xcc: return left < 1 ? FAIL : f[this.pos++]!
+      case 0xcd: return left < 2 ? FAIL : this.u16()
+      case 0xce: return left < 4 ? FAIL : this.u32()
+      case 0xc4: return left < 1 ? FAIL : this.bin(f[this.pos++]!)
+      case 0xc5: return left < 2 ? FAIL : this.bin(this.u16())
+      case 0xc6: return left < 4 ? FAIL : this.bin(this.u32())
+      case 0xd9: return left < 1 ? FAIL : this.string(f[this.pos++]!)
+      case 0xdc: return left < 2 ? FAIL : this.array(this.u16(), depth + 1)
+      default: return FAIL // wider integers, floats, str16/32, ext, ...: msgpackr's
     }
-    case 0xce: {
-      if (left < 4) return FAIL
-      const v = f[qpos]! * 0x1000000 + ((f[qpos + 1]! << 16) | (f[qpos + 2]! << 8) | f[qpos + 3]!)
-      qpos += 4
-      return v
-    }
-    case 0xc4: return left < 1 ? FAIL : quickBin(f[qpos++]!)
-    case 0xc5: {
-      if (left < 2) return FAIL
-      const n = (f[qpos]! << 8) | f[qpos + 1]!
-      qpos += 2
-      return quickBin(n)
-    }
-    case 0xc6: {
-      if (left < 4) return FAIL
-      const n = f[qpos]! * 0x1000000 + ((f[qpos + 1]! << 16) | (f[qpos + 2]! << 8) | f[qpos + 3]!)
-      qpos += 4
-      return quickBin(n)
-    }
-    case 0xd9: return left < 1 ? FAIL : quickString(f[qpos++]!)
-    case 0xdc: {
-      if (left < 2) return FAIL
-      const n = (f[qpos]! << 8) | f[qpos + 1]!
-      qpos += 2
-      return quickArray(n, depth + 1)
-    }
-    default: return FAIL // wider integers, floats, str16/32, ext, ...: msgpackr's
   }
 }
 
 /** The header frame as a Map, quickly when it is made of the common forms, else null (exported for the tests). */
 export function quickUnpack(frame: Uint8Array): Map<string, unknown> | null {
   if (frame.length === 0 || (frame[0]! & 0xf0) !== 0x80) return null
-  qf = frame
-  qpos = 1
-  const m = quickMap(frame[0]! & 0x0f, 1)
-  const done = m !== FAIL && qpos === frame.length
-  qf = EMPTY
-  return done ? m : null
+  const r = new QuickReader(frame)
+  const m = r.map(frame[0]! & 0x0f, 1)
+  return m !== FAIL && r.pos === frame.length ? m : null
 }
-const EMPTY = new Uint8Array(0)
 
 function bad(why: string): never {
   throw new TransportError('PROTOCOL', `bad message header: ${why}`)
 }
 
-/** Header fields that must be msgpack integers (an integral float such as 5.0 is refused, as Python's peer refuses it). */
-const INTEGER_FIELDS: ReadonlySet<string> = new Set(['v', 'id', 'p', 're'])
+/**
+ * Header fields that must be msgpack integers (an integral float such as 5.0 is refused, as
+ * Python's peer refuses it): msgpackr decodes 5.0 as 5, so checkPlainMsgpack checks their
+ * encodings in the frame, in its one walk. The quick reader never accepts a float, so only its
+ * fallback needs this.
+ */
+const INTEGER_FIELDS: IntegerFields = { values: new Set(['v', 'id', 'p', 're']), arrays: new Set(['b']) }
+
+function uint(v: unknown, what: string): number {
+  if (typeof v === 'bigint' && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v)
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} must be an unsigned integer, got ${shown(v)}`)
+  return v
+}
+
+/** A decoded header's `v`, once it is known to be a map. */
+function headerVersion(raw: unknown): number {
+  if (!(raw instanceof Map)) bad('not a map')
+  return uint(raw.get('v'), 'v')
+}
 
 /**
- * msgpackr decodes 5.0 as 5, so the encodings of the integer fields (and of each item of `b`)
- * are checked in the frame itself. Runs on frames checkPlainMsgpack accepted and msgpackr
- * decoded as a map; the quick reader never accepts a float, so only its fallback needs this.
+ * The checks of every header field but `v` (already checked) and `pk`, in the order
+ * docs/wire-protocol.md lists them; `p` and `b` are checked against the limits. `before` runs
+ * after the lengths are read and before the limits are applied (the checks of `pk`).
  */
-function checkIntegerEncodings(frame: Uint8Array): void {
-  const t = frame[0]!
-  let entries = t >= 0x80 && t <= 0x8f ? t & 0x0f : t === 0xde ? (frame[1]! << 8) | frame[2]! : -1
-  let pos = t >= 0x80 && t <= 0x8f ? 1 : 3
-  if (entries < 0) return // map32 or not a map: headerVersion reports it
-  const notInteger = (key: string, at: number): never => bad(`${key} must be a msgpack integer, got a value of type byte 0x${frame[at]!.toString(16)} (a float?)`)
-  for (; entries > 0; entries--) {
-    const k = frame[pos]!
-    let key: string | null = null
-    if (k >= 0xa0 && k <= 0xbf && k - 0xa0 <= 2) key = String.fromCharCode(...frame.subarray(pos + 1, pos + 1 + (k & 0x1f)))
-    pos = msgpackItemEnd(frame, pos)
-    if (pos < 0) return
-    if (key !== null && INTEGER_FIELDS.has(key) && !isMsgpackInteger(frame, pos)) notInteger(key, pos)
-    if (key === 'b') {
-      const a = frame[pos]!
-      const n = a >= 0x90 && a <= 0x9f ? a & 0x0f : a === 0xdc ? (frame[pos + 1]! << 8) | frame[pos + 2]! : -1
-      let at = a === 0xdc ? pos + 3 : pos + 1
-      for (let i = 0; i < n && at > 0; i++) {
-        if (!isMsgpackInteger(frame, at)) notInteger(`b[${i}]`, at)
-        at = msgpackItemEnd(frame, at)
-      }
+function headerFields(raw: Map<unknown, unknown>, v: number, limits: Limits, before: (p: number) => void): MessageHeader {
+  const k = raw.get('k') ?? 'msg'
+  if (typeof k !== 'string' || k.length > 32) bad('k must be a short string')
+  const lens = raw.get('b') ?? []
+  const ro = raw.get('ro') ?? []
+  if (!Array.isArray(lens) || !Array.isArray(ro)) bad('b and ro must be arrays')
+  if (lens.length > limits.maxBuffers) throw new TransportError('LIMIT', `${lens.length} buffers is over maxBuffers (${limits.maxBuffers})`)
+  if (ro.length !== lens.length) bad(`${lens.length} buffer lengths but ${ro.length} read-only flags`)
+  const b = lens.length === 0 ? [] : lens.map((n, i) => uint(n, `b[${i}]`))
+  const flags = ro.length === 0 ? [] : ro.map((f, i) => (typeof f === 'boolean' ? f : bad(`ro[${i}] must be a boolean`)))
+  const p = uint(raw.get('p'), 'p')
+  before(p)
+  checkLengths(p, b, limits)
+  const h: MessageHeader = { v, id: uint(raw.get('id'), 'id'), k, p, b, ro: flags }
+  const re = raw.get('re')
+  if (re !== undefined && re !== null) h.re = uint(re, 're')
+  const x = raw.get('x')
+  if (x !== undefined && x !== null) {
+    if (!(x instanceof Map)) bad('x must be a map')
+    const ext: Record<string, unknown> = Object.create(null)
+    for (const [key, val] of x) {
+      if (typeof key !== 'string') bad('x keys must be strings')
+      ext[key] = val
     }
-    pos = msgpackItemEnd(frame, pos)
-    if (pos < 0) return
+    h.x = ext
   }
+  return h
 }
 
 /**
@@ -383,13 +409,12 @@ export function decodeWireHeader(frame: Uint8Array, limits: Limits, version: num
   if (frame.byteLength > MAX_HEADER_BYTES) bad(`${frame.byteLength} bytes is too long for a header`)
   let raw: unknown = quickUnpack(frame)
   if (raw === null) {
-    checkPlainMsgpack(frame, 'bad message header')
+    checkPlainMsgpack(frame, 'bad message header', undefined, INTEGER_FIELDS)
     try {
       raw = unpackr.unpack(frame)
     } catch (err) {
       bad(`not msgpack (${err instanceof Error ? err.message : String(err)})`)
     }
-    if (raw instanceof Map) checkIntegerEncodings(frame)
   }
   const v = headerVersion(raw)
   if (v !== version) throw new VersionMismatch('PROTOCOL', `unsupported protocol version ${v}; this connection speaks ${version}`)
