@@ -107,6 +107,11 @@ async function installAndStream(t: Test, base: string, venvArgs: string[], numpy
   t.equal(made.status, 0, made.status === 0 ? `${base} -m venv ${venvArgs.join(' ')}` : `${base} -m venv failed:\n${made.stderr}`)
   const python = join(venv, 'bin', 'python')
 
+  // pip builds the wheel in the package's folder: what it leaves there (build/, *.egg-info) goes
+  // when the test ends, unless it was there before
+  for (const leftover of ['build', 'picklewire.egg-info'].map((name) => join(PACKAGE_DIR, name))) {
+    if (!existsSync(leftover)) t.teardown(() => rmSync(leftover, { recursive: true, force: true }))
+  }
   const pip = spawnSync(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-index', '--find-links', WHEELS, `${PACKAGE_DIR}[numpy]`], {
     encoding: 'utf8', timeout: 300_000, cwd: dir,
   })
