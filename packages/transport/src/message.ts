@@ -147,9 +147,34 @@ export class ValueCodec {
   }
 }
 
+// The codecs of the functions below, made once per options object (carriers pass the same one
+// with every message) and once for no options.
+const encoders = new WeakMap<object, ValueCodec>()
+const decoders = new WeakMap<object, ValueCodec>()
+const plain = new ValueCodec()
+
+function encoderFor(options: EncodeOptions | undefined): ValueCodec {
+  if (options === undefined || isEmpty(options)) return plain
+  let c = encoders.get(options)
+  if (c === undefined) encoders.set(options, (c = new ValueCodec({ pickler: options })))
+  return c
+}
+
+function decoderFor(options: DecodeOptions | undefined): ValueCodec {
+  if (options === undefined || isEmpty(options)) return plain
+  let c = decoders.get(options)
+  if (c === undefined) decoders.set(options, (c = new ValueCodec({ unpickler: options })))
+  return c
+}
+
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false
+  return true
+}
+
 /** Pickles a value with protocol 5 and collects its out-of-band buffers (views, not copies). */
 export function encodeValue(value: unknown, options: EncodeOptions = {}): MessageParts {
-  return new ValueCodec({ pickler: options }).encode(value)
+  return encoderFor(options).encode(value)
 }
 
 /**
@@ -157,10 +182,10 @@ export function encodeValue(value: unknown, options: EncodeOptions = {}): Messag
  * come with the pickle lent by the pickler (`transient: true`), so no output is allocated.
  */
 export function encodeValueWith<R>(value: unknown, options: EncodeOptions, use: (parts: MessageParts) => R): R {
-  return new ValueCodec({ pickler: options }).encodeWith(value, use)
+  return encoderFor(options).encodeWith(value, use)
 }
 
 /** Loads a value from its parts; each buffer comes back as a PickleBuffer over the same memory. */
 export function decodeValue(parts: MessageParts, options: DecodeOptions = {}): unknown {
-  return new ValueCodec({ unpickler: options }).decode(parts.pickle, parts.buffers, parts.readonly)
+  return decoderFor(options).decode(parts.pickle, parts.buffers, parts.readonly)
 }
