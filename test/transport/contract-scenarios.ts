@@ -51,6 +51,13 @@ export interface Capabilities {
    * (ws counts a message sent when ws reports its last frame written; wait with flushed()).
    */
   sentCounted: 'on send' | 'when written'
+  /**
+   * What a send waits for when there is no room, and the size of a buffer that leaves no room
+   * for a second message of that size in the pairs the test makes; null when a send never
+   * waits (Dask: the socket takes every message at once, and Node buffers what the peer has
+   * not read yet, so there is nothing for a send's timeout to bound).
+   */
+  sendWaitsFor: { what: 'arena space' | 'the high-water mark'; fillBytes: number } | null
 }
 
 /** Two ends of one carrier: `a` sends, `b` receives (a pipe's writer and reader; a pair's two sides). */
@@ -162,6 +169,27 @@ export const scenarios: Scenario[] = [
       t.equal(b.open, true, 'still open after the abort')
       await a.send(message(2))
       checkMessage(t, caps, await within(10_000, b.receive(), 'receive'), 2, 'the next receive gets the message (the one refused by its signal was never sent)')
+    },
+  },
+  {
+    name: 'a send that has to wait for room gives up on its timeout and is never delivered (a carrier whose sends never wait sends at once)',
+    async run(t, { caps }, { a, b }) {
+      const room = caps.sendWaitsFor
+      if (room === null) {
+        await within(10_000, a.send(message(1), { timeout: 0 }), 'a send with timeout 0')
+        checkMessage(t, caps, await within(10_000, b.receive(), 'receive'), 1, 'sent at once')
+        return
+      }
+      const big = (i: number): unknown[] => ['message', i, i + 0.5, new Uint8Array(room.fillBytes).fill(i)]
+      const first = a.send(big(1))
+      const err = await rejection(t, a.send(big(2), { timeout: 0 }), `a send waiting for ${room.what}`)
+      t.ok(isTransportError(err, 'TIMEOUT'), `it gives up with TIMEOUT: ${String(err)}`)
+      await within(10_000, first, 'the first send')
+      const got = valueOf(caps, await within(10_000, b.receive(), 'receive')) as unknown[]
+      t.equal(got[1], 1, 'the first message arrives')
+      await a.send(message(3))
+      checkMessage(t, caps, await within(10_000, b.receive(), 'receive'), 3, 'the next message received is the one sent after: the send that gave up was never delivered')
+      t.equal(a.open, true, 'the sending end is still open')
     },
   },
   {

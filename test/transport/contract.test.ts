@@ -2,6 +2,8 @@
  * The carriers' shared contract (contract-scenarios.ts), run over each carrier: a shared-memory
  * channel with both ends in this thread, a pipe (a writer and a reader endpoint), a
  * PickleSocket pair and a Dask comm pair, both over 127.0.0.1. Each scenario gets a fresh pair.
+ * The shared-memory arenas hold 1 MiB and the socket's high-water mark is 0, so that a send
+ * that has to wait for room is easy to make.
  */
 import t from 'tap'
 import { createChannel, createPipe, openChannel, openPipe } from '@picklewire/transport/shm'
@@ -11,7 +13,7 @@ import { scenarios, type Carrier, type End, type Pair } from './contract-scenari
 
 const channel: Carrier = {
   name: 'shared-memory channel',
-  caps: { receives: 'Received', handshakeMessages: 0, bytesCounted: 'out-of-band buffers', sentCounted: 'on send' },
+  caps: { receives: 'Received', handshakeMessages: 0, bytesCounted: 'out-of-band buffers', sentCounted: 'on send', sendWaitsFor: { what: 'arena space', fillBytes: 600 << 10 } },
   async pair(): Promise<Pair> {
     const { port1, port2 } = createChannel({ capacity: 1 << 20, ringBytes: 1 << 16 })
     const a = openChannel(port1)
@@ -28,7 +30,7 @@ const channel: Carrier = {
 
 const pipe: Carrier = {
   name: 'shared-memory pipe',
-  caps: { receives: 'Received', handshakeMessages: 0, bytesCounted: 'out-of-band buffers', sentCounted: 'on send' },
+  caps: { receives: 'Received', handshakeMessages: 0, bytesCounted: 'out-of-band buffers', sentCounted: 'on send', sendWaitsFor: { what: 'arena space', fillBytes: 600 << 10 } },
   async pair(): Promise<Pair> {
     const init = createPipe({ capacity: 1 << 20, ringBytes: 1 << 16 })
     const a = openPipe(init)
@@ -45,11 +47,12 @@ const pipe: Carrier = {
 
 const socket: Carrier = {
   name: 'PickleSocket',
-  caps: { receives: 'value', handshakeMessages: 0, bytesCounted: 'whole messages', sentCounted: 'when written' },
+  caps: { receives: 'value', handshakeMessages: 0, bytesCounted: 'whole messages', sentCounted: 'when written', sendWaitsFor: { what: 'the high-water mark', fillBytes: 16 << 20 } },
   async pair(): Promise<Pair> {
     const server = await listenPickleSocket({ host: '127.0.0.1', port: 0 })
     const accepted = new Promise<PickleSocket>((resolve) => server.once('connection', (s) => resolve(s)))
-    const a = await connectPickleSocket(server.url)
+    // No high-water mark: a send waits while any earlier message is not yet written.
+    const a = await connectPickleSocket(server.url, { highWaterMark: 0 })
     const b = await accepted
     return {
       a, b,
@@ -64,7 +67,7 @@ const socket: Carrier = {
 
 const dask: Carrier = {
   name: 'Dask comm (tcp)',
-  caps: { receives: 'value', handshakeMessages: 1, bytesCounted: 'whole messages', sentCounted: 'on send' },
+  caps: { receives: 'value', handshakeMessages: 1, bytesCounted: 'whole messages', sentCounted: 'on send', sendWaitsFor: null },
   async pair(): Promise<Pair> {
     let resolveAccepted!: (c: DaskComm) => void
     const accepted = new Promise<DaskComm>((resolve) => (resolveAccepted = resolve))
