@@ -220,7 +220,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     const closed = this.#refuseSend()
     if (closed) return Promise.reject(closed)
     try {
-      // The sender frames the message at once (a small pickle is copied into its header frame).
+      // The pickle is lent by the pickler: the sender copies it, into the header frame (a small
+      // one) or a frame of its own when the message is written now, else into the queue.
       return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x }, options))
     } catch (err) {
       return Promise.reject(asError(err))
