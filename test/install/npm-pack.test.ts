@@ -5,7 +5,7 @@
  * pickle made by python3 with numpy and sends its array over the WebSocket carrier and back.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -66,9 +66,8 @@ const TSCONFIG = {
   files: ['esm.mts', 'cjs.cts'],
 }
 
-t.test('packed tarballs install with npm and work from ESM and CommonJS', async (t) => {
-  const missing = pythonWithNumpy()
-  if (missing) return t.skip(`${missing}: the test loads a pickle it makes`)
+const missing = pythonWithNumpy()
+t.test('packed tarballs install with npm and work from ESM and CommonJS', { skip: missing ? `${missing}: the test loads a pickle it makes` : false }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'picklewire-install-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const packs = join(dir, 'packs')
@@ -117,4 +116,19 @@ t.test('packed tarballs install with npm and work from ESM and CommonJS', async 
     t.same(JSON.parse(run.stdout.trim() || 'null'), expected, `${program}: the pickle loads, and its array goes over the WebSocket and back`)
     t.equal(run.stderr, '', `${program} writes no warning`)
   }
+
+  // The Python peer ships in the transport's tarball: pip installs it from node_modules.
+  const wheels = process.env.PICKLEWIRE_WHEELS ?? '/opt/pypi/files'
+  const venvable = spawnSync(PYTHON, ['-c', 'import venv, ensurepip'], { stdio: 'ignore' }).status === 0
+  const cannot = !venvable ? `${PYTHON} cannot make a venv with pip` : !existsSync(wheels) ? `no wheel folder at ${wheels}` : null
+  await t.test('pip installs the Python peer from node_modules/@picklewire/transport/python', { skip: cannot ?? false }, async (t) => {
+    const venv = join(dir, 'venv')
+    t.equal(spawnSync(PYTHON, ['-m', 'venv', venv], { stdio: 'ignore' }).status, 0, 'python3 -m venv')
+    const shipped = join(app, 'node_modules', '@picklewire', 'transport', 'python')
+    const pip = spawnSync(join(venv, 'bin', 'python'), ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-index', '--find-links', wheels, shipped], { cwd: dir, encoding: 'utf8' })
+    t.equal(pip.status, 0, `pip install node_modules/@picklewire/transport/python: ${pip.stderr.slice(-2000)}`)
+    const imported = spawnSync(join(venv, 'bin', 'python'), ['-W', 'error', '-c', 'import picklewire, picklewire.ws as ws; print(picklewire.__version__, ws.__file__)'], { cwd: dir, encoding: 'utf8' })
+    t.equal(imported.status, 0, `the installed package imports: ${imported.stderr}`)
+    t.match(imported.stdout, new RegExp(`^0\\.1\\.0 ${venv.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/`), 'picklewire 0.1.0 from the venv')
+  })
 })
