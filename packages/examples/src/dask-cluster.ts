@@ -18,24 +18,18 @@
  * PICKLEWIRE_DASK_PYTHON to run another interpreter's Dask (scripts/dask-trixie.sh makes one
  * with trixie's 2024.12.1).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
 import { NDArray } from '@picklewire/codec'
 import { DaskClient, DaskRemoteError } from '@picklewire/transport/dask'
+import { canRun } from './needs.js'
 
 /** Debian's python3-distributed loads with the system interpreter; override with PICKLEWIRE_DASK_PYTHON. */
 function python(): string {
   return process.env.PICKLEWIRE_DASK_PYTHON ?? '/usr/bin/python3'
 }
 
-/** What the local cluster needs and the interpreter lacks, or null. */
-function missingDask(): string | null {
-  const r = spawnSync(python(), ['-c', 'import distributed, numpy'], { encoding: 'utf8', cwd: '/', timeout: 30_000 })
-  if (r.error) return `${python()} cannot be started (${r.error.message})`
-  if (r.status !== 0) return `${python()} cannot import distributed and numpy: ${r.stderr.trim().split('\n').pop()}`
-  return null
-}
 
 /** Starts a Dask command and resolves with the first match of pattern in its log (Dask logs to stderr). */
 function start(args: string[], pattern: RegExp, what: string, ms = 30_000): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
@@ -132,12 +126,8 @@ export async function runDaskDemo(address = process.env.DASK_SCHEDULER): Promise
     await runGraph(address)
     return
   }
-  const missing = missingDask()
-  if (missing) {
-    console.log(`  skipped: ${missing}`)
-    console.log('  (install with: apt-get install -y python3-distributed python3-numpy python3-lz4)')
-    return
-  }
+  const need = { python: python(), variable: 'PICKLEWIRE_DASK_PYTHON', modules: ['distributed', 'numpy'] }
+  if (!canRun('the Dask demo (a local cluster driven from Node)', need)) return
   let scheduler: ChildProcess | undefined
   let worker: ChildProcess | undefined
   const cleanup = (): void => {

@@ -3,11 +3,17 @@
  * with a buffer sent out of band), and Node loads them with @picklewire/codec and prints what
  * it got. Node to Python: Node pickles values of its own, and python3 loads and prints them.
  * Then the same with numpy: an array arrives in Node as a typed view over the frame it came in,
- * and a Float32Array from Node arrives in numpy.
+ * and a Float32Array from Node arrives in numpy. Then worker threads, WebSocket and Dask.
+ *
+ * A part whose python3 or Python modules are missing prints what it skipped and how to get it,
+ * and the demo goes on; where Python would have loaded what Node wrote, Node loads it back
+ * itself. The worker threads need only Node and always run. The exit code is 0 unless a part
+ * that could run failed.
  */
 import { execFileSync } from 'node:child_process'
 import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
 import { runDaskDemo } from './dask-cluster.js'
+import { canRun, codecPython, skippedParts } from './needs.js'
 import { runWorkersDemo } from './workers-pipeline.js'
 import { runWebSocketDemo } from './ws-tensors.js'
 
@@ -34,7 +40,7 @@ for f in frames:
 `
 
 function python(): string {
-  return process.env.PICKLEWIRE_PYTHON ?? 'python3'
+  return codecPython().python
 }
 
 const CONSUMER = `
@@ -69,7 +75,13 @@ function nodeToPython(): void {
   ])
   const buffers: PickleBuffer[] = []
   const pickle = dumps(value, { protocol: 5, bufferCallback: (b) => void buffers.push(b) })
-  console.log(`\nNode wrote a protocol-5 pickle of ${pickle.length} bytes and ${buffers.length} out-of-band buffer(s); python3 loaded:`)
+  console.log(`Node wrote a protocol-5 pickle of ${pickle.length} bytes and ${buffers.length} out-of-band buffer(s)`)
+  if (!canRun('python3 loading the pickle Node wrote', codecPython())) {
+    console.log('Node loads it back itself:')
+    console.log(loads(pickle, { buffers: buffers.map((b) => b.raw()) }))
+    return
+  }
+  console.log('python3 loaded:')
   const out = execFileSync(python(), ['-c', CONSUMER], { input: writeFrames([pickle, ...buffers.map((b) => b.raw())]) })
   process.stdout.write(out)
 }
@@ -109,42 +121,38 @@ print(f'  {type(a).__module__}.{type(a).__name__} {a.dtype} {a.shape}: {a}')
 `
 
 function numpyDemo(): void {
-  let out: Buffer
-  try {
-    out = execFileSync(python(), ['-c', NUMPY_PRODUCER], { stdio: ['ignore', 'pipe', 'ignore'] })
-  } catch {
-    console.log(`\n(the numpy part of the demo needs numpy in ${python()}: skipped)`)
-    return
+  const numpy = canRun('numpy -> Node, and numpy loading the array Node wrote', codecPython(['numpy']))
+  if (numpy) {
+    const [pickle, ...buffers] = readFrames(execFileSync(python(), ['-c', NUMPY_PRODUCER], { stdio: ['ignore', 'pipe', 'inherit'] }))
+    const a = loads(pickle!, { buffers }) as NDArray
+    const first = Array.from(a.data.slice(0, 4) as Float32Array, (x) => x.toFixed(4))
+    console.log(`numpy -> Node: a ${a.dtype.name} array of shape (${a.shape.join(', ')}), order ${a.order}; first values ${first.join(', ')}`)
+    // A frame that is not 4-byte aligned in the received bytes would be copied once (a.copied says so).
+    const view = a.bytes().buffer === buffers[0]!.buffer && !a.copied
+    console.log(`its data is a ${a.data.constructor.name} ${view ? 'view over the received frame, not a copy' : 'copy: the frame was not aligned for float32'}`)
   }
-  const [pickle, ...buffers] = readFrames(out)
-  const a = loads(pickle!, { buffers }) as NDArray
-  const first = Array.from(a.data.slice(0, 4) as Float32Array, (x) => x.toFixed(4))
-  console.log(`\nnumpy -> Node: a ${a.dtype.name} array of shape (${a.shape.join(', ')}), order ${a.order}; first values ${first.join(', ')}`)
-  // A frame that is not 4-byte aligned in the received bytes would be copied once (a.copied says so).
-  const view = a.bytes().buffer === buffers[0]!.buffer && !a.copied
-  console.log(`its data is a ${a.data.constructor.name} ${view ? 'view over the received frame, not a copy' : 'copy: the frame was not aligned for float32'}`)
 
   const samples = Float32Array.from({ length: 6 }, (_, i) => Math.sqrt(i))
   const sent: PickleBuffer[] = []
   const fromNode = dumps(samples, { protocol: 5, bufferCallback: (b) => void sent.push(b) })
-  console.log(`Node -> numpy: a Float32Array of ${samples.length} (out of band, the buffer is its memory: ${sent[0]!.raw().buffer === samples.buffer}); python3 loaded:`)
-  process.stdout.write(execFileSync(python(), ['-c', NUMPY_CONSUMER], { input: writeFrames([fromNode, ...sent.map((b) => b.raw())]) }))
+  console.log(`Node -> numpy: Node pickled a Float32Array of ${samples.length} as a numpy array (out of band, the buffer is its memory: ${sent[0]!.raw().buffer === samples.buffer})`)
+  if (numpy) {
+    console.log('python3 loaded:')
+    process.stdout.write(execFileSync(python(), ['-c', NUMPY_CONSUMER], { input: writeFrames([fromNode, ...sent.map((b) => b.raw())]) }))
+    return
+  }
+  const back = loads(fromNode, { buffers: sent.map((b) => b.raw()) }) as NDArray
+  console.log(`Node loads it back itself: an NDArray ${back.dtype.name} of shape (${back.shape.join(', ')}), ` +
+    `[${Array.from(back.data as Float32Array, (x) => x.toFixed(4)).join(', ')}], a view over the sent buffer: ${back.bytes().buffer === samples.buffer}`)
 }
 
 function section(title: string): void {
   console.log(`\n=== ${title} ===`)
 }
 
-async function main(): Promise<void> {
-  section('codec: Python -> Node')
-  let out: Buffer
-  try {
-    out = execFileSync(python(), ['-c', PRODUCER])
-  } catch (err) {
-    console.error(`the demo needs python3 on PATH (or PICKLEWIRE_PYTHON): ${(err as Error).message}`)
-    process.exit(1)
-  }
-  const [pickle, ...buffers] = readFrames(out)
+function pythonToNode(): void {
+  if (!canRun('python3 pickling values for Node', codecPython())) return
+  const [pickle, ...buffers] = readFrames(execFileSync(python(), ['-c', PRODUCER]))
   console.log(`python3 wrote a protocol-5 pickle of ${pickle!.length} bytes and ${buffers.length} out-of-band buffer(s)`)
   const value = loads(pickle!, { buffers }) as Map<string, unknown>
   console.log('Node loaded:')
@@ -153,6 +161,11 @@ async function main(): Promise<void> {
   const view = raw.raw()
   console.log(`the out-of-band buffer is a view over the received frame, not a copy: ${view.buffer === buffers[0]!.buffer}`)
   console.log(`its text: ${JSON.stringify(new TextDecoder().decode(view))}`)
+}
+
+async function main(): Promise<void> {
+  section('codec: Python -> Node')
+  pythonToNode()
   section('codec: Node -> Python')
   nodeToPython()
   section('codec: numpy arrays both ways')
@@ -163,6 +176,10 @@ async function main(): Promise<void> {
   await runWebSocketDemo()
   section('Dask: a Node client on a local cluster')
   await runDaskDemo()
+  const skipped = skippedParts()
+  if (skipped.length > 0) {
+    console.log(`\nThe demo skipped ${skipped.length} part(s), each with a "skipped:" line above that says how to get it; everything else ran.`)
+  }
 }
 
 await main()

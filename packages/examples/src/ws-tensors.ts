@@ -10,26 +10,19 @@
  * numpy over the received bytes; Node: an NDArray over the Buffer ws delivered).
  * Run it alone with `node packages/examples/dist/ws-tensors.js`, or through `npm run demo`.
  */
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { NDArray } from '@picklewire/codec'
 import { connectPickleSocket, listenPickleSocket } from '@picklewire/transport/ws'
+import { canRun, codecPython } from './needs.js'
 
 const PYTHON_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'python')
 
 function python(): string {
-  return process.env.PICKLEWIRE_PYTHON ?? 'python3'
-}
-
-/** What python3 lacks for this demo, or null. */
-function missingPython(): string | null {
-  const r = spawnSync(python(), ['-c', 'import numpy, websockets, msgpack'], { encoding: 'utf8' })
-  if (r.error) return `${python()} is not on PATH`
-  if (r.status !== 0) return `${python()} cannot import numpy, websockets and msgpack (${r.stderr.trim().split('\n').pop()})`
-  return null
+  return codecPython().python
 }
 
 /** Statistics of one camera frame, and the frame downsampled 4x by block means. */
@@ -84,7 +77,7 @@ async function pythonProducesNodeConsumes(frames: number): Promise<void> {
     const child = spawn(python(), [join(PYTHON_DIR, 'tensor_producer.py'), server.url, '--frames', String(frames)], { stdio: ['ignore', 'pipe', 'inherit'] })
     pipeLines(child.stdout, (line) => console.log(line))
     const [code] = await once(child, 'exit')
-    if (code !== 0) console.log(`the Python producer exited with ${String(code)}`)
+    if (code !== 0) throw new Error(`the Python producer exited with ${String(code)}`)
   } finally {
     await server.close()
   }
@@ -126,12 +119,14 @@ async function nodeProducesPythonConsumes(signals: number): Promise<void> {
 
 /** The WebSocket tensor streaming demo, both ways, briefly. Starts python3 itself. */
 export async function runWebSocketDemo(): Promise<void> {
-  const missing = missingPython()
-  if (missing) {
-    console.log(`WebSocket demo skipped: ${missing}. It needs python3 with numpy, websockets and msgpack ` +
-      '(Debian: apt install python3-numpy python3-websockets python3-msgpack; or pip install numpy websockets msgpack).')
-    return
+  // The Python ends import the peer from packages/transport/python; pip installing that package
+  // brings what it imports.
+  const need = {
+    ...codecPython(['numpy', 'websockets.asyncio', 'msgpack']),
+    pip: 'pip install "./packages/transport/python[numpy]" (or pip install numpy "websockets>=13" msgpack)',
+    note: 'websockets 13 or later: Debian 13 has it',
   }
+  if (!canRun('the WebSocket demo (numpy tensors between python3 and Node)', need)) return
   await pythonProducesNodeConsumes(8)
   await nodeProducesPythonConsumes(4)
 }
