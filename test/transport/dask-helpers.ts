@@ -171,6 +171,8 @@ export interface ClusterOptions {
   python?: string
   /** The address the scheduler and workers listen on. Default 127.0.0.1. */
   host?: string
+  /** The scheduler's port. Default: any free one. */
+  port?: number
 }
 
 /** A scheduler and/or workers in one Python process, stopped by stop() or kill(). */
@@ -186,6 +188,7 @@ export class DaskCluster {
     if (options.scheduler) args.push('--scheduler', options.scheduler)
     if (options.compression) args.push('--compression', options.compression)
     if (options.host) args.push('--host', options.host)
+    if (options.port) args.push('--port', String(options.port))
     // cwd '/': distributed must not see a directory named like one of its modules.
     this.proc = spawn(options.python ?? DASK_PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: '/' })
     this.exited = once(this.proc, 'exit')

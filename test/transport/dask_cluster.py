@@ -26,6 +26,7 @@ def main():
     p.add_argument("--compression", default="auto", help="distributed.comm.compression (auto, lz4, zlib, none)")
     p.add_argument("--lifetime", type=float, default=300.0)
     p.add_argument("--host", default="127.0.0.1", help="the loopback address to listen on")
+    p.add_argument("--port", type=int, default=0, help="the scheduler's port (default: any free one)")
     args = p.parse_args()
 
     import dask
@@ -55,7 +56,7 @@ def main():
         scheduler = None
         address = args.scheduler
         if address is None:
-            scheduler = Scheduler(host=args.host, port=0, protocol=args.protocol, dashboard=False, dashboard_address="127.0.0.1:0")
+            scheduler = Scheduler(host=args.host, port=args.port, protocol=args.protocol, dashboard=False, dashboard_address="127.0.0.1:0")
             await scheduler
             address = scheduler.address
         workers = [
