@@ -173,6 +173,10 @@ t.test('blocks run as written', async (t) => {
     const where = `${b.page}:${b.line}`
     if (b.module) continue
     if (b.checkOnly) {
+      if (b.lang === 'python') {
+        const compiled = spawnSync(PYTHON, ['-m', 'py_compile', join(dirOf(b.page), b.file)], { encoding: 'utf8' })
+        t.equal(compiled.status, 0, `${where} (python) compiles${compiled.status === 0 ? '' : `:\n${compiled.stderr}`}`)
+      }
       notRun.push(`${where}: ${b.checkOnly}`)
       continue
     }
