@@ -70,8 +70,12 @@ function isCodecValue(v: object): boolean {
   return false
 }
 
-function viewClassName(v: ArrayBufferView): string {
-  if (v instanceof DataView) return 'DataView'
+/** The name of each view class, by constructor. */
+const VIEW_NAMES: ReadonlyMap<unknown, string> = new Map([...VIEW_CLASSES].map(([name, cls]) => [cls, name]))
+
+function viewClassName(v: ArrayBufferView, ctor: unknown): string {
+  const exact = VIEW_NAMES.get(ctor)
+  if (exact !== undefined) return exact
   for (const [name, cls] of VIEW_CLASSES) if (v instanceof cls) return name
   throw cloneError(v)
 }
@@ -103,8 +107,9 @@ export function reduceJsValue(v: unknown): ReduceValue | typeof NotImplemented {
   if (proto === null || proto === Object.prototype) return NotImplemented
   const ctor = proto.constructor
   if (ctor === Array) return isDense(v as unknown[]) ? NotImplemented : sparseArray(v as unknown[])
-  // The arguments and globals of the calls made here, first: they are the commonest.
+  // The arguments and globals of the calls made here, and TypedArrays, first: they are the commonest.
   if (ctor === PyGlobal || ctor === Tuple || ctor === PickleBuffer) return NotImplemented
+  if (ArrayBuffer.isView(v) && !(v instanceof ByteArray)) return [G.View, [viewClassName(v, ctor), bytesOf(v)]]
   if (isCodecValue(v)) return NotImplemented
   if (v instanceof Map) {
     if (v.size === 0) return [G.Map, NO_ITEMS]
@@ -113,7 +118,6 @@ export function reduceJsValue(v: unknown): ReduceValue | typeof NotImplemented {
     return [G.Map, NO_ITEMS, flat, null, null, G.setEntries]
   }
   if (v instanceof Set) return v.size === 0 ? [G.Set, NO_ITEMS] : [G.Set, NO_ITEMS, [...v], null, null, G.addMembers]
-  if (ArrayBuffer.isView(v)) return [G.View, [viewClassName(v), bytesOf(v)]]
   if (v instanceof ArrayBuffer) return [G.ArrayBuffer, [new PickleBuffer(new Uint8Array(v))]]
   if (v instanceof SharedArrayBuffer) return [G.SharedArrayBuffer, [new PickleBuffer(new Uint8Array(v))]]
   if (Array.isArray(v)) return sparseArray(v)

@@ -62,6 +62,12 @@ export class ValueCodec {
   readonly values: ValuesMode
   readonly #dumpOptions: PicklerOptions
   readonly #loadOptions: DecodeOptions
+  /**
+   * #loadOptions and `buffers`, one object whose buffers are set for each load: a new object
+   * spread from #loadOptions at every message costs the unpickler several times the load of a
+   * small pickle (V8 reads its options through a slow path).
+   */
+  readonly #withBuffers: UnpicklerOptions & { buffers: PickleBuffer[] | null }
   readonly #outOfBand: (buffer: PickleBuffer) => boolean
   #outBuffers: Uint8Array[] = []
   #outReadonly: boolean[] = []
@@ -91,6 +97,7 @@ export class ValueCodec {
       }
       this.#loadOptions = { ...this.#loadOptions, dict: 'object', findClass: jsFindClass(this.#loadOptions.findClass) }
     }
+    this.#withBuffers = { ...this.#loadOptions, buffers: null }
   }
 
   /** Pickles a value, collecting its out-of-band buffers (views, not copies). */
@@ -143,7 +150,14 @@ export class ValueCodec {
     if (m === 0) return loads(pickle, this.#loadOptions)
     const wrapped = new Array<PickleBuffer>(m)
     for (let i = 0; i < m; i++) wrapped[i] = new PickleBuffer(buffers[i]!, { readonly: readonly[i] ?? false })
-    return loads(pickle, { ...this.#loadOptions, buffers: wrapped })
+    const options = this.#withBuffers
+    const outer = options.buffers // a load in progress (an unpickler hook decoding a message)
+    options.buffers = wrapped
+    try {
+      return loads(pickle, options)
+    } finally {
+      options.buffers = outer
+    }
   }
 }
 
