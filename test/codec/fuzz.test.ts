@@ -12,6 +12,9 @@ import {
 } from '@picklewire/codec'
 import { corpusFindClass, loadCorpus } from '../helpers/corpus.js'
 import { Random, randomChunks } from '../helpers/random.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240229)
 const CASES = Number(process.env.FUZZ_CASES ?? 4000)

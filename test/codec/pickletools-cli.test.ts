@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { OPCODES } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
 import { firstDifference, stripAnnotations } from './pickletools-corpus.js'
+
+endFileWithoutPython(t)
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '../../packages/codec/dist/cli/pickletools.js')
 const dir = mkdtempSync(join(tmpdir(), 'pickletools-cli-'))

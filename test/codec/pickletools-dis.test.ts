@@ -3,6 +3,9 @@ import { OPCODES, UnpicklingError, dis, type DisOptions, type MemoKey, type Stac
 import {
   CORPUS_AS_JSON, PY_DOCS, corpusItems, firstDifference, runCorpusTask, stripAnnotations, type CorpusItem,
 } from './pickletools-corpus.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 interface PyOutcome { out: string; err: [string, string] | null }
 interface Reference {

@@ -1,6 +1,9 @@
 import t from 'tap'
 import { ByteArray, OPCODES, UnpicklingError, genops, type GenopsItem, type OpcodeArgument } from '@picklewire/codec'
 import { CORPUS_AS_JSON, corpusItems, fromBase64, runCorpusTask } from './pickletools-corpus.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 type PyArg = null | ['bool', boolean] | ['int', string] | ['float', string | null] | ['str', number[]] | ['bytes' | 'bytearray', string]
 interface PyWalk { pickles: [string, number, PyArg][][]; end: number; err: string | null }

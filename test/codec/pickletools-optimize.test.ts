@@ -1,6 +1,9 @@
 import t from 'tap'
 import { UnpicklingError, genops, optimize } from '@picklewire/codec'
 import { CORPUS_AS_JSON, corpusItems, fromBase64, runCorpusTask } from './pickletools-corpus.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 interface Reference {
   items: { name: string; data: string; kind: string; buffers: string[]; optimized: string | null; err: [string, string] | null }[]

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { dis } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** Python's dis listing and our own for the pickle of a Python expression. */
 function bothListings(expr: string, protocol: number): { pickle: Uint8Array; python: string; ours: string } {

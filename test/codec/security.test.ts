@@ -10,7 +10,7 @@ import {
   GlobalRegistry, MAX_ZERO_FILL, PyGlobal, PyObject, Unpickler, UnpicklingError, defaultGlobals, loads, type UnpicklerOptions,
 } from '@picklewire/codec'
 import { concat, pickle, repeat, shortStr, u32, u64 } from '../helpers/craft.js'
-import { pyDumpsAll, runPython } from '../helpers/python.js'
+import { pyDumpsAll, runPython, skipWithoutPython } from '../helpers/python.js'
 
 const MiB = 1024 * 1024
 
@@ -25,7 +25,7 @@ function measure(fn: () => void): { ms: number; grewMiB: number } {
   return { ms, grewMiB: grew / MiB }
 }
 
-t.test('globals outside the registry are refused with their name, as CPython pickles them', async (t) => {
+t.test('globals outside the registry are refused with their name, as CPython pickles them', { skip: skipWithoutPython(t) }, async (t) => {
   const dangerous: [expr: string, name: string][] = [
     ['os.system', 'posix.system'],
     ['os.popen', 'os.popen'],
@@ -77,7 +77,7 @@ t.test('names that look like JavaScript internals resolve to nothing', async (t)
   }
 })
 
-t.test('opaque mode keeps an unknown global as an inert placeholder and calls nothing', async (t) => {
+t.test('opaque mode keeps an unknown global as an inert placeholder and calls nothing', { skip: skipWithoutPython(t) }, async (t) => {
   const [evil] = pyDumpsAll([['type("Evil", (), {"__reduce__": lambda self: (os.system, ("touch /tmp/pwned",))})()', 5]], 'os')
   const v = loads(evil!, { opaque: true })
   t.type(v, PyObject)
@@ -89,7 +89,7 @@ t.test('opaque mode keeps an unknown global as an inert placeholder and calls no
   t.type(o.callable, PyGlobal)
 })
 
-t.test('dict keys named __proto__, constructor and prototype never reach a prototype', async (t) => {
+t.test('dict keys named __proto__, constructor and prototype never reach a prototype', { skip: skipWithoutPython(t) }, async (t) => {
   const before = Object.getOwnPropertyNames(Object.prototype).sort()
   const expr = '{"__proto__": {"polluted": 1}, "constructor": {"prototype": {"polluted": 2}}, "prototype": {"polluted": 3}, ' +
     '"hasOwnProperty": 4, "toString": 5, "nested": [{"__proto__": {"polluted": 6}}]}'
@@ -403,7 +403,7 @@ t.test('engine errors do not stand in for the codec\'s own checks', async (t) =>
   t.equal(loads(pickle('\x80\x02Nr', u32(0xfffffffe), 'r', u32(0xffffffff), 'j', u32(0xffffffff), '.')), null)
 })
 
-t.test('datetime.timedelta called with raw parts is normalized as CPython normalizes it', async (t) => {
+t.test('datetime.timedelta called with raw parts is normalized as CPython normalizes it', { skip: skipWithoutPython(t) }, async (t) => {
   // Crafted REDUCE calls (CPython's pickler writes normalized parts); CPython's own result for each.
   const parts = [[0, 90000, 0], [0, -1, 0], [0, 0, -1], [1, -86401, 2_500_000], [-3, 0, -1_000_001], [0, 2 ** 40, 0], [999_999_999, 86399, 999_999],
     [0, 0, 2 ** 60], [0, 0, -(2 ** 62)]]

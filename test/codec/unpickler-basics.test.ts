@@ -1,6 +1,8 @@
 import t from 'tap'
 import { Deque, EOFError, Tuple, UnpicklingError, loads } from '@picklewire/codec'
-import { pyDumps } from '../helpers/python.js'
+import { endFileWithoutPython, pyDumps } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 t.test('a list that contains itself loads as a recursive Array at every protocol', async (t) => {
   for (let p = 0; p <= 5; p++) {

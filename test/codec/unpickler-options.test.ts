@@ -9,7 +9,9 @@ import {
   defaultGlobals, load, loads,
 } from '@picklewire/codec'
 import { pickle, shortStr } from '../helpers/craft.js'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const script = fileURLToPath(new URL('../interop/make_option_pickles.py', import.meta.url))
 const made = Object.fromEntries(Object.entries(JSON.parse(

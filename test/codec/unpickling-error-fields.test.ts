@@ -1,6 +1,8 @@
 import t, { type Test } from 'tap'
 import { Unpickler, UnpicklingError, loads } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /**
  * Bad pickles made by CPython, each with where CPython's own pickletools.genops places the

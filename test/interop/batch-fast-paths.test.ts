@@ -8,7 +8,9 @@
 import t from 'tap'
 import { PickleBuffer, PyFloat, UnpicklingError, dumps, loads } from '@picklewire/codec'
 import { pickle, u64 } from '../helpers/craft.js'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** Random lists from Python: numbers of every width, floats of every kind, str of every UTF-8 length, interleaved. */
 function cpythonLists(): { protocol: number; data: Uint8Array }[] {

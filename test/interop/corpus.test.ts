@@ -6,7 +6,9 @@ import t from 'tap'
 import { EOFError, PickleError, UnpicklingError, loads, type UnpicklerOptions } from '@picklewire/codec'
 import { caseLabel, caseOptions, loadCorpus, type CorpusCase } from '../helpers/corpus.js'
 import { hasNonStrKey, mismatch, type MatchOptions } from '../helpers/expect.js'
+import { endFileWithoutPython } from '../helpers/python.js'
 
+endFileWithoutPython(t)
 const corpus = loadCorpus()
 
 function tryLoad(c: CorpusCase, extra: UnpicklerOptions): { value?: unknown; error?: unknown } {

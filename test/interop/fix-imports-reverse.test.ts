@@ -7,7 +7,9 @@
 import t from 'tap'
 import { PyGlobal, dumps } from '@picklewire/codec'
 import { fixImport, reverseFixImport } from '../../packages/codec/dist/globals.js'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 type Pair = [string, string]
 

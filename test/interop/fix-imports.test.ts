@@ -6,7 +6,9 @@ import t from 'tap'
 import { FrozenSet, PyGlobal, Unpickler, loads, type UnpicklerOptions } from '@picklewire/codec'
 import { fixImport } from '../../packages/codec/dist/globals.js'
 import { pickle } from '../helpers/craft.js'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const tables = JSON.parse(runPython(`
 import _compat_pickle as c, json, sys

@@ -8,7 +8,9 @@
 import t from 'tap'
 import { Unpickler, dumps, loads } from '@picklewire/codec'
 import { pickle, shortStr, type Part } from '../helpers/craft.js'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t, ['numpy'])
 
 /** How a case puts its keys together: opcodes or a reconstructor call, as CPython would read them. */
 type Form = 'dict' | 'set' | 'frozenset' | 'dict()' | 'set()' | 'frozenset()' | 'OrderedDict()' | 'Counter()' | 'OrderedDict+SETITEMS'

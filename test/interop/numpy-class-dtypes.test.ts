@@ -117,9 +117,9 @@ t.test('opaque mode: a numpy 2 StringDType array loads as a list of its strings 
   t.same(check(python, '', back), back.map(() => 'ok'), 'numpy loads each back to an equal StringDType array')
 })
 
-t.test('opaque mode: an array whose placeholder dtype comes with bytes, not a list, is refused by name', async (t) => {
+t.test('opaque mode: an array whose placeholder dtype comes with bytes, not a list, is refused by name', { skip: numpy2 === undefined ? 'no numpy 2.x' : false }, async (t) => {
   // numpy's own _reconstruct and BUILD, with an unknown call where the dtype goes and raw bytes as the data.
-  const out = execFileSync(numpy2?.python ?? 'python3', ['-c', String.raw`
+  const out = execFileSync(numpy2!.python, ['-c', String.raw`
 import sys, pickle, os, numpy as np
 from numpy._core.multiarray import _reconstruct
 class UnknownDType:

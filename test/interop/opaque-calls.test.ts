@@ -6,7 +6,9 @@
  */
 import t from 'tap'
 import { PyObject, PyObjectCall, UnpicklingError, dumps, loads } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const script = String.raw`
 import pickle, struct, sys, types

@@ -10,7 +10,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PyGlobal, PyObject, dumps, loads } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const dir = mkdtempSync(join(tmpdir(), 'pw-opaque-state-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))

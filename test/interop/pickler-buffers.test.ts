@@ -7,6 +7,9 @@
 import t from 'tap'
 import { PickleBuffer, PickleError, Pickler, PicklingError, dumps, loads } from '@picklewire/codec'
 import { explainDifference, firstDifference, pyBatch, type Job } from '../helpers/pyvalues.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const KiB256 = (fill: number): Uint8Array => new Uint8Array(256 * 1024).fill(fill)

@@ -6,6 +6,9 @@
 import t from 'tap'
 import { ByteArray, Complex, Decimal, OrderedDict, PickleError, PyDate, PyGlobal, UUID, dumps } from '@picklewire/codec'
 import { ValueGen, explainDifference, firstDifference, graphFacts, pyBatch, toPython } from '../helpers/pyvalues.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** Another seed explores other values: PICKLEWIRE_SEED=123 tap ... */
 const SEED = Number(process.env.PICKLEWIRE_SEED ?? 0x5eed_0003)

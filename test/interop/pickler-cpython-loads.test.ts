@@ -9,6 +9,9 @@ import {
   PyDateTime, PyFloat, PyGlobal, PyObject, PyRange, PyTime, PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, dumps,
 } from '@picklewire/codec'
 import { ValueGen, firstDifference, graphFacts, pwtestModule, pyBatch, toPython, type Job } from '../helpers/pyvalues.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const PROTOCOLS = [0, 1, 2, 3, 4, 5]
 const COUNT = 300

@@ -7,7 +7,9 @@
  */
 import t from 'tap'
 import { Pickler, PicklingError, dumps, genops, loads } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** For each protocol and value: CPython's ordinary pickle, its fast pickle, and a two-dump stream. */
 function cpythonCases(): { protocol: number; label: string; plain: Uint8Array; fast: Uint8Array; stream: Uint8Array }[] {

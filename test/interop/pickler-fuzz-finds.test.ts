@@ -4,7 +4,9 @@
  */
 import t from 'tap'
 import { FrozenSet, PickleBuffer, PicklingError, Tuple, dumps, loads } from '@picklewire/codec'
-import { pyDumpsAll, runPython } from '../helpers/python.js'
+import { endFileWithoutPython, pyDumpsAll, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 

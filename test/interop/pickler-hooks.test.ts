@@ -10,6 +10,9 @@ import {
   type ReduceValue,
 } from '@picklewire/codec'
 import { explainDifference, firstDifference, pwtestModule, pyBatch, type Answer, type Job } from '../helpers/pyvalues.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const PROTOCOLS = [0, 1, 2, 3, 4, 5]
 const mod = pwtestModule()

@@ -8,6 +8,9 @@ import t from 'tap'
 import { PickleBuffer, dumps, loads } from '@picklewire/codec'
 import { loadCorpus } from '../helpers/corpus.js'
 import { explainDifference, firstDifference, pwtestModule, pyBatch, type Job, type PickleToCheck } from '../helpers/pyvalues.js'
+import { endFileWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** Instances of classes defined in pwtest_classes, pickled by CPython at every protocol. */
 const CLASS_VALUES = String.raw`

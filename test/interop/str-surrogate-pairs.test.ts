@@ -7,7 +7,9 @@
  */
 import t from 'tap'
 import { PyStr, dumps, loads } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 // Python expressions, and what each item is in lossless mode: a PyStr or a plain string.
 const VALUE = String.raw`['a\ud83d\ude00b', '\U0001f600', '\ud83d', '\ude00\ud83d', 'x' * 300 + '\ud83d\ude00', {'k': '\udbff\udfff'}, ('é', '\ud800\udc00'), {'\ud83d\ude00': 1, '\U0001f600': 2}]`

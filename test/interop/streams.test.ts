@@ -10,7 +10,9 @@ import { EOFError, Unpickler, UnpicklingError, type ChunkSource } from '@picklew
 import { caseLabel, corpusFindClass, loadCorpus } from '../helpers/corpus.js'
 import { Matcher, mismatch } from '../helpers/expect.js'
 import { Random, asyncChunks, fixedChunks, randomChunks } from '../helpers/random.js'
-import { pyDumpsAll } from '../helpers/python.js'
+import { endFileWithoutPython, pyDumpsAll } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 const corpus = loadCorpus()
 const options = { findClass: corpusFindClass }

@@ -5,7 +5,9 @@
  */
 import t from 'tap'
 import { NDArray, PickleBuffer, Tuple, UnpicklingError, load as loadStream, loads, type BufferSource } from '@picklewire/codec'
-import { runPython } from '../helpers/python.js'
+import { endFileWithoutPython, runPython, skipWithoutPython } from '../helpers/python.js'
+
+endFileWithoutPython(t)
 
 /** {'rw': <16 writable bytes>, 'ro': <16 readonly bytes>, 'more': [<8 writable bytes>]}, buffers out of band. */
 const PICKLE = new Uint8Array(runPython(`
@@ -190,7 +192,7 @@ t.test('copyBytes: false views a Buffer\'s memory, and copies from a chunk sourc
   t.same(d, new Uint8Array(10).fill(0x79))
 })
 
-t.test('copyBytes: false: an aligned in-band numpy array is a view over the input', async (t) => {
+t.test('copyBytes: false: an aligned in-band numpy array is a view over the input', { skip: skipWithoutPython(t, ['numpy']) }, async (t) => {
   // Protocol 4: numpy writes its data in band as a bytes value; int8 is aligned anywhere.
   const pickle = new Uint8Array(runPython(`import pickle, sys, numpy as np; sys.stdout.buffer.write(pickle.dumps(np.arange(100, dtype=np.int8), 4))`))
   const view = loads(pickle, { copyBytes: false }) as NDArray

@@ -2,7 +2,7 @@
  * Shared by the ws-*.test.ts files: the Python peer's processes, raw ws sockets for crafted
  * frames, and waiting with a bound (a test never hangs on a socket).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { once } from 'node:events'
 import { dirname, join } from 'node:path'
@@ -13,17 +13,20 @@ import {
   SUBPROTOCOL, WebSocket, connectPickleSocket, listenPickleSocket,
   type ConnectOptions, type ListenOptions, type PickleSocket, type PickleSocketServer,
 } from '@picklewire/transport'
-import { PYTHON } from '../helpers/python.js'
+import { PYTHON, skipWithoutPython } from '../helpers/python.js'
 
 export const PYTHON_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'packages', 'transport', 'python')
 export const PEER = join(PYTHON_DIR, 'interop_peer.py')
 
-/** Why the Python tests cannot run here (python3 or one of its packages missing), or null. */
-export function pythonMissing(): string | null {
-  const r = spawnSync(PYTHON, ['-c', 'import numpy, websockets, msgpack'], { encoding: 'utf8' })
-  if (r.error) return `${PYTHON} cannot be started (${r.error.message})`
-  if (r.status !== 0) return `${PYTHON} lacks numpy, websockets or msgpack: ${r.stderr.trim().split('\n').pop()}`
-  return null
+/** What the Python peer imports beyond the standard library. */
+export const PEER_MODULES = ['numpy', 'websockets', 'msgpack'] as const
+
+/**
+ * Why the Python tests cannot run here (python3 or one of the peer's modules missing), or null.
+ * Under PICKLEWIRE_REQUIRE_PYTHON=1 a missing one also fails t.
+ */
+export function pythonMissing(t: Test): string | null {
+  return skipWithoutPython(t, PEER_MODULES) || null
 }
 
 /** A python3 process running interop_peer.py: its stdout lines, parsed as JSON where they are. */

@@ -42,7 +42,7 @@ function maxReceiveBuffer(): number {
   }
 }
 
-const missing = pythonMissing()
+const missing = pythonMissing(t)
 if (missing) {
   t.plan(0, missing)
 } else {

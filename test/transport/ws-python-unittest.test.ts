@@ -7,7 +7,7 @@ import t from 'tap'
 import { PYTHON } from '../helpers/python.js'
 import { PYTHON_DIR, pythonMissing } from './ws-helpers.js'
 
-const missing = pythonMissing()
+const missing = pythonMissing(t)
 t.test('python3 -m unittest test_ws', { skip: missing ?? false }, async (t) => {
   const r = spawnSync(PYTHON, ['-m', 'unittest', '-v', 'test_ws'], { cwd: PYTHON_DIR, encoding: 'utf8', timeout: 50_000 })
   const ran = /Ran (\d+) tests?/.exec(r.stderr)

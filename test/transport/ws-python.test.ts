@@ -10,7 +10,7 @@ import { GlobalRegistry, NDArray } from '@picklewire/codec'
 import { TransportError, connectPickleSocket, listenPickleSocket, type ListenOptions, type PickleSocket, type PickleSocketServer } from '@picklewire/transport'
 import { PythonPeer, collect, pythonEchoServer, pythonMissing, within } from './ws-helpers.js'
 
-const missing = pythonMissing()
+const missing = pythonMissing(t)
 if (missing) {
   t.plan(0, missing)
 } else {

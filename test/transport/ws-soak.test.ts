@@ -147,7 +147,7 @@ t.test('a Node peer killed mid-stream', async (t) => {
   await soak(t, peer)
 })
 
-t.test('a Python peer killed mid-stream', { skip: pythonMissing() ?? false }, async (t) => {
+t.test('a Python peer killed mid-stream', { skip: pythonMissing(t) ?? false }, async (t) => {
   const peer = await startPeer(PYTHON, ['-c', PYTHON_PEER])
   t.teardown(() => void peer.child.kill('SIGKILL'))
   await soak(t, peer)

@@ -281,7 +281,7 @@ t.test('a peer that dies after an inline header that announces a buffer: CLOSED,
   t.same(o.delivered, ['first'])
 })
 
-const missing = pythonMissing()
+const missing = pythonMissing(t)
 t.test('with python3: version 2 both ways, one frame per message; version 1 on request', { skip: missing ?? false }, async (t) => {
   const { peer, url } = await pythonEchoServer()
   t.teardown(() => peer.kill())
