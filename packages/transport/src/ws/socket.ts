@@ -194,9 +194,12 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     return this.#error
   }
 
-  /** True until the connection closes, fails, or close() is called; sends are refused from then on. */
+  /**
+   * True until the connection closes, fails, or close() is called, or the peer starts closing
+   * it; sends are refused from then on.
+   */
   get open(): boolean {
-    return !this.#closing && this.#closeInfo === null && this.#error === null
+    return !this.#closing && this.#closeInfo === null && this.#error === null && this.ws.readyState <= WebSocket.OPEN
   }
 
   /** A snapshot of the counters: messages and bytes each way, frames, copies, backpressure waits and pauses. */
