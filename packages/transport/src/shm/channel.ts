@@ -146,9 +146,10 @@ export class Channel {
   #waiting = 0
   #bytesReclaimed = 0
   #undelivered = 0
-  /** Resolves (never rejects) once the channel is closed, by either side or by the other side's death. */
-  readonly closed: Promise<void>
+  readonly #closed: Promise<void>
   #resolveDone!: () => void
+  #isClosed = false
+  #closedWatched = false
   #error: TransportError | null = null
 
   constructor(init: ChannelInit, options: EndpointOptions = {}) {
@@ -162,7 +163,12 @@ export class Channel {
     const inn = 1 - this.side
     this.#out = new RingLink(this.#endpoint, this.#mem[out]!, out, queuedFor(out))
     this.#in = new RingLink(this.#endpoint, this.#mem[inn]!, inn, queuedFor(inn))
-    this.closed = new Promise((resolve) => (this.#resolveDone = resolve))
+    this.#closed = new Promise((resolve) => {
+      this.#resolveDone = () => {
+        this.#isClosed = true
+        resolve()
+      }
+    })
     // Two Channels on one end would split its messages between them: the end opens once, in
     // one thread, and a closed end stays closed (its port is closed with it).
     const end = this.#mem[this.side]!.ring.openEnd()
@@ -188,6 +194,22 @@ export class Channel {
   /** False once this side closed, the other side closed, or the other side died. */
   get open(): boolean {
     return this.#state === 'open' && !this.#in.memory.ring.exited
+  }
+
+  /**
+   * Resolves (never rejects) once the channel is closed, by either side or by the other side's
+   * death. Waiting on it keeps the thread alive until then, as a waiting receive does (an idle
+   * channel does not): reading it while the channel is open counts as waiting.
+   */
+  get closed(): Promise<void> {
+    if (!this.#closedWatched && !this.#isClosed) {
+      this.#closedWatched = true
+      if (this.#waiting++ === 0) this.#port.ref()
+      void this.#closed.then(() => {
+        if (--this.#waiting === 0 && !this.#portClosed) this.#port.unref()
+      })
+    }
+    return this.#closed
   }
 
   /** Why the channel closed when that was not a close() of either side (the other side's thread died), else null. */

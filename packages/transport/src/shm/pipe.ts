@@ -84,10 +84,16 @@ export class Pipe {
 
   /**
    * Resolves (never rejects) once any endpoint, in any thread, closed the pipe. Waiting on it
-   * does not keep the thread alive.
+   * keeps the thread alive until then, as a waiting receive does: reading it while the pipe is
+   * open counts as waiting.
    */
   get closed(): Promise<void> {
-    return (this.#closed ??= this.#memory.ring.whenClosed())
+    if (this.#closed === null) {
+      // The wait on the ring's closed word costs nothing per message, and does not keep the thread alive by itself.
+      const alive = this.open ? setInterval(noop, 2 ** 30) : undefined
+      this.#closed = this.#memory.ring.whenClosed().finally(() => clearInterval(alive))
+    }
+    return this.#closed
   }
 
   /** Always null: a pipe ends only by a close(), and a thread that dies leaves it open for the others (see reclaim). */
@@ -210,3 +216,4 @@ export function reclaimOnExit(worker: Worker, ...pipes: Pipe[]): void {
   })
 }
 
+function noop(): void {}
