@@ -10,16 +10,11 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { PYTHON } from '../helpers/python.js'
+import { PYTHON, skipWithoutPython } from '../helpers/python.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const PNPM = 'pnpm@10.34.9'
 const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
-
-function pythonWithNumpy(): string | null {
-  const r = spawnSync(PYTHON, ['-c', 'import numpy'], { stdio: 'ignore' })
-  return r.error || r.status !== 0 ? `${PYTHON} with numpy is not available` : null
-}
 
 const PROGRAM_BODY = `
   const bytes = readFileSync(picklePath)
@@ -66,7 +61,7 @@ const TSCONFIG = {
   files: ['esm.mts', 'cjs.cts'],
 }
 
-const missing = pythonWithNumpy()
+const missing = skipWithoutPython(t, ['numpy'])
 t.test('packed tarballs install with npm and work from ESM and CommonJS', { skip: missing ? `${missing}: the test loads a pickle it makes` : false }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'picklewire-install-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

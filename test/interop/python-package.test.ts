@@ -16,7 +16,7 @@ import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
 import { listenPickleSocket, type PickleSocket } from '@picklewire/transport'
 import { numpyPythons } from '../helpers/numpy.js'
-import { PYTHON } from '../helpers/python.js'
+import { PYTHON, skipWithoutPython } from '../helpers/python.js'
 
 const PACKAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'packages', 'transport', 'python')
 /** Debian's python3, whose numpy (python3-numpy) is 1.x. */
@@ -169,7 +169,7 @@ async function installAndStream(t: Test, base: string, venvArgs: string[], numpy
   t.same(serverErrors, [], 'the Node side saw no error')
 }
 
-t.test('python3: pip install into a fresh venv (numpy 2.x from the wheel folder), then numpy arrays to Node and back', { skip: cannotRun(PYTHON) ?? false, timeout: 600_000 }, async (t) => {
+t.test('python3: pip install into a fresh venv (numpy 2.x from the wheel folder), then numpy arrays to Node and back', { skip: skipWithoutPython(t) || (cannotRun(PYTHON) ?? false), timeout: 600_000 }, async (t) => {
   await installAndStream(t, PYTHON, [], 2)
 })
 
