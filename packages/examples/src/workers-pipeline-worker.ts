@@ -4,18 +4,15 @@
  * producer's memory: the job is a view of it), and sends a small result to the results pipe.
  */
 import { threadId, workerData } from 'node:worker_threads'
-import type { PickleBuffer } from '@picklewire/codec'
 import { openPipe } from '@picklewire/transport/shm'
-import type { PipelineWorkerData } from './workers-pipeline.js'
+import type { Job, JobResult, PipelineWorkerData } from './workers-pipeline.js'
 
 const { jobs: jobsInit, results: resultsInit } = workerData as PipelineWorkerData
 const jobs = openPipe(jobsInit)
 const results = openPipe(resultsInit)
 
 for await (const job of jobs) {
-  const v = job.value as Map<string, unknown>
-  const raw = (v.get('samples') as PickleBuffer).raw()
-  const x = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+  const { id, samples: x } = job.value as Job
   let sum = 0
   let squares = 0
   let peak = 0
@@ -28,9 +25,7 @@ for await (const job of jobs) {
   const mean = sum / x.length
   let residual = 0
   for (let i = 0; i < x.length; i++) residual += (x[i] = x[i]! - mean)
-  await results.send(new Map<string, number>([
-    ['id', v.get('id') as number], ['worker', threadId], ['mean', mean], ['rms', Math.sqrt(squares / x.length)],
-    ['peak', peak], ['residual', residual / x.length],
-  ]))
+  const result: JobResult = { id, worker: threadId, mean, rms: Math.sqrt(squares / x.length), peak, residual: residual / x.length }
+  await results.send(result)
   job.release()
 }

@@ -14,7 +14,6 @@
 import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { PickleBuffer } from '@picklewire/codec'
 import { createPipe, openPipe, reclaimOnExit, type PipeInit } from '@picklewire/transport/shm'
 
 export interface PipelineOptions {
@@ -40,6 +39,22 @@ export interface PipelineReport {
 }
 
 /** What a worker is started with. */
+/** A job: its samples are a view of the jobs arena, where the producer filled them. */
+export interface Job {
+  id: number
+  samples: Float32Array
+}
+
+/** What a worker answers for a job. */
+export interface JobResult {
+  id: number
+  worker: number
+  mean: number
+  rms: number
+  peak: number
+  residual: number
+}
+
 export interface PipelineWorkerData {
   jobs: PipeInit
   results: PipeInit
@@ -74,7 +89,7 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
       // The producer's data is made where it will be sent from: in the jobs arena.
       const signal = await jobs.allocArray(Float32Array, samples)
       signal.set(tones[id % 5]!)
-      await jobs.send(new Map<string, unknown>([['id', id], ['samples', new PickleBuffer(signal)]]))
+      await jobs.send({ id, samples: signal }) // arrives as a Float32Array over the same memory
     }
     await jobs.close() // the workers finish what is queued, then stop
   })()
@@ -83,9 +98,9 @@ export async function runPipeline(options: PipelineOptions = {}): Promise<Pipeli
   let worstResidual = 0
   for (let k = 0; k < jobCount; k++) {
     const r = await results.receive()
-    const v = r.value as Map<string, number>
-    perWorker.set(v.get('worker')!, (perWorker.get(v.get('worker')!) ?? 0) + 1)
-    worstResidual = Math.max(worstResidual, Math.abs(v.get('residual')!))
+    const v = r.value as JobResult
+    perWorker.set(v.worker, (perWorker.get(v.worker) ?? 0) + 1)
+    worstResidual = Math.max(worstResidual, Math.abs(v.residual))
     r.release()
   }
   await producing
