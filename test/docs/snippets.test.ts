@@ -11,6 +11,7 @@
  *   <!-- snippet: needs=echo-server:8765 --> a picklewire echo server (requests answered with
  *                                           { got: value }) listens on 127.0.0.1:8765 first
  *   <!-- snippet: needs=dask:8786 -->        a Dask scheduler and worker listen on 127.0.0.1:8786
+ *   <!-- snippet: needs=python -->           the block runs python3 with numpy itself
  *   <!-- snippet: check-only=REASON -->      type-checked, not run (REASON says why)
  * Blocks of other languages (sh, the pickletools listings) are not run.
  */
@@ -22,7 +23,7 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { listenPickleSocket } from '@picklewire/transport/ws'
 import { DaskCluster, REQUIRED_DASK, daskMissing, enterLoopbackNamespace } from '../transport/dask-helpers.js'
-import { PYTHON } from '../helpers/python.js'
+import { PYTHON, REQUIRE_PYTHON, pythonMissing } from '../helpers/python.js'
 
 const netns = enterLoopbackNamespace()
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -106,9 +107,17 @@ async function provide(need: string): Promise<() => Promise<void>> {
 
 /** Why a need cannot be met here, or null; a Dask that CI requires (PICKLEWIRE_REQUIRE_DASK) is never missing quietly. */
 function missingFor(t: Test, need: string): string | null {
+  if (need === 'python') return pythonFor(t, ['numpy'])
   if (!need.startsWith('dask:')) return null
   const missing = daskMissing()
   if (missing && REQUIRED_DASK.length > 0) t.fail(`PICKLEWIRE_REQUIRE_DASK is set, but ${missing}`)
+  return missing
+}
+
+/** Why python3 with these modules is missing, or null; a python3 that CI requires (PICKLEWIRE_REQUIRE_PYTHON) is never missing quietly. */
+function pythonFor(t: Test, modules: string[]): string | null {
+  const missing = pythonMissing(modules)
+  if (missing && REQUIRE_PYTHON) t.fail(`PICKLEWIRE_REQUIRE_PYTHON=1, but ${missing}`)
   return missing
 }
 
@@ -166,22 +175,22 @@ t.test('blocks run as written', async (t) => {
     t.plan(0, `${netns}: the blocks listen on fixed ports, which they do only inside a namespace of their own`)
     return
   }
-  const pythonOk = spawnSync(PYTHON, ['-c', 'import numpy, websockets, msgpack'], { stdio: 'ignore' }).status === 0
+  const pythonLacks = pythonFor(t, ['numpy', 'websockets', 'msgpack'])
   let ran = 0
   const notRun: string[] = []
   for (const b of blocks) {
     const where = `${b.page}:${b.line}`
     if (b.module) continue
+    if (b.lang === 'python' && pythonLacks) {
+      notRun.push(`${where}: ${pythonLacks}`)
+      continue
+    }
     if (b.checkOnly) {
       if (b.lang === 'python') {
         const compiled = spawnSync(PYTHON, ['-m', 'py_compile', join(dirOf(b.page), b.file)], { encoding: 'utf8' })
         t.equal(compiled.status, 0, `${where} (python) compiles${compiled.status === 0 ? '' : `:\n${compiled.stderr}`}`)
       }
       notRun.push(`${where}: ${b.checkOnly}`)
-      continue
-    }
-    if (b.lang === 'python' && !pythonOk) {
-      notRun.push(`${where}: ${PYTHON} cannot import numpy, websockets and msgpack`)
       continue
     }
     const missing = b.needs.map((n) => missingFor(t, n)).find((m) => m !== null)
