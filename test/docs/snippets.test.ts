@@ -89,6 +89,7 @@ function dirOf(page: string): string {
 
 /** Starts what a block needs; returns the means to stop it. */
 async function provide(need: string): Promise<() => Promise<void>> {
+  if (need === 'python') return async () => {}
   const [what, port] = need.split(':')
   if (what === 'echo-server') {
     const server = await listenPickleSocket({ host: '127.0.0.1', port: Number(port), onRequest: (v) => ({ got: v }) })
