@@ -28,7 +28,7 @@ const DASK = [
   'DaskSerialize', 'DaskSerialized', 'DaskToPickle', 'WarmMemory', 'connectDask', 'listenDask', 'pythonGlobal',
 ]
 const CODEC = [
-  'ByteArray', 'Complex', 'Counter', 'DEFAULT_PROTOCOL', 'DType', 'Decimal', 'DefaultDict', 'Deque', 'EOFError', 'Ellipsis', 'FrozenSet',
+  'ALLOW', 'ByteArray', 'Complex', 'Counter', 'DEFAULT_PROTOCOL', 'DType', 'Decimal', 'DefaultDict', 'Deque', 'EOFError', 'Ellipsis', 'FrozenSet',
   'GlobalRegistry', 'HIGHEST_PROTOCOL', 'MAX_NDIM', 'MAX_SPREAD_ARGS', 'MAX_ZERO_FILL', 'NATIVE_BYTE_ORDER', 'NDArray', 'NotImplemented',
   'NumpyScalar', 'OPCODES', 'OrderedDict', 'PickleBuffer', 'PickleError', 'Pickler', 'PicklingError', 'PyDate', 'PyDateTime', 'PyFloat',
   'PyGlobal', 'PyObject', 'PyObjectCall', 'PyOpaque', 'PyPersistentRef', 'PyRange', 'PySingleton', 'PyStr', 'PyTime', 'PyTimeDelta',

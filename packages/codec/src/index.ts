@@ -2,6 +2,8 @@
  * @picklewire/codec: Python's pickle, protocols 0 to 5, for JavaScript.
  */
 export { EOFError, PickleError, PicklingError, UnpicklingError } from './errors.js'
+export { type AllowPattern } from './allow.js'
+export { ALLOW } from './allow-lists.js'
 export {
   DEFAULT_PROTOCOL, HIGHEST_PROTOCOL, OPCODES, type ArgumentDescriptor, type OpName, type OpcodeInfo, type StackObject,
 } from './opcodes.js'

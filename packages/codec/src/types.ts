@@ -308,7 +308,7 @@ export class PyGlobal {
     readonly module: string,
     readonly name: string,
     private readonly behaviour: GlobalBehaviour = {},
-    /** True for a placeholder of a global nobody registered (opaque mode). */
+    /** True for a placeholder of a global nobody registered (opaque mode, or the allow option). */
     readonly opaque = false,
     /** The extension code it was loaded through (EXT1/2/4), if any and unresolved. */
     readonly extensionCode: number | null = null,

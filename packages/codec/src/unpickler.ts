@@ -3,6 +3,7 @@
  * dispatched through a 256-entry table built from the opcode table; state lives in the
  * LoadState instance, never in module variables.
  */
+import { AllowList, type AllowPattern } from './allow.js'
 import { EOFError, PickleError, UnpicklingError } from './errors.js'
 import { GlobalRegistry, defaultGlobals, dictEntries, fixImport, isPlainObject, isPython2Module, spreadable } from './globals.js'
 import { HIGHEST_PROTOCOL, OP, OPCODES, OPCODE_BY_CODE, type OpName } from './opcodes.js'
@@ -71,6 +72,18 @@ export interface UnpicklerOptions {
    * refusing them. Nothing is ever called. Default false.
    */
   opaque?: boolean
+  /**
+   * Globals outside the registry that load as inert placeholders, as the opaque mode loads
+   * them (nothing is called; they pickle back as they came), while every other unknown global
+   * is still refused. Each pattern is a full name ('pandas.core.frame.DataFrame': module, a dot,
+   * qualified name) or a prefix ('pandas.core.internals.*': every global whose full name starts
+   * with 'pandas.core.internals.'). builtins.getattr(x, name) loads too, as a placeholder, when
+   * x is an allowed placeholder (a global, or such a getattr) and x's full name plus '.' plus
+   * name is allowed; such placeholders may be instantiated and called as allowed globals are.
+   * See ALLOW for lists made from what data libraries pickle. Not with opaque (which allows
+   * everything). Default: none.
+   */
+  allow?: Iterable<AllowPattern>
   /** Deepest MARK nesting accepted. Default 10,000. */
   maxDepth?: number
   /**
@@ -150,6 +163,14 @@ class LoadState {
   /** bytes as views over the input (UnpicklerOptions.copyBytes false, input in memory). */
   bytesView = false
   readonly opaque: boolean
+  /** The allow option, compiled; null without one. */
+  readonly allow: AllowList | null
+  /** Placeholders are made (opaque mode, or the allow option). */
+  readonly inert: boolean
+  /** The full names that allowed getattr placeholders stand for (allow option). */
+  readonly allowedAttributes = new WeakMap<object, string>()
+  /** builtins.getattr as the allow option admits it: on allowed placeholders, to allowed names. */
+  #getattr: PyGlobal | null = null
   readonly dictAsObject: boolean
   readonly maxDepth: number
   readonly maxWork: number | null
@@ -168,6 +189,8 @@ class LoadState {
     this.buffers = options.buffers ? options.buffers[Symbol.iterator]() : null
     this.lossless = options.lossless ?? false
     this.opaque = options.opaque ?? false
+    this.allow = options.allow === undefined ? null : new AllowList(options.allow)
+    this.inert = this.opaque || this.allow !== null
     this.dictAsObject = checkChoice(options.dict ?? 'map', ['map', 'object'], 'dict') === 'object'
     this.maxDepth = checkLimit(options.maxDepth ?? DEFAULT_MAX_DEPTH, 'maxDepth')
     this.maxWork = options.maxWork === undefined ? null : checkLimit(options.maxWork, 'maxWork')
@@ -450,7 +473,55 @@ class LoadState {
       if (g === undefined) known.set(key, (g = new PyGlobal(module, name, {}, true)))
       return g
     }
+    if (this.allow !== null) return this.allowedGlobal(module, name, this.allow)
     throw new UnpicklingError(`global '${module}.${name}' is forbidden`)
+  }
+
+  allowedGlobal(module: string, name: string, allow: AllowList): PyGlobal {
+    const key = `${module}.${name}`
+    if (key === 'builtins.getattr') {
+      return (this.#getattr ??= new PyGlobal(module, name, { call: (args) => this.allowedGetattr(args, allow) }, true))
+    }
+    const known = (this.opaqueGlobals ??= new Map())
+    let g = known.get(key)
+    if (g !== undefined) return g
+    if (!allow.allows(key)) {
+      throw new UnpicklingError(
+        `global '${key}' is forbidden: it is not in the allow option; add '${key}' (or a prefix such as '${module}.*') to load it as an inert placeholder`,
+      )
+    }
+    known.set(key, (g = new PyGlobal(module, name, {}, true)))
+    return g
+  }
+
+  /** builtins.getattr(x, name) under the allow option: a placeholder standing for x's full name plus name. */
+  allowedGetattr(args: readonly unknown[], allow: AllowList): PyObject {
+    if (args.length !== 2 || typeof args[1] !== 'string') {
+      throw new UnpicklingError(`builtins.getattr is allowed as getattr(placeholder, name) only, got ${args.length} arguments${args.length === 2 ? `, name ${describe(args[1])}` : ''}`)
+    }
+    const [x, name] = args as [unknown, string]
+    const base = this.allowedName(x)
+    if (base === null) {
+      throw new UnpicklingError(`builtins.getattr(${describe(x)}, ${JSON.stringify(name)}) is forbidden: the allow option admits getattr on placeholders of allowed globals only`)
+    }
+    const full = `${base}.${name}`
+    if (!allow.allows(full)) {
+      throw new UnpicklingError(`builtins.getattr(${base}, ${JSON.stringify(name)}) is forbidden: '${full}' is not in the allow option; add '${full}' to allow it`)
+    }
+    const v = new PyObject(this.#getattr!, 'reduce', asTuple(args))
+    this.allowedAttributes.set(v, full)
+    return v
+  }
+
+  /** The full name an allowed placeholder stands for (a global, or a getattr of one), or null. */
+  allowedName(v: unknown): string | null {
+    if (v instanceof PyGlobal) return v.opaque && v.extensionCode === null && v !== this.#getattr ? `${v.module}.${v.name}` : null
+    return typeof v === 'object' && v !== null ? this.allowedAttributes.get(v) ?? null : null
+  }
+
+  /** Whether an inert placeholder may stand for a class or callable: always in opaque mode, allowed names only with allow. */
+  mayInstantiate(v: PyOpaque): boolean {
+    return this.opaque || this.allowedAttributes.has(v)
   }
 
   persistentLoad(pid: unknown, binary: boolean): unknown {
@@ -641,11 +712,20 @@ function workSize(v: unknown): number {
 function callGlobal(s: LoadState, callable: unknown, args: unknown, origin: PyObjectOrigin): unknown {
   if (!Array.isArray(args)) throw new UnpicklingError(`the arguments of a call must be a tuple, got ${describe(args)}`)
   s.charge('a call of', callable, args, callable instanceof PyGlobal ? callable.callWork(args) : 0)
-  if (callable instanceof PyGlobal) return followOptions(s, callable, withName(callable, () => callable.call(args, origin, s.keys)))
+  if (callable instanceof PyGlobal) {
+    // copyreg's reconstructors take a placeholder as the class in opaque mode; the allow option only one of an allowed name.
+    if (s.allow !== null && callable.module === 'copyreg' && args[0] instanceof PyOpaque && !s.mayInstantiate(args[0])) {
+      throw new UnpicklingError(`${callable} needs a class, got a placeholder instance ${describe(args[0])}`)
+    }
+    return followOptions(s, callable, withName(callable, () => callable.call(args, origin, s.keys)))
+  }
   if (typeof callable === 'function') return callable(...spreadable(args, callable))
   // Opaque mode: a placeholder called (functools.partial(...)() at protocols 2 and 3, for one)
   // is one more inert placeholder, which pickles back as the same call.
-  if (s.opaque && callable instanceof PyOpaque && origin === 'reduce') return new PyObjectCall(callable, asTuple(args))
+  if (s.inert && callable instanceof PyOpaque && origin === 'reduce') {
+    if (s.mayInstantiate(callable)) return new PyObjectCall(callable, asTuple(args))
+    throw new UnpicklingError(`cannot call ${describe(callable)}: the allow option calls placeholders of allowed names only (a global, or builtins.getattr of one)`)
+  }
   throw new UnpicklingError(`cannot call ${describe(callable)}`)
 }
 
@@ -679,7 +759,7 @@ function newObject(s: LoadState, cls: unknown, args: unknown, kwargs: unknown, o
   if (typeof cls === 'function' && typeof cls.prototype === 'object' && cls.prototype !== null) return Object.create(cls.prototype)
   // A class that is itself a placeholder (a nested class reached through getattr at protocols 2
   // and 3): the instance is one more inert placeholder, which pickles back as the same NEWOBJ.
-  if (s.opaque && cls instanceof PyOpaque) return new PyObjectCall(cls, asTuple(args), origin, kwargs)
+  if (s.inert && cls instanceof PyOpaque && s.mayInstantiate(cls)) return new PyObjectCall(cls, asTuple(args), origin, kwargs)
   throw new UnpicklingError(`cannot create an instance of ${describe(cls)}`)
 }
 
@@ -1269,7 +1349,7 @@ const LOADER_BY_NAME: Record<OpName, Loader> = {
     const args = s.pop()
     const callable = s.pop()
     const v = callGlobal(s, callable, args, 'reduce')
-    if (s.opaque && s.data[s.pos] === OP.POP) keepStateSetter(v, args)
+    if (s.inert && s.data[s.pos] === OP.POP) keepStateSetter(v, args)
     s.stack.push(v)
   },
   NEWOBJ(s) {
@@ -1358,7 +1438,7 @@ function isChunkSource(v: unknown): v is ChunkSource {
 
 const UNPICKLER_OPTIONS = optionNames(
   'buffers', 'findClass', 'persistentLoad', 'globals', 'extensions', 'encoding', 'errors', 'fixImports', 'dict', 'lossless',
-  'copyBytes', 'opaque', 'maxDepth', 'maxWork', 'maxSize',
+  'copyBytes', 'opaque', 'allow', 'maxDepth', 'maxWork', 'maxSize',
 )
 const BOOLEAN_OPTIONS = ['fixImports', 'lossless', 'copyBytes', 'opaque'] as const
 const STRING_OPTIONS = ['encoding', 'errors'] as const
@@ -1382,6 +1462,7 @@ function checkUnpicklerOptions(options: UnpicklerOptions): void {
   }
   if (o.extensions !== undefined && !(o.extensions instanceof Map)) throw badOptionType('Unpickler', 'extensions', 'a Map', o.extensions)
   if (o.globals !== undefined && !(o.globals instanceof GlobalRegistry)) throw badOptionType('Unpickler', 'globals', 'a GlobalRegistry', o.globals)
+  if (o.allow !== undefined && o.opaque === true) throw new TypeError('Unpickler: options allow and opaque exclude each other (opaque allows every global)')
 }
 
 /**
