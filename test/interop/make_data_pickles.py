@@ -36,6 +36,10 @@ def pandas_cases():
         'dz': pd.date_range('2024-01-01', periods=n, freq='h', tz='UTC'),
         'n': pd.array([1, None, 3, 4, None, 6], dtype='Int64'),
         'b': pd.array([True, False, None, True, True, False], dtype='boolean'),
+        'g': pd.array([0.5, None, 1.5, 2.5, None, 3.5], dtype='Float64'),
+        'p': pd.array(['x', None, 'z', 'x', 'y', 'z'], dtype=pd.StringDtype('python')),
+        't': pd.to_timedelta(np.arange(n), unit='s'),
+        'u': np.arange(n, dtype='uint8'),
     })
     by_date = pd.DataFrame({'x': np.arange(4.0), 'y': np.arange(4, dtype='int32')},
                            index=pd.DatetimeIndex(['2024-03-01', '2024-03-02', '2024-03-04', '2024-03-08'], name='day'))
@@ -43,8 +47,9 @@ def pandas_cases():
     multi = pd.Series(np.arange(4, dtype='int64'),
                       index=pd.MultiIndex.from_product([['x', 'y'], [1, 2]], names=['k', 'j']))
     daily = pd.Series(np.arange(3.0), index=pd.date_range('2024-01-01', periods=3, freq='D'))
+    by_category = pd.Series([1, 2, 3], index=pd.CategoricalIndex(['lo', 'hi', 'lo'], name='level'), dtype='int16')
     return {'pandas.DataFrame': mixed, 'pandas.DataFrame.DatetimeIndex': by_date, 'pandas.Series': series,
-            'pandas.Series.MultiIndex': multi, 'pandas.Series.daily': daily}
+            'pandas.Series.MultiIndex': multi, 'pandas.Series.daily': daily, 'pandas.Series.CategoricalIndex': by_category}
 
 
 def pyarrow_cases():
@@ -78,9 +83,11 @@ def sklearn_sample():
 def sklearn_cases():
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     x, y = sklearn_sample()
-    return {'sklearn.LinearRegression': LinearRegression().fit(x, x @ [1.0, 2.0, -1.0]),
+    return {'sklearn.Pipeline': make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y),
+            'sklearn.LinearRegression': LinearRegression().fit(x, x @ [1.0, 2.0, -1.0]),
             'sklearn.LogisticRegression': LogisticRegression().fit(x, y),
             'sklearn.StandardScaler': StandardScaler().fit(x),
             'sklearn.RandomForestClassifier': RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(x, y)}
@@ -185,7 +192,8 @@ def same(case, a, b):
         return None if (a != b).nnz == 0 else 'different values'
     if lib == 'sklearn':
         x, _ = sklearn_sample()
-        if a.get_params() != b.get_params():
+        # repr, since a pipeline's parameters hold its steps, which compare by identity.
+        if repr(a.get_params()) != repr(b.get_params()):
             return 'different parameters'
         use = 'transform' if hasattr(a, 'transform') else 'predict'
         return None if np.array_equal(getattr(a, use)(x), getattr(b, use)(x)) else f'different {use} results'

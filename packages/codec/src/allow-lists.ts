@@ -11,16 +11,21 @@ function list(...names: AllowPattern[]): readonly AllowPattern[] {
 }
 
 const PANDAS = list(
-  'pandas.BooleanDtype', 'pandas.Categorical', 'pandas.CategoricalDtype', 'pandas.DataFrame',
-  'pandas.DatetimeIndex', 'pandas.DatetimeTZDtype', 'pandas.Index', 'pandas.Int64Dtype', 'pandas.MultiIndex',
-  'pandas.RangeIndex', 'pandas.Series', 'pandas.StringDtype', 'pandas._libs.arrays.__pyx_unpickle_NDArrayBacked',
-  'pandas._libs.internals._unpickle_block', 'pandas._libs.tslibs.offsets.Day', 'pandas.arrays.ArrowStringArray',
-  'pandas.arrays.BooleanArray', 'pandas.arrays.DatetimeArray', 'pandas.arrays.IntegerArray',
+  'pandas.BooleanDtype', 'pandas.Categorical', 'pandas.CategoricalDtype', 'pandas.CategoricalIndex',
+  'pandas.DataFrame', 'pandas.DatetimeIndex', 'pandas.DatetimeTZDtype', 'pandas.Float64Dtype', 'pandas.Index',
+  'pandas.Int64Dtype', 'pandas.MultiIndex', 'pandas.NA', 'pandas.RangeIndex', 'pandas.Series', 'pandas.StringDtype',
+  'pandas._libs.arrays.__pyx_unpickle_NDArrayBacked', 'pandas._libs.internals._unpickle_block',
+  'pandas._libs.missing.NA', 'pandas._libs.tslibs.offsets.Day', 'pandas.arrays.ArrowStringArray',
+  'pandas.arrays.BooleanArray', 'pandas.arrays.DatetimeArray', 'pandas.arrays.FloatingArray',
+  'pandas.arrays.IntegerArray', 'pandas.arrays.StringArray', 'pandas.arrays.TimedeltaArray',
   'pandas.core.arrays.boolean.BooleanArray', 'pandas.core.arrays.boolean.BooleanDtype',
   'pandas.core.arrays.categorical.Categorical', 'pandas.core.arrays.datetimes.DatetimeArray',
+  'pandas.core.arrays.floating.Float64Dtype', 'pandas.core.arrays.floating.FloatingArray',
   'pandas.core.arrays.integer.Int64Dtype', 'pandas.core.arrays.integer.IntegerArray',
-  'pandas.core.dtypes.dtypes.CategoricalDtype', 'pandas.core.dtypes.dtypes.DatetimeTZDtype',
-  'pandas.core.frame.DataFrame', 'pandas.core.indexes.base.Index', 'pandas.core.indexes.base._new_Index',
+  'pandas.core.arrays.string_.StringArray', 'pandas.core.arrays.string_.StringDtype',
+  'pandas.core.arrays.timedeltas.TimedeltaArray', 'pandas.core.dtypes.dtypes.CategoricalDtype',
+  'pandas.core.dtypes.dtypes.DatetimeTZDtype', 'pandas.core.frame.DataFrame', 'pandas.core.indexes.base.Index',
+  'pandas.core.indexes.base._new_Index', 'pandas.core.indexes.category.CategoricalIndex',
   'pandas.core.indexes.datetimes.DatetimeIndex', 'pandas.core.indexes.datetimes._new_DatetimeIndex',
   'pandas.core.indexes.multi.MultiIndex', 'pandas.core.indexes.range.RangeIndex',
   'pandas.core.internals.managers.BlockManager', 'pandas.core.internals.managers.SingleBlockManager',
@@ -35,9 +40,10 @@ const PANDAS = list(
  */
 export const ALLOW = Object.freeze({
   /**
-   * pandas 2.x and 3.x DataFrame and Series: numeric, str, categorical, datetime (naive and
-   * zone-aware), nullable Int64 and boolean columns; RangeIndex, Index, DatetimeIndex (with a
-   * daily frequency) and MultiIndex. pandas 3 keeps str columns in pyarrow when pyarrow is
+   * pandas 2.x and 3.x DataFrame and Series: numeric, str (python and pyarrow storage),
+   * categorical, datetime (naive and zone-aware), timedelta, nullable Int64, Float64 and boolean
+   * columns (pandas.NA included); RangeIndex, Index, DatetimeIndex (with a daily frequency),
+   * CategoricalIndex and MultiIndex. pandas 3 keeps str columns in pyarrow when pyarrow is
    * installed: the three pyarrow names those columns need are here too.
    */
   pandas: PANDAS,
@@ -53,13 +59,14 @@ export const ALLOW = Object.freeze({
     'scipy.sparse._csr.csr_array', 'scipy.sparse._csr.csr_matrix',
   ),
   /**
-   * Fitted scikit-learn estimators: LinearRegression, LogisticRegression, StandardScaler and
-   * RandomForestClassifier (with its decision trees).
+   * Fitted scikit-learn estimators: LinearRegression, LogisticRegression, StandardScaler,
+   * RandomForestClassifier (with its decision trees) and a Pipeline of them.
    */
   sklearn: list(
     'sklearn.ensemble._forest.RandomForestClassifier', 'sklearn.linear_model._base.LinearRegression',
-    'sklearn.linear_model._logistic.LogisticRegression', 'sklearn.preprocessing._data.StandardScaler',
-    'sklearn.tree._classes.DecisionTreeClassifier', 'sklearn.tree._tree.Tree',
+    'sklearn.linear_model._logistic.LogisticRegression', 'sklearn.pipeline.Pipeline',
+    'sklearn.preprocessing._data.StandardScaler', 'sklearn.tree._classes.DecisionTreeClassifier',
+    'sklearn.tree._tree.Tree',
   ),
   /** xarray DataArray and Dataset, with their pandas indexes: the pandas list and xarray's own names. */
   xarray: list(
