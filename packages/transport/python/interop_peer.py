@@ -1,8 +1,14 @@
 """A scriptable Python peer for the Node interop tests and benchmarks (not part of the API).
 
     python3 interop_peer.py echo-server [--key K] [--max-buffers N] [--ping S] [--protocol-version V]
+                                        [--chunk-bytes C] [--progress]
         prints {"port": N}, echoes every message and answers requests until killed or stdin
-        closes; pings every S seconds (default 20)
+        closes; pings every S seconds (default 20); with --progress, prints for each message
+        received {"id", "events": progress calls, "monotonic", "complete", "cancelled_by_peer"}
+    python3 interop_peer.py v3-client URL [--chunk-bytes C] [--elements N]
+        version 3 against an echo server: sends a float32 array of N elements (in chunks of C
+        bytes) with progress and checks the echo and its receive progress; then cancels a send of
+        64 MiB mid-way and checks that the next message arrives intact; prints one JSON report
     python3 interop_peer.py arrays-client URL --count N [--seed S] [--key K] [--protocol-version V]
         sends N messages of numpy arrays (varied dtypes, shapes, orders, read-only flags) and
         checks each echo; prints {"sent": N, "matched": M, "dtypes": [...], "version": V, "stats": {...}}
@@ -115,16 +121,62 @@ async def echo_server(args) -> None:
 
     async def handler(sock: pw.PickleSocket) -> None:
         stats['connections'] += 1
+        events: list[dict] = []
+        if args.progress:
+            sock.on_progress = events.append
         try:
             async for value in sock:
+                if args.progress:
+                    done = [e['bytes'] for e in events]
+                    out({'events': len(events), 'monotonic': done == sorted(done),
+                         'complete': bool(events) and events[-1]['bytes'] == events[-1]['total'],
+                         'ids': sorted({e['id'] for e in events}), 'cancelled_by_peer': sock.stats.messages_cancelled_by_peer})
+                    events.clear()
                 await sock.send(value)
         except pw.TransportError as e:
             print(f'echo-server: {e.code}: {e}', file=sys.stderr, flush=True)
 
     async with pw.serve(handler, key=key_of(args), limits=limits_of(args), on_request=answer,
-                        protocol_version=args.protocol_version, heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10)) as server:
+                        chunk_bytes=args.chunk_bytes, protocol_version=args.protocol_version, heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10)) as server:
         out({'port': server.sockets[0].getsockname()[1]})
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+
+
+async def v3_client(args) -> int:
+    sock = await pw.connect(args.url, chunk_bytes=args.chunk_bytes, limits=pw.Limits(max_buffer_bytes=2 ** 27, max_message_bytes=2 ** 27))
+    received: list[dict] = []
+    sock.on_progress = received.append
+    a = np.arange(args.elements, dtype=np.float32)
+    sent: list[dict] = []
+    await sock.send({'a': a}, on_progress=sent.append)
+    back = (await sock.recv())['a']
+    report: dict = {'version': sock.version, 'matched': bool(np.array_equal(back, a)), 'sent_events': len(sent),
+                    'received_events': len(received)}
+    for name, events in (('sent', sent), ('received', received)):
+        done = [e['bytes'] for e in events]
+        report[f'{name}_monotonic'] = done == sorted(done) and events[-1]['bytes'] == events[-1]['total']
+    big = np.ones(64 * 2 ** 20, np.uint8)
+    halfway = asyncio.Event()
+
+    def on_progress(e):
+        if e['buffer'] == 0 and e['buffer_bytes'] >= 4 * 2 ** 20:
+            halfway.set()
+
+    task = asyncio.create_task(sock.send(big, on_progress=on_progress))
+    await halfway.wait()
+    task.cancel()
+    try:
+        await task
+        report['cancelled'] = False
+    except asyncio.CancelledError:
+        report['cancelled'] = True
+    await sock.send('next')
+    nxt = await sock.recv()
+    report['next'] = nxt if isinstance(nxt, str) else f'{type(nxt).__name__} {getattr(nxt, "nbytes", "")}'
+    report['messages_cancelled'] = sock.stats.messages_cancelled
+    await sock.close()
+    out(report)
+    return 0 if report['matched'] and report['cancelled'] and report['next'] == 'next' else 1
 
 
 async def arrays_client(args) -> int:
@@ -299,6 +351,12 @@ def main() -> int:
     s.add_argument('--max-buffers', type=int)
     s.add_argument('--ping', type=float, default=20)
     s.add_argument('--protocol-version', type=int, default=pw.LATEST_VERSION)
+    s.add_argument('--chunk-bytes', type=int, default=pw.DEFAULT_CHUNK_BYTES)
+    s.add_argument('--progress', action='store_true')
+    s = sub.add_parser('v3-client')
+    s.add_argument('url')
+    s.add_argument('--chunk-bytes', type=int, default=pw.DEFAULT_CHUNK_BYTES)
+    s.add_argument('--elements', type=int, default=10_000)
     for name in ('arrays-client', 'request-client'):
         s = sub.add_parser(name)
         s.add_argument('url')
@@ -330,7 +388,7 @@ def main() -> int:
     run = {
         'echo-server': echo_server, 'arrays-client': arrays_client, 'request-client': request_client,
         'partial': partial, 'slow-consumer': slow_consumer, 'send-until-closed': send_until_closed,
-        'flood-requests': flood_requests, 'send-bench': send_bench, 'recv-bench': recv_bench,
+        'flood-requests': flood_requests, 'v3-client': v3_client, 'send-bench': send_bench, 'recv-bench': recv_bench,
     }[args.cmd]
     return asyncio.run(run(args)) or 0
 

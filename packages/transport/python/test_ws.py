@@ -151,7 +151,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
 
     async def test_version_2_is_negotiated_and_a_small_message_is_one_frame(self):
         async with Peer() as peer:
-            sock = await peer.client()
+            sock = await peer.client(protocol_version=2)
             self.assertEqual(sock.version, 2)
             self.assertEqual(sock.ws.subprotocol, 'picklewire.v2')
             for i in range(50):
@@ -199,7 +199,7 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(sock.stats.frames_received, 2)
             await sock.close()
         with self.assertRaises(ValueError):
-            await pw.connect('ws://127.0.0.1:1/', protocol_version=3)
+            await pw.connect('ws://127.0.0.1:1/', protocol_version=4)
 
     async def test_the_spec_test_vector_version_2(self):
         frames = [bytes.fromhex(h) for h in (
@@ -409,6 +409,103 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                     self.assertEqual(ws.close_code, code)
                     expected = ['ok'] if name == 'a pickle frame after an inline header' else []
                     self.assertEqual(peer.received, expected)
+
+    async def test_version_3_buffers_in_chunks_with_progress_both_ways(self):
+        async with Peer(chunk_bytes=1000) as peer:
+            seen = []
+            sock = await peer.client(chunk_bytes=1000, on_progress=seen.append)
+            self.assertEqual(sock.version, 3)
+            self.assertEqual(peer.server_socks[0].version if peer.server_socks else 3, 3)
+            a = np.arange(2600, dtype=np.float32)  # 10,400 bytes: 11 chunks
+            sent = []
+            await sock.send({'a': a, 'n': 1}, on_progress=sent.append)
+            back = (await sock.recv())['a']
+            np.testing.assert_array_equal(back, a)
+            self.assertFalse(back.flags.writeable, 'read-only unless writable=True')
+            self.assertEqual(sock.stats.frames_sent, 12, 'header (pickle inline) and 11 chunks')
+            for events in (sent, seen):
+                self.assertEqual([e['buffer'] for e in events], [-1] + [0] * 11)
+                bytes_ = [e['bytes'] for e in events]
+                self.assertEqual(bytes_, sorted(bytes_))
+                self.assertEqual(events[-1]['bytes'], events[-1]['total'])
+                self.assertEqual(events[-1]['buffer_bytes'], a.nbytes)
+                self.assertEqual(events[-1]['buffer_total'], a.nbytes)
+            await sock.close()
+
+    async def test_version_3_with_a_key_covers_the_chunks(self):
+        async with Peer(chunk_bytes=512, key='k') as peer:
+            sock = await peer.client(chunk_bytes=300, key='k')
+            a = np.arange(1000, dtype=np.int64)
+            await sock.send(a)
+            np.testing.assert_array_equal(await sock.recv(), a)
+            await sock.close()
+
+    async def test_version_3_a_cancelled_send_is_dropped_and_the_next_message_arrives(self):
+        async with Peer(chunk_bytes=4096) as peer:
+            sock = await peer.client(chunk_bytes=4096)
+            big = np.ones(4 * 2 ** 20, dtype=np.uint8)  # 1,024 chunks
+            started = asyncio.Event()
+
+            def on_progress(e):
+                if e['buffer_bytes'] >= 64 * 1024:
+                    started.set()
+
+            task = asyncio.create_task(sock.send(big, on_progress=on_progress))
+            await started.wait()
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            self.assertEqual(sock.stats.messages_cancelled, 1)
+            await sock.send('next')
+            self.assertEqual(await sock.recv(), 'next')
+            self.assertEqual(peer.received, ['next'])
+            self.assertEqual(peer.server_socks[0].stats.messages_cancelled_by_peer, 1)
+            await sock.close()
+
+    async def test_version_3_discard_drops_a_message_while_it_arrives(self):
+        async with Peer(chunk_bytes=1024) as peer:
+            sock = await peer.client()
+
+            events = []
+
+            def on_progress(e):
+                events.append(e)
+                if e['buffer'] == 0 and e['buffer_bytes'] < e['buffer_total']:
+                    events.append(sock.discard(e['id']))
+
+            sock.on_progress = on_progress
+            await sock.send(np.zeros(10_000, np.uint8))
+            await sock.send('after')
+            self.assertEqual(await sock.recv(), 'after')
+            self.assertEqual(sock.stats.messages_discarded, 1)
+            self.assertEqual(events[2], True, 'the first chunk of the buffer discards the message')
+            self.assertEqual([e['id'] for e in events[3:]], [events[0]['id'] + 1], 'no progress for a message once discarded')
+            self.assertFalse(sock.discard(99))
+            await sock.close()
+
+    async def test_raw_version_3_frames_that_break_the_protocol(self):
+        good = pickle.dumps('ok', protocol=5)
+        h3 = lambda **kw: pw.encode_header(**{'v': 3, 'id': 1, 'k': 'msg', 'p': len(good), 'b': [], 'ro': [], 'pk': good, **kw})
+        cases = {
+            'chunks beyond the announced size': ([h3(b=[10], ro=[False]), bytes(6), bytes(6)], 4400, 'beyond the announced size'),
+            'a cancel for no message': (['cancel 1'], 4400, 'no message is in progress'),
+            'a cancel for another message': ([h3(b=[10], ro=[False]), bytes(4), 'cancel 2'], 4400, 'cancel frame for message 2'),
+            'a text frame that is no cancel': ([h3(b=[10], ro=[False]), 'hello'], 4400, 'not a cancel frame'),
+            'a chunk after a cancel': ([h3(b=[10], ro=[False]), bytes(4), 'cancel 1', bytes(6)], 4400, 'bad message header'),
+            'an empty chunk': ([h3(b=[10], ro=[False]), bytes(4), b''], 4400, 'empty chunk'),
+            'a buffer over the limit': ([h3(b=[2 ** 31], ro=[False])], 4413, 'max_buffer_bytes'),
+        }
+        for name, (frames, code, words) in cases.items():
+            with self.subTest(name):
+                async with Peer() as peer:
+                    ws = await raw_connect(peer.url, subprotocols=['picklewire.v3'])
+                    self.assertEqual(ws.subprotocol, 'picklewire.v3')
+                    for f in frames:
+                        await ws.send(f)
+                    await ws.wait_closed()
+                    self.assertEqual(ws.close_code, code)
+                    self.assertIn(words, str(peer.server_errors[0]) if peer.server_errors else ws.close_reason)
+                    self.assertEqual(peer.received, [])
 
     async def test_peer_gone_mid_message_is_an_error(self):
         async with Peer() as peer:

@@ -1,10 +1,13 @@
 """picklewire over WebSocket: the Python peer.
 
-Speaks the wire protocol of docs/wire-protocol.md (versions 1 and 2) with asyncio, websockets
+Speaks the wire protocol of docs/wire-protocol.md (versions 1, 2 and 3) with asyncio, websockets
 and msgpack, and nothing else. A message is a msgpack header frame, the pickle frame, then one
 binary frame per out-of-band buffer (and a 32-byte HMAC-SHA256 frame when a key is set). On a
 version 2 connection (subprotocol picklewire.v2, preferred by both sides) a pickle of up to
 16 KiB rides inside the header frame instead, so a message without buffers is one frame.
+Version 3 (picklewire.v3, preferred) adds buffers in chunks of at most chunk_bytes, each
+written into one bytearray of the announced size on receipt, per-chunk progress callbacks,
+and cancel frames: a cancelled send() task tells the peer, which drops the message.
 Values are pickled with protocol 5 and a buffer_callback, so numpy arrays leave as memoryviews
 of their own memory, and are loaded with buffers=, so they come back as arrays over the
 received frames.
@@ -54,13 +57,15 @@ from websockets.typing import Subprotocol as _Subprotocol
 
 __all__ = [
     'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
-    'PickleSocket', 'connect', 'serve', 'encode_value', 'encode_header', 'decode_header',
+    'DEFAULT_CHUNK_BYTES', 'PickleSocket', 'connect', 'serve', 'encode_value', 'encode_header', 'decode_header',
     'RestrictedUnpickler', 'DEFAULT_ALLOWED', 'restricted_loads',
 ]
 
 PROTOCOL_VERSION = 1  # version 1: every message has a pickle frame
-LATEST_VERSION = 2  # version 2: a small pickle may ride inside the header frame (`pk`)
-PROTOCOL_VERSIONS = (2, 1)  # newest first
+LATEST_VERSION = 3  # version 3: buffers in chunks, cancel frames; version 2: a small pickle inside the header (`pk`)
+PROTOCOL_VERSIONS = (3, 2, 1)  # newest first
+#: version 3 senders split a buffer larger than this into frames of at most this size
+DEFAULT_CHUNK_BYTES = 2 ** 20
 SUBPROTOCOL = 'picklewire.v1'
 
 
@@ -69,8 +74,24 @@ def subprotocol_of(version: int) -> str:
 
 
 def version_of_subprotocol(name: str | None) -> int:
-    """The version a handshake selected: 2 for picklewire.v2, else 1 (v1, or no subprotocol)."""
-    return 2 if name == subprotocol_of(2) else 1
+    """The version a handshake selected: 3 or 2 for picklewire.v3 or .v2, else 1 (v1, or no subprotocol)."""
+    return {subprotocol_of(3): 3, subprotocol_of(2): 2}.get(name or '', 1)
+
+
+_CANCEL = re.compile(r'cancel (0|[1-9][0-9]{0,15})')
+
+
+def cancel_frame(id: int) -> str:
+    """A version 3 cancel frame: the text frame `cancel <id>`."""
+    return f'cancel {id}'
+
+
+def parse_cancel_frame(text: str) -> int:
+    m = _CANCEL.fullmatch(text)
+    if m is None or int(m.group(1)) > 2 ** 53 - 1:
+        raise TransportError('PROTOCOL', f'a text frame that is not a cancel frame ({text[:40]!r}); picklewire sends '
+                                         'binary frames and `cancel <id>` text frames only')
+    return int(m.group(1))
 
 
 def _offered(version: int) -> list[_Subprotocol]:
@@ -154,6 +175,10 @@ class Stats:
     #: times reading paused because max_concurrent_requests requests were being answered or
     #: more than reply_high_water bytes of replies were not yet written
     request_pauses: int = 0
+    #: version 3: messages this side cancelled mid-way / the peer cancelled / this side discard()ed
+    messages_cancelled: int = 0
+    messages_cancelled_by_peer: int = 0
+    messages_discarded: int = 0
 
 
 # -- headers ------------------------------------------------------------------------------------
@@ -320,6 +345,13 @@ class _Mac:
     def update(self, frame) -> None:
         self._h.update(struct.pack('<Q', memoryview(frame).nbytes))
         self._h.update(frame)
+
+    def begin(self, length: int) -> None:
+        """A part of `length` bytes follows in pieces (a version 3 buffer in chunks)."""
+        self._h.update(struct.pack('<Q', length))
+
+    def data(self, piece) -> None:
+        self._h.update(piece)
 
     def digest(self) -> bytes:
         return self._h.digest()
@@ -1016,13 +1048,81 @@ class _Message:
 
 
 class _Receiver:
-    """header -> pickle -> buffers -> [MAC]: the same state machine as the Node receiver."""
+    """header -> pickle -> buffers -> [MAC]: the same state machine as the Node receiver. On
+    version 3 a buffer may come in chunks, written into one bytearray of its announced size,
+    and a text frame `cancel <id>` drops the message in progress."""
     HEADER, PICKLE, BUFFER, MAC = range(4)
 
     def __init__(self, limits: Limits, key: bytes | None, peer: str, version: int = PROTOCOL_VERSION):
         self.limits, self.key, self.peer, self.version = limits, key, peer, version
         self.next_id = 1
+        #: called with a progress dict after each payload frame, when set
+        self.on_progress: Callable[[dict[str, int]], Any] | None = None
+        self.cancelled_by_peer = 0
+        self.discarded = 0
         self._reset()
+
+    def discard(self, id: int) -> bool:
+        """Drops message `id` while it arrives: its frames are checked and dropped. False when
+        that message is not in progress."""
+        if self.state == self.HEADER or self.header is None or self.header['id'] != id or self.discarding:
+            return False
+        self.discarding = True
+        self.partial = None
+        self.buffers = []
+        self.pickle = None
+        return True
+
+    def _report(self, buffer: int, n: int, buffer_bytes: int, buffer_total: int) -> None:
+        self.done += n
+        if self.on_progress is not None and not self.discarding:
+            self.on_progress({'id': self.header['id'], 'bytes': self.done, 'total': self.total, 'buffer': buffer,
+                              'buffer_bytes': buffer_bytes, 'buffer_total': buffer_total})
+
+    def _on_cancel(self, id: int) -> None:
+        h = self.header
+        if h is None:
+            raise TransportError('PROTOCOL', f'a cancel frame for message {id} between messages: no message is in progress')
+        if h['id'] != id:
+            raise TransportError('PROTOCOL', f'a cancel frame for message {id} {self.progress()}')
+        self.cancelled_by_peer += 1
+        self.next_id += 1
+        self._reset()
+
+    def _on_buffer(self, frame: bytes) -> _Message | None:
+        h = self.header
+        i = len(self.buffers)
+        size = h['b'][i]
+        n = len(frame)
+        if self.version < 3 or (self.filled == 0 and n == size):
+            self._expect(frame, size, f'buffer {i}')
+            if self.mac is not None:
+                self.mac.update(frame)
+            self.buffers.append(b'' if self.discarding else frame)
+            self._report(i, size, size, size)
+            return self._next()
+        if n == 0:
+            raise TransportError('PROTOCOL', f"an empty chunk of buffer {i} of message {h['id']}")
+        if self.filled + n > size:
+            raise TransportError('PROTOCOL', f"a chunk of {n} bytes of buffer {i} of message {h['id']} goes past its "
+                                             f'{size} bytes ({self.filled} already arrived): frames beyond the announced size')
+        if self.filled == 0:
+            if self.mac is not None:
+                self.mac.begin(size)
+            # one memory of the announced size, checked against the limits with the header
+            self.partial = None if self.discarding else bytearray(size)
+        if self.mac is not None:
+            self.mac.data(frame)
+        if self.partial is not None:
+            memoryview(self.partial)[self.filled:self.filled + n] = frame
+        self.filled += n
+        self._report(i, n, self.filled, size)
+        if self.filled < size:
+            return None
+        self.buffers.append(self.partial if self.partial is not None else b'')
+        self.partial = None
+        self.filled = 0
+        return self._next()
 
     def _reset(self) -> None:
         self.state = self.HEADER
@@ -1032,6 +1132,11 @@ class _Receiver:
         self.nbytes = 0
         self.mac: _Mac | None = None
         self.inline = False
+        self.partial: bytearray | None = None
+        self.filled = 0
+        self.done = 0
+        self.total = 0
+        self.discarding = False
 
     @property
     def in_message(self) -> bool:
@@ -1048,22 +1153,25 @@ class _Receiver:
 
     def push(self, frame: bytes | str) -> _Message | None:
         if isinstance(frame, str):
-            raise TransportError('PROTOCOL', f'a text frame {self.progress()}; picklewire sends binary frames only')
+            if self.version < 3:
+                raise TransportError('PROTOCOL', f'a text frame {self.progress()}; picklewire sends binary frames only')
+            self._on_cancel(parse_cancel_frame(frame))
+            return None
         self.nbytes += len(frame)
         if self.state == self.HEADER:
             self._on_header(frame)
             if not self.inline:
                 return None
+            self._report(-1, self.header['p'], self.header['p'], self.header['p'])
             return self._next()  # the pickle came inline: buffers, the MAC, or the end of the message
         h = self.header
         assert h is not None
+        if self.state == self.BUFFER:
+            return self._on_buffer(frame)
         if self.state == self.PICKLE:
             self._expect(frame, h['p'], 'the pickle frame')
-            self.pickle = frame
-        elif self.state == self.BUFFER:
-            i = len(self.buffers)
-            self._expect(frame, h['b'][i], f'buffer {i}')
-            self.buffers.append(frame)
+            self.pickle = None if self.discarding else frame
+            self._report(-1, h['p'], h['p'], h['p'])
         else:
             assert self.mac is not None
             if not hmac.compare_digest(self.mac.digest(), frame):
@@ -1104,6 +1212,8 @@ class _Receiver:
         if al is not None and (not isinstance(al, list) or len(al) != len(h['b']) or any(a not in ALIGNMENTS for a in al)):
             raise _bad(f"x.al must list 1, 2, 4 or 8 for each of the {len(h['b'])} buffers")
         self.header = h
+        self.done = 0
+        self.total = h['p'] + sum(h['b'])
         if self.key is not None:
             self.mac = _Mac(self.key, self.peer)
             self.mac.update(frame)
@@ -1117,10 +1227,14 @@ class _Receiver:
             raise TransportError('PROTOCOL', f"{what} of message {self.header['id']} is {len(frame)} bytes; its header "
                                              f'announced {n} (frames truncated, lost or out of order)')
 
-    def _complete(self) -> _Message:
+    def _complete(self) -> _Message | None:
         m = _Message(self.header, self.pickle, self.buffers, self.nbytes)
+        discarded = self.discarding
         self.next_id += 1
         self._reset()
+        if discarded:
+            self.discarded += 1
+            return None
         return m
 
 
@@ -1146,8 +1260,13 @@ class _FrameGate:
         self.connection, self.protocol, self.limits = connection, p, limits
         # websockets >= 14 names it max_message_size; 13 max_size
         self._attr = 'max_message_size' if hasattr(p, 'max_message_size') else 'max_size'
-        self.expect: list[tuple[int, str]] = []  # (bytes, what) of the frames the last header announced, still to come
+        # (bytes, what, chunked) of the frames the last header announced, still to come; a
+        # chunked entry (a version 3 buffer) takes frames until its bytes are used up
+        self.expect: list[tuple[int, str, bool]] = []
         self.header_id: int | None = None
+        self.version = 1
+        self._op: Any = None  # the opcode of the data message whose fragments are arriving
+        self._size = 0
         self._parts: list[bytes] = []
         self.error: TransportError | None = None
         self._recv_frame, self._fail = p.recv_frame, p.fail
@@ -1162,24 +1281,33 @@ class _FrameGate:
         if frame.opcode not in _DATA_OPCODES:
             return
         if self.expect:
+            if frame.opcode != _Opcode.CONT:
+                self._op, self._size = frame.opcode, 0
+            self._size += len(frame.data)
             if frame.fin:
-                self.expect.pop(0)
+                n, what, chunked = self.expect[0]
+                if self._op == _Opcode.TEXT and self.version >= 3:
+                    self.expect = []  # a cancel frame: the receiver checks it
+                elif chunked and 0 < self._size < n:
+                    self.expect[0] = (n - self._size, what, True)
+                else:
+                    self.expect.pop(0)
                 self._limit(self.expect[0][0] if self.expect else MAX_HEADER_BYTES)
             return
         self._parts.append(frame.data)
         if not frame.fin:
             return
         data, self._parts = b''.join(self._parts), []
-        version = version_of_subprotocol(getattr(self.connection, 'subprotocol', None))
+        version = self.version = version_of_subprotocol(getattr(self.connection, 'subprotocol', None))
         try:
             h = decode_header(data, self.limits, version)
         except TransportError:
             return  # the receiver reports this header's fault; the next frame is limited as a header
         self.header_id = h['id']
-        frames = [] if 'pk' in h else [(h['p'], 'the pickle frame')]
-        frames += [(n, f'buffer {i}') for i, n in enumerate(h['b'])]
+        frames = [] if 'pk' in h else [(h['p'], 'the pickle frame', False)]
+        frames += [(n, f'buffer {i}', version >= 3) for i, n in enumerate(h['b'])]
         if (h.get('x') or {}).get('auth') is not None:
-            frames.append((MAC_BYTES, 'the MAC frame'))
+            frames.append((MAC_BYTES, 'the MAC frame', False))
         self.expect = frames
         self._limit(frames[0][0] if frames else MAX_HEADER_BYTES)
 
@@ -1188,9 +1316,14 @@ class _FrameGate:
             m = re.search(r'(\d+) bytes', reason)
             size = m.group(1) if m else 'too many'
             if self.expect:
-                n, what = self.expect[0]
-                self.error = TransportError('PROTOCOL', f'{what} of message {self.header_id} is {size} bytes; its header '
-                                                        f'announced {n} (frames truncated, lost or out of order)')
+                n, what, chunked = self.expect[0]
+                if chunked:
+                    self.error = TransportError('PROTOCOL', f'a chunk of {size} bytes of {what} of message {self.header_id} '
+                                                            f'goes past its announced size ({n} bytes remain): frames beyond '
+                                                            'the announced size')
+                else:
+                    self.error = TransportError('PROTOCOL', f'{what} of message {self.header_id} is {size} bytes; its header '
+                                                            f'announced {n} (frames truncated, lost or out of order)')
                 code = self.error.close_code()
             else:
                 self.error = TransportError('LIMIT', f'a frame of {size} bytes in header position is over the header '
@@ -1232,9 +1365,14 @@ class PickleSocket:
                  on_request: RequestHandler | None = None, queue_size: int = 16, writable: bool = False,
                  unpickler: type[pickle.Unpickler] | None = None, allow: Iterable[str] = (),
                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
-                 max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20) -> None:
+                 max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 on_progress: Callable[[dict[str, int]], Any] | None = None) -> None:
         allow = _check_unpickling(unpickler, allow)
         _check_reply_bounds(max_concurrent_requests, reply_high_water)
+        _check_chunk_bytes(chunk_bytes)
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f'on_progress must be callable, got {on_progress!r}')
         if isinstance(key, str):
             key = key.encode()
         self.ws = ws
@@ -1251,7 +1389,10 @@ class PickleSocket:
         self.error: BaseException | None = None
         #: the protocol version the handshake selected (its subprotocol): 2 or 1
         self.version = version_of_subprotocol(getattr(ws, 'subprotocol', None))
+        #: version 3: buffers larger than this are sent as frames of at most this many bytes
+        self.chunk_bytes = chunk_bytes
         self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
+        self._receiver.on_progress = on_progress
         self._gate: _FrameGate | None = getattr(ws, 'picklewire_gate', None)
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self._send_lock = asyncio.Lock()
@@ -1269,11 +1410,37 @@ class PickleSocket:
 
     # sending
 
-    async def send(self, value: Any, *, x: dict[str, Any] | None = None) -> None:
+    async def send(self, value: Any, *, x: dict[str, Any] | None = None,
+                   on_progress: Callable[[dict[str, int]], Any] | None = None) -> None:
         """Sends a value as one message; returns once every byte of it is written to the socket
         (handed to the kernel). Raises TransportError('CLOSED'), or the connection's error, when
-        the connection is closed or closes first: the message then counts as not sent."""
-        await self._send(encode_value(value, self.out_of_band), KIND_MESSAGE, x=x)
+        the connection is closed or closes first: the message then counts as not sent.
+
+        on_progress: called after each frame with payload is written (each chunk on version 3)
+        with {'id', 'bytes', 'total', 'buffer', 'buffer_bytes', 'buffer_total'} (buffer -1: the
+        pickle). Cancelling the task that awaits send() on version 3 stops the message between
+        two frames and sends a cancel frame: the peer drops it, and the connection stays usable."""
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f'on_progress must be callable, got {on_progress!r}')
+        await self._send(encode_value(value, self.out_of_band), KIND_MESSAGE, x=x, on_progress=on_progress)
+
+    @property
+    def on_progress(self) -> Callable[[dict[str, int]], Any] | None:
+        """Called after each payload frame received (each chunk on version 3) with {'id', 'bytes',
+        'total', 'buffer', 'buffer_bytes', 'buffer_total'}; None for none. Settable."""
+        return self._receiver.on_progress
+
+    @on_progress.setter
+    def on_progress(self, callback: Callable[[dict[str, int]], Any] | None) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError(f'on_progress must be callable, got {callback!r}')
+        self._receiver.on_progress = callback
+
+    def discard(self, id: int) -> bool:
+        """Drops message `id` while it arrives (from an on_progress callback, say): its remaining
+        frames are read, checked and dropped, nothing of it is delivered, and the next message
+        arrives as usual. The sender is not told. False when that message is not in progress."""
+        return self._receiver.discard(id)
 
     async def request(self, value: Any, *, timeout: float | None = None, x: dict[str, Any] | None = None) -> Any:
         """Sends a request and returns the reply. Raises TransportError('REMOTE') when the
@@ -1290,7 +1457,8 @@ class PickleSocket:
             self._pending.pop(id, None)
 
     async def _send(self, parts: Parts, kind: str, *, re: int | None = None, x: dict[str, Any] | None = None,
-                    pending: asyncio.Future | None = None) -> int:
+                    pending: asyncio.Future | None = None,
+                    on_progress: Callable[[dict[str, int]], Any] | None = None) -> int:
         self._check_open()
         async with self._send_lock:
             self._check_open()
@@ -1308,22 +1476,77 @@ class PickleSocket:
                                        ro=parts.readonly, re=re, x=extras, pk=parts.pickle)
                 if len(header) > MAX_HEADER_BYTES:
                     header = None  # large extras: the pickle goes in a frame of its own after all
+            p = len(parts.pickle)
             if header is not None:
-                frames: list[Any] = [header, *parts.buffers]
+                frames: list[Any] = [header]
+                part = [-1]
             else:
-                header = encode_header(v=self.version, id=id, k=kind, p=len(parts.pickle), b=lengths,
+                header = encode_header(v=self.version, id=id, k=kind, p=p, b=lengths,
                                        ro=parts.readonly, re=re, x=extras)
-                frames = [header, parts.pickle, *parts.buffers]
-            if self.key is not None:
-                mac = _Mac(self.key, self.role)
+                frames = [header, parts.pickle]
+                part = [-2, -1]
+            mac = _Mac(self.key, self.role) if self.key is not None else None
+            if mac is not None:
                 for f in frames:
                     mac.update(f)
+            chunked: set[int] = set()  # the frames that are chunks of a larger buffer
+            chunk = self.chunk_bytes if self.version >= 3 else None
+            for i, b in enumerate(parts.buffers):
+                view = memoryview(b).cast('B')
+                if chunk is None or view.nbytes <= chunk:
+                    frames.append(b)
+                    part.append(i)
+                    if mac is not None:
+                        mac.update(view)
+                    continue
+                if mac is not None:
+                    mac.begin(view.nbytes)
+                for at in range(0, view.nbytes, chunk):
+                    piece = view[at:at + chunk]
+                    frames.append(piece)
+                    part.append(i)
+                    chunked.add(len(frames) - 1)
+                    if mac is not None:
+                        mac.data(piece)
+            if mac is not None:
                 frames.append(mac.digest())
+                part.append(-2)
             if pending is not None:
                 self._pending[id] = pending
+            total = p + sum(lengths)
+            done = 0
+            buffer_done = [0] * len(lengths)
+            k = 0
             try:
-                for f in frames:
+                for k, f in enumerate(frames):
                     await self.ws.send(f)
+                    if k in chunked:
+                        # send() does not yield while the socket takes the bytes: yield between
+                        # chunks, so that other tasks run (a progress bar, a cancel) mid-message
+                        await asyncio.sleep(0)
+                    if on_progress is not None and part[k] != -2:
+                        i = part[k]
+                        n = p if i == -1 else memoryview(f).nbytes
+                        done += n
+                        if i >= 0:
+                            buffer_done[i] += n
+                        try:
+                            on_progress({'id': id, 'bytes': done, 'total': total, 'buffer': i,
+                                         'buffer_bytes': buffer_done[i] if i >= 0 else n,
+                                         'buffer_total': lengths[i] if i >= 0 else n})
+                        except Exception:
+                            pass  # a failing progress callback must not break the message
+            except asyncio.CancelledError:
+                # websockets writes a frame before it awaits: frames 0..k are out. On version 3
+                # a cancel frame tells the peer to drop the message; the connection stays usable.
+                self._pending.pop(id, None)
+                if self.version >= 3 and k < len(frames) - 1:
+                    self.stats.messages_cancelled += 1
+                    try:
+                        await self.ws.send(cancel_frame(id))
+                    except ConnectionClosed:
+                        pass
+                raise
             except ConnectionClosed:
                 raise self._closed_error() from None
             if self.ws.transport.is_closing():
@@ -1379,7 +1602,10 @@ class PickleSocket:
     def _decode(self, m: _Message) -> Any:
         buffers = []
         for frame, ro in zip(m.buffers, m.header['ro']):
-            if self.writable and not ro:
+            if isinstance(frame, bytearray):
+                # a version 3 buffer that came in chunks: already this side's own memory
+                buffers.append(pickle.PickleBuffer(frame if self.writable and not ro else memoryview(frame).toreadonly()))
+            elif self.writable and not ro:
                 copy = bytearray(frame)
                 self.stats.bytes_copied += len(copy)
                 buffers.append(pickle.PickleBuffer(copy))
@@ -1396,6 +1622,8 @@ class PickleSocket:
                 frame = await self.ws.recv()
                 self.stats.frames_received += 1
                 m = self._receiver.push(frame)
+                self.stats.messages_cancelled_by_peer = self._receiver.cancelled_by_peer
+                self.stats.messages_discarded = self._receiver.discarded
                 if m is not None:
                     self.stats.messages_received += 1
                     self.stats.bytes_received += m.nbytes
@@ -1568,6 +1796,11 @@ def _check_unpickling(unpickler: Any, allow: Iterable[str]) -> frozenset[str]:
     return names
 
 
+def _check_chunk_bytes(chunk_bytes: Any) -> None:
+    if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
+        raise ValueError(f'chunk_bytes must be a positive int, got {chunk_bytes!r}')
+
+
 def _check_version(version: int) -> None:
     if version not in PROTOCOL_VERSIONS:
         raise ValueError(f'protocol_version must be one of {PROTOCOL_VERSIONS}, got {version!r}')
@@ -1595,7 +1828,8 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
                   heartbeat_interval: float | None = 20,
                   heartbeat_timeout: float | None = 20,
                   out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
-                  protocol_version: int = LATEST_VERSION, **ws_options: Any) -> PickleSocket:
+                  protocol_version: int = LATEST_VERSION, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                  on_progress: Callable[[dict[str, int]], Any] | None = None, **ws_options: Any) -> PickleSocket:
     """Connects to a picklewire server (ws:// or wss://; pass ssl= for TLS options).
 
     key: shared HMAC-SHA256 key (both sides need it). limits: checked on every header.
@@ -1611,17 +1845,23 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     while this many of the peer's requests are being answered (default 64), or while replies of
     more than this many bytes are not yet written (default 8 MiB): a peer that never reads its
     replies makes this side hold at most that much.
-    protocol_version: the newest version to offer (2: picklewire.v2 then picklewire.v1; 1: v1 only).
+    protocol_version: the newest version to offer (3: picklewire.v3, .v2, .v1; 2: .v2, .v1; 1: .v1 only).
+    chunk_bytes: version 3: a buffer larger than this is sent as frames of at most this many
+    bytes (default DEFAULT_CHUNK_BYTES, 1 MiB). on_progress: called after each payload frame
+    received, with {'id', 'bytes', 'total', 'buffer', 'buffer_bytes', 'buffer_total'}; it may
+    call sock.discard(id) to drop the message.
     Other keyword arguments go to websockets' connect().
     """
     _check_version(protocol_version)
     _check_unpickling(unpickler, allow)
     _check_reply_bounds(max_concurrent_requests, reply_high_water)
+    _check_chunk_bytes(chunk_bytes)
     ws = await _ws_connect(uri, subprotocols=_offered(protocol_version), create_connection=_gated(_ClientConnection, limits),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                         writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
-                        max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water)
+                        max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water,
+                        chunk_bytes=chunk_bytes, on_progress=on_progress)
 
 
 def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0.0.1', port: int = 0, *,
@@ -1630,7 +1870,7 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
           allow: Iterable[str] = (), max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
           out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
-          **ws_options: Any) -> AsyncContextManager[_Server]:
+          chunk_bytes: int = DEFAULT_CHUNK_BYTES, **ws_options: Any) -> AsyncContextManager[_Server]:
     """Serves picklewire connections: `handler(sock)` runs for each; the connection closes
     when it returns. Use as `async with serve(...) as server:` (websockets' Server; the port is
     server.sockets[0].getsockname()[1]). Options as for connect(); others go to websockets' serve().
@@ -1639,11 +1879,13 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
     _check_version(protocol_version)
     allow = _check_unpickling(unpickler, allow)
     _check_reply_bounds(max_concurrent_requests, reply_high_water)
+    _check_chunk_bytes(chunk_bytes)
     offered_here = _offered(protocol_version)
     async def on_connection(ws: _ServerConnection) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                             writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
-                        max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water)
+                            max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water,
+                            chunk_bytes=chunk_bytes)
         try:
             await handler(sock)
         finally:

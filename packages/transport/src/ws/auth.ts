@@ -28,9 +28,19 @@ export class FrameMac {
   }
 
   update(frame: Uint8Array): void {
-    this.#length.writeBigUInt64LE(BigInt(frame.byteLength))
-    this.#hmac.update(this.#length)
+    this.begin(frame.byteLength)
     this.#hmac.update(frame)
+  }
+
+  /** A part of `length` bytes follows in pieces (a version 3 buffer in chunks): F(part) fed piece by piece. */
+  begin(length: number): void {
+    this.#length.writeBigUInt64LE(BigInt(length))
+    this.#hmac.update(this.#length)
+  }
+
+  /** The next piece of the part begun last. */
+  data(piece: Uint8Array): void {
+    this.#hmac.update(piece)
   }
 
   digest(): Buffer {

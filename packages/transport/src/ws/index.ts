@@ -1,10 +1,10 @@
 /** The WebSocket carrier: picklewire messages over ws, client and server. */
 export * from '../shared.js'
-export { PickleSocket, type CloseInfo, type MessageInfo, type RequestOptions, type SendOptions } from './socket.js'
+export { PickleSocket, type CloseInfo, type MessageInfo, type ProgressInfo, type RequestOptions, type SendOptions } from './socket.js'
 export { connectPickleSocket, type ConnectOptions } from './client.js'
 export { PickleSocketServer, listenPickleSocket, type ListenOptions } from './server.js'
 export {
-  DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_HIGH_WATER_MARK,
+  DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_HIGH_WATER_MARK,
   type PickleSocketOptions, type RequestHandler, type RequestInfo,
 } from './options.js'
 export { CLOSE, SUBPROTOCOL } from './constants.js'

@@ -6,7 +6,7 @@ import type { UnpicklerOptions } from '@picklewire/codec'
 import { resolveLimits, type Limits } from '../limits.js'
 import { checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
 import type { EncodeOptions } from '../message.js'
-import { LATEST_VERSION, MAX_HEADER_BYTES, PROTOCOL_VERSIONS, subprotocolOf } from './wire.js'
+import { DEFAULT_CHUNK_BYTES, LATEST_VERSION, MAX_HEADER_BYTES, PROTOCOL_VERSIONS, subprotocolOf } from './wire.js'
 
 /** What a request handler gets besides the value. */
 export interface RequestInfo {
@@ -67,12 +67,19 @@ export interface PickleSocketOptions {
   /** How sent values are pickled, and which buffers go out of band. Default: encodeValue's defaults. */
   pickler?: EncodeOptions
   /**
-   * The newest protocol version to offer (client) or select (server) in the handshake: 2
-   * (picklewire.v2, small pickles inside the header frame) or 1 (picklewire.v1). Default 2;
-   * a peer that speaks only version 1 gets version 1 either way. A PickleSocket you make
-   * yourself speaks the version its ws socket's handshake selected.
+   * The newest protocol version to offer (client) or select (server) in the handshake: 3
+   * (picklewire.v3, buffers in chunks, cancel frames), 2 (picklewire.v2, small pickles inside
+   * the header frame) or 1 (picklewire.v1). Default 3; a peer that speaks only an older
+   * version gets that version either way. A PickleSocket you make yourself speaks the version
+   * its ws socket's handshake selected.
    */
   protocolVersion?: number
+  /**
+   * Version 3: an out-of-band buffer larger than this many bytes is sent as several frames of
+   * at most this size, so that any size the receiver's limits allow can travel, progress moves
+   * per chunk and a send can be cancelled between chunks. Default 1 MiB (DEFAULT_CHUNK_BYTES).
+   */
+  chunkBytes?: number
 }
 
 export interface ResolvedOptions {
@@ -88,8 +95,10 @@ export interface ResolvedOptions {
   unpickler: Omit<UnpicklerOptions, 'buffers'>
   pickler: EncodeOptions
   protocolVersion: number
+  chunkBytes: number
 }
 
+export { DEFAULT_CHUNK_BYTES }
 export const DEFAULT_HIGH_WATER_MARK = 8 * 2 ** 20
 export const DEFAULT_RECEIVE_HIGH_WATER_MARK = 64 * 2 ** 20
 export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
@@ -125,7 +134,7 @@ export function selectSubprotocol(offered: ReadonlySet<string>, version: number)
 /** The names PickleSocketOptions takes; connect and listen add their own to these. */
 export const PICKLE_SOCKET_OPTION_NAMES: readonly string[] = [
   'limits', 'key', 'highWaterMark', 'receiveHighWaterMark', 'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout',
-  'onRequest', 'maxConcurrentRequests', 'unpickler', 'pickler', 'protocolVersion',
+  'onRequest', 'maxConcurrentRequests', 'unpickler', 'pickler', 'protocolVersion', 'chunkBytes',
 ]
 const PICKLE_SOCKET_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES)
 
@@ -153,6 +162,7 @@ export function resolveOptions(o: PickleSocketOptions = {}, what = 'PickleSocket
     unpickler: o.unpickler ?? {},
     pickler: o.pickler ?? {},
     protocolVersion: protocolVersion(o.protocolVersion),
+    chunkBytes: count('chunkBytes', o.chunkBytes, DEFAULT_CHUNK_BYTES, 1),
   }
 }
 

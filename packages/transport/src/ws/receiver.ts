@@ -4,7 +4,10 @@
  *   HEADER --header--> PICKLE --pickle--> BUFFER (once per buffer) --> [MAC] --> HEADER
  *
  * A version 2 header that carries the pickle (`pk`) goes straight on to the buffers, the MAC
- * or, for a message of one frame, the end of the message.
+ * or, for a message of one frame, the end of the message. On version 3 a buffer may come in
+ * several frames (chunks): the first chunk shorter than the buffer allocates one ArrayBuffer of
+ * the buffer's announced size (already checked against the limits) and every chunk is copied
+ * into place. A version 3 text frame `cancel <id>` ends the message in progress: it is dropped.
  *
  * Every frame is checked against what the header announced before it is kept; the header is
  * checked against the limits before any frame of the message arrives. A violation throws a
@@ -18,7 +21,8 @@ import { alignedView } from './alignment.js'
 import { FrameMac, MAC_BYTES, type Role } from './auth.js'
 import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
 import type { WebSocketStats } from './stats.js'
-import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader } from './wire.js'
+import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader, parseCancelFrame } from './wire.js'
+import type { Progress } from './sender.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
 export interface ReceivedMessage {
@@ -35,6 +39,11 @@ const enum State {
 }
 
 export { VersionMismatch }
+
+const EMPTY = new Uint8Array(0)
+
+/** The largest Uint8Array Node 20 makes (2^32 - 1 elements); larger buffers stay ArrayBuffers. */
+const MAX_VIEW_BYTES = 2 ** 32 - 1
 
 function alignments(h: MessageHeader): number[] | null {
   const al = h.x?.[EXTRA.alignment]
@@ -55,6 +64,18 @@ export class MessageReceiver {
   #bytes = 0
   #mac: FrameMac | null = null
   #inline = false
+  /** The buffer being filled chunk by chunk (null when discarding), and its bytes so far. */
+  #partial: ArrayBuffer | null = null
+  #filled = 0
+  /** Payload bytes of the message so far, and in all. */
+  #done = 0
+  #total = 0
+  /** The current message was discard()ed: its frames are checked and dropped. */
+  #discarding = false
+  /** Called after each payload frame when set (the socket's 'progress' event). */
+  onProgress: ((p: Progress) => void) | null = null
+  /** Called when the peer cancels the message in progress (its id). */
+  onCancel: ((id: number) => void) | null = null
   /** The connection's protocol version (from the handshake's subprotocol); set before the first frame. */
   version = 1
 
@@ -91,7 +112,7 @@ export class MessageReceiver {
     switch (this.#state) {
       case State.HEADER: return 'a frame in header position'
       case State.PICKLE: return `the pickle frame of message ${id}`
-      case State.BUFFER: return `buffer ${this.#buffers.length} of message ${id}`
+      case State.BUFFER: return this.#filled > 0 ? `a chunk of buffer ${this.#buffers.length} of message ${id}` : `buffer ${this.#buffers.length} of message ${id}`
       case State.MAC: return `the MAC frame of message ${id}`
     }
   }
@@ -108,7 +129,11 @@ export class MessageReceiver {
 
   /** Takes one WebSocket data frame; returns the message it completes, if it completes one. */
   push(frame: Uint8Array, isBinary: boolean): ReceivedMessage | null {
-    if (!isBinary) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
+    if (!isBinary) {
+      if (this.version < 3) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
+      this.#onCancel(parseCancelFrame(frame.toString()))
+      return null
+    }
     this.#bytes += frame.byteLength
     this.stats.framesReceived++
     switch (this.#state) {
@@ -117,6 +142,34 @@ export class MessageReceiver {
       case State.BUFFER: return this.#onBuffer(frame)
       case State.MAC: return this.#onMac(frame)
     }
+  }
+
+  /**
+   * The id of the message in progress, when it is `id`: its frames from now on are checked and
+   * dropped, and nothing of it is delivered. False when that message is not in progress.
+   */
+  discard(id: number): boolean {
+    if (this.#state === State.HEADER || this.#header?.id !== id || this.#discarding) return false
+    this.#discarding = true
+    this.#partial = null
+    this.#buffers = []
+    this.#pickle = null
+    return true
+  }
+
+  #onCancel(id: number): void {
+    const h = this.#header
+    if (h === null) throw new TransportError('PROTOCOL', `a cancel frame for message ${id} between messages: no message is in progress`)
+    if (h.id !== id) throw new TransportError('PROTOCOL', `a cancel frame for message ${id} ${this.progress()}`)
+    this.stats.messagesCancelledByPeer++
+    this.#nextId++
+    this.#reset()
+    this.onCancel?.(id)
+  }
+
+  #report(buffer: number, bytes: number, bufferBytes: number, bufferTotal: number): void {
+    this.#done += bytes
+    if (!this.#discarding) this.onProgress?.({ id: this.#header!.id, bytes: this.#done, total: this.#total, buffer, bufferBytes, bufferTotal })
   }
 
   #onHeader(frame: Uint8Array): ReceivedMessage | null {
@@ -134,6 +187,9 @@ export class MessageReceiver {
     if (this.key === null && auth !== undefined) throw new TransportError('AUTH', `message ${h.id} is authenticated with ${AUTH_SCHEME}, and this side has no key`)
     this.#align = alignments(h)
     this.#header = h
+    this.#done = 0
+    this.#total = h.p
+    for (const n of h.b) this.#total += n
     if (this.key !== null) {
       this.#mac = new FrameMac(this.key, this.peer)
       this.#mac.update(frame)
@@ -141,6 +197,7 @@ export class MessageReceiver {
     if (h.pk !== undefined) {
       this.#inline = true
       this.#pickle = new Uint8Array(h.pk.buffer, h.pk.byteOffset, h.pk.byteLength)
+      if (this.onProgress !== null) this.#report(-1, h.p, h.p, h.p)
       return this.#next()
     }
     this.#state = State.PICKLE
@@ -156,15 +213,44 @@ export class MessageReceiver {
   #onPickle(frame: Uint8Array): ReceivedMessage | null {
     this.#expectLength(frame, this.#header!.p, 'the pickle frame')
     this.#mac?.update(frame)
-    this.#pickle = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength)
+    if (!this.#discarding) this.#pickle = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength)
+    if (this.onProgress !== null) this.#report(-1, frame.byteLength, frame.byteLength, frame.byteLength)
     return this.#next()
   }
 
   #onBuffer(frame: Uint8Array): ReceivedMessage | null {
     const i = this.#buffers.length
-    this.#expectLength(frame, this.#header!.b[i]!, `buffer ${i}`)
-    this.#mac?.update(frame)
-    this.#buffers.push(alignedView(frame, this.#align?.[i] ?? 1, this.stats))
+    const size = this.#header!.b[i]!
+    if (this.version < 3 || (this.#filled === 0 && frame.byteLength === size)) {
+      this.#expectLength(frame, size, `buffer ${i}`)
+      this.#mac?.update(frame)
+      this.#buffers.push(this.#discarding ? EMPTY : alignedView(frame, this.#align?.[i] ?? 1, this.stats))
+      if (this.onProgress !== null) this.#report(i, size, size, size)
+      return this.#next()
+    }
+    const n = frame.byteLength
+    const id = this.#header!.id
+    if (n === 0) throw new TransportError('PROTOCOL', `an empty chunk of buffer ${i} of message ${id}`)
+    if (this.#filled + n > size) {
+      throw new TransportError('PROTOCOL', `a chunk of ${n} bytes of buffer ${i} of message ${id} goes past its ${size} bytes (${this.#filled} already arrived): frames beyond the announced size`)
+    }
+    if (this.#filled === 0) {
+      this.#mac?.begin(size)
+      // One memory of the announced size (checked against the limits with the header): an
+      // ArrayBuffer, not a Buffer, so that it may pass 4 GiB; fresh, so aligned for any element.
+      if (!this.#discarding) this.#partial = new ArrayBuffer(size)
+    }
+    this.#mac?.data(frame)
+    // A view per chunk: Node 20 makes no Uint8Array over more than 4 GiB, but one at any offset.
+    if (this.#partial !== null) new Uint8Array(this.#partial, this.#filled, n).set(frame)
+    this.#filled += n
+    if (this.onProgress !== null) this.#report(i, n, this.#filled, size)
+    if (this.#filled < size) return null
+    const whole = this.#partial
+    // Over what one Uint8Array may span, the ArrayBuffer itself goes to the unpickler (a BufferSource).
+    this.#buffers.push(whole === null ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(whole) : whole as unknown as Uint8Array)
+    this.#partial = null
+    this.#filled = 0
     return this.#next()
   }
 
@@ -189,14 +275,26 @@ export class MessageReceiver {
     return this.#complete()
   }
 
-  #complete(): ReceivedMessage {
+  #complete(): ReceivedMessage | null {
     const header = this.#header!
     const message: ReceivedMessage = {
       header,
       parts: { pickle: this.#pickle!, buffers: this.#buffers, readonly: header.ro },
       bytes: this.#bytes,
     }
+    const discarded = this.#discarding
     this.#nextId++
+    this.#reset()
+    if (discarded) {
+      this.stats.messagesDiscarded++
+      return null
+    }
+    this.stats.messagesReceived++
+    this.stats.bytesReceived += message.bytes
+    return message
+  }
+
+  #reset(): void {
     this.#state = State.HEADER
     this.#header = null
     this.#align = null
@@ -205,8 +303,8 @@ export class MessageReceiver {
     this.#bytes = 0
     this.#mac = null
     this.#inline = false
-    this.stats.messagesReceived++
-    this.stats.bytesReceived += message.bytes
-    return message
+    this.#partial = null
+    this.#filled = 0
+    this.#discarding = false
   }
 }

@@ -19,7 +19,21 @@ import { FrameMac, type Role } from './auth.js'
 import { AUTH_SCHEME, EXTRA } from './constants.js'
 import type { WebSocketStats } from './stats.js'
 import { waitFor, type Settle, type WaitOptions } from '../waiting.js'
-import { MAX_HEADER_BYTES, MAX_INLINE_PICKLE_BYTES, encodeWireHeader, type WireHeader } from './wire.js'
+import { MAX_HEADER_BYTES, MAX_INLINE_PICKLE_BYTES, cancelFrame, encodeWireHeader, type WireHeader } from './wire.js'
+
+/**
+ * How far a message has gone: bytes of its pickle and buffers done and in all, and of the
+ * buffer the last frame belonged to (`buffer` -1 for the pickle). Sent: written to the socket;
+ * received: arrived and checked.
+ */
+export interface Progress {
+  id: number
+  bytes: number
+  total: number
+  buffer: number
+  bufferBytes: number
+  bufferTotal: number
+}
 
 /** What a message says besides its parts. */
 export interface Envelope {
@@ -30,7 +44,38 @@ export interface Envelope {
   x?: Record<string, unknown>
   /** Called with the message's id once it is framed (a request registers for its reply then). */
   onId?: (id: number) => void
+  /** Called as the message's frames are written to the socket (at most once per frame). */
+  onProgress?: (p: Progress) => void
+  /** Aborts the message: while it waits, or on version 3 between two of its frames (a cancel frame follows). */
+  signal?: AbortSignal
 }
+
+/** A message's frames and, for each, what it carries of the payload: buffer index (-1 the pickle, -2 nothing) and bytes. */
+interface Framed {
+  id: number
+  frames: Uint8Array[]
+  /** Per frame: the buffer it belongs to (-1 the pickle, -2 nothing: the header without pk, the MAC). */
+  part: number[]
+  total: number
+  /** The buffers' bytes (total less the pickle). */
+  bufferTotal: number
+  lengths: number[]
+}
+
+/** The message being written frame by frame (progress, chunks, cancellation). */
+interface Stream {
+  framed: Framed
+  next: number
+  /** Payload bytes written so far, of the message and per buffer. */
+  done: number
+  bufferDone: number[]
+  onProgress: ((p: Progress) => void) | undefined
+  signal: AbortSignal | undefined
+  onAbort: () => void
+  settle: { resolve: () => void; reject: (err: unknown) => void }
+  ended: boolean
+}
+
 
 /**
  * A message waiting for the high-water mark. It is framed only when its turn comes, so that a
@@ -50,6 +95,14 @@ interface Corkable {
 /** How many bytes a corked batch of messages may hold before it is written. */
 const CORK_BYTES = 64 * 1024
 
+/** Frames handed to ws and not yet written: their bytes, whether they end a message, and what to call once written. */
+interface Unwritten {
+  bytes: number
+  frames: number
+  end: boolean
+  onDone: (() => void) | undefined
+}
+
 /** ws.send's options for every frame (ws copies them). */
 const BINARY = Object.freeze({ binary: true })
 
@@ -62,9 +115,11 @@ export class MessageSender {
   #corked: Corkable | null = null
   #corkedBytes = 0
   /** Byte counts of the messages handed to ws and not yet written, in order (ws calls back in write order). */
-  readonly #unwritten: { bytes: number; frames: number }[] = []
+  readonly #unwritten: Unwritten[] = []
   readonly #onWritten = (err?: Error | null): void => this.#written(this.#unwritten.shift()!, err ?? null)
   readonly #uncorkNow = (): void => this.#uncork()
+  /** The message being written frame by frame, if any: other messages wait behind it. */
+  #stream: Stream | null = null
   /** The connection's protocol version (from the handshake's subprotocol); set before the first send. */
   version = 1
 
@@ -76,6 +131,8 @@ export class MessageSender {
     private readonly stats: WebSocketStats,
     /** Called once, with the first failed write: the connection is lost. */
     private readonly onWriteError: (err: Error) => void,
+    /** Version 3: buffers larger than this travel as several frames. */
+    private readonly chunkBytes: number = 2 ** 20,
   ) {}
 
   /** The id the next message will carry (request() registers it before sending). */
@@ -91,8 +148,10 @@ export class MessageSender {
    */
   send(parts: MessageParts, envelope: Envelope, wait: WaitOptions = {}): Promise<void> {
     if (this.#closedWith) return Promise.reject(this.#closedWith)
-    if (this.#queue.length === 0 && this.stats.bufferedBytes <= this.highWaterMark) {
-      this.#write(this.#frame(parts, envelope))
+    if (envelope.signal?.aborted) return Promise.reject(envelope.signal.reason)
+    if (this.#queue.length === 0 && this.#stream === null && this.stats.bufferedBytes <= this.highWaterMark) {
+      if (this.#streams(parts, envelope)) return new Promise((resolve, reject) => this.#startStream(this.#frame(parts, envelope), envelope, { resolve, reject }))
+      this.#write(this.#frame(parts, envelope).frames)
       return Promise.resolve()
     }
     this.stats.sendWaits++
@@ -124,7 +183,9 @@ export class MessageSender {
 
   /** Messages handed to ws and not yet written (or failed). */
   get unwritten(): number {
-    return this.#unwritten.length
+    let n = 0
+    for (const u of this.#unwritten) if (u.end) n++
+    return n
   }
 
   /** Messages waiting for the high-water mark, not yet handed to ws. */
@@ -135,11 +196,21 @@ export class MessageSender {
   /** Fails every queued message; later sends fail at once. */
   close(err: Error): void {
     this.#closedWith ??= err
+    const s = this.#stream
+    if (s !== null) this.#endStream(s, err)
     for (const p of this.#queue.splice(0)) p.settle.reject(err)
     for (const w of this.#flushWaiters.splice(0)) w()
   }
 
-  #frame(parts: MessageParts, envelope: Envelope): Uint8Array[] {
+  /** Whether a message goes out frame by frame: it wants progress, or (version 3) a buffer is over chunkBytes. */
+  #streams(parts: MessageParts, envelope: Envelope): boolean {
+    if (envelope.onProgress !== undefined) return true
+    if (this.version < 3) return false
+    for (const b of parts.buffers) if (b.byteLength > this.chunkBytes) return true
+    return false
+  }
+
+  #frame(parts: MessageParts, envelope: Envelope): Framed {
     const { pickle, buffers } = parts
     // The id is used up only once the frames are built: a header that cannot be encoded (a
     // circular `x`, say) sends nothing and must leave no gap in the ids the peer checks.
@@ -171,21 +242,118 @@ export class MessageSender {
       }
     }
     let frames: Uint8Array[]
-    if (header !== null) frames = buffers.length > 0 ? [header, ...buffers] : [header]
-    else {
+    let part: number[]
+    if (header !== null) {
+      frames = [header]
+      part = [-1]
+    } else {
       header = encodeWireHeader(h)
       // A lent pickle is copied: ws may write this frame after the pickler has reused its memory.
       const own = parts.transient === true ? pickle.slice() : pickle
-      frames = buffers.length > 0 ? [header, own, ...buffers] : [header, own]
+      frames = [header, own]
+      part = [-2, -1]
     }
-    if (this.key !== null) {
-      const mac = new FrameMac(this.key, this.self)
-      for (const f of frames) mac.update(f)
+    const mac = this.key === null ? null : new FrameMac(this.key, this.self)
+    if (mac !== null) for (const f of frames) mac.update(f)
+    const chunk = this.version >= 3 ? this.chunkBytes : Infinity
+    let total = pickle.byteLength
+    for (let i = 0; i < buffers.length; i++) {
+      const b = buffers[i]!
+      total += b.byteLength
+      if (b.byteLength <= chunk) {
+        frames.push(b)
+        part.push(i)
+        mac?.update(b)
+        continue
+      }
+      mac?.begin(b.byteLength)
+      for (let at = 0; at < b.byteLength; at += chunk) {
+        const piece = b.subarray(at, Math.min(at + chunk, b.byteLength))
+        frames.push(piece)
+        part.push(i)
+        mac?.data(piece)
+      }
+    }
+    if (mac !== null) {
       frames.push(mac.digest())
+      part.push(-2)
     }
     this.#nextId = id + 1
     envelope.onId?.(id)
-    return frames
+    return { id, frames, part, total, bufferTotal: total - pickle.byteLength, lengths: h.b }
+  }
+
+  /** Starts writing a message frame by frame; resolves `settle` once every frame is handed to ws. */
+  #startStream(framed: Framed, envelope: Envelope, settle: Stream['settle']): void {
+    const s: Stream = {
+      framed, next: 0, done: 0, bufferDone: framed.lengths.map(() => 0), onProgress: envelope.onProgress, signal: envelope.signal,
+      onAbort: () => this.#abortStream(s), settle, ended: false,
+    }
+    this.#stream = s
+    s.signal?.addEventListener('abort', s.onAbort, { once: true })
+    this.#pump()
+  }
+
+  /** Hands the current stream's frames to ws while the buffered bytes allow. */
+  #pump(): void {
+    const s = this.#stream
+    if (s === null) return
+    const { frames, part } = s.framed
+    const stats = this.stats
+    while (s.next < frames.length && stats.bufferedBytes <= this.highWaterMark) {
+      const i = s.next++
+      const f = frames[i]!
+      const last = i === frames.length - 1
+      stats.bufferedBytes += f.byteLength
+      if (stats.bufferedBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = stats.bufferedBytes
+      const p = part[i]!
+      const bytes = p === -1 ? s.framed.total - s.framed.bufferTotal : f.byteLength
+      const onDone = s.onProgress === undefined || p === -2 ? undefined : (): void => this.#progress(s, p, bytes)
+      this.#unwritten.push({ bytes: f.byteLength, frames: 1, end: last, onDone })
+      this.ws.send(f, BINARY, this.#onWritten)
+    }
+    if (s.next === frames.length) this.#endStream(s, null)
+  }
+
+  #progress(s: Stream, buffer: number, bytes: number): void {
+    if (s.onProgress === undefined || (s.ended && s.next < s.framed.frames.length)) return // cancelled
+    s.done += bytes
+    let bufferBytes = 0
+    let bufferTotal = 0
+    if (buffer >= 0) {
+      bufferBytes = s.bufferDone[buffer]! + bytes
+      s.bufferDone[buffer] = bufferBytes
+      bufferTotal = s.framed.lengths[buffer]!
+    } else {
+      bufferBytes = bufferTotal = bytes
+    }
+    try {
+      s.onProgress({ id: s.framed.id, bytes: s.done, total: s.framed.total, buffer, bufferBytes, bufferTotal })
+    } catch {
+      // a failing progress callback must not break the connection's bookkeeping
+    }
+  }
+
+  /**
+   * The stream's signal aborted. Version 3: unless every frame is already with ws, a cancel
+   * frame follows the frames written so far and the peer drops the message. Earlier versions
+   * cannot cancel a message once its header is out: it is finished.
+   */
+  #abortStream(s: Stream): void {
+    if (s.ended || this.#stream !== s || this.version < 3) return
+    this.ws.send(cancelFrame(s.framed.id), { binary: false })
+    this.stats.messagesCancelled++
+    this.#endStream(s, s.signal!.reason ?? new Error('aborted'))
+    this.#drainQueue()
+  }
+
+  #endStream(s: Stream, err: unknown): void {
+    if (s.ended) return
+    s.ended = true
+    s.signal?.removeEventListener('abort', s.onAbort)
+    if (this.#stream === s) this.#stream = null
+    if (err === null) s.settle.resolve()
+    else s.settle.reject(err)
   }
 
   /**
@@ -224,34 +392,44 @@ export class MessageSender {
     for (let i = 0; i < last; i++) this.ws.send(frames[i]!, BINARY)
     // ws calls back in write order, so the last frame's callback means the whole message is
     // out; when the connection is not open (any more) it calls back with an error instead.
-    this.#unwritten.push({ bytes, frames: frames.length })
+    this.#unwritten.push({ bytes, frames: frames.length, end: true, onDone: undefined })
     this.ws.send(frames[last]!, BINARY, this.#onWritten)
     if (this.#corkedBytes >= CORK_BYTES) this.#uncork()
   }
 
-  #written(message: { bytes: number; frames: number }, err: Error | null): void {
+  #written(message: Unwritten, err: Error | null): void {
     const stats = this.stats
     stats.bufferedBytes -= message.bytes
     if (err !== null) {
-      stats.messagesNotWritten++
+      if (message.end) stats.messagesNotWritten++
       if (this.#closedWith === null) this.onWriteError(err)
       return
     }
-    stats.messagesSent++
+    if (message.end) stats.messagesSent++
     stats.bytesSent += message.bytes
     stats.framesSent += message.frames
-    while (this.#queue.length > 0 && this.stats.bufferedBytes <= this.highWaterMark && !this.#closedWith) {
+    message.onDone?.()
+    if (this.#stream !== null) this.#pump()
+    this.#drainQueue()
+    if (this.#flushWaiters.length > 0) for (const w of this.#flushWaiters.splice(0)) w()
+  }
+
+  /** Writes queued messages while the high-water mark allows and no message is being streamed. */
+  #drainQueue(): void {
+    while (this.#queue.length > 0 && this.#stream === null && this.stats.bufferedBytes <= this.highWaterMark && !this.#closedWith) {
       const p = this.#queue.shift()!
-      let frames: Uint8Array[]
+      let framed: Framed
       try {
-        frames = this.#frame(p.parts, p.envelope)
+        framed = this.#frame(p.parts, p.envelope)
       } catch (err) {
         p.settle.reject(err)
         continue
       }
-      this.#write(frames)
-      p.settle.resolve()
+      if (this.#streams(p.parts, p.envelope)) this.#startStream(framed, p.envelope, p.settle)
+      else {
+        this.#write(framed.frames)
+        p.settle.resolve()
+      }
     }
-    if (this.#flushWaiters.length > 0) for (const w of this.#flushWaiters.splice(0)) w()
   }
 }

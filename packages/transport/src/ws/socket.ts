@@ -15,7 +15,7 @@ import { badOptionType, optionNames } from '../options-check.js'
 import { WAIT_OPTIONS, checkWaitOptions, waitFor, type WaitOptions } from '../waiting.js'
 import { resolveOptions, type PickleSocketOptions, type RequestHandler, type ResolvedOptions } from './options.js'
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
-import { MessageSender } from './sender.js'
+import { MessageSender, type Progress } from './sender.js'
 import { newStats, type WebSocketStats } from './stats.js'
 import { versionOfSubprotocol } from './wire.js'
 
@@ -34,9 +34,22 @@ export interface CloseInfo {
   error: Error | null
 }
 
+/**
+ * How far a message has gone (the 'progress' event, send()'s onProgress): `bytes` of its pickle
+ * and out-of-band buffers of `total`, and of the buffer the last frame belonged to (`buffer`
+ * its index, -1 for the pickle; `bufferBytes` of `bufferTotal`). At most one per frame, so at
+ * most one per chunk of a large buffer; the last has bytes === total.
+ */
+export type ProgressInfo = Progress
+
 export interface SendOptions extends WaitOptions {
   /** Extras for the header's `x` (string keys; picklewire's own, al and auth, win). */
   x?: Record<string, unknown>
+  /**
+   * Called as the message's frames are written to the socket, at most once per frame (per
+   * chunk on version 3), with bytes done and total. A throw from it is ignored.
+   */
+  onProgress?: (progress: ProgressInfo) => void
   /**
    * Milliseconds a send may wait while more than highWaterMark bytes are buffered; when they
    * pass, it rejects with TransportError('TIMEOUT') and the message is not sent. A send that
@@ -53,8 +66,8 @@ export interface RequestOptions extends SendOptions {
   timeout?: number
 }
 
-const SEND_OPTIONS = optionNames('x', 'timeout', 'signal')
-const REQUEST_OPTIONS = SEND_OPTIONS
+const SEND_OPTIONS = optionNames('x', 'timeout', 'signal', 'onProgress')
+const REQUEST_OPTIONS = optionNames('x', 'timeout', 'signal')
 
 function checkExtras(what: string, x: unknown): void {
   if (x !== undefined && (typeof x !== 'object' || x === null || Array.isArray(x))) throw badOptionType(what, 'x', 'an object', x)
@@ -62,6 +75,8 @@ function checkExtras(what: string, x: unknown): void {
 
 interface PickleSocketEvents {
   message: [value: unknown, info: MessageInfo]
+  progress: [progress: ProgressInfo]
+  cancel: [id: number]
   error: [err: Error]
   close: [info: CloseInfo]
 }
@@ -161,13 +176,18 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     ws.binaryType = 'nodebuffer'
     this.#sender = new MessageSender(ws, role, key, highWaterMark, this.#stats, (err) => {
       this.#fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
-    })
+    }, this.#options.chunkBytes)
     this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.#stats)
+    this.#receiver.onCancel = (id) => this.emit('cancel', id)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
       this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
     })
     ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
       if (event === 'message' && this.#queue.length > 0) queueMicrotask(() => this.#flushToListeners())
+      if (event === 'progress') this.#receiver.onProgress = this.#emitProgress
+    })
+    ;(this as EventEmitter).on('removeListener', (event: string | symbol) => {
+      if (event === 'progress' && this.listenerCount('progress') === 0) this.#receiver.onProgress = null
     })
     ws.on('message', (data, isBinary) => this.#onFrame(data as Buffer, isBinary))
     ws.on('pong', () => this.#heartbeat.alive())
@@ -187,6 +207,21 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    */
   get protocolVersion(): number {
     return this.#version
+  }
+
+  readonly #emitProgress = (p: ProgressInfo): void => {
+    this.emit('progress', p)
+  }
+
+  /**
+   * Drops the message with this id while it arrives (from a 'progress' listener, say): its
+   * remaining frames are read, checked and dropped, and nothing of it is delivered; the next
+   * message arrives as usual. The sender is not told and sends the rest. True when that message
+   * was in progress, false when it is not (not begun, already delivered, or another one).
+   */
+  discard(id: number): boolean {
+    if (!Number.isSafeInteger(id)) throw new TypeError(`discard needs a message id, got ${String(id)}`)
+    return this.#receiver.discard(id)
   }
 
   /** The error that ended (or is ending) the connection, if any. */
@@ -225,7 +260,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     try {
       // The pickle is lent by the pickler: the sender copies it, into the header frame (a small
       // one) or a frame of its own when the message is written now, else into the queue.
-      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x }, options))
+      if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw badOptionType('PickleSocket.send', 'onProgress', 'a function', options.onProgress)
+      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x, onProgress: options.onProgress, signal: options.signal }, options))
     } catch (err) {
       return Promise.reject(asError(err))
     }

@@ -32,11 +32,20 @@ export interface WebSocketStats {
   receivePauses: number
   /** Times reading was paused because maxConcurrentRequests of the peer's requests were being answered. */
   replyPauses: number
+  /**
+   * Version 3: messages this side stopped mid-way (a send's signal aborted; a cancel frame
+   * told the peer) / the peer stopped mid-way (its cancel frame came) / this side dropped as
+   * they arrived (discard()).
+   */
+  messagesCancelled: number
+  messagesCancelledByPeer: number
+  messagesDiscarded: number
 }
 
 export function newStats(): WebSocketStats {
   return {
     messagesSent: 0, messagesReceived: 0, messagesNotWritten: 0, bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
     bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0, replyPauses: 0,
+    messagesCancelled: 0, messagesCancelledByPeer: 0, messagesDiscarded: 0,
   }
 }
