@@ -109,6 +109,20 @@ async function nodeProducesPythonConsumes(signals: number): Promise<void> {
       console.log(`node    sent ${hz} Hz; python found ${(answer.get('peak_hz') as number).toFixed(1)} Hz and sent back a ` +
         `${spectrum.dtype.name} spectrum of ${spectrum.shape[0]} bins (loaded without a copy: ${!spectrum.copied})`)
     }
+    // A large transfer with a progress line: 32 MiB leave in chunks of 1 MiB (protocol version 3),
+    // and onProgress reports each chunk as it is written.
+    const recording = new NDArray(new Float64Array(4 * 2 ** 20).fill(0.5))
+    let shown = -1
+    await sock.send(new Map([['recording', recording]]), {
+      onProgress: (p) => {
+        const quarter = Math.floor((4 * p.bytes) / p.total)
+        if (quarter === shown) return
+        shown = quarter
+        console.log(`node    sending a ${Math.round(p.total / 2 ** 20)} MiB recording (protocol version ${sock.protocolVersion}): ` +
+          `[${'#'.repeat(quarter * 5).padEnd(20, '.')}] ${quarter * 25}%`)
+      },
+    })
+    await sock.flushed()
     await sock.close()
   } finally {
     child.stdin.end()
