@@ -33,8 +33,8 @@ const CODEC = [
   'NumpyScalar', 'OPCODES', 'OrderedDict', 'PickleBuffer', 'PickleError', 'Pickler', 'PicklingError', 'PyDate', 'PyDateTime', 'PyFloat',
   'PyGlobal', 'PyObject', 'PyObjectCall', 'PyOpaque', 'PyPersistentRef', 'PyRange', 'PySingleton', 'PyStr', 'PyTime', 'PyTimeDelta',
   'PyTimeZone', 'Slice', 'Tuple', 'UUID', 'Unpickler', 'UnpicklingError', 'defaultGlobals', 'dis', 'dump', 'dumps', 'dumpsTransient',
-  'float16ToNumber', 'genops', 'getNewArgs', 'getState', 'isPython2Module', 'load', 'loads', 'numberToFloat16', 'optimize', 'reduceEx',
-  'setState',
+  'float16ToNumber', 'genops', 'getNewArgs', 'getState', 'isPython2Module', 'load', 'loads', 'numberToFloat16', 'optimize', 'readArrowArray',
+  'readArrowTable', 'readDataFrame', 'readSeries', 'reduceEx', 'setState',
 ]
 const DEPENDENCIES = ['ws', 'piscina', 'msgpackr']
 

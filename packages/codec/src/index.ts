@@ -23,4 +23,8 @@ export {
   Unpickler, load, loads,
   type BytesLike, type ChunkSource, type FindClass, type UnpicklerOptions,
 } from './unpickler.js'
+export {
+  readArrowArray, readArrowTable, readDataFrame, readSeries,
+  type ArrowColumns, type Column, type FrameColumns, type RangeIndexInfo, type SeriesColumn,
+} from './tables.js'
 export { dis, genops, optimize, type DisOptions, type GenopsItem, type MemoKey, type OpcodeArgument, type TextSink } from './pickletools.js'
