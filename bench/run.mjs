@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask|imports] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask|imports|tables] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
@@ -24,10 +24,11 @@ import { runWs } from './ws.mjs'
 import { runShm } from './shm.mjs'
 import { runDask } from './dask.mjs'
 import { runImports } from './imports.mjs'
+import { runTables } from './tables.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [imports] [--quick] [--only=NAME,...]
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [imports] [tables] [--quick] [--only=NAME,...]
   load, dump     which benchmarks to run (default: every suite; dump needs the pickler built)
   numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
   ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
@@ -37,6 +38,8 @@ const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] 
                  against the stock Python client (skipped when the Dask Python cannot import distributed)
   imports        import time of each package entry point in fresh processes, against ws, piscina and
                  msgpackr imported alone
+  tables         a 1,000,000-row pandas DataFrame out of band into columns (loads + readDataFrame) against
+                 pandas' pickle.loads (needs the pandas 3 environment, PICKLEWIRE_TABLES_PYTHON)
   --quick        one tenth of the sizes and short timings: a smoke run of a few seconds
   --only=NAMES   only these workloads: ints, floats, dicts, strings, bytes, oob (all sizes) or oob16 ...,
                  f32 or f32list (numpy), or a numpy workload's name (np-oob256, np-inband256, np-list-oob, ...)
@@ -45,7 +48,7 @@ environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)
              PICKLEWIRE_SHM_VALUES=python  shm: the picklewire ends load Python-typed values (default: JavaScript values)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, imports: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, imports: false, tables: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
@@ -55,12 +58,15 @@ function parseArgs(argv) {
     else if (a === 'shm' || a === '--shm') opts.shm = true
     else if (a === 'dask' || a === '--dask') opts.dask = true
     else if (a === 'imports' || a === '--imports') opts.imports = true
+    else if (a === 'tables' || a === '--tables') opts.tables = true
     else if (a === '--quick') opts.quick = true
     else if (a.startsWith('--only=')) opts.only = a.slice('--only='.length).split(',').filter(Boolean)
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports) opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = opts.imports = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports && !opts.tables) {
+    opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = opts.imports = opts.tables = true
+  }
   return opts
 }
 
@@ -91,7 +97,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports && !opts.tables) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -146,6 +152,11 @@ async function main() {
       console.log('\n## imports: each entry point imported alone in a fresh Node process\n')
       log('imports:')
       await runImports({ quick: opts.quick, log })
+    }
+    if (opts.tables) {
+      console.log('\n## tables: a pandas DataFrame pickled out of band -> columns (readDataFrame), against pandas\' pickle.loads\n')
+      log('tables:')
+      await runTables({ quick: opts.quick, timing, log })
     }
   } finally {
     py.close()

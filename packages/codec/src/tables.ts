@@ -329,6 +329,11 @@ function bits(bitmap: Uint8Array, offset: number, length: number): Uint8Array {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
+function ascii(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! > 0x7f) return false
+  return true
+}
+
 /**
  * A pyarrow Array (pyarrow.lib._restore_array) or ChunkedArray loaded with `allow: ALLOW.pyarrow`
  * as a column: integer, float, bool, string, large_string and null types.
@@ -369,17 +374,24 @@ export function readArrowArray(array: unknown): Column {
     const view = new DataView(offsets.buffer, offsets.byteOffset, offsets.byteLength)
     const width = wide ? 8 : 4
     if (offsets.byteLength < (offset + length + 1) * width) fail(`${what}'s offsets are too short for ${length} items`)
-    const at = (i: number): number => (wide ? Number(view.getBigInt64(i * 8, true)) : view.getInt32(i * 4, true))
+    // Offsets of large_string are int64; offsets beyond 4 GiB are refused.
+    const at = wide
+      ? (i: number): number => (view.getInt32(i * 8 + 4, true) === 0 ? view.getUint32(i * 8, true) : fail(`${what}: offset ${i} is beyond 4 GiB`))
+      : (i: number): number => view.getInt32(i * 4, true)
+    const first = at(offset)
+    const last = at(offset + length)
+    if (first < 0 || last < first || last > text.byteLength) fail(`${what}: items span bytes ${first} to ${last} of ${text.byteLength}`)
+    // All ASCII (the common case): one decode of the whole span, each item a substring of it.
+    const span = text.subarray(first, last)
+    const whole = ascii(span) ? utf8.decode(span) : null
     const out = new Array<string | null>(length)
+    let from = first
     for (let i = 0; i < length; i++) {
-      if (valid && !valid[i]) {
-        out[i] = null
-        continue
-      }
-      const from = at(offset + i)
       const to = at(offset + i + 1)
-      if (from < 0 || to < from || to > text.byteLength) fail(`${what}: item ${i} spans bytes ${from} to ${to} of ${text.byteLength}`)
-      out[i] = utf8.decode(text.subarray(from, to))
+      if (to < from || to > last) fail(`${what}: item ${i} spans bytes ${from} to ${to} of ${text.byteLength}`)
+      if (valid && !valid[i]) out[i] = null
+      else out[i] = whole !== null ? whole.slice(from - first, to - first) : utf8.decode(text.subarray(from, to))
+      from = to
     }
     return column(null, alias, new NDArray(out, { dtype: 'O' }), valid, true)
   }
