@@ -5,8 +5,10 @@
 // Node <-> Node: the other Node end runs in a worker thread, so each end has a core (the 1 KiB
 // messages get a fresh one). The clock runs from the moment the receiver is ready until the
 // last message is received (and, for picklewire, loaded: an NDArray over the received bytes).
-// 1 KiB messages: picklewire as it is (protocol version 2: one frame each) and limited to
-// version 1 (two frames each), against ws + pickle and raw ws. Python <-> Node: one python3
+// 1 KiB messages: picklewire at protocol version 2 (one frame each; version 3 sends them the
+// same way) and limited to version 1 (two frames each), against ws + pickle and raw ws. One
+// large buffer: version 3 (in chunks of chunkBytes, written into one ArrayBuffer on receipt)
+// against version 2 (one frame), for several chunk sizes, in the same run. Python <-> Node: one python3
 // process per run (packages/transport/python/interop_peer.py send-bench / recv-bench).
 //
 // Masking: a client must mask every byte it sends (RFC 6455) and the server unmask it; ws does
@@ -39,9 +41,12 @@ const PICKLE = { protocol: 5 }
 /** Sizes and repetitions: full, and --quick for a smoke run. */
 function plan({ quick }) {
   return quick
-    ? { mib: 8, count: 2, runs: 2, small: 1024, smallCount: 5000 }
-    : { mib: 64, count: 4, runs: 5, small: 1024, smallCount: 20_000 }
+    ? { mib: 8, count: 2, runs: 2, small: 1024, smallCount: 5000, largeMib: 32 }
+    : { mib: 64, count: 4, runs: 5, small: 1024, smallCount: 20_000, largeMib: 256 }
 }
+
+/** Chunk sizes of the large-buffer table (version 3's chunkBytes; the default is 1 MiB). */
+const CHUNK_SIZES = [256 * 1024, MiB, 4 * MiB, 16 * MiB]
 
 /** A float32 array of `bytes` bytes, as picklewire sends it and as raw bytes. */
 function tensor(bytes) {
@@ -137,6 +142,24 @@ async function clientSends(kind, ports, job, wsOptions = {}) {
   const t0 = performance.now()
   if (job.small) for (let i = 0; i < job.count; i++) await sock.send(value(i))
   else for (let i = 0; i < job.count; i++) await sock.send(array)
+  await sock.receive()
+  const dt = performance.now() - t0
+  await sock.close()
+  return dt / 1000
+}
+
+/**
+ * One large float32 array, Node client -> Node server (worker, which speaks version 3 and
+ * selects what the client offers): protocol version 3 in chunks of `chunk` bytes ('v3') or
+ * version 2, one frame ('v2'). Seconds from "go" to the server's "done".
+ */
+async function largeBuffer(kind, chunk, ports, job) {
+  const sock = await connectPickleSocket(`ws://127.0.0.1:${ports.pw}/`, { protocolVersion: kind === 'v3' ? 3 : 2, chunkBytes: chunk })
+  const { array } = tensor(job.bytes)
+  await sock.send(JSON.stringify({ ...job, mode: 'sink' }))
+  await sock.receive()
+  const t0 = performance.now()
+  for (let i = 0; i < job.count; i++) await sock.send(array)
   await sock.receive()
   const dt = performance.now() - t0
   await sock.close()
@@ -320,6 +343,8 @@ export async function runWs({ quick, log }) {
   let { worker, ports } = await peer()
   const rows = []
   const smallRows = []
+  const largeRows = []
+  const large = { bytes: p.largeMib * MiB, count: 1 }
   let zeroMask
   try {
     const pair = async (label, fn, kinds = ['pw', 'raw']) => {
@@ -344,6 +369,9 @@ export async function runWs({ quick, log }) {
     const kinds = ['pw', 'pw1', 'codec', 'raw']
     smallRows.push(await pair('Node -> Node, client sends', (k) => clientSends(k, ports, small), kinds))
     smallRows.push(await pair('Node -> Node, server sends', (k) => serverSends(k, ports, small), kinds))
+    for (const chunk of CHUNK_SIZES) {
+      largeRows.push({ chunk, ...(await pair(`one ${fmtBytes(large.bytes)} buffer, chunks of ${fmtBytes(chunk)}`, (k) => largeBuffer(k, chunk, ports, large), ['v3', 'v2'])) })
+    }
   } finally {
     await worker.terminate()
   }
@@ -363,6 +391,14 @@ export async function runWs({ quick, log }) {
   ]))
   const med = (t) => `${Math.round(small.count / t.median).toLocaleString('en')}/s`
   console.log(`\nmedians (picklewire / v1 / ws + pickle / raw ws): ${smallRows.map((r) => `${r.label}: ${med(r.pw)} / ${med(r.pw1)} / ${med(r.codec)} / ${med(r.raw)} (${(r.raw.median / r.pw.median).toFixed(2)}x of raw)`).join('; ')}`)
+
+  console.log(`\n### one ${fmtBytes(large.bytes)} float32 array, Node -> Node (client sends; best of ${p.runs}, taking turns): protocol version 3 in chunks against version 2 (one frame)\n`)
+  console.log('version 3: the buffer leaves in frames of chunkBytes and the receiver copies each into one ArrayBuffer of the')
+  console.log('announced size (progress and cancellation per chunk, any size the limits allow); version 2: one frame, which the')
+  console.log('receiver views where ws assembled it (no copy of its own, but the whole frame is held by ws before anything happens).\n')
+  printTable(['chunkBytes', 'version 3', 'version 2', 'v3 / v2'], largeRows.map((r) => [
+    fmtBytes(r.chunk), rate(large.bytes, r.v3), rate(large.bytes, r.v2), `${(r.v2.best / r.v3.best).toFixed(2)}x`,
+  ]))
 
   const m = await maskingCost(big.bytes)
   const bu = bufferutilState()
