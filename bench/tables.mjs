@@ -1,5 +1,5 @@
-// The tables benchmark: a 1,000,000-row pandas DataFrame of 8 numeric and 2 str columns,
-// pickled at protocol 5 out of band, loaded into columns (loads with ALLOW.pandas, then
+// The tables benchmark: a 1,000,000-row pandas DataFrame of 8 numeric and 2 str columns (and
+// the same without the str columns), pickled at protocol 5 out of band, loaded into columns (loads with ALLOW.pandas, then
 // readDataFrame) against pandas' own pickle.loads of the same pickle and buffers, timed in
 // the same run (bench/tables.py, in the pandas 3 environment of test/helpers/data-venvs.ts,
 // or PICKLEWIRE_TABLES_PYTHON).
@@ -35,28 +35,36 @@ export async function runTables({ quick, timing, log }) {
   const rows = quick ? 100_000 : 1_000_000
   const dir = join(here, '.fixtures', quick ? 'quick' : 'full')
   mkdirSync(dir, { recursive: true })
-  const file = join(dir, `tables-${rows}.bin`)
-  log(`  ${rows.toLocaleString('en')} rows: pandas pickle.loads`)
-  const py = JSON.parse(execFileSync(PYTHON, [join(here, 'tables.py'), String(rows), file, JSON.stringify(timing)], { encoding: 'utf8', maxBuffer: 1 << 26 }))
-  const [data, ...buffers] = readParts(file)
-  const options = { allow: codec.ALLOW.pandas, buffers }
+  const results = []
+  for (const kind of ['strings', 'numeric']) {
+    const label = `${rows.toLocaleString('en')} rows, 8 numeric${kind === 'strings' ? ' + 2 str' : ''} columns, out of band`
+    const file = join(dir, `tables-${kind}-${rows}.bin`)
+    log(`  ${label}: pandas pickle.loads`)
+    const py = JSON.parse(execFileSync(PYTHON, [join(here, 'tables.py'), String(rows), kind, file, JSON.stringify(timing)], { encoding: 'utf8', maxBuffer: 1 << 26 }))
+    const [data, ...buffers] = readParts(file)
+    const options = { allow: codec.ALLOW.pandas, buffers }
 
-  log(`  ${rows.toLocaleString('en')} rows: picklewire`)
-  const df = codec.readDataFrame(codec.loads(data, options))
-  const copied = df.columns.filter((c) => c.copied).map((c) => c.name)
-  if (df.length !== rows || df.columns.length !== 10) throw new Error(`read ${df.columns.length} columns of ${df.length} rows`)
-  const loadOnly = measure(() => codec.loads(data, options), timing)
-  const both = measure(() => codec.readDataFrame(codec.loads(data, options)), timing)
-  const placeholder = codec.loads(data, options)
-  const readOnly = measure(() => codec.readDataFrame(placeholder), timing)
-
-  printTable(['workload', 'pickle + buffers', 'picklewire: loads + readDataFrame', 'loads', 'readDataFrame', `pandas ${py.pandas} pickle.loads`, 'vs pandas'], [[
-    `${rows.toLocaleString('en')} rows, 8 numeric + 2 str columns, out of band`, `${fmtBytes(py.pickle_bytes)} + ${fmtBytes(py.buffer_bytes)} in ${py.buffers}`,
-    fmtCell(both), fmtCell(loadOnly), fmtCell(readOnly), fmtCell(py), fmtRatio(py, both),
-  ]])
+    log(`  ${label}: picklewire`)
+    const df = codec.readDataFrame(codec.loads(data, options))
+    const columns = kind === 'strings' ? 10 : 8
+    if (df.length !== rows || df.columns.length !== columns) throw new Error(`read ${df.columns.length} columns of ${df.length} rows`)
+    const copied = df.columns.filter((c) => c.copied).map((c) => c.name)
+    const both = measure(() => codec.readDataFrame(codec.loads(data, options)), timing)
+    const loadOnly = measure(() => codec.loads(data, options), timing)
+    const placeholder = codec.loads(data, options)
+    const readOnly = measure(() => codec.readDataFrame(placeholder), timing)
+    results.push({ label, py, both, loadOnly, readOnly, copied })
+  }
+  const py = results[0].py
+  printTable(['workload', 'pickle + buffers', 'picklewire: loads + readDataFrame', 'loads', 'readDataFrame', `pandas ${py.pandas} pickle.loads`, 'vs pandas'],
+    results.map((r) => [
+      r.label, `${fmtBytes(r.py.pickle_bytes)} + ${fmtBytes(r.py.buffer_bytes)} in ${r.py.buffers}`,
+      fmtCell(r.both), fmtCell(r.loadOnly), fmtCell(r.readOnly), fmtCell(r.py), fmtRatio(r.py, r.both),
+    ]))
   console.log()
   console.log('Times are best / median per call; "vs pandas" is pandas\' best time over picklewire\'s loads + readDataFrame (>1:')
-  console.log(`picklewire is faster). Columns: ${py.dtypes.join(', ')}; copied by the reader: ${copied.join(', ') || 'none'}`)
-  console.log('(the str columns, decoded from their arrow buffers into JavaScript strings); the numeric columns are views of')
-  console.log(`the buffers. Python ${py.python}, numpy ${py.numpy}. N (picklewire both/loads/read, pandas): ${both.runs}/${loadOnly.runs}/${readOnly.runs}, ${py.runs}`)
+  console.log(`picklewire is faster). Columns: ${py.dtypes.join(', ')}; copied by the reader: ${results[0].copied.join(', ') || 'none'}`)
+  console.log('(the str columns, decoded from their arrow buffers into JavaScript strings, where pandas keeps the arrow array')
+  console.log('as it is); the numeric columns are views of the buffers. The second row is the same frame without the str columns.')
+  console.log(`Python ${py.python}, numpy ${py.numpy}. N (picklewire both/loads/read, pandas): ${results.map((r) => `${r.both.runs}/${r.loadOnly.runs}/${r.readOnly.runs}, ${r.py.runs}`).join('; ')}`)
 }

@@ -1,12 +1,13 @@
 """
 The tables benchmark's Python side (bench/tables.mjs): builds a DataFrame of ROWS rows, 8
-numeric columns (int8, int16, int32, int64, uint32, float32, float64, bool) and 2 str columns,
+numeric columns (int8, int16, int32, int64, uint32, float32, float64, bool) and, with
+'strings', 2 str columns,
 pickles it at protocol 5 out of band into OUT (the pickle and each buffer, each after its
 8-byte little-endian length), and times pickle.loads of it with the buffers as the Node side
 times its load, with the timing policy given as JSON. Prints one JSON line: versions, sizes,
 best and median seconds, samples.
 
-  python tables.py ROWS OUT '{"warmup": 3, "warmup_time": 0.3, "min_runs": 10, "max_runs": 100, "min_time": 2}'
+  python tables.py ROWS strings|numeric OUT '{"warmup": 3, "warmup_time": 0.3, "min_runs": 10, "max_runs": 100, "min_time": 2}'
 """
 import gc
 import json
@@ -18,15 +19,17 @@ import numpy as np
 import pandas as pd
 
 
-def frame(rows):
+def frame(rows, strings):
     k = np.arange(rows)
-    return pd.DataFrame({
+    df = pd.DataFrame({
         'i8': (k % 100).astype('int8'), 'i16': (k % 30000).astype('int16'), 'i32': k.astype('int32'),
         'i64': k.astype('int64') * 3, 'u32': k.astype('uint32'), 'f32': (k / 7).astype('float32'),
         'f64': k / 3.0, 'flag': k % 3 == 0,
-        'name': pd.array([f'item {i % 1000}' for i in range(rows)], dtype='str'),
-        'code': pd.array([f'c{i % 17}' for i in range(rows)], dtype='str'),
     })
+    if strings:
+        df['name'] = pd.array([f'item {i % 1000}' for i in range(rows)], dtype='str')
+        df['code'] = pd.array([f'c{i % 17}' for i in range(rows)], dtype='str')
+    return df
 
 
 def measure(fn, policy):
@@ -51,8 +54,8 @@ def measure(fn, policy):
 
 
 def main():
-    rows, out, policy = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-    df = frame(rows)
+    rows, strings, out, policy = int(sys.argv[1]), sys.argv[2] == 'strings', sys.argv[3], json.loads(sys.argv[4])
+    df = frame(rows, strings)
     buffers = []
     data = pickle.dumps(df, 5, buffer_callback=buffers.append)
     raw = [bytes(b.raw()) for b in buffers]

@@ -371,13 +371,14 @@ export function readArrowArray(array: unknown): Column {
     const offsets = data
     const text = bufferBytes(buffers[2], `${what}'s character buffer`) ?? new Uint8Array(0)
     const wide = alias === 'large_string'
-    const view = new DataView(offsets.buffer, offsets.byteOffset, offsets.byteLength)
     const width = wide ? 8 : 4
     if (offsets.byteLength < (offset + length + 1) * width) fail(`${what}'s offsets are too short for ${length} items`)
-    // Offsets of large_string are int64; offsets beyond 4 GiB are refused.
+    // Offsets as an Int32Array (of the low and high halves for large_string): a view when aligned.
+    const words = offsets.byteOffset % 4 === 0 ? offsets : offsets.slice()
+    const ints = new Int32Array(words.buffer, words.byteOffset, (offset + length + 1) * (width / 4))
     const at = wide
-      ? (i: number): number => (view.getInt32(i * 8 + 4, true) === 0 ? view.getUint32(i * 8, true) : fail(`${what}: offset ${i} is beyond 4 GiB`))
-      : (i: number): number => view.getInt32(i * 4, true)
+      ? (i: number): number => (ints[2 * i + 1] === 0 && ints[2 * i]! >= 0 ? ints[2 * i]! : fail(`${what}: offset ${i} is beyond 2 GiB`))
+      : (i: number): number => ints[i]!
     const first = at(offset)
     const last = at(offset + length)
     if (first < 0 || last < first || last > text.byteLength) fail(`${what}: items span bytes ${first} to ${last} of ${text.byteLength}`)
