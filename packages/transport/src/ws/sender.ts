@@ -425,8 +425,12 @@ export class MessageSender {
         p.settle.reject(err)
         continue
       }
-      if (this.#streams(p.parts, p.envelope)) this.#startStream(framed, p.envelope, p.settle)
-      else {
+      if (this.#streams(p.parts, p.envelope)) {
+        // The wait is over (its timeout no longer applies); the send's promise follows the
+        // stream, which the signal may still cancel between frames.
+        const streamed = new Promise<void>((resolve, reject) => this.#startStream(framed, p.envelope, { resolve, reject }))
+        p.settle.resolve(streamed as unknown as void)
+      } else {
         this.#write(framed.frames)
         p.settle.resolve()
       }
