@@ -91,6 +91,9 @@ def pandas_cases():
         'ok': pd.array([True, None, False, True, None], dtype='boolean'),
         'g': pd.array([0.5, None, 1.5, 2.5, None], dtype='Float64'),
         'kind': pd.Categorical(['lo', 'hi', None, 'lo', 'mid'], categories=['lo', 'mid', 'hi']),
+        'py': pd.array(['p', None, 'q', 'r', None], dtype=pd.StringDtype('python')),
+        'span': pd.to_timedelta(np.arange(n) - 1, unit='s'),
+        'u64': np.array([0, 1, 2**63, 2**64 - 1, 5], dtype='uint64'),
     }, index=pd.Index([10, 20, 30, 40, 50], name='key'))
     # Columns of one dtype apart from each other: the int64 block holds positions 0 and 2.
     interleaved = pd.DataFrame({'a': np.arange(4, dtype='int64'), 'b': np.arange(4.0), 'c': np.arange(4, dtype='int64') + 7})
