@@ -97,8 +97,8 @@ def pandas_cases():
     }, index=pd.Index([10, 20, 30, 40, 50], name='key'))
     # Columns of one dtype apart from each other: the int64 block holds positions 0 and 2.
     interleaved = pd.DataFrame({'a': np.arange(4, dtype='int64'), 'b': np.arange(4.0), 'c': np.arange(4, dtype='int64') + 7})
-    # One 2-D block from a C-ordered array: each column is strided in it.
-    wide = pd.DataFrame(np.arange(12, dtype='float64').reshape(4, 3), columns=['x', 'y', 'z'])
+    # One 2-D block from a C-ordered array (each column strided in it under pandas 2), labelled 0, 1, 2 by a RangeIndex.
+    wide = pd.DataFrame(np.arange(12, dtype='float64').reshape(4, 3))
     ranged = pd.DataFrame({'v': [1.0, 2.0, 3.0]}, index=pd.RangeIndex(100, 106, 2, name='r'))
     return {
         'frame.mixed': mixed, 'frame.interleaved': interleaved, 'frame.wide': wide, 'frame.ranged': ranged,

@@ -217,7 +217,8 @@ function indexLabels(index: Column | RangeIndexInfo): unknown[] {
     return out
   }
   if (index.categories) return Array.from(index.values.data as ArrayLike<number>, (c) => (c < 0 ? null : (index.categories!.values.data as unknown[])[c]))
-  return Array.from(index.values.data as ArrayLike<unknown>)
+  // Integer labels (columns 0, 1, 2 of a frame made from a 2-D array) as numbers where exact.
+  return Array.from(index.values.data as ArrayLike<unknown>, (v) => (typeof v === 'bigint' && v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v))
 }
 
 function indexLength(index: Column | RangeIndexInfo): number {
