@@ -1520,7 +1520,7 @@ class PickleSocket:
             try:
                 for k, f in enumerate(frames):
                     await self.ws.send(f)
-                    if k in chunked:
+                    if k in chunked and k < len(frames) - 1:
                         # send() does not yield while the socket takes the bytes: yield between
                         # chunks, so that other tasks run (a progress bar, a cancel) mid-message
                         await asyncio.sleep(0)
