@@ -6,7 +6,7 @@
 import { TransportError, type TransportErrorCode } from '../errors.js'
 
 /**
- * Version 1's subprotocol. Clients offer picklewire.v2 first, then this; servers select the
+ * Version 1's subprotocol. Clients offer picklewire.v3 and picklewire.v2 first, then this; servers select the
  * newest offered (see wire.ts).
  */
 export const SUBPROTOCOL = 'picklewire.v1'

@@ -24,8 +24,8 @@ export interface ListenOptions extends PickleSocketOptions {
   /**
    * ws's own server options, passed through (verifyClient, maxPayload, backlog, ...).
    * picklewire sets perMessageDeflate: false, skipUTF8Validation: true and maxPayload from the
-   * limits, and selects the newest picklewire subprotocol a client offers (picklewire.v2, else
-   * picklewire.v1; up to the protocolVersion option).
+   * limits, and selects the newest picklewire subprotocol a client offers (picklewire.v3, .v2,
+   * else .v1; up to the protocolVersion option).
    */
   ws?: WsServerOptions
 }

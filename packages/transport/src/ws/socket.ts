@@ -202,8 +202,9 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   }
 
   /**
-   * The protocol version the handshake selected (docs/wire-protocol.md): 2 when the
-   * subprotocol is picklewire.v2, 1 otherwise (picklewire.v1, or none). 0 until the connection is open.
+   * The protocol version the handshake selected (docs/wire-protocol.md): 3 or 2 when the
+   * subprotocol is picklewire.v3 or picklewire.v2, 1 otherwise (picklewire.v1, or none). 0
+   * until the connection is open.
    */
   get protocolVersion(): number {
     return this.#version

@@ -1,10 +1,12 @@
 /**
- * The WebSocket carrier's header frame, both versions of docs/wire-protocol.md:
+ * The WebSocket carrier's header frame, every version of docs/wire-protocol.md:
  *
  *   version 1 (subprotocol picklewire.v1): header frame, pickle frame, buffer frames, [MAC]
  *   version 2 (subprotocol picklewire.v2): the same, and a header may carry the pickle itself
  *     as a msgpack bin under `pk`; the pickle frame is then left out, so that a message
  *     without out-of-band buffers (or MAC) is a single WebSocket frame
+ *   version 3 (subprotocol picklewire.v3): the same header; a buffer may travel as several
+ *     frames (chunks), and a text frame `cancel <id>` abandons the message in progress
  *
  * The header is a msgpack map:
  *
@@ -50,7 +52,7 @@ export interface WireHeader extends MessageHeader {
 export const PROTOCOL_VERSIONS: readonly number[] = Object.freeze([3, 2, 1])
 export const LATEST_VERSION = 3
 
-/** The subprotocol of each version: `picklewire.v1`, `picklewire.v2`. */
+/** The subprotocol of each version: `picklewire.v1`, `picklewire.v2`, `picklewire.v3`. */
 export function subprotocolOf(version: number): string {
   return `picklewire.v${version}`
 }
