@@ -105,6 +105,7 @@ def pandas_cases():
         'series.float': pd.Series([1.5, 2.5, float('nan')], index=['a', 'b', 'c'], name='price'),
         'series.category': pd.Series(pd.Categorical(['x', 'y', 'x']), name='c'),
         'series.Int64': pd.Series(pd.array([7, None, 9], dtype='Int64'), index=pd.date_range('2024-03-01', periods=3, freq='D', name='day')),
+        'series.str-index': pd.Series([1.0, 2.0, 3.0], index=pd.Index(['p', 'qq', 'é'], dtype='str', name='tag')),
     }
 
 
@@ -137,7 +138,8 @@ def pyarrow_cases():
     batch = pa.record_batch([pa.array([1, 2, 3], type=pa.int32()), pa.array(['x', 'y', None])], names=['n', 'label'])
     return {'arrow.Table': table, 'arrow.RecordBatch': batch, 'arrow.Array': pa.array([1.0, None, 3.0]),
             'arrow.Array.sliced': pa.array(list(range(10)), type=pa.int64()).slice(3, 4),
-            'arrow.ChunkedArray': pa.chunked_array([['a', 'b'], [None, 'd']])}
+            'arrow.ChunkedArray': pa.chunked_array([['a', 'b'], [None, 'd']]),
+            'arrow.Array.sliced-strings': pa.array(['a', 'bb', None, 'été', 'x', 'yz']).slice(1, 3)}
 
 
 def pyarrow_expected(value):

@@ -29,7 +29,7 @@ const DASK = [
 ]
 const CODEC = [
   'ALLOW', 'ByteArray', 'Complex', 'Counter', 'DEFAULT_PROTOCOL', 'DType', 'Decimal', 'DefaultDict', 'Deque', 'EOFError', 'Ellipsis', 'FrozenSet',
-  'GlobalRegistry', 'HIGHEST_PROTOCOL', 'MAX_NDIM', 'MAX_SPREAD_ARGS', 'MAX_ZERO_FILL', 'NATIVE_BYTE_ORDER', 'NDArray', 'NotImplemented',
+  'GlobalRegistry', 'HIGHEST_PROTOCOL', 'LazyStrings', 'MAX_NDIM', 'MAX_SPREAD_ARGS', 'MAX_ZERO_FILL', 'NATIVE_BYTE_ORDER', 'NDArray', 'NotImplemented',
   'NumpyScalar', 'OPCODES', 'OrderedDict', 'PickleBuffer', 'PickleError', 'Pickler', 'PicklingError', 'PyDate', 'PyDateTime', 'PyFloat',
   'PyGlobal', 'PyObject', 'PyObjectCall', 'PyOpaque', 'PyPersistentRef', 'PyRange', 'PySingleton', 'PyStr', 'PyTime', 'PyTimeDelta',
   'PyTimeZone', 'Slice', 'Tuple', 'UUID', 'Unpickler', 'UnpicklingError', 'defaultGlobals', 'dis', 'dump', 'dumps', 'dumpsTransient',

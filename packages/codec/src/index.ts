@@ -24,7 +24,7 @@ export {
   type BytesLike, type ChunkSource, type FindClass, type UnpicklerOptions,
 } from './unpickler.js'
 export {
-  readArrowArray, readArrowTable, readDataFrame, readSeries,
-  type ArrowColumns, type Column, type FrameColumns, type RangeIndexInfo, type SeriesColumn,
+  LazyStrings, readArrowArray, readArrowTable, readDataFrame, readSeries,
+  type ArrowColumns, type Column, type FrameColumns, type RangeIndexInfo, type ReadTableOptions, type SeriesColumn, type StringsMode,
 } from './tables.js'
 export { dis, genops, optimize, type DisOptions, type GenopsItem, type MemoKey, type OpcodeArgument, type TextSink } from './pickletools.js'

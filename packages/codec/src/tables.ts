@@ -15,16 +15,45 @@ export interface Column {
   readonly dtype: string
   /**
    * One-dimensional values; for a categorical column its codes (-1 for missing). Numeric columns
-   * are views of the buffer they arrived in unless `copied`; strings are an object array of
-   * JavaScript strings (null where missing).
+   * are views of the buffer they arrived in unless `copied`. An arrow-backed string column is a
+   * LazyStrings over its offsets and bytes with `strings: 'lazy'` (the default) and an object
+   * array of JavaScript strings with `strings: 'decode'`; numpy-backed string columns are always
+   * an object array (null where missing).
    */
-  readonly values: NDArray
+  readonly values: NDArray | LazyStrings
   /** 1 where a value is present, 0 where it is missing; null when the column has no mask (every value present, or missing values written as NaN, NaT or None). */
   readonly valid: Uint8Array | null
   /** A categorical column's categories (a column of their own); null otherwise. */
   readonly categories: Column | null
   /** Whether values had to be copied from the bytes they arrived in (see docs/data-libraries.md). */
   readonly copied: boolean
+}
+
+/**
+ * How the readers return an arrow-backed string column (pandas 3 'str', 'string[pyarrow]',
+ * pyarrow string and large_string): 'lazy' (the default) as a LazyStrings that decodes a value
+ * when it is read, 'decode' as an object array of every value decoded up front.
+ */
+export type StringsMode = 'decode' | 'lazy'
+
+/** Options of readDataFrame, readSeries, readArrowTable and readArrowArray. */
+export interface ReadTableOptions {
+  /** How arrow-backed string columns come back (default 'lazy'; see StringsMode). */
+  readonly strings?: StringsMode
+}
+
+function stringsMode(options: ReadTableOptions | undefined, reader: string): StringsMode {
+  if (options === undefined) return 'lazy'
+  if (options === null || typeof options !== 'object') throw new TypeError(`${reader} options must be an object, got ${options === null ? 'null' : typeof options}`)
+  const mode = options.strings
+  if (mode === undefined) return 'lazy'
+  if (mode !== 'decode' && mode !== 'lazy') throw new RangeError(`${reader} option strings must be 'decode' or 'lazy', got ${typeof mode === 'string' ? JSON.stringify(mode) : String(mode)}`)
+  return mode
+}
+
+/** The number of values of a column. */
+function sizeOf(values: NDArray | LazyStrings): number {
+  return values instanceof LazyStrings ? values.length : values.size
 }
 
 /** A pandas RangeIndex, kept as its three numbers. */
@@ -93,7 +122,7 @@ function toNumber(v: unknown, what: string): number {
   return fail(`${what} must be an integer, got ${describe(v)}`)
 }
 
-function column(name: unknown, dtype: string, values: NDArray, valid: Uint8Array | null = null, copied = false, categories: Column | null = null): Column {
+function column(name: unknown, dtype: string, values: NDArray | LazyStrings, valid: Uint8Array | null = null, copied = false, categories: Column | null = null): Column {
   return { name, dtype, values, valid, categories, copied }
 }
 
@@ -136,7 +165,7 @@ function maskedDtype(kind: string, data: DType): string {
 }
 
 /** A pandas array (a numpy block row, or an extension array) as a column. */
-function readPandasArray(name: unknown, v: unknown, k: number): Column {
+function readPandasArray(name: unknown, v: unknown, k: number, mode: StringsMode): Column {
   if (v instanceof NDArray) {
     const { values, copied } = rowOf(v, k)
     return column(name, v.dtype.name, values, null, copied)
@@ -154,7 +183,7 @@ function readPandasArray(name: unknown, v: unknown, k: number): Column {
   }
   if (kind === 'ArrowStringArray') {
     const state = stateMap(obj, what)
-    const arrow = readArrowArray(state.get('_pa_array'))
+    const arrow = readArrow(state.get('_pa_array'), mode)
     const dtype = state.get('_dtype')
     // StringDtype(storage, na_value): NaN as the missing value is pandas 3's default 'str'; pandas.NA is 'string'.
     const na = dtype instanceof PyObject ? dtype.args[1] : undefined
@@ -167,7 +196,8 @@ function readPandasArray(name: unknown, v: unknown, k: number): Column {
     if (cls === 'Categorical') {
       const [dtype, codes] = state as [unknown, unknown]
       if (pandasName(dtype) !== 'CategoricalDtype' || !(codes instanceof NDArray)) return fail(`${what}: a Categorical needs a CategoricalDtype and codes, got ${describe(dtype)} and ${describe(codes)}`)
-      const categories = readIndex(stateMap(dtype as PyObject, what).get('categories'))
+      // Categories are few and are looked up by code: always decoded.
+      const categories = readIndex(stateMap(dtype as PyObject, what).get('categories'), 'decode')
       if ('kind' in categories) return fail(`${what}: categories as a RangeIndex are not supported`)
       const { values, copied } = rowOf(codes, 0)
       return column(name, 'category', values, null, copied, categories)
@@ -192,7 +222,7 @@ function readPandasArray(name: unknown, v: unknown, k: number): Column {
 }
 
 /** A pandas Index: a RangeIndex as its numbers, any other one-level index as a column. */
-function readIndex(v: unknown): Column | RangeIndexInfo {
+function readIndex(v: unknown, mode: StringsMode): Column | RangeIndexInfo {
   if (!isCall(v, 'pandas.core.indexes.base._new_Index') && !isCall(v, 'pandas.core.indexes.datetimes._new_DatetimeIndex')) {
     return fail(`an index must be a pandas _new_Index or _new_DatetimeIndex placeholder, got ${describe(v)}`)
   }
@@ -206,7 +236,7 @@ function readIndex(v: unknown): Column | RangeIndexInfo {
       step: toNumber(attrs.get('step') ?? 1, 'RangeIndex step'),
     }
   }
-  if (kind === 'Index' || kind === 'DatetimeIndex' || kind === 'TimedeltaIndex' || kind === 'CategoricalIndex') return readPandasArray(name, attrs.get('data'), 0)
+  if (kind === 'Index' || kind === 'DatetimeIndex' || kind === 'TimedeltaIndex' || kind === 'CategoricalIndex') return readPandasArray(name, attrs.get('data'), 0, mode)
   return fail(`cannot read ${describe(cls)} as an index`)
 }
 
@@ -216,13 +246,14 @@ function indexLabels(index: Column | RangeIndexInfo): unknown[] {
     for (let i = index.start; index.step > 0 ? i < index.stop : i > index.stop; i += index.step) out.push(i)
     return out
   }
-  if (index.categories) return Array.from(index.values.data as ArrayLike<number>, (c) => (c < 0 ? null : (index.categories!.values.data as unknown[])[c]))
+  if (index.values instanceof LazyStrings) return index.values.toArray()
+  if (index.categories) return Array.from(index.values.data as ArrayLike<number>, (c) => (c < 0 ? null : ((index.categories!.values as NDArray).data as unknown[])[c]))
   // Integer labels (columns 0, 1, 2 of a frame made from a 2-D array) as numbers where exact.
   return Array.from(index.values.data as ArrayLike<unknown>, (v) => (typeof v === 'bigint' && v >= Number.MIN_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v))
 }
 
 function indexLength(index: Column | RangeIndexInfo): number {
-  return 'kind' in index ? Math.max(0, Math.ceil((index.stop - index.start) / index.step)) : index.values.size
+  return 'kind' in index ? Math.max(0, Math.ceil((index.stop - index.start) / index.step)) : sizeOf(index.values)
 }
 
 interface Block { values: unknown; locs: unknown }
@@ -273,35 +304,38 @@ function frameState(v: unknown, kind: 'DataFrame' | 'Series', reader: string): M
 /**
  * The columns of a pandas DataFrame (pandas 2 or 3) loaded with `allow: ALLOW.pandas`: names,
  * dtypes, values and the index. Throws a TypeError for a value that is not a DataFrame
- * placeholder and an UnpicklingError for a column, index or layout it cannot read.
+ * placeholder (or options that are not an object), a RangeError for an unknown `strings` mode,
+ * and an UnpicklingError for a column, index or layout it cannot read.
  */
-export function readDataFrame(df: unknown): FrameColumns {
+export function readDataFrame(df: unknown, options?: ReadTableOptions): FrameColumns {
+  const mode = stringsMode(options, 'readDataFrame')
   const { blocks, axes } = managerParts(frameState(df, 'DataFrame', 'readDataFrame').get('_mgr'))
   if (axes.length !== 2) return fail(`a DataFrame needs two axes, got ${axes.length}`)
-  const names = readIndex(axes[0])
-  const index = readIndex(axes[1])
+  const names = readIndex(axes[0], 'decode')
+  const index = readIndex(axes[1], mode)
   const labels = indexLabels(names)
   const columns: (Column | undefined)[] = new Array(labels.length)
   for (const block of blocks) {
     blockPositions(block.locs, labels.length).forEach((at, k) => {
       if (at < 0 || at >= labels.length || columns[at]) fail(`a block places a column at ${at}, which is taken or outside ${labels.length} columns`)
-      columns[at] = readPandasArray(labels[at], block.values, k)
+      columns[at] = readPandasArray(labels[at], block.values, k, mode)
     })
   }
   const length = indexLength(index)
   const out = columns.map((c, i) => c ?? fail(`no block holds column ${i}`))
-  for (const c of out) if (c.values.size !== length) fail(`column ${JSON.stringify(String(c.name))} has ${c.values.size} values for ${length} rows`)
+  for (const c of out) if (sizeOf(c.values) !== length) fail(`column ${JSON.stringify(String(c.name))} has ${sizeOf(c.values)} values for ${length} rows`)
   return { columns: out, index, length }
 }
 
-/** A pandas Series (pandas 2 or 3) loaded with `allow: ALLOW.pandas` as one column and its index. */
-export function readSeries(series: unknown): SeriesColumn {
+/** A pandas Series (pandas 2 or 3) loaded with `allow: ALLOW.pandas` as one column and its index; options and errors as readDataFrame's. */
+export function readSeries(series: unknown, options?: ReadTableOptions): SeriesColumn {
+  const mode = stringsMode(options, 'readSeries')
   const state = frameState(series, 'Series', 'readSeries')
   const { blocks, axes } = managerParts(state.get('_mgr'))
   if (blocks.length !== 1 || axes.length !== 1) return fail(`a Series needs one block and one axis, got ${blocks.length} and ${axes.length}`)
-  const index = readIndex(axes[0])
-  const col = readPandasArray(state.get('_name') ?? null, blocks[0]!.values, 0)
-  if (col.values.size !== indexLength(index)) fail(`a Series of ${col.values.size} values has an index of ${indexLength(index)}`)
+  const index = readIndex(axes[0], mode)
+  const col = readPandasArray(state.get('_name') ?? null, blocks[0]!.values, 0, mode)
+  if (sizeOf(col.values) !== indexLength(index)) fail(`a Series of ${sizeOf(col.values)} values has an index of ${indexLength(index)}`)
   return { ...col, index }
 }
 
@@ -335,12 +369,120 @@ function ascii(bytes: Uint8Array): boolean {
   return true
 }
 
+/** Items this short and all ASCII are built by hand: cheaper than a call into TextDecoder. */
+const SHORT_ASCII = 32
+
+/**
+ * An arrow string column over the buffers it arrived in: `offsets` (length + 1 of them, item i
+ * is bytes offsets[i] to offsets[i + 1] of `data`) and `data` (the UTF-8 bytes), views of the
+ * pickle's buffers when they are out of band and aligned. Values are decoded when read: get(i),
+ * iteration, toArray(). `valid` is 1 where a value is present, null when every value is.
+ */
+export class LazyStrings implements Iterable<string | null> {
+  readonly length: number
+  /** The item offsets into `data`: an Int32Array (string) or a BigInt64Array (large_string). */
+  readonly offsets: Int32Array | BigInt64Array
+  /** The UTF-8 bytes the offsets point into (the whole character buffer as it arrived). */
+  readonly data: Uint8Array
+  readonly valid: Uint8Array | null
+  /** The offsets as 32-bit words: the offsets themselves, or the low halves at even places for large_string. */
+  readonly #words: Int32Array
+  readonly #step: number
+
+  /** Checks every offset against `data` (an UnpicklingError names the first bad one) so that reads need no checks. */
+  constructor(offsets: Int32Array | BigInt64Array, data: Uint8Array, valid: Uint8Array | null, what = 'a string column') {
+    if (offsets.length < 1) fail(`${what} needs at least one offset`)
+    this.length = offsets.length - 1
+    if (valid && valid.length !== this.length) fail(`${what}: a validity mask of ${valid.length} items for ${this.length} values`)
+    this.offsets = offsets
+    this.data = data
+    this.valid = valid
+    this.#step = offsets instanceof BigInt64Array ? 2 : 1
+    this.#words = new Int32Array(offsets.buffer, offsets.byteOffset, offsets.length * this.#step)
+    const words = this.#words
+    const step = this.#step
+    let previous = -1
+    for (let i = 0; i <= this.length; i++) {
+      const at = words[i * step]!
+      if (step === 2 && words[i * step + 1] !== 0) fail(`${what}: offset ${i} is beyond 2 GiB`)
+      if (at < previous || at < 0 || at > data.length) fail(`${what}: offset ${i} is ${at}, after ${Math.max(previous, 0)} and within ${data.length} bytes expected`)
+      previous = at
+    }
+  }
+
+  /** Value i: a string, or null where it is missing. Throws a RangeError outside 0 to length - 1. */
+  get(i: number): string | null {
+    if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`index must be an integer from 0 to ${this.length - 1}, got ${String(i)}`)
+    return this.#item(i)
+  }
+
+  #item(i: number): string | null {
+    if (this.valid && !this.valid[i]) return null
+    const from = this.#words[i * this.#step]!
+    const to = this.#words[(i + 1) * this.#step]!
+    const data = this.data
+    if (to - from <= SHORT_ASCII) {
+      let out = ''
+      let j = from
+      for (; j < to; j++) {
+        const b = data[j]!
+        if (b > 0x7f) break
+        out += String.fromCharCode(b)
+      }
+      if (j === to) return out
+    }
+    return decodeItem(data.subarray(from, to), i)
+  }
+
+  *[Symbol.iterator](): IterableIterator<string | null> {
+    for (let i = 0; i < this.length; i++) yield this.#item(i)
+  }
+
+  /** Every value decoded: one decode of all the bytes when they are all ASCII, each value a slice of it. */
+  toArray(): (string | null)[] {
+    const out = new Array<string | null>(this.length)
+    if (this.length === 0) return out
+    const first = this.#words[0]!
+    const span = this.data.subarray(first, this.#words[this.length * this.#step]!)
+    const whole = ascii(span) ? utf8.decode(span) : null
+    for (let i = 0; i < this.length; i++) {
+      if (this.valid && !this.valid[i]) out[i] = null
+      else if (whole === null) out[i] = this.#item(i)
+      else out[i] = whole.slice(this.#words[i * this.#step]! - first, this.#words[(i + 1) * this.#step]! - first)
+    }
+    return out
+  }
+}
+
+function decodeItem(bytes: Uint8Array, i: number): string {
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    return fail(`string item ${i} is not valid UTF-8`)
+  }
+}
+
+/** The offsets of items offset to offset + length as a view (a copy when misaligned) and the character buffer, checked. */
+function arrowStrings(offsets: Uint8Array, text: Uint8Array, wide: boolean, offset: number, length: number, valid: Uint8Array | null, what: string): LazyStrings {
+  const width = wide ? 8 : 4
+  if (offsets.byteLength < (offset + length + 1) * width) fail(`${what}'s offsets are too short for ${length} items`)
+  const start = offsets.subarray(offset * width, (offset + length + 1) * width)
+  const bytes = start.byteOffset % width === 0 ? start : start.slice()
+  const view = wide ? new BigInt64Array(bytes.buffer, bytes.byteOffset, length + 1) : new Int32Array(bytes.buffer, bytes.byteOffset, length + 1)
+  return new LazyStrings(view, text, valid, what)
+}
+
 /**
  * A pyarrow Array (pyarrow.lib._restore_array) or ChunkedArray loaded with `allow: ALLOW.pyarrow`
- * as a column: integer, float, bool, string, large_string and null types.
+ * as a column: integer, float, bool, string, large_string and null types. Options and errors as
+ * readDataFrame's.
  */
-export function readArrowArray(array: unknown): Column {
-  if (isCall(array, 'pyarrow.lib.chunked_array')) return joinChunks(array)
+export function readArrowArray(array: unknown, options?: ReadTableOptions): Column {
+  return readArrow(array, stringsMode(options, 'readArrowArray'))
+}
+
+function readArrow(array: unknown, mode: StringsMode): Column {
+  if (isCall(array, 'pyarrow.lib.chunked_array')) return joinChunks(array, mode)
   if (!isCall(array, 'pyarrow.lib._restore_array')) throw new TypeError(`readArrowArray expects a pyarrow Array or ChunkedArray loaded with allow: ALLOW.pyarrow, got ${describe(array)}`)
   const parts = array.args[0]
   if (!Array.isArray(parts) || parts.length !== 7) return fail('a pyarrow array needs (type, length, null_count, offset, buffers, children, dictionary)')
@@ -354,7 +496,8 @@ export function readArrowArray(array: unknown): Column {
   const what = `a pyarrow ${alias} array`
   if (alias === 'null') return column(null, 'null', new NDArray(new Array<unknown>(length).fill(null), { dtype: 'O' }), new Uint8Array(length), true)
   const bitmap = bufferBytes(buffers[0], `${what}'s validity buffer`)
-  const valid = nullCount > 0 && bitmap ? bits(bitmap, offset, length) : null
+  // A null count of -1 is pyarrow's "not counted" (a sliced array, say): the bitmap decides.
+  const valid = nullCount !== 0 && bitmap ? bits(bitmap, offset, length) : null
   const data = bufferBytes(buffers[1], `${what}'s data buffer`) ?? new Uint8Array(0)
   const fixed = ARROW_FIXED[alias]
   if (fixed) {
@@ -369,68 +512,68 @@ export function readArrowArray(array: unknown): Column {
   }
   if (alias === 'bool') return column(null, 'bool', new NDArray(bits(data, offset, length), { dtype: '|b1' }), valid, true)
   if (alias === 'string' || alias === 'large_string') {
-    const offsets = data
-    const text = bufferBytes(buffers[2], `${what}'s character buffer`) ?? new Uint8Array(0)
-    const wide = alias === 'large_string'
-    const width = wide ? 8 : 4
-    if (offsets.byteLength < (offset + length + 1) * width) fail(`${what}'s offsets are too short for ${length} items`)
-    // Offsets as an Int32Array (of the low and high halves for large_string): a view when aligned.
-    const words = offsets.byteOffset % 4 === 0 ? offsets : offsets.slice()
-    const ints = new Int32Array(words.buffer, words.byteOffset, (offset + length + 1) * (width / 4))
-    const at = wide
-      ? (i: number): number => (ints[2 * i + 1] === 0 && ints[2 * i]! >= 0 ? ints[2 * i]! : fail(`${what}: offset ${i} is beyond 2 GiB`))
-      : (i: number): number => ints[i]!
-    const first = at(offset)
-    const last = at(offset + length)
-    if (first < 0 || last < first || last > text.byteLength) fail(`${what}: items span bytes ${first} to ${last} of ${text.byteLength}`)
-    // All ASCII (the common case): one decode of the whole span, each item a substring of it.
-    const span = text.subarray(first, last)
-    const whole = ascii(span) ? utf8.decode(span) : null
-    const out = new Array<string | null>(length)
-    let from = first
-    for (let i = 0; i < length; i++) {
-      const to = at(offset + i + 1)
-      if (to < from || to > last) fail(`${what}: item ${i} spans bytes ${from} to ${to} of ${text.byteLength}`)
-      if (valid && !valid[i]) out[i] = null
-      else out[i] = whole !== null ? whole.slice(from - first, to - first) : utf8.decode(text.subarray(from, to))
-      from = to
-    }
-    return column(null, alias, new NDArray(out, { dtype: 'O' }), valid, true)
+    const strings = arrowStrings(data, bufferBytes(buffers[2], `${what}'s character buffer`) ?? new Uint8Array(0), alias === 'large_string', offset, length, valid, what)
+    if (mode === 'lazy') return column(null, alias, strings, valid, strings.offsets.buffer !== data.buffer)
+    return column(null, alias, new NDArray(strings.toArray(), { dtype: 'O' }), valid, true)
   }
   return fail(`cannot read a pyarrow array of type ${alias}`)
 }
 
 /** A ChunkedArray as one column: its one chunk as it is, or its chunks joined (a copy). */
-function joinChunks(chunked: PyObject): Column {
+function joinChunks(chunked: PyObject, mode: StringsMode): Column {
   const [chunks, type] = chunked.args as [unknown, unknown]
   if (!Array.isArray(chunks)) return fail('a pyarrow chunked_array needs a list of arrays')
-  const cols = chunks.map((c) => readArrowArray(c))
+  const cols = chunks.map((c) => readArrow(c, mode))
   if (cols.length === 1) return cols[0]!
   const dtype = isCall(type, 'pyarrow.lib.type_for_alias') ? String(type.args[0]) : cols[0]?.dtype ?? fail('an empty chunked array without a type')
   if (cols.some((c) => c.dtype !== dtype)) fail(`a pyarrow chunked_array of ${dtype} holds chunks of ${cols.map((c) => c.dtype).join(', ')}`)
-  const length = cols.reduce((n, c) => n + c.values.size, 0)
-  const first = cols[0]?.values.data
+  const length = cols.reduce((n, c) => n + sizeOf(c.values), 0)
+  const valid = joinValid(cols, length)
+  if (cols.some((c) => c.values instanceof LazyStrings)) return column(null, dtype, joinStrings(cols.map((c) => c.values as LazyStrings), length, valid), valid, true)
+  const first = (cols[0]?.values as NDArray | undefined)?.data
   let data: TypedData | unknown[]
   if (first === undefined || Array.isArray(first)) data = cols.flatMap((c) => c.values.data as unknown[])
   else {
     data = new (first.constructor as new (n: number) => TypedData)(length)
     let at = 0
     for (const c of cols) {
-      ;(data as Uint8Array).set(c.values.data as Uint8Array, at)
-      at += c.values.size
+      ;(data as Uint8Array).set((c.values as NDArray).data as Uint8Array, at)
+      at += sizeOf(c.values)
     }
   }
-  let valid: Uint8Array | null = null
-  if (cols.some((c) => c.valid)) {
-    valid = new Uint8Array(length)
-    let at = 0
-    for (const c of cols) {
-      if (c.valid) valid.set(c.valid, at)
-      else valid.fill(1, at, at + c.values.size)
-      at += c.values.size
-    }
+  return column(null, dtype, new NDArray(data as TypedData, { dtype: (cols[0]?.values as NDArray | undefined)?.dtype ?? 'O', shape: [length] }), valid, true)
+}
+
+function joinValid(cols: Column[], length: number): Uint8Array | null {
+  if (!cols.some((c) => c.valid)) return null
+  const valid = new Uint8Array(length)
+  let at = 0
+  for (const c of cols) {
+    if (c.valid) valid.set(c.valid, at)
+    else valid.fill(1, at, at + sizeOf(c.values))
+    at += sizeOf(c.values)
   }
-  return column(null, dtype, new NDArray(data as TypedData, { dtype: cols[0]?.values.dtype ?? 'O', shape: [length] }), valid, true)
+  return valid
+}
+
+/** String chunks as one LazyStrings: the bytes they use copied end to end, with 32-bit offsets into them. */
+function joinStrings(chunks: LazyStrings[], length: number, valid: Uint8Array | null): LazyStrings {
+  const spans = chunks.map((c) => (c.length === 0 ? [0, 0] : [Number(c.offsets[0]!), Number(c.offsets[c.length]!)]) as [number, number])
+  const total = spans.reduce((n, [a, b]) => n + b - a, 0)
+  if (total > 0x7fffffff) fail(`a pyarrow chunked_array of ${total} string bytes is too large to join`)
+  const data = new Uint8Array(total)
+  const offsets = new Int32Array(length + 1)
+  let at = 0
+  let item = 0
+  chunks.forEach((c, k) => {
+    const [first, last] = spans[k]!
+    data.set(c.data.subarray(first, last), at)
+    for (let i = 0; i < c.length; i++) offsets[item + i] = at + Number(c.offsets[i]!) - first
+    item += c.length
+    at += last - first
+  })
+  offsets[length] = at
+  return new LazyStrings(offsets, data, valid, 'a joined string column')
 }
 
 function schemaNames(schema: unknown): unknown[] {
@@ -442,7 +585,8 @@ function schemaNames(schema: unknown): unknown[] {
  * A pyarrow Table or RecordBatch loaded with `allow: ALLOW.pyarrow` as named columns. A Table
  * column of several chunks is joined into one (a copy); see readArrowArray for the types read.
  */
-export function readArrowTable(table: unknown): ArrowColumns {
+export function readArrowTable(table: unknown, options?: ReadTableOptions): ArrowColumns {
+  const mode = stringsMode(options, 'readArrowTable')
   const kind = fullName(table)
   if (!(table instanceof PyObject) || (kind !== 'pyarrow.lib._reconstruct_table' && kind !== 'pyarrow.lib._reconstruct_record_batch')) {
     throw new TypeError(`readArrowTable expects a pyarrow Table or RecordBatch loaded with allow: ALLOW.pyarrow, got ${describe(table)}`)
@@ -451,8 +595,8 @@ export function readArrowTable(table: unknown): ArrowColumns {
   if (!Array.isArray(arrays)) return fail('a pyarrow table needs a list of columns')
   const names = schemaNames(schema)
   if (names.length !== arrays.length) fail(`a pyarrow schema of ${names.length} fields for ${arrays.length} columns`)
-  const columns = arrays.map((a, i) => ({ ...readArrowArray(a), name: names[i] }))
-  const length = columns[0]?.values.size ?? 0
-  for (const c of columns) if (c.values.size !== length) fail(`pyarrow column ${JSON.stringify(String(c.name))} has ${c.values.size} values for ${length} rows`)
+  const columns = arrays.map((a, i) => ({ ...readArrow(a, mode), name: names[i] }))
+  const length = columns[0] ? sizeOf(columns[0].values) : 0
+  for (const c of columns) if (sizeOf(c.values) !== length) fail(`pyarrow column ${JSON.stringify(String(c.name))} has ${sizeOf(c.values)} values for ${length} rows`)
   return { columns, length }
 }
