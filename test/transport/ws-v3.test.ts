@@ -112,19 +112,25 @@ t.test('Node -> Node: an aborted send stops mid-way, the peer drops it and the n
   await sock.close()
 })
 
-t.test('Node: discard() drops a message while it arrives; the next one arrives', async (t) => {
-  const { url } = await echoServer(t, { chunkBytes: 1024 })
-  const sock = await connectPickleSocket(url)
+t.test('Node: discard() drops a message while it arrives, the sender hears and stops; the next one arrives', async (t) => {
+  const server = await listenPickleSocket({ chunkBytes: 4096, highWaterMark: 64 * 1024 })
+  t.teardown(() => server.close())
+  const refused: unknown[] = []
+  server.on('connection', async (peer) => {
+    for await (const v of peer) await peer.send(v).catch((err: unknown) => refused.push(err))
+  })
+  const sock = await connectPickleSocket(server.url)
   const results: boolean[] = []
   const ids: number[] = []
   sock.on('progress', (p) => {
     ids.push(p.id)
     if (p.buffer === 0 && p.bufferBytes < p.bufferTotal) results.push(sock.discard(p.id))
   })
-  await sock.send(new PickleBuffer(new Uint8Array(20_000)))
+  await sock.send(new PickleBuffer(new Uint8Array(8 * 2 ** 20)))
   await sock.send('after')
   t.equal(await within(5000, sock.receive(), 'the next message'), 'after')
   t.same(results, [true], 'discarded at the first chunk; no events after it')
+  t.match(refused, [{ code: 'REMOTE', message: /the peer refused message 1 while it was being sent/ }], 'the echo stopped mid-way')
   t.same(new Set(ids), new Set([1, 2]))
   t.equal(sock.stats().messagesDiscarded, 1)
   t.equal(sock.discard(7), false)
@@ -232,7 +238,8 @@ t.test('hostile version 3 frames: TransportError naming them, connection failed,
     ['chunks beyond the announced size', [header({}), Buffer.alloc(6), Buffer.alloc(6)], 4400, /frames beyond the announced size/],
     ['a cancel for no message', ['cancel 1'], 4400, /no message is in progress/],
     ['a cancel for another message', [header({}), Buffer.alloc(4), 'cancel 2'], 4400, /cancel frame for message 2 in message 1/],
-    ['a text frame that is no cancel frame', [header({}), 'hello'], 4400, /not a cancel frame/],
+    ['a text frame that is no cancel frame', [header({}), 'hello'], 4400, /not a cancel or refuse frame/],
+    ['a refuse for a message never sent', ['refuse 1'], 4400, /refuse frame for message 1, which this side has not sent/],
     ['a chunk for no message (after its cancel)', [header({}), Buffer.alloc(4), 'cancel 1', Buffer.alloc(6)], 4400, /bad message header/],
     ['an empty chunk', [header({}), Buffer.alloc(4), Buffer.alloc(0)], 4400, /empty chunk/],
     ['a buffer over the limits', [header({ b: [2 ** 31] })], 4413, /over maxBufferBytes/],
@@ -301,6 +308,27 @@ t.test('with python3: a version 2 Python peer and a version 3 Node peer', { skip
   await sock.send(new PickleBuffer(data))
   t.same(bytesOf(await within(10_000, sock.receive(), 'the echo')), data)
   t.equal(sock.stats().framesSent, 2, 'one buffer frame: no chunks on version 2')
+  await sock.close()
+})
+
+t.test('with python3: Node discards a message Python sends; Python stops sending it, and the next arrives', { skip: missing ?? false }, async (t) => {
+  const { peer, url } = await pythonEchoServer(['--chunk-bytes', '4096'])
+  t.teardown(() => peer.kill())
+  const sock = await connectPickleSocket(url, { chunkBytes: 2 ** 20 })
+  let discarded = false
+  const seen: ProgressInfo[] = []
+  sock.on('progress', (p) => {
+    seen.push(p)
+    if (p.id === 1 && p.buffer === 0 && !discarded) discarded = sock.discard(p.id)
+  })
+  await sock.send(new PickleBuffer(new Uint8Array(8 * 2 ** 20)))
+  await sock.send('after')
+  t.equal(await within(10_000, sock.receive(), 'the next message'), 'after')
+  t.ok(discarded)
+  t.equal(sock.stats().messagesDiscarded, 1)
+  t.equal(seen.filter((p) => p.id === 1).length, 2, 'the pickle and the first chunk, then nothing of message 1')
+  await sock.send('again')
+  t.equal(await within(10_000, sock.receive(), 'one more'), 'again', 'the Python echo server still serves this connection')
   await sock.close()
 })
 

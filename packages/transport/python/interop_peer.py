@@ -132,7 +132,11 @@ async def echo_server(args) -> None:
                          'complete': bool(events) and events[-1]['bytes'] == events[-1]['total'],
                          'ids': sorted({e['id'] for e in events}), 'cancelled_by_peer': sock.stats.messages_cancelled_by_peer})
                     events.clear()
-                await sock.send(value)
+                try:
+                    await sock.send(value)
+                except pw.TransportError as e:
+                    if e.code != 'REMOTE':  # REMOTE: the client refused (discarded) the echo mid-way
+                        raise
         except pw.TransportError as e:
             print(f'echo-server: {e.code}: {e}', file=sys.stderr, flush=True)
 

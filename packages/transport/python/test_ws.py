@@ -462,9 +462,18 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(peer.server_socks[0].stats.messages_cancelled_by_peer, 1)
             await sock.close()
 
-    async def test_version_3_discard_drops_a_message_while_it_arrives(self):
-        async with Peer(chunk_bytes=1024) as peer:
-            sock = await peer.client()
+    async def test_version_3_discard_drops_a_message_while_it_arrives_and_the_sender_stops(self):
+        refused = []
+
+        async def handler(sock):
+            async for value in sock:
+                try:
+                    await sock.send(value)
+                except pw.TransportError as e:
+                    refused.append(e)
+
+        async with pw.serve(handler, chunk_bytes=4096) as server:
+            sock = await pw.connect(f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/')
 
             events = []
 
@@ -474,10 +483,12 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                     events.append(sock.discard(e['id']))
 
             sock.on_progress = on_progress
-            await sock.send(np.zeros(10_000, np.uint8))
+            await sock.send(np.zeros(4 * 2 ** 20, np.uint8))
             await sock.send('after')
             self.assertEqual(await sock.recv(), 'after')
             self.assertEqual(sock.stats.messages_discarded, 1)
+            self.assertEqual([e.code for e in refused], ['REMOTE'], 'the refuse frame stopped the echo mid-way')
+            self.assertIn('refused message 1', str(refused[0]))
             self.assertEqual(events[2], True, 'the first chunk of the buffer discards the message')
             self.assertEqual([e['id'] for e in events[3:]], [events[0]['id'] + 1], 'no progress for a message once discarded')
             self.assertFalse(sock.discard(99))
@@ -490,7 +501,8 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
             'chunks beyond the announced size': ([h3(b=[10], ro=[False]), bytes(6), bytes(6)], 4400, 'beyond the announced size'),
             'a cancel for no message': (['cancel 1'], 4400, 'no message is in progress'),
             'a cancel for another message': ([h3(b=[10], ro=[False]), bytes(4), 'cancel 2'], 4400, 'cancel frame for message 2'),
-            'a text frame that is no cancel': ([h3(b=[10], ro=[False]), 'hello'], 4400, 'not a cancel frame'),
+            'a text frame that is no cancel': ([h3(b=[10], ro=[False]), 'hello'], 4400, 'not a cancel or refuse frame'),
+            'a refuse for a message never sent': (['refuse 1'], 4400, 'which this side has not sent'),
             'a chunk after a cancel': ([h3(b=[10], ro=[False]), bytes(4), 'cancel 1', bytes(6)], 4400, 'bad message header'),
             'an empty chunk': ([h3(b=[10], ro=[False]), bytes(4), b''], 4400, 'empty chunk'),
             'a buffer over the limit': ([h3(b=[2 ** 31], ro=[False])], 4413, 'max_buffer_bytes'),

@@ -78,7 +78,7 @@ def version_of_subprotocol(name: str | None) -> int:
     return {subprotocol_of(3): 3, subprotocol_of(2): 2}.get(name or '', 1)
 
 
-_CANCEL = re.compile(r'cancel (0|[1-9][0-9]{0,15})')
+_CONTROL = re.compile(r'(cancel|refuse) (0|[1-9][0-9]{0,15})')
 
 
 def cancel_frame(id: int) -> str:
@@ -86,12 +86,18 @@ def cancel_frame(id: int) -> str:
     return f'cancel {id}'
 
 
-def parse_cancel_frame(text: str) -> int:
-    m = _CANCEL.fullmatch(text)
-    if m is None or int(m.group(1)) > 2 ** 53 - 1:
-        raise TransportError('PROTOCOL', f'a text frame that is not a cancel frame ({text[:40]!r}); picklewire sends '
-                                         'binary frames and `cancel <id>` text frames only')
-    return int(m.group(1))
+def refuse_frame(id: int) -> str:
+    """A version 3 refuse frame: the text frame `refuse <id>` (the receiver dropped message id)."""
+    return f'refuse {id}'
+
+
+def parse_control_frame(text: str) -> tuple[str, int]:
+    """('cancel' or 'refuse', id) of a version 3 text frame; TransportError PROTOCOL for any other."""
+    m = _CONTROL.fullmatch(text)
+    if m is None or int(m.group(2)) > 2 ** 53 - 1:
+        raise TransportError('PROTOCOL', f'a text frame that is not a cancel or refuse frame ({text[:40]!r}); picklewire '
+                                         'sends binary frames and `cancel <id>` / `refuse <id>` text frames only')
+    return m.group(1), int(m.group(2))
 
 
 def _offered(version: int) -> list[_Subprotocol]:
@@ -1058,6 +1064,8 @@ class _Receiver:
         self.next_id = 1
         #: called with a progress dict after each payload frame, when set
         self.on_progress: Callable[[dict[str, int]], Any] | None = None
+        #: called with the id of a refuse frame (the peer dropped a message this side sends)
+        self.on_refuse: Callable[[int], Any] | None = None
         self.cancelled_by_peer = 0
         self.discarded = 0
         self._reset()
@@ -1085,7 +1093,10 @@ class _Receiver:
             raise TransportError('PROTOCOL', f'a cancel frame for message {id} between messages: no message is in progress')
         if h['id'] != id:
             raise TransportError('PROTOCOL', f'a cancel frame for message {id} {self.progress()}')
-        self.cancelled_by_peer += 1
+        if self.discarding:
+            self.discarded += 1  # this side dropped it first; the sender heard and stopped
+        else:
+            self.cancelled_by_peer += 1
         self.next_id += 1
         self._reset()
 
@@ -1155,7 +1166,12 @@ class _Receiver:
         if isinstance(frame, str):
             if self.version < 3:
                 raise TransportError('PROTOCOL', f'a text frame {self.progress()}; picklewire sends binary frames only')
-            self._on_cancel(parse_cancel_frame(frame))
+            kind, id = parse_control_frame(frame)
+            if kind == 'refuse':
+                if self.on_refuse is not None:
+                    self.on_refuse(id)
+            else:
+                self._on_cancel(id)
             return None
         self.nbytes += len(frame)
         if self.state == self.HEADER:
@@ -1267,6 +1283,7 @@ class _FrameGate:
         self.version = 1
         self._op: Any = None  # the opcode of the data message whose fragments are arriving
         self._size = 0
+        self._refuse = False
         self._parts: list[bytes] = []
         self.error: TransportError | None = None
         self._recv_frame, self._fail = p.recv_frame, p.fail
@@ -1283,11 +1300,14 @@ class _FrameGate:
         if self.expect:
             if frame.opcode != _Opcode.CONT:
                 self._op, self._size = frame.opcode, 0
+                # a refuse frame is about this side's own messages: the peer's message goes on
+                self._refuse = frame.opcode == _Opcode.TEXT and bytes(frame.data[:7]) == b'refuse '
             self._size += len(frame.data)
             if frame.fin:
                 n, what, chunked = self.expect[0]
                 if self._op == _Opcode.TEXT and self.version >= 3:
-                    self.expect = []  # a cancel frame: the receiver checks it
+                    if not self._refuse:
+                        self.expect = []  # a cancel frame: the receiver checks it
                 elif chunked and 0 < self._size < n:
                     self.expect[0] = (n - self._size, what, True)
                 else:
@@ -1393,6 +1413,9 @@ class PickleSocket:
         self.chunk_bytes = chunk_bytes
         self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
         self._receiver.on_progress = on_progress
+        self._receiver.on_refuse = self._on_refuse
+        self._sending: int | None = None  # the id of the message whose frames are being written
+        self._refused: int | None = None  # the peer refused that message
         self._gate: _FrameGate | None = getattr(ws, 'picklewire_gate', None)
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self._send_lock = asyncio.Lock()
@@ -1437,10 +1460,29 @@ class PickleSocket:
         self._receiver.on_progress = callback
 
     def discard(self, id: int) -> bool:
-        """Drops message `id` while it arrives (from an on_progress callback, say): its remaining
-        frames are read, checked and dropped, nothing of it is delivered, and the next message
-        arrives as usual. The sender is not told. False when that message is not in progress."""
-        return self._receiver.discard(id)
+        """Drops message `id` while it arrives (from an on_progress callback, say): nothing of it
+        is delivered, and the next message arrives as usual. On version 3 a refuse frame tells
+        the sender, which stops sending it; frames already on their way are read, checked and
+        dropped. False when that message is not in progress."""
+        if not self._receiver.discard(id):
+            return False
+        if self.version >= 3:
+            task = asyncio.ensure_future(self._send_refuse(id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _send_refuse(self, id: int) -> None:
+        try:
+            await self.ws.send(refuse_frame(id))
+        except ConnectionClosed:
+            pass
+
+    def _on_refuse(self, id: int) -> None:
+        if id == 0 or id >= self._next_id:
+            raise TransportError('PROTOCOL', f'a refuse frame for message {id}, which this side has not sent')
+        if self._sending == id:
+            self._refused = id
 
     async def request(self, value: Any, *, timeout: float | None = None, x: dict[str, Any] | None = None) -> Any:
         """Sends a request and returns the reply. Raises TransportError('REMOTE') when the
@@ -1514,6 +1556,7 @@ class PickleSocket:
             if pending is not None:
                 self._pending[id] = pending
             total = p + sum(lengths)
+            self._sending, self._refused = id, None
             done = 0
             buffer_done = [0] * len(lengths)
             k = 0
@@ -1524,6 +1567,11 @@ class PickleSocket:
                         # send() does not yield while the socket takes the bytes: yield between
                         # chunks, so that other tasks run (a progress bar, a cancel) mid-message
                         await asyncio.sleep(0)
+                        if self._refused == id:
+                            self.stats.messages_cancelled += 1
+                            self._pending.pop(id, None)
+                            await self.ws.send(cancel_frame(id))
+                            raise TransportError('REMOTE', f'the peer refused message {id} while it was being sent')
                     if on_progress is not None and part[k] != -2:
                         i = part[k]
                         n = p if i == -1 else memoryview(f).nbytes
@@ -1549,6 +1597,8 @@ class PickleSocket:
                 raise
             except ConnectionClosed:
                 raise self._closed_error() from None
+            finally:
+                self._sending = None
             if self.ws.transport.is_closing():
                 # asyncio drops what it could not write when the socket fails, without telling
                 # the writer: a message whose last bytes met a closing transport is not sent

@@ -21,7 +21,7 @@ import { alignedView } from './alignment.js'
 import { FrameMac, MAC_BYTES, type Role } from './auth.js'
 import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
 import type { WebSocketStats } from './stats.js'
-import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader, parseCancelFrame } from './wire.js'
+import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader, parseControlFrame } from './wire.js'
 import type { Progress } from './sender.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
@@ -76,6 +76,8 @@ export class MessageReceiver {
   onProgress: ((p: Progress) => void) | null = null
   /** Called when the peer cancels the message in progress (its id). */
   onCancel: ((id: number) => void) | null = null
+  /** Called when the peer refuses a message this side sends (a refuse frame; its id). */
+  onRefuse: ((id: number) => void) | null = null
   /** The connection's protocol version (from the handshake's subprotocol); set before the first frame. */
   version = 1
 
@@ -131,7 +133,9 @@ export class MessageReceiver {
   push(frame: Uint8Array, isBinary: boolean): ReceivedMessage | null {
     if (!isBinary) {
       if (this.version < 3) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
-      this.#onCancel(parseCancelFrame(frame.toString()))
+      const c = parseControlFrame(frame.toString())
+      if (c.kind === 'refuse') this.onRefuse?.(c.id)
+      else this.#onCancel(c.id)
       return null
     }
     this.#bytes += frame.byteLength
@@ -161,7 +165,9 @@ export class MessageReceiver {
     const h = this.#header
     if (h === null) throw new TransportError('PROTOCOL', `a cancel frame for message ${id} between messages: no message is in progress`)
     if (h.id !== id) throw new TransportError('PROTOCOL', `a cancel frame for message ${id} ${this.progress()}`)
-    this.stats.messagesCancelledByPeer++
+    // A message this side discarded first (the sender heard and stopped) counts as discarded.
+    if (this.#discarding) this.stats.messagesDiscarded++
+    else this.stats.messagesCancelledByPeer++
     this.#nextId++
     this.#reset()
     this.onCancel?.(id)

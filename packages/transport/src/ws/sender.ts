@@ -19,6 +19,7 @@ import { FrameMac, type Role } from './auth.js'
 import { AUTH_SCHEME, EXTRA } from './constants.js'
 import type { WebSocketStats } from './stats.js'
 import { waitFor, type Settle, type WaitOptions } from '../waiting.js'
+import { TransportError } from '../errors.js'
 import { MAX_HEADER_BYTES, MAX_INLINE_PICKLE_BYTES, cancelFrame, encodeWireHeader, type WireHeader } from './wire.js'
 
 /**
@@ -339,12 +340,24 @@ export class MessageSender {
    * frame follows the frames written so far and the peer drops the message. Earlier versions
    * cannot cancel a message once its header is out: it is finished.
    */
-  #abortStream(s: Stream): void {
+  #abortStream(s: Stream, reason: unknown = s.signal?.reason ?? new Error('aborted')): void {
     if (s.ended || this.#stream !== s || this.version < 3) return
     this.ws.send(cancelFrame(s.framed.id), { binary: false })
     this.stats.messagesCancelled++
-    this.#endStream(s, s.signal!.reason ?? new Error('aborted'))
+    this.#endStream(s, reason)
     this.#drainQueue()
+  }
+
+  /**
+   * The peer refused message `id` (a version 3 refuse frame): when it is still being sent, the
+   * rest is not sent (a cancel frame ends it) and its send rejects with TransportError REMOTE.
+   * A refuse for a message already wholly handed to ws changes nothing. A refuse for an id
+   * this side has not used yet is a protocol error.
+   */
+  refused(id: number): void {
+    if (id >= this.#nextId || id === 0) throw new TransportError('PROTOCOL', `a refuse frame for message ${id}, which this side has not sent`)
+    const s = this.#stream
+    if (s !== null && s.framed.id === id) this.#abortStream(s, new TransportError('REMOTE', `the peer refused message ${id} while it was being sent`))
   }
 
   #endStream(s: Stream, err: unknown): void {

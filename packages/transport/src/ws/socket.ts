@@ -17,7 +17,7 @@ import { resolveOptions, type PickleSocketOptions, type RequestHandler, type Res
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
 import { MessageSender, type Progress } from './sender.js'
 import { newStats, type WebSocketStats } from './stats.js'
-import { versionOfSubprotocol } from './wire.js'
+import { refuseFrame, versionOfSubprotocol } from './wire.js'
 
 /** What a 'message' listener gets besides the value. */
 export interface MessageInfo {
@@ -179,6 +179,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     }, this.#options.chunkBytes)
     this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.#stats)
     this.#receiver.onCancel = (id) => this.emit('cancel', id)
+    this.#receiver.onRefuse = (id) => this.#sender.refused(id)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
       this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
     })
@@ -215,14 +216,17 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   }
 
   /**
-   * Drops the message with this id while it arrives (from a 'progress' listener, say): its
-   * remaining frames are read, checked and dropped, and nothing of it is delivered; the next
-   * message arrives as usual. The sender is not told and sends the rest. True when that message
-   * was in progress, false when it is not (not begun, already delivered, or another one).
+   * Drops the message with this id while it arrives (from a 'progress' listener, say): nothing
+   * of it is delivered, and the next message arrives as usual. On version 3 a refuse frame
+   * tells the sender, which stops sending it (its send rejects with TransportError REMOTE);
+   * frames already on their way are read, checked and dropped. True when that message was in
+   * progress, false when it is not (not begun, already delivered, or another one).
    */
   discard(id: number): boolean {
     if (!Number.isSafeInteger(id)) throw new TypeError(`discard needs a message id, got ${String(id)}`)
-    return this.#receiver.discard(id)
+    if (!this.#receiver.discard(id)) return false
+    if (this.#version >= 3 && this.ws.readyState === WebSocket.OPEN) this.ws.send(refuseFrame(id), { binary: false })
+    return true
   }
 
   /** The error that ended (or is ending) the connection, if any. */

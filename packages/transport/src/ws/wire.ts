@@ -80,12 +80,21 @@ export function cancelFrame(id: number): string {
   return `cancel ${id}`
 }
 
-/** The id a version 3 cancel frame names; TransportError PROTOCOL when the text frame is not one. */
-export function parseCancelFrame(text: string): number {
-  const m = /^cancel (0|[1-9][0-9]{0,15})$/.exec(text)
-  const id = m === null ? NaN : Number(m[1])
-  if (!Number.isSafeInteger(id)) throw new TransportError('PROTOCOL', `a text frame that is not a cancel frame (${shown(text.slice(0, 40))}); picklewire sends binary frames and \`cancel <id>\` text frames only`)
-  return id
+/** A version 3 refuse frame: a text frame `refuse <id>`, the receiver's word that it dropped message id. */
+export function refuseFrame(id: number): string {
+  return `refuse ${id}`
+}
+
+/**
+ * A version 3 text frame: `cancel <id>` (the sender abandons a message it is sending) or
+ * `refuse <id>` (the receiver dropped a message the other side is sending). TransportError
+ * PROTOCOL when the text frame is neither.
+ */
+export function parseControlFrame(text: string): { kind: 'cancel' | 'refuse'; id: number } {
+  const m = /^(cancel|refuse) (0|[1-9][0-9]{0,15})$/.exec(text)
+  const id = m === null ? NaN : Number(m[2])
+  if (!Number.isSafeInteger(id)) throw new TransportError('PROTOCOL', `a text frame that is not a cancel or refuse frame (${shown(text.slice(0, 40))}); picklewire sends binary frames and \`cancel <id>\` / \`refuse <id>\` text frames only`)
+  return { kind: m![1] as 'cancel' | 'refuse', id }
 }
 
 /** The largest header frame a receiver accepts, inline pickle included. */
