@@ -1,5 +1,6 @@
-// The tables benchmark: a 1,000,000-row pandas DataFrame of 8 numeric and 2 str columns (and
-// the same without the str columns), pickled at protocol 5 out of band, loaded into columns (loads with ALLOW.pandas, then
+// The tables benchmark: a 1,000,000-row pandas DataFrame of 8 numeric and 2 str columns (read
+// with strings: 'lazy', the default, and with strings: 'decode'), and the same without the str
+// columns, pickled at protocol 5 out of band, loaded into columns (loads with ALLOW.pandas, then
 // readDataFrame) against pandas' own pickle.loads of the same pickle and buffers, timed in
 // the same run (bench/tables.py, in the pandas 3 environment of test/helpers/data-venvs.ts,
 // or PICKLEWIRE_TABLES_PYTHON).
@@ -36,35 +37,44 @@ export async function runTables({ quick, timing, log }) {
   const dir = join(here, '.fixtures', quick ? 'quick' : 'full')
   mkdirSync(dir, { recursive: true })
   const results = []
-  for (const kind of ['strings', 'numeric']) {
-    const label = `${rows.toLocaleString('en')} rows, 8 numeric${kind === 'strings' ? ' + 2 str' : ''} columns, out of band`
+  let py
+  for (const [kind, strings] of [['strings', 'lazy'], ['strings', 'decode'], ['numeric', 'lazy']]) {
+    const label = `${rows.toLocaleString('en')} rows, 8 numeric${kind === 'strings' ? ` + 2 str (strings: '${strings}')` : ''} columns, out of band`
     const file = join(dir, `tables-${kind}-${rows}.bin`)
-    log(`  ${label}: pandas pickle.loads`)
-    const py = JSON.parse(execFileSync(PYTHON, [join(here, 'tables.py'), String(rows), kind, file, JSON.stringify(timing)], { encoding: 'utf8', maxBuffer: 1 << 26 }))
+    if (strings === 'lazy') {
+      log(`  ${label}: pandas pickle.loads`)
+      py = JSON.parse(execFileSync(PYTHON, [join(here, 'tables.py'), String(rows), kind, file, JSON.stringify(timing)], { encoding: 'utf8', maxBuffer: 1 << 26 }))
+    }
     const [data, ...buffers] = readParts(file)
     const options = { allow: codec.ALLOW.pandas, buffers }
+    const read = { strings }
 
     log(`  ${label}: picklewire`)
-    const df = codec.readDataFrame(codec.loads(data, options))
+    const df = codec.readDataFrame(codec.loads(data, options), read)
     const columns = kind === 'strings' ? 10 : 8
     if (df.length !== rows || df.columns.length !== columns) throw new Error(`read ${df.columns.length} columns of ${df.length} rows`)
+    const lazy = df.columns.filter((c) => c.values instanceof codec.LazyStrings)
+    if (lazy.length !== (kind === 'strings' && strings === 'lazy' ? 2 : 0)) throw new Error(`${lazy.length} lazy string columns with strings: '${strings}'`)
     const copied = df.columns.filter((c) => c.copied).map((c) => c.name)
-    const both = measure(() => codec.readDataFrame(codec.loads(data, options)), timing)
+    const both = measure(() => codec.readDataFrame(codec.loads(data, options), read), timing)
     const loadOnly = measure(() => codec.loads(data, options), timing)
     const placeholder = codec.loads(data, options)
-    const readOnly = measure(() => codec.readDataFrame(placeholder), timing)
-    results.push({ label, py, both, loadOnly, readOnly, copied })
+    const readOnly = measure(() => codec.readDataFrame(placeholder, read), timing)
+    // Reading every value of the lazy str columns once, after the columns are read.
+    const decodeAll = lazy.length ? measure(() => lazy.map((c) => c.values.toArray()), timing) : null
+    results.push({ label, py, both, loadOnly, readOnly, copied, decodeAll })
   }
-  const py = results[0].py
-  printTable(['workload', 'pickle + buffers', 'picklewire: loads + readDataFrame', 'loads', 'readDataFrame', `pandas ${py.pandas} pickle.loads`, 'vs pandas'],
+  const first = results[0].py
+  printTable(['workload', 'pickle + buffers', 'picklewire: loads + readDataFrame', 'loads', 'readDataFrame', `pandas ${first.pandas} pickle.loads`, 'vs pandas', 'then toArray() of the str columns'],
     results.map((r) => [
       r.label, `${fmtBytes(r.py.pickle_bytes)} + ${fmtBytes(r.py.buffer_bytes)} in ${r.py.buffers}`,
-      fmtCell(r.both), fmtCell(r.loadOnly), fmtCell(r.readOnly), fmtCell(r.py), fmtRatio(r.py, r.both),
+      fmtCell(r.both), fmtCell(r.loadOnly), fmtCell(r.readOnly), fmtCell(r.py), fmtRatio(r.py, r.both), r.decodeAll ? fmtCell(r.decodeAll) : '',
     ]))
   console.log()
   console.log('Times are best / median per call; "vs pandas" is pandas\' best time over picklewire\'s loads + readDataFrame (>1:')
-  console.log(`picklewire is faster). Columns: ${py.dtypes.join(', ')}; copied by the reader: ${results[0].copied.join(', ') || 'none'}`)
-  console.log('(the str columns, decoded from their arrow buffers into JavaScript strings, where pandas keeps the arrow array')
-  console.log('as it is); the numeric columns are views of the buffers. The second row is the same frame without the str columns.')
-  console.log(`Python ${py.python}, numpy ${py.numpy}. N (picklewire both/loads/read, pandas): ${results.map((r) => `${r.both.runs}/${r.loadOnly.runs}/${r.readOnly.runs}, ${r.py.runs}`).join('; ')}`)
+  console.log(`picklewire is faster). Columns: ${first.dtypes.join(', ')}. With strings: 'lazy' the str columns are LazyStrings over`)
+  console.log('their arrow offsets and bytes (copied by the reader: ' + (results[0].copied.join(', ') || 'none') + '), decoded when read; the last column is one')
+  console.log(`toArray() of each. With strings: 'decode' (copied: ${results[1].copied.join(', ') || 'none'}) every string is decoded up front. pandas`)
+  console.log('keeps the arrow arrays as they are. The numeric columns are views of the buffers. The last row is the frame without the str columns.')
+  console.log(`Python ${first.python}, numpy ${first.numpy}. N (picklewire both/loads/read, pandas): ${results.map((r) => `${r.both.runs}/${r.loadOnly.runs}/${r.readOnly.runs}, ${r.py.runs}`).join('; ')}`)
 }

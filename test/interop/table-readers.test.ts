@@ -230,6 +230,18 @@ if (typeof venvs === 'string') {
     for (const [name, call] of bads) t.throws(call, { name: 'RangeError', message: `${name} option strings must be 'decode' or 'lazy', got "eager"` }, `${name}: an unknown strings mode`)
     t.throws(() => readDataFrame(load(frame), 'lazy' as never), { name: 'TypeError', message: 'readDataFrame options must be an object, got string' }, 'options that are not an object')
     t.throws(() => readArrowTable(load(table), { strings: true as never }), { name: 'RangeError', message: "readArrowTable option strings must be 'decode' or 'lazy', got true" })
+    // Offsets a peer wrote wrong are refused when read, naming them.
+    const bytes = new TextEncoder().encode('abcdé')
+    const backwards = new LazyStrings(new Int32Array([0, 4, 2, 6]), bytes, null, 'a test column')
+    t.same([backwards.get(0), backwards.get(2)], ['abcd', 'cdé'], 'good items still read')
+    t.throws(() => backwards.get(1), { name: 'UnpicklingError', message: 'a test column: item 1 spans bytes 4 to 2, which run backwards' })
+    t.throws(() => backwards.toArray(), { name: 'UnpicklingError', message: /item 1 spans bytes 4 to 2/ })
+    const outside = new LazyStrings(new BigInt64Array([0n, 2n, 99n]), bytes, null, 'a test column')
+    t.throws(() => outside.get(1), { name: 'UnpicklingError', message: 'a test column: offset 2 (99) is outside its 6 bytes' })
+    t.throws(() => [...outside], { name: 'UnpicklingError' }, 'iteration too')
+    const huge = new LazyStrings(new BigInt64Array([0n, 1n << 32n]), bytes, null, 'a test column')
+    t.throws(() => huge.get(0), { name: 'UnpicklingError', message: 'a test column: offset 1 (4294967296) is outside its 6 bytes' })
+    t.throws(() => new LazyStrings(new Int32Array([0, 1]), bytes, new Uint8Array(2)), { name: 'UnpicklingError', message: 'a string column: a validity mask of 2 items for 1 values' })
   })
 
   t.test('what the readers cannot read is refused naming it', async (t) => {

@@ -389,7 +389,9 @@ export class LazyStrings implements Iterable<string | null> {
   readonly #words: Int32Array
   readonly #step: number
 
-  /** Checks every offset against `data` (an UnpicklingError names the first bad one) so that reads need no checks. */
+  readonly #what: string
+
+  /** Reads check the offsets they use against `data` (an UnpicklingError names a bad one), so making one costs nothing per item. */
   constructor(offsets: Int32Array | BigInt64Array, data: Uint8Array, valid: Uint8Array | null, what = 'a string column') {
     if (offsets.length < 1) fail(`${what} needs at least one offset`)
     this.length = offsets.length - 1
@@ -399,15 +401,18 @@ export class LazyStrings implements Iterable<string | null> {
     this.valid = valid
     this.#step = offsets instanceof BigInt64Array ? 2 : 1
     this.#words = new Int32Array(offsets.buffer, offsets.byteOffset, offsets.length * this.#step)
-    const words = this.#words
-    const step = this.#step
-    let previous = -1
-    for (let i = 0; i <= this.length; i++) {
-      const at = words[i * step]!
-      if (step === 2 && words[i * step + 1] !== 0) fail(`${what}: offset ${i} is beyond 2 GiB`)
-      if (at < previous || at < 0 || at > data.length) fail(`${what}: offset ${i} is ${at}, after ${Math.max(previous, 0)} and within ${data.length} bytes expected`)
-      previous = at
-    }
+    this.#what = what
+  }
+
+  /** Offset i, checked: within `data` and (for large_string) below 2 GiB. */
+  #offset(i: number): number {
+    const at = this.#words[i * this.#step]!
+    if (at < 0 || at > this.data.length || (this.#step === 2 && this.#words[i * 2 + 1] !== 0)) fail(`${this.#what}: offset ${i} (${String(this.offsets[i])}) is outside its ${this.data.length} bytes`)
+    return at
+  }
+
+  #badItem(i: number, from: number, to: number): never {
+    return fail(`${this.#what}: item ${i} spans bytes ${from} to ${to}, which run backwards`)
   }
 
   /** Value i: a string, or null where it is missing. Throws a RangeError outside 0 to length - 1. */
@@ -418,8 +423,9 @@ export class LazyStrings implements Iterable<string | null> {
 
   #item(i: number): string | null {
     if (this.valid && !this.valid[i]) return null
-    const from = this.#words[i * this.#step]!
-    const to = this.#words[(i + 1) * this.#step]!
+    const from = this.#offset(i)
+    const to = this.#offset(i + 1)
+    if (to < from) this.#badItem(i, from, to)
     const data = this.data
     if (to - from <= SHORT_ASCII) {
       let out = ''
@@ -442,13 +448,24 @@ export class LazyStrings implements Iterable<string | null> {
   toArray(): (string | null)[] {
     const out = new Array<string | null>(this.length)
     if (this.length === 0) return out
-    const first = this.#words[0]!
-    const span = this.data.subarray(first, this.#words[this.length * this.#step]!)
-    const whole = ascii(span) ? utf8.decode(span) : null
+    const first = this.#offset(0)
+    const last = this.#offset(this.length)
+    if (last < first) this.#badItem(0, first, last)
+    const span = this.data.subarray(first, last)
+    if (!ascii(span)) {
+      for (let i = 0; i < this.length; i++) out[i] = this.#item(i)
+      return out
+    }
+    // Offsets between first and last that never run backwards keep every slice within the span.
+    const whole = utf8.decode(span)
+    const words = this.#words
+    const step = this.#step
+    let from = first
     for (let i = 0; i < this.length; i++) {
-      if (this.valid && !this.valid[i]) out[i] = null
-      else if (whole === null) out[i] = this.#item(i)
-      else out[i] = whole.slice(this.#words[i * this.#step]! - first, this.#words[(i + 1) * this.#step]! - first)
+      const to = words[(i + 1) * step]!
+      if (to < from || to > last || (step === 2 && words[(i + 1) * 2 + 1] !== 0)) this.#badItem(i, from, to)
+      out[i] = this.valid && !this.valid[i] ? null : whole.slice(from - first, to - first)
+      from = to
     }
     return out
   }
