@@ -22,14 +22,17 @@ import { PYTHON_DIR, pythonMissing, within } from './ws-helpers.js'
 const MESSAGE_BYTES = 64 * 1024
 const KILL_AFTER = 300 // messages the peer has counted
 
-/** A Node receiver: prints its port, then the count of messages its application got, one line per message. */
+/**
+ * A Node receiver: prints its port, then the count of messages its application got, one line
+ * per message. process.stdout, not fs.writeSync(1): the pipe is non-blocking, and a write to a
+ * full pipe (a busy test process reading slowly) fails with EAGAIN in writeSync.
+ */
 const NODE_PEER = `
-import { writeSync } from 'node:fs'
 import { listenPickleSocket } from '@picklewire/transport'
 const server = await listenPickleSocket({ heartbeatInterval: 0 })
 let n = 0
-server.on('connection', (s) => s.on('message', () => writeSync(1, ++n + '\\n')))
-writeSync(1, 'port ' + server.address().port + '\\n')
+server.on('connection', (s) => s.on('message', () => process.stdout.write(++n + '\\n')))
+process.stdout.write('port ' + server.address().port + '\\n')
 `
 
 /** The same with the Python peer. */
