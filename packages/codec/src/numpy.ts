@@ -1049,10 +1049,7 @@ function frombuffer(args: readonly unknown[]): NDArray {
   } else {
     strides = contiguousStrides(shape, dtype.itemsize, order === 'F' ? 'F' : 'C')
   }
-  const v = viewBytes(bytes, dtype)
-  const a = makeArray(v.dtype, finalShape, strides, v.data, readonly, v.copied)
-  if (v.dtype !== dtype) PICKLED_DTYPES.set(a, dtype)
-  return a
+  return arrayOverBytes(bytes, dtype, finalShape, strides, readonly)
 }
 
 /**
@@ -1084,6 +1081,14 @@ function ndarrayOverBuffer(args: readonly unknown[]): NDArray {
       bad(`${who}: strides (${strides.join(', ')}) do not lay out shape (${shape.join(', ')}) of ${dtype} densely over the buffer`)
     }
   }
+  return arrayOverBytes(bytes, dtype, shape, strides, readonly)
+}
+
+/**
+ * An array over the bytes a pickle gave (a view where viewBytes can make one); when they were
+ * byte-swapped to the machine's order, the dtype the pickle named is remembered for pickling back.
+ */
+function arrayOverBytes(bytes: Uint8Array, dtype: DType, shape: readonly number[], strides: readonly number[], readonly: boolean): NDArray {
   const v = viewBytes(bytes, dtype)
   const a = makeArray(v.dtype, shape, strides, v.data, readonly, v.copied)
   if (v.dtype !== dtype) PICKLED_DTYPES.set(a, dtype)
