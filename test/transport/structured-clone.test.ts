@@ -4,8 +4,8 @@
  * the same identity structure (shared and cyclic references), holes, -0, NaN, undefined,
  * bigint, boxed primitives, errors, buffers and every TypedArray class.
  */
-import t from 'tap'
-import { ArenaPool, createChannel, openChannel, type Channel } from '@picklewire/transport/shm'
+import t, { type Test } from 'tap'
+import { ArenaPool, createChannel, openChannel, type Channel, type EndpointOptions } from '@picklewire/transport/shm'
 
 const TASK = new URL('./structured-clone-task.mjs', import.meta.url).href
 
@@ -135,14 +135,20 @@ function shape(v: unknown, seen = new Map<object, number>()): string {
   return `${head} {${own()}}`
 }
 
-t.test('a channel gives what structuredClone gives, value by value', async (t) => {
+/** Both ends of a channel in this thread, closed when the test ends. */
+function channelPair(t: Test, options: EndpointOptions = {}): { a: Channel; b: Channel } {
   const { port1, port2 } = createChannel()
-  const a: Channel = openChannel(port1)
-  const b: Channel = openChannel(port2)
+  const a = openChannel(port1, options)
+  const b = openChannel(port2, options)
   t.teardown(async () => {
     await a.close()
     await b.close()
   })
+  return { a, b }
+}
+
+t.test('a channel gives what structuredClone gives, value by value', async (t) => {
+  const { a, b } = channelPair(t)
   const all = cases()
   t.ok(all.length >= 50, `${all.length} values`)
   for (const [name, value] of all) {
@@ -166,13 +172,7 @@ t.test('an ArenaPool task (there and back) gives what structuredClone gives, val
 })
 
 t.test('a TypedArray allocated in the arena arrives as the same class over the arena memory: nothing copied', async (t) => {
-  const { port1, port2 } = createChannel()
-  const a = openChannel(port1)
-  const b = openChannel(port2)
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-  })
+  const { a, b } = channelPair(t)
   const f = await a.allocArray(Float64Array, 1000)
   f.fill(0.5)
   await a.send({ f, again: f })
@@ -186,13 +186,7 @@ t.test('a TypedArray allocated in the arena arrives as the same class over the a
 })
 
 t.test("values: 'python' keeps the codec's Python mapping", async (t) => {
-  const { port1, port2 } = createChannel()
-  const a = openChannel(port1, { values: 'python' })
-  const b = openChannel(port2, { values: 'python' })
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-  })
+  const { a, b } = channelPair(t, { values: 'python' })
   await a.send({ f: new Float32Array(4), n: 5n })
   const got = await b.receive()
   t.ok(got.value instanceof Map, 'a dict as Map')
@@ -203,13 +197,7 @@ t.test("values: 'python' keeps the codec's Python mapping", async (t) => {
 })
 
 t.test('what structuredClone refuses is refused', async (t) => {
-  const { port1, port2 } = createChannel()
-  const a = openChannel(port1)
-  const b = openChannel(port2)
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-  })
+  const { a, b } = channelPair(t)
   const refused = await a.send({ w: new WeakMap() }).then(() => null, (err: unknown) => err as Error)
   t.equal(refused?.name, 'PicklingError', 'the codec names where the value was')
   t.match(refused?.message, /WeakMap\] could not be cloned\. \(at value\.w\)/)
