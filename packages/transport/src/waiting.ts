@@ -16,7 +16,9 @@ export interface WaitOptions {
   timeout?: number | undefined
 }
 
-export const WAIT_OPTIONS = optionNames('signal', 'timeout')
+/** The names WaitOptions takes; carriers whose waiting operations take more add theirs to these. */
+export const WAIT_OPTION_NAMES: readonly string[] = ['signal', 'timeout']
+export const WAIT_OPTIONS = optionNames(...WAIT_OPTION_NAMES)
 
 /**
  * Checks a wait's options: names (against `known`, WAIT_OPTIONS by default), the timeout and

@@ -5,8 +5,8 @@
  */
 import { TransportError } from '../errors.js'
 import type { OptionNames } from '@picklewire/codec/internal'
-import { checkOptions, optionNames } from '../options-check.js'
-import type { WaitOptions } from '../waiting.js'
+import { checkOptions } from '../options-check.js'
+import { WAIT_OPTION_NAMES, WAIT_OPTIONS, type WaitOptions } from '../waiting.js'
 
 // Atomics.waitAsync is in Node since 16; TypeScript's lib has it from ES2024 only.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> }
@@ -15,9 +15,7 @@ export const waitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, ind
 /** What a caller may give any operation that can wait: one type for every carrier. */
 export type { WaitOptions }
 
-/** The names WaitOptions takes. */
-export const WAIT_OPTION_NAMES: readonly string[] = ['signal', 'timeout']
-export const WAIT_OPTIONS = optionNames(...WAIT_OPTION_NAMES)
+export { WAIT_OPTION_NAMES, WAIT_OPTIONS }
 
 /** WaitOptions whose deadline was fixed when the operation was called, for every wait it makes later. */
 export interface Waiting extends WaitOptions {
