@@ -11,7 +11,7 @@ import { ValueCodec, type DecodeOptions, type EncodeOptions, type MessageParts, 
 import { BLOCK_ALIGN, unitsFor, type Arena, type BlockRef } from './arena.js'
 import { Held, Received } from './received.js'
 import { EMPTY, KIND_MESSAGE, TRANSFERRED, dataView, headerBytes, readHeader, recordPrefixBytes, writeHeader, writePrefix, type RecordPrefix } from './record.js'
-import { WAIT_OPTIONS, type WaitOptions } from './wait.js'
+import { checkWaitOptions, type WaitOptions } from '../waiting.js'
 import { badOptionRange, badOptionType, checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
 import type { OptionNames } from '@picklewire/codec/internal'
 
@@ -194,7 +194,7 @@ export class Endpoint {
 
   /** A block of `byteLength` bytes in arena `a`, waiting for space; its view is the caller's to fill. */
   async alloc(a: number, byteLength: number, wait: WaitOptions = {}, stop?: () => void): Promise<Uint8Array> {
-    checkOptions('alloc', wait, WAIT_OPTIONS)
+    checkWaitOptions('alloc', wait)
     checkByteLength(byteLength)
     this.#checkSelfDeadlock(a, unitsFor(byteLength), `a buffer of ${byteLength} bytes`)
     const ref = await this.arenas[a]!.alloc(byteLength, this.id, wait, stop)
@@ -217,7 +217,7 @@ export class Endpoint {
 
   /** A TypedArray of `length` elements in arena `a` (blocks are 64-byte aligned, so any element type fits). */
   async allocArray<T>(a: number, ctor: TypedArrayConstructor<T>, length: number, wait: WaitOptions = {}, stop?: () => void): Promise<T> {
-    checkOptions('allocArray', wait, WAIT_OPTIONS)
+    checkWaitOptions('allocArray', wait)
     if (!Number.isSafeInteger(length) || length < 0) throw new TypeError(`length must be a non-negative integer, got ${String(length)}`)
     const bytes = length * ctor.BYTES_PER_ELEMENT
     checkByteLength(bytes)

@@ -5,8 +5,7 @@
  */
 import { TransportError } from '../errors.js'
 import type { OptionNames } from '@picklewire/codec/internal'
-import { checkOptions } from '../options-check.js'
-import { WAIT_OPTION_NAMES, WAIT_OPTIONS, type WaitOptions } from '../waiting.js'
+import { WAIT_OPTION_NAMES, WAIT_OPTIONS, checkWaitOptions, type WaitOptions } from '../waiting.js'
 
 // Atomics.waitAsync is in Node since 16; TypeScript's lib has it from ES2024 only.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> }
@@ -22,29 +21,23 @@ export interface Waiting extends WaitOptions {
   deadline: number
 }
 
-/** The moment a wait with these options gives up, as a performance.now() time (Infinity: never). */
+/** The moment a wait with these options (checked by checkWaitOptions) gives up, as a performance.now() time (Infinity: never). */
 export function deadlineOf(options: WaitOptions): number {
   const fixed = (options as Partial<Waiting>).deadline
   if (fixed !== undefined) return fixed
   const t = options.timeout
-  if (t === undefined) return Infinity
-  if (!(t >= 0)) throw new TypeError(`timeout must be a non-negative number of milliseconds, got ${String(t)}`)
-  return performance.now() + t
+  return t === undefined ? Infinity : performance.now() + t
 }
 
 /**
  * The options of `what` (a send or receive) with their deadline fixed now: an operation that
  * waits its turn behind others counts its timeout from the call, not from when its turn comes.
- * Throws TypeError for an option name not in `known` or a bad timeout or signal, and the
+ * Checks them as every carrier does (checkWaitOptions: TypeError or RangeError), and throws the
  * signal's reason when it is aborted already.
  */
 export function waitingFrom(what: string, options: WaitOptions, known: OptionNames): Waiting {
-  checkOptions(what, options, known)
+  checkWaitOptions(what, options, known)
   const { signal, timeout } = options
-  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
-    throw new TypeError(`signal must be an AbortSignal, got ${Object.prototype.toString.call(signal)}`)
-  }
-  signal?.throwIfAborted()
   return { signal, timeout, deadline: deadlineOf(options) }
 }
 
