@@ -80,6 +80,16 @@ export interface PickleSocketOptions {
    * per chunk and a send can be cancelled between chunks. Default 1 MiB (DEFAULT_CHUNK_BYTES).
    */
   chunkBytes?: number
+  /**
+   * Version 3: when the peer proves it runs on this host (it can read this user's files), out-of-band
+   * buffers of at least sameHostMinBytes travel through files under /dev/shm that have no name,
+   * and the WebSocket carries only their place (docs/websocket.md, "Same host"). Both ways, each
+   * direction proven on its own; buffers go as frames whenever a peer cannot prove it or turned
+   * it off. Linux only (elsewhere it is off). Default true.
+   */
+  sameHost?: boolean
+  /** Out-of-band buffers of at least this many bytes take the same-host path. Default 1 MiB (DEFAULT_SAME_HOST_MIN_BYTES). */
+  sameHostMinBytes?: number
 }
 
 export interface ResolvedOptions {
@@ -96,6 +106,8 @@ export interface ResolvedOptions {
   pickler: EncodeOptions
   protocolVersion: number
   chunkBytes: number
+  sameHost: boolean
+  sameHostMinBytes: number
 }
 
 export { DEFAULT_CHUNK_BYTES }
@@ -104,6 +116,7 @@ export const DEFAULT_RECEIVE_HIGH_WATER_MARK = 64 * 2 ** 20
 export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
 export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000
 export const DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+export const DEFAULT_SAME_HOST_MIN_BYTES = 2 ** 20
 
 /** The largest header a receiver accepts. */
 export { MAX_HEADER_BYTES }
@@ -112,6 +125,12 @@ function count(name: string, value: number | undefined, fallback: number, min: n
   const v = value ?? fallback
   if (!Number.isSafeInteger(v) || v < min) throw new TypeError(`option ${name} must be an integer of at least ${min}, got ${String(value)}`)
   return v
+}
+
+function flag(name: string, value: boolean | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw new TypeError(`option ${name} must be a boolean, got ${String(value)}`)
+  return value
 }
 
 function protocolVersion(v: number | undefined): number {
@@ -135,6 +154,7 @@ export function selectSubprotocol(offered: ReadonlySet<string>, version: number)
 export const PICKLE_SOCKET_OPTION_NAMES: readonly string[] = [
   'limits', 'key', 'highWaterMark', 'receiveHighWaterMark', 'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout',
   'onRequest', 'maxConcurrentRequests', 'unpickler', 'pickler', 'protocolVersion', 'chunkBytes',
+  'sameHost', 'sameHostMinBytes',
 ]
 const PICKLE_SOCKET_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES)
 
@@ -145,7 +165,7 @@ export function resolveOptions(o: PickleSocketOptions = {}, what = 'PickleSocket
   checkUnpicklerOptions(what, 'unpickler', o.unpickler)
   let key: Uint8Array | null = null
   if (o.key !== undefined) {
-    key = typeof o.key === 'string' ? Buffer.from(o.key, 'utf8') : o.key
+    key = typeof o.key === 'string' ? new TextEncoder().encode(o.key) : o.key
     if (!(key instanceof Uint8Array) || key.length === 0) throw new TypeError('option key must be a non-empty Uint8Array or string')
   }
   if (o.onRequest !== undefined && typeof o.onRequest !== 'function') throw new TypeError('option onRequest must be a function')
@@ -163,6 +183,8 @@ export function resolveOptions(o: PickleSocketOptions = {}, what = 'PickleSocket
     pickler: o.pickler ?? {},
     protocolVersion: protocolVersion(o.protocolVersion),
     chunkBytes: count('chunkBytes', o.chunkBytes, DEFAULT_CHUNK_BYTES, 1),
+    sameHost: flag('sameHost', o.sameHost, true),
+    sameHostMinBytes: count('sameHostMinBytes', o.sameHostMinBytes, DEFAULT_SAME_HOST_MIN_BYTES, 1),
   }
 }
 

@@ -40,6 +40,15 @@ export interface WebSocketStats {
   messagesCancelled: number
   messagesCancelledByPeer: number
   messagesDiscarded: number
+  /**
+   * Version 3, same host: out-of-band buffers that went through a file instead of frames
+   * (docs/websocket.md, "Same host"), sent / received, and their bytes. Those bytes are not in
+   * bytesSent / bytesReceived, which count frames.
+   */
+  buffersSameHostSent: number
+  buffersSameHostReceived: number
+  bytesSameHostSent: number
+  bytesSameHostReceived: number
 }
 
 export function newStats(): WebSocketStats {
@@ -47,5 +56,6 @@ export function newStats(): WebSocketStats {
     messagesSent: 0, messagesReceived: 0, messagesNotWritten: 0, bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, alignmentCopies: 0, bytesCopied: 0,
     bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0, replyPauses: 0,
     messagesCancelled: 0, messagesCancelledByPeer: 0, messagesDiscarded: 0,
+    buffersSameHostSent: 0, buffersSameHostReceived: 0, bytesSameHostSent: 0, bytesSameHostReceived: 0,
   }
 }
