@@ -17,7 +17,7 @@ export {
   ByteArray, Complex, Counter, Decimal, DefaultDict, Deque, Ellipsis, FrozenSet, NotImplemented, OrderedDict,
   PickleBuffer, PyDate, PyDateTime, PyFloat, PyGlobal, PyObject, PyObjectCall, PyOpaque, PyPersistentRef, PyRange, PySingleton, PyStr, PyTime,
   PyTimeDelta, PyTimeZone, Slice, Tuple, UUID, getNewArgs, getState, reduceEx, setState,
-  type BufferSource, type ReduceValue, type GlobalBehaviour, type HasSetState, type PyObjectOrigin,
+  type BufferSource, type TypedArrayViewConstructor, type ReduceValue, type GlobalBehaviour, type HasSetState, type PyObjectOrigin,
 } from './types.js'
 export {
   Unpickler, load, loads,

@@ -363,11 +363,45 @@ function layoutOf(d: DType): Layout {
   }
 }
 
-/** Swaps each `size`-byte group of src into a new buffer. */
-function byteSwapped(src: Uint8Array, size: number): Uint8Array {
-  const out = new Uint8Array(src.length)
-  for (let at = 0; at < src.length; at += size) {
-    for (let i = 0; i < size; i++) out[at + i] = src[at + size - 1 - i]!
+/**
+ * A range of memory: a Uint8Array, a PickleBuffer's range, or one longer than a Uint8Array can
+ * be (an out-of-band buffer of more than 4 GiB in Node 20).
+ */
+interface ByteRange {
+  readonly buffer: ArrayBufferLike
+  readonly byteOffset: number
+  readonly byteLength: number
+}
+
+/**
+ * Bytes copied or swapped per step: a Uint8Array window of this size always exists, and the
+ * steps let a range longer than any Uint8Array be copied through such windows.
+ */
+const WINDOW_BYTES = 2 ** 30
+
+/** Swaps each `size`-byte group of src into a new ArrayBuffer. */
+function byteSwapped(src: ByteRange, size: number): ArrayBuffer {
+  const n = src.byteLength
+  const out = new ArrayBuffer(n)
+  const step = WINDOW_BYTES - (WINDOW_BYTES % size)
+  for (let base = 0; base < n; base += step) {
+    const len = Math.min(step, n - base)
+    const from = new Uint8Array(src.buffer, src.byteOffset + base, len)
+    const to = new Uint8Array(out, base, len)
+    for (let at = 0; at < len; at += size) {
+      for (let i = 0; i < size; i++) to[at + i] = from[at + size - 1 - i]!
+    }
+  }
+  return out
+}
+
+/** A copy of the range into a new ArrayBuffer (so aligned for any element). */
+function copied(src: ByteRange): ArrayBuffer {
+  const n = src.byteLength
+  const out = new ArrayBuffer(n)
+  for (let base = 0; base < n; base += WINDOW_BYTES) {
+    const len = Math.min(WINDOW_BYTES, n - base)
+    new Uint8Array(out, base, len).set(new Uint8Array(src.buffer, src.byteOffset + base, len))
   }
   return out
 }
@@ -383,26 +417,44 @@ interface Viewed {
  * the machine's byte order; otherwise one copy (byte-swapped to the machine's order, and the
  * dtype with it, as numpy's own unpickling does).
  */
-function viewBytes(bytes: Uint8Array, dtype: DType): Viewed {
+function viewBytes(bytes: ByteRange, dtype: DType): Viewed {
   const { ctor, swap } = layoutOf(dtype)
   if (ctor === null) return bad('object arrays have no bytes to view')
-  let src = bytes
-  let copied = false
+  let src: ByteRange = bytes
+  let isCopy = false
   let dt = dtype
   if (swap > 1 && !dtype.isNative) {
-    src = byteSwapped(bytes, swap)
-    copied = true
+    src = new DataView(byteSwapped(bytes, swap))
+    isCopy = true
     dt = dtype.withByteOrder(NATIVE_BYTE_ORDER)
   } else if (bytes.byteOffset % ctor.BYTES_PER_ELEMENT !== 0) {
-    src = bytes.slice()
-    copied = true
+    src = new DataView(copied(bytes))
+    isCopy = true
   }
-  const view = new (ctor as Uint8ArrayConstructor)(src.buffer as ArrayBuffer, src.byteOffset, src.byteLength / ctor.BYTES_PER_ELEMENT)
-  return { data: view as TypedData, dtype: dt, copied }
+  const length = src.byteLength / ctor.BYTES_PER_ELEMENT
+  let view: TypedData
+  try {
+    view = new (ctor as Uint8ArrayConstructor)(src.buffer as ArrayBuffer, src.byteOffset, length) as TypedData
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err
+    return bad(
+      `an array of ${dtype} over ${src.byteLength} bytes needs a ${ctor.name} of ${length} elements, more than this JavaScript engine allows; ` +
+      `send it viewed as a wider dtype (numpy: arr.view(numpy.uint16), or uint32/uint64), or in parts`,
+    )
+  }
+  return { data: view, dtype: dt, copied: isCopy }
 }
 
-function bytesOf(data: TypedData): Uint8Array {
-  return data instanceof Uint8Array && data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+/** The data's memory as a Uint8Array (a view); a RangeError when it is longer than a Uint8Array can be. */
+function bytesOf(data: TypedData | ArrayBuffer): Uint8Array {
+  if (data instanceof Uint8Array && data.constructor === Uint8Array) return data
+  const { byteOffset, byteLength } = data instanceof ArrayBuffer ? { byteOffset: 0, byteLength: data.byteLength } : data
+  try {
+    return new Uint8Array(data instanceof ArrayBuffer ? data : data.buffer, byteOffset, byteLength)
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err
+    throw new RangeError(`an array's ${byteLength} bytes are longer than a Uint8Array can be in this JavaScript engine; use its data (a ${data.constructor.name}) instead of its bytes`)
+  }
 }
 
 // ---- shapes ----
@@ -1014,8 +1066,9 @@ const PLACEHOLDER_DTYPE = DType.of('i1')
 const PLACEHOLDER_DATA = new Int8Array(0)
 
 /** The bytes behind _frombuffer's first argument, and whether they are read-only. */
-function bufferArg(buf: unknown, who: string): [Uint8Array, boolean] {
-  if (buf instanceof PickleBuffer) return [buf.raw(), buf.readonly]
+function bufferArg(buf: unknown, who: string): [ByteRange, boolean] {
+  // A PickleBuffer's range, which may be longer than a Uint8Array can be.
+  if (buf instanceof PickleBuffer) return [{ buffer: buf.buffer, byteOffset: buf.byteOffset, byteLength: buf.byteLength }, buf.readonly]
   if (buf instanceof Uint8Array) return [buf, buf.constructor === Uint8Array] // bytes are read-only, a bytearray is not
   if (typeof buf === 'string') return [latin1Bytes(buf, who), true]
   return bad(`${who} needs a buffer, got ${describe(buf)}`)
@@ -1034,7 +1087,7 @@ function frombuffer(args: readonly unknown[]): NDArray {
   if (order !== 'C' && order !== 'F' && order !== 'K') bad(`${who}: order must be 'C', 'F' or 'K', got ${JSON.stringify(order)}`)
   const nbytes = byteCount(shape, dtype.itemsize, who)
   if (dtype.itemsize === 0) bad(`${who}: itemsize cannot be zero in type`)
-  if (bytes.length !== nbytes) bad(`${who}: a buffer of ${bytes.length} bytes cannot hold shape (${shape.join(', ')}) of ${dtype} (${nbytes} bytes)`)
+  if (bytes.byteLength !== nbytes) bad(`${who}: a buffer of ${bytes.byteLength} bytes cannot hold shape (${shape.join(', ')}) of ${dtype} (${nbytes} bytes)`)
   let strides: number[]
   let finalShape = shape
   if (order === 'K' && axisOrder !== undefined && axisOrder !== null) {
@@ -1071,7 +1124,7 @@ function ndarrayOverBuffer(args: readonly unknown[]): NDArray {
   const order = text(orderArg, who)
   if (order !== 'C' && order !== 'F') bad(`${who}: order must be 'C' or 'F', got ${JSON.stringify(order)}`)
   const nbytes = byteCount(shape, dtype.itemsize, who)
-  if (bytes.length !== nbytes) bad(`${who}: a buffer of ${bytes.length} bytes does not hold shape (${shape.join(', ')}) of ${dtype} (${nbytes} bytes)`)
+  if (bytes.byteLength !== nbytes) bad(`${who}: a buffer of ${bytes.byteLength} bytes does not hold shape (${shape.join(', ')}) of ${dtype} (${nbytes} bytes)`)
   let strides: number[]
   if (stridesArg === null) {
     strides = contiguousStrides(shape, dtype.itemsize, order)
@@ -1088,7 +1141,7 @@ function ndarrayOverBuffer(args: readonly unknown[]): NDArray {
  * An array over the bytes a pickle gave (a view where viewBytes can make one); when they were
  * byte-swapped to the machine's order, the dtype the pickle named is remembered for pickling back.
  */
-function arrayOverBytes(bytes: Uint8Array, dtype: DType, shape: readonly number[], strides: readonly number[], readonly: boolean): NDArray {
+function arrayOverBytes(bytes: ByteRange, dtype: DType, shape: readonly number[], strides: readonly number[], readonly: boolean): NDArray {
   const v = viewBytes(bytes, dtype)
   const a = makeArray(v.dtype, shape, strides, v.data, readonly, v.copied)
   if (v.dtype !== dtype) PICKLED_DTYPES.set(a, dtype)
@@ -1229,16 +1282,16 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
     && (dtype.scalarType === null || (dtype.scalarType.module === 'numpy' && dtype.scalarType.name === 'record'))
   // A foreign byte order (an array loaded losslessly): the data is in the machine's order, numpy's in the dtype's.
   const swap = Array.isArray(data) || dtype.isNative ? 0 : layoutOf(dtype).swap
-  const raw = swap > 1 ? byteSwapped(bytesOf(data as TypedData), swap) : data
+  const raw = swap > 1 ? byteSwapped(data as TypedData, swap) : data as TypedData | unknown[]
   if (protocol >= 5 && buffered && names === 'portable' && isDense(shape, strides, dtype.itemsize)) {
     // numpy.ndarray over the buffer: public names, which numpy 2.x loads without the warning that
     // numpy.core.numeric._frombuffer gives and numpy 1.x loads without numpy._core.
-    const buffer = new PickleBuffer(raw as TypedData, { readonly })
+    const buffer = new PickleBuffer(raw as TypedData | ArrayBuffer, { readonly })
     const layout = order === 'K' ? Tuple.fromItems(strides) : null
     return { callable: g.ndarray, args: Tuple.fromItems([shapeTuple, dtype, buffer, 0, layout, order === 'F' ? 'F' : 'C']) }
   }
   if (protocol >= 5 && buffered && (order === 'C' || order === 'F' || names === '2')) {
-    const buffer = new PickleBuffer(raw as TypedData, { readonly })
+    const buffer = new PickleBuffer(raw as TypedData | ArrayBuffer, { readonly })
     if (order !== 'K') return { callable: g.frombuffer, args: Tuple.fromItems([buffer, dtype, shapeTuple, order]) }
     const perm = sortedStridePerm(strides)
     const revPerm = new Array<number>(perm.length)
@@ -1251,8 +1304,8 @@ function arrayRecipe(dtype: DType, shape: readonly number[], strides: readonly n
   const fortran = order === 'F'
   let payload: unknown
   if (Array.isArray(data)) payload = makeArray(dtype, shape, strides, data, readonly, false).flat()
-  else if (order !== 'K') payload = bytesOf(raw as TypedData)
-  else payload = cOrderBytes(dtype, shape, strides, bytesOf(raw as TypedData))
+  else if (order !== 'K') payload = bytesOf(raw as TypedData | ArrayBuffer)
+  else payload = cOrderBytes(dtype, shape, strides, bytesOf(raw as TypedData | ArrayBuffer))
   return {
     callable: g.reconstruct,
     args: Tuple.fromItems([g.ndarray, Tuple.fromItems([0]), TYPECODE]),

@@ -886,9 +886,10 @@ export class Pickler {
   #savePickleBuffer(pb: PickleBuffer): void {
     if (this.protocol < 5) throw new PicklingError(`PickleBuffer can only be pickled with protocol >= 5, not ${this.protocol}`)
     if (pb.released) throw new PicklingError('cannot pickle a released PickleBuffer')
-    const view = pb.raw()
     const inBand = this.#bufferCallback === null ? true : Boolean(this.#bufferCallback(pb))
     if (inBand) {
+      // Out of band, the memory is never read here, so it may be longer than a Uint8Array can be.
+      const view = pb.raw()
       if (pb.readonly) this.#writeSized(view, OP.SHORT_BINBYTES, OP.BINBYTES, OP.BINBYTES8, true)
       else this.#writeHeaderAndPayload(OP.BYTEARRAY8, 8, view.length, view)
       this.#memoPut(pb)

@@ -104,54 +104,147 @@ export class PyFloat {
 /** Bytes-like sources a PickleBuffer or an out-of-band buffer may wrap. */
 export type BufferSource = ArrayBuffer | SharedArrayBuffer | ArrayBufferView
 
+/** A TypedArray constructor, as PickleBuffer.view takes it. */
+export interface TypedArrayViewConstructor<T extends ArrayBufferView> {
+  new (buffer: ArrayBufferLike, byteOffset: number, length: number): T
+  readonly BYTES_PER_ELEMENT: number
+}
+
+/**
+ * A Uint8Array over a range of memory, or null when the range is longer than the engine lets
+ * one Uint8Array be (Node 20: 2^32 elements; an ArrayBuffer, a DataView or a wider TypedArray
+ * may be longer).
+ */
+function bytesWindow(buffer: ArrayBufferLike, byteOffset: number, byteLength: number): Uint8Array | null {
+  try {
+    return new Uint8Array(buffer, byteOffset, byteLength)
+  } catch (err) {
+    if (err instanceof RangeError && byteLength > 2 ** 31) return null
+    throw err
+  }
+}
+
+/** The RangeError for bytes that no Uint8Array can span, naming the size and the way around it. */
+export function tooLongForBytes(byteLength: number, what: string): RangeError {
+  return new RangeError(
+    `${what} of ${byteLength} bytes is longer than a Uint8Array can be in this JavaScript engine; ` +
+    'reach its memory through buffer, byteOffset and byteLength, or view(ctor) with a wider TypedArray',
+  )
+}
+
+/** Views a range of memory as a Uint8Array (never a copy); a RangeError when it is longer than a Uint8Array can be. */
+export function bytesOfRange(buffer: ArrayBufferLike, byteOffset: number, byteLength: number, what = 'a buffer'): Uint8Array {
+  const view = bytesWindow(buffer, byteOffset, byteLength)
+  if (view === null) throw tooLongForBytes(byteLength, what)
+  return view
+}
+
 /** Views any bytes-like source as a Uint8Array over the same memory: never a copy. */
 export function asBytesView(source: BufferSource | PickleBuffer): Uint8Array {
   // A plain Uint8Array, even over a Node Buffer, so that slice() copies as it does everywhere else.
   if (source instanceof Uint8Array && source.constructor === Uint8Array) return source
   if (source instanceof PickleBuffer) return source.raw()
-  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength)
-  if (source instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && source instanceof SharedArrayBuffer)) {
-    return new Uint8Array(source)
-  }
+  if (ArrayBuffer.isView(source)) return bytesOfRange(source.buffer, source.byteOffset, source.byteLength, describe(source))
+  if (isArrayBuffer(source)) return bytesOfRange(source, 0, source.byteLength, describe(source))
   throw new PickleError(`expected an ArrayBuffer, SharedArrayBuffer, ArrayBufferView or PickleBuffer, got ${describe(source)}`)
 }
 
+function isArrayBuffer(v: unknown): v is ArrayBuffer | SharedArrayBuffer {
+  return v instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && v instanceof SharedArrayBuffer)
+}
+
 const PICKLE_BUFFER_OPTIONS = optionNames('readonly')
+
+/** The memory a PickleBuffer wraps: a range of one ArrayBuffer or SharedArrayBuffer. */
+interface Span {
+  buffer: ArrayBuffer | SharedArrayBuffer
+  byteOffset: number
+  byteLength: number
+  /** A Uint8Array over the range; null when the range is longer than a Uint8Array can be. */
+  bytes: Uint8Array | null
+}
+
+function spanOf(source: BufferSource): Span {
+  if (ArrayBuffer.isView(source)) {
+    const { buffer, byteOffset, byteLength } = source
+    const bytes = source instanceof Uint8Array && source.constructor === Uint8Array ? source : bytesWindow(buffer, byteOffset, byteLength)
+    return { buffer, byteOffset, byteLength, bytes }
+  }
+  if (isArrayBuffer(source)) return { buffer: source, byteOffset: 0, byteLength: source.byteLength, bytes: bytesWindow(source, 0, source.byteLength) }
+  throw new PickleError(`expected an ArrayBuffer, SharedArrayBuffer, ArrayBufferView or PickleBuffer, got ${describe(source)}`)
+}
 
 /**
  * Python's pickle.PickleBuffer: a wrapper around memory that protocol 5 may send out of band.
  * An out-of-band buffer comes back from the unpickler as a PickleBuffer over the memory the
  * caller passed in buffers: raw() is a view of it, never a copy.
+ *
+ * The memory may be longer than a Uint8Array can be (an ArrayBuffer of 5 GiB in Node 20, or a
+ * Uint16Array or DataView over one): buffer, byteOffset, byteLength and view(ctor) reach it
+ * then, and raw() throws a RangeError.
  */
 export class PickleBuffer {
-  #view: Uint8Array | null
+  #span: Span | null
   /** True when the receiver must not write to the memory (READONLY_BUFFER). */
   readonly readonly: boolean
 
   constructor(source: BufferSource | PickleBuffer, options: { readonly?: boolean } = {}) {
     checkOptions('PickleBuffer', options, PICKLE_BUFFER_OPTIONS)
     if (options.readonly !== undefined && typeof options.readonly !== 'boolean') throw badOptionType('PickleBuffer', 'readonly', 'a boolean', options.readonly)
-    this.#view = asBytesView(source)
+    this.#span = source instanceof PickleBuffer ? source.#live() : spanOf(source)
     this.readonly = options.readonly ?? (source instanceof PickleBuffer ? source.readonly : false)
   }
 
-  /** The bytes, as a Uint8Array over the wrapped memory (Python's raw() memoryview). */
+  #live(): Span {
+    if (this.#span === null) throw new PickleError('operation forbidden on released PickleBuffer object')
+    return this.#span
+  }
+
+  /**
+   * The bytes, as a Uint8Array over the wrapped memory (Python's raw() memoryview). A
+   * RangeError when they are more than a Uint8Array can hold: use view(ctor) or the range.
+   */
   raw(): Uint8Array {
-    if (this.#view === null) throw new PickleError('operation forbidden on released PickleBuffer object')
-    return this.#view
+    const s = this.#live()
+    if (s.bytes === null) throw tooLongForBytes(s.byteLength, 'PickleBuffer.raw(): the buffer')
+    return s.bytes
+  }
+
+  /** The ArrayBuffer or SharedArrayBuffer the bytes are in. */
+  get buffer(): ArrayBuffer | SharedArrayBuffer {
+    return this.#live().buffer
+  }
+
+  /** Where the bytes start in buffer. */
+  get byteOffset(): number {
+    return this.#live().byteOffset
   }
 
   get byteLength(): number {
-    return this.raw().byteLength
+    return this.#live().byteLength
+  }
+
+  /**
+   * The bytes as a TypedArray of the given kind over the same memory, never a copy (a
+   * Uint16Array of a float16 tensor, say). A RangeError when the range does not start on, or
+   * is not a whole number of, the type's elements, or has more elements than the engine allows.
+   */
+  view<T extends ArrayBufferView>(ctor: TypedArrayViewConstructor<T>): T {
+    const s = this.#live()
+    const size = ctor.BYTES_PER_ELEMENT
+    if (typeof size !== 'number' || !(size > 0)) throw new TypeError(`PickleBuffer.view needs a TypedArray constructor, got ${describe(ctor)}`)
+    if (s.byteOffset % size !== 0) throw new RangeError(`PickleBuffer.view(${ctor.name}): the buffer starts at byte ${s.byteOffset}, not a multiple of ${size}`)
+    if (s.byteLength % size !== 0) throw new RangeError(`PickleBuffer.view(${ctor.name}): ${s.byteLength} bytes are not a whole number of ${size}-byte elements`)
+    return new ctor(s.buffer, s.byteOffset, s.byteLength / size)
   }
 
   get released(): boolean {
-    return this.#view === null
+    return this.#span === null
   }
 
   /** Drops the reference to the memory; raw() fails afterwards. */
   release(): void {
-    this.#view = null
+    this.#span = null
   }
 }
 
