@@ -27,6 +27,7 @@ import { FutureRef, graphFormFor, parseDaskVersion, updateGraphMessage, type Gra
 import { DaskSerialize, loadsMessage } from './protocol.js'
 import { loadOpaque, replyError, taskError } from './remote-error.js'
 import { DaskSerialized, deserializeFromWire, field, newStats, type DaskStats } from './serialize.js'
+import { waitFor } from '../waiting.js'
 
 export interface DaskClientOptions extends DaskCommOptions {
   /**
@@ -700,30 +701,21 @@ export class DaskClient {
       return false
     }
     if (enough()) return split()
-    await new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | null = null
-      const end = (): void => {
-        if (timer) clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      const onAbort = (): void => {
-        end()
-        reject(signal!.reason)
-      }
+    await waitFor<void>('DaskClient.wait', { signal }, (settle) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
       const check = (): void => {
         if (!enough()) return
-        end()
-        resolve()
+        clearTimeout(timer)
+        settle.resolve()
       }
       for (const f of futures) f.wait().then(check, check)
       if (timeout > 0) {
         timer = setTimeout(() => {
-          end()
           const left = futures.filter((f) => !f.done).length
-          reject(new TransportError('TIMEOUT', `${left} of ${futures.length} futures were not done within ${timeout} ms`))
+          settle.reject(new TransportError('TIMEOUT', `${left} of ${futures.length} futures were not done within ${timeout} ms`))
         }, timeout)
       }
-      signal?.addEventListener('abort', onAbort, { once: true })
+      return () => clearTimeout(timer)
     })
     return split()
   }
