@@ -40,10 +40,16 @@ import decimal
 import hashlib
 import hmac
 import io
+import mmap
+import os
 import pickle
 import pickletools
 import re
+import secrets
+import stat
 import struct
+import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Sequence
@@ -58,7 +64,7 @@ from websockets.typing import Subprotocol as _Subprotocol
 __all__ = [
     'PROTOCOL_VERSION', 'LATEST_VERSION', 'PROTOCOL_VERSIONS', 'SUBPROTOCOL', 'subprotocol_of', 'CLOSE', 'Limits', 'DEFAULT_LIMITS', 'Stats', 'TransportError',
     'DEFAULT_CHUNK_BYTES', 'PickleSocket', 'connect', 'serve', 'encode_value', 'encode_header', 'decode_header',
-    'RestrictedUnpickler', 'DEFAULT_ALLOWED', 'restricted_loads',
+    'RestrictedUnpickler', 'DEFAULT_ALLOWED', 'restricted_loads', 'DEFAULT_SAME_HOST_MIN_BYTES',
 ]
 
 PROTOCOL_VERSION = 1  # version 1: every message has a pickle frame
@@ -67,6 +73,8 @@ PROTOCOL_VERSIONS = (3, 2, 1)  # newest first
 #: version 3 senders split a buffer larger than this into frames of at most this size
 DEFAULT_CHUNK_BYTES = 2 ** 20
 SUBPROTOCOL = 'picklewire.v1'
+#: version 3, same host: out-of-band buffers of at least this many bytes go through files
+DEFAULT_SAME_HOST_MIN_BYTES = 2 ** 20
 
 
 def subprotocol_of(version: int) -> str:
@@ -185,6 +193,12 @@ class Stats:
     messages_cancelled: int = 0
     messages_cancelled_by_peer: int = 0
     messages_discarded: int = 0
+    #: version 3, same host: out-of-band buffers that went through a file instead of frames, sent /
+    #: received, and their bytes (not in bytes_sent / bytes_received, which count frames)
+    buffers_same_host_sent: int = 0
+    buffers_same_host_received: int = 0
+    bytes_same_host_sent: int = 0
+    bytes_same_host_received: int = 0
 
 
 # -- headers ------------------------------------------------------------------------------------
@@ -847,6 +861,19 @@ def _reconstruct_global(self: RestrictedUnpickler) -> Any:
     return self._numpy('numpy _reconstruct', real, check)
 
 
+def _check_array_over(who: str, buf: Any, dtype: Any, shape: tuple[int, ...]) -> Any:
+    """Checks that an array of dtype and shape can be made over buf, exactly filling it; returns the dtype."""
+    d = _dtype_of(dtype, who)
+    if d.hasobject or d.itemsize == 0:
+        raise _refuse(f'{who}: an array of {d} cannot be made from a buffer')
+    n = _count(shape, d.itemsize, who)
+    with memoryview(buf) as m:
+        if m.nbytes != n * d.itemsize:
+            raise _refuse(f'{who}: a buffer of {m.nbytes} bytes does not hold shape {shape} of {d} ({n * d.itemsize} bytes)')
+    _check_text(d, buf, who)
+    return d
+
+
 def _frombuffer_global(self: RestrictedUnpickler) -> Any:
     def check(buf: Any = None, dtype: Any = None, shape: Any = None, order: Any = None, *more: Any) -> Any:
         who = 'numpy _frombuffer'
@@ -863,14 +890,7 @@ def _frombuffer_global(self: RestrictedUnpickler) -> Any:
                 raise _refuse(f'{who}: axis order {axes} is not a permutation of {len(shape)} axes')
         if not self.checking:
             return None
-        d = _dtype_of(dtype, who)
-        if d.hasobject or d.itemsize == 0:
-            raise _refuse(f'{who}: an array of {d} cannot be made from a buffer')
-        n = _count(shape, d.itemsize, who)
-        with memoryview(buf) as m:
-            if m.nbytes != n * d.itemsize:
-                raise _refuse(f'{who}: a buffer of {m.nbytes} bytes cannot hold shape {shape} of {d} ({n * d.itemsize} bytes)')
-        _check_text(d, buf, who)
+        _check_array_over(who, buf, dtype, shape)
         return _ArrayCheck(built=True)
 
     return self._numpy('numpy _frombuffer', lambda: _numpy_core('numeric')._frombuffer, check)
@@ -894,16 +914,9 @@ def _ndarray_global(self: RestrictedUnpickler) -> _NDArrayClass:
             raise _refuse(f"{who}: order must be 'C' or 'F', got {_short(order)}")
         if not self.checking:
             return None
-        d = _dtype_of(dtype, who)
-        if d.hasobject or d.itemsize == 0:
-            raise _refuse(f'{who}: an array of {d} cannot be made over a buffer')
-        n = _count(shape, d.itemsize, who)
-        with memoryview(buf) as m:
-            if m.nbytes != n * d.itemsize:
-                raise _refuse(f'{who}: a buffer of {m.nbytes} bytes does not hold shape {shape} of {d} ({n * d.itemsize} bytes)')
+        d = _check_array_over(who, buf, dtype, shape)
         if strides is not None and not _dense(shape, strides, d.itemsize):
             raise _refuse(f'{who}: strides {strides} do not lay out shape {shape} of {d} densely over the buffer')
-        _check_text(d, buf, who)
         return _ArrayCheck(built=True)
 
     if self.checking:
@@ -1043,6 +1056,328 @@ def restricted_loads(data: bytes | memoryview, *, buffers: Iterable[Any] | None 
     return RestrictedUnpickler(io.BytesIO(data), buffers=buffers, allow=allow).load()
 
 
+# -- the same-host path -------------------------------------------------------------------------
+#
+# Version 3, docs/wire-protocol.md section 10. Buffers of at least same_host_min_bytes travel
+# through files of the sending process, named to the peer as /proc/<pid>/fd/<fd>, and the
+# WebSocket carries only their place. The files have no name (a memfd, or a file under /dev/shm
+# unlinked at once): the kernel frees them when their last descriptor or mapping goes, also when
+# a process dies. This side maps what it receives (MAP_PRIVATE, no copy), so it says `map` in its
+# challenge; a peer that sends to it makes a new file per message and never writes into one
+# again once named.
+
+_SHM_CHALLENGE = re.compile(r'shm-challenge (/proc/([1-9][0-9]{0,9})/fd/(0|[1-9][0-9]{0,15})) (copy|map)')
+_SHM_PROOF = re.compile(r'shm-proof ([0-9a-f]{64}) ([1-9][0-9]{0,9})')
+_SHM_DONE = re.compile(r'shm-done (0|[1-9][0-9]{0,15})')
+_SHM_BARE = re.compile(r'shm-(no|accept|reject)')
+_PLACE_PATH = re.compile(r'/proc/([1-9][0-9]{0,9})/fd/(0|[1-9][0-9]{0,15})')
+#: what the link of a file this side reads names: a picklewire region or challenge, unlinked
+_REGION_LINK = re.compile(r'(^/memfd:picklewire|/picklewire-[^/]*) \(deleted\)$')
+#: places in x.sm start at multiples of this (a page: the receiver may map from there)
+PLACE_ALIGNMENT = 4096
+CHALLENGE_BYTES = 32
+#: regions awaiting shm-done at most; beyond that, buffers go as frames until one is done
+MAX_OUTSTANDING_REGIONS = 8
+_MAX_FREE_REGIONS = 2
+#: os.pwrite moves at most about 2 GiB per call on Linux
+_PIECE_BYTES = 2 ** 30
+
+
+def same_host_available() -> bool:
+    """True where the same-host path can work: Linux, with /proc."""
+    return sys.platform.startswith('linux') and os.path.isdir('/proc/self/fd')
+
+
+def _make_region() -> int:
+    """A file without a name, readable by this user only: a memfd, else an unlinked file under /dev/shm."""
+    if hasattr(os, 'memfd_create'):
+        try:
+            return os.memfd_create('picklewire', os.MFD_CLOEXEC)
+        except OSError:
+            pass
+    folder = '/dev/shm' if os.path.isdir('/dev/shm') else tempfile.gettempdir()
+    name = os.path.join(folder, f'picklewire-{os.getpid()}-{secrets.token_hex(8)}')
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.unlink(name)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_region(path: str, what: str) -> tuple[int, int]:
+    """Opens a file another process names, without blocking on a FIFO or device, and checks it is
+    a picklewire region (an unlinked regular file or memfd named picklewire): (fd, size)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise TransportError('PROTOCOL', f'the file of {what} ({path}): it is gone: the sending process exited or '
+                                         'closed it') from e
+    except OSError as e:
+        raise TransportError('PROTOCOL', f'the file of {what} ({path}): it cannot be opened ({e.strerror})') from e
+    try:
+        st = os.fstat(fd)
+        try:
+            link = os.readlink(f'/proc/self/fd/{fd}')
+        except OSError:
+            link = ''
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 0 or not _REGION_LINK.search(link):
+            raise TransportError('PROTOCOL', f'the file of {what} ({path}) is not a picklewire region (an unlinked regular '
+                                             f'file or memfd named picklewire), got {link!r}')
+        return fd, st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _pwrite_all(fd: int, view: memoryview, at: int) -> None:
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:done + _PIECE_BYTES], at + done)
+
+
+def parse_same_host_frame(text: str) -> tuple[str, Any]:
+    """(kind, detail) of a `shm-*` text frame: ('challenge', (path, pid, mode)), ('proof', (hex, pid)),
+    ('done', id), ('no'|'accept'|'reject', None). TransportError PROTOCOL for any other."""
+    m = _SHM_CHALLENGE.fullmatch(text)
+    if m is not None:
+        return 'challenge', (m.group(1), int(m.group(2)), m.group(4))
+    m = _SHM_PROOF.fullmatch(text)
+    if m is not None:
+        return 'proof', (m.group(1), int(m.group(2)))
+    m = _SHM_DONE.fullmatch(text)
+    if m is not None and int(m.group(1)) <= 2 ** 53 - 1:
+        return 'done', int(m.group(1))
+    m = _SHM_BARE.fullmatch(text)
+    if m is not None:
+        return m.group(1), None
+    raise TransportError('PROTOCOL', f'a malformed same-host frame {text[:100]!r}: expected `shm-challenge /proc/<pid>/fd/<fd> '
+                                     'copy|map`, `shm-proof <64 hex digits> <pid>`, `shm-no`, `shm-accept`, `shm-reject` '
+                                     'or `shm-done <id>`')
+
+
+def _unexpected(text: str, why: str) -> TransportError:
+    return TransportError('PROTOCOL', f'an unexpected same-host frame {text[:100]!r}: {why}')
+
+
+class _SameHost:
+    """Both directions of the same-host path of one connection: this side's challenge and the
+    pid the peer proved (what it receives), and this side's proof, its regions awaiting
+    shm-done and the free ones (what it sends). `send_text` writes a text frame (it does not
+    wait). With enabled False it answers a challenge with shm-no and nothing else."""
+
+    def __init__(self, enabled: bool, min_bytes: int, send_text: Callable[[str], None], stats: Stats):
+        self.enabled = enabled and same_host_available()
+        self.min_bytes = min_bytes
+        self.send_text = send_text
+        self.stats = stats
+        self._challenge: tuple[int, bytes] | None = None
+        self.proven_pid: int | None = None
+        self._challenged = False
+        self._proof = 'none'  # 'proved', 'accepted', 'refused'
+        self._peer_mode = 'copy'
+        self._outstanding: dict[int, int] = {}
+        self._free: list[int] = []
+        self._closed = False
+
+    @property
+    def active(self) -> bool:
+        """True while this side's large buffers go through files (the peer accepted its proof)."""
+        return self._proof == 'accepted' and not self._closed
+
+    def start(self) -> None:
+        """Sends this side's challenge (when on): a region holding 32 random bytes."""
+        if not self.enabled or self._closed:
+            return
+        secret = secrets.token_bytes(CHALLENGE_BYTES)
+        try:
+            fd = _make_region()
+        except OSError:
+            return  # no file can be made here: buffers come as frames
+        os.pwrite(fd, secret, 0)
+        self._challenge = (fd, secret)
+        self.send_text(f'shm-challenge /proc/{os.getpid()}/fd/{fd} map')
+
+    def control(self, text: str) -> None:
+        kind, detail = parse_same_host_frame(text)
+        if kind == 'challenge':
+            self._on_challenge(text, *detail)
+        elif kind == 'proof':
+            self._on_answer(text, *detail)
+        elif kind == 'no':
+            self._on_answer(text, None, 0)
+        elif kind in ('accept', 'reject'):
+            if self._proof != 'proved':
+                raise _unexpected(text, 'this side sent no proof awaiting an answer')
+            self._proof = 'accepted' if kind == 'accept' else 'refused'
+        else:
+            self._on_done(text, detail)
+
+    def _on_challenge(self, text: str, path: str, pid: int, mode: str) -> None:
+        if self._challenged:
+            raise _unexpected(text, 'the peer already sent its challenge')
+        self._challenged = True
+        self._peer_mode = mode
+        if not self.enabled or self._closed:
+            self.send_text('shm-no')
+            return
+        secret = None
+        try:
+            fd, size = _open_region(path, 'the challenge')
+            try:
+                if size == CHALLENGE_BYTES:
+                    secret = os.pread(fd, CHALLENGE_BYTES, 0)
+            finally:
+                os.close(fd)
+        except (TransportError, OSError):
+            pass  # another host, user or pid namespace: no proof
+        if secret is None or len(secret) != CHALLENGE_BYTES:
+            self.send_text('shm-no')
+            return
+        self._proof = 'proved'
+        self.send_text(f'shm-proof {secret.hex()} {os.getpid()}')
+
+    def _on_answer(self, text: str, hex: str | None, pid: int) -> None:
+        if self._challenge is None:
+            raise _unexpected(text, 'this side has no challenge awaiting an answer')
+        fd, secret = self._challenge
+        self._challenge = None
+        os.close(fd)
+        if hex is None:
+            return
+        ok = hmac.compare_digest(bytes.fromhex(hex), secret)
+        if ok:
+            self.proven_pid = pid
+        self.send_text('shm-accept' if ok else 'shm-reject')
+
+    def _on_done(self, text: str, id: int) -> None:
+        fd = self._outstanding.pop(id, None)
+        if fd is None:
+            raise _unexpected(text, f'message {id} named no file awaiting it')
+        # a peer that maps keeps seeing the file: never write into it again
+        if self._peer_mode == 'copy' and not self._closed and len(self._free) < _MAX_FREE_REGIONS:
+            self._free.append(fd)
+        else:
+            os.close(fd)
+
+    # receiving
+
+    def places(self, h: dict[str, Any]) -> list[tuple[str, int] | None] | None:
+        """The checked places of header h's buffers (x.sm), or None when it names none."""
+        sm = (h.get('x') or {}).get('sm')
+        if sm is None:
+            return None
+        def bad(why: str) -> TransportError:
+            return TransportError('PROTOCOL', f"bad x.sm in message {h['id']}: {why}")
+        if self.proven_pid is None:
+            raise bad('this side accepted no same-host proof from the peer, so no buffer may come through a file')
+        if not isinstance(sm, list) or len(sm) != len(h['b']):
+            raise bad(f"it must be an array of {len(h['b'])} items (one per buffer), got {_short(sm)}")
+        places: list[tuple[str, int] | None] = []
+        for i, item in enumerate(sm):
+            if item is None:
+                places.append(None)
+                continue
+            if not isinstance(item, list) or len(item) != 2:
+                raise bad(f'item {i} must be nil or [path, offset], got {_short(item)}')
+            path, offset = item
+            m = _PLACE_PATH.fullmatch(path) if isinstance(path, str) else None
+            if m is None:
+                raise bad(f"buffer {i}'s path must be /proc/<pid>/fd/<fd>, got {_short(path)}")
+            if int(m.group(1)) != self.proven_pid:
+                raise bad(f"buffer {i}'s path {path} is not in the proven process {self.proven_pid}")
+            if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2 ** 53 - 1 or offset % PLACE_ALIGNMENT:
+                raise bad(f"buffer {i}'s offset must be a non-negative multiple of {PLACE_ALIGNMENT}, got {_short(offset)}")
+            if h['b'][i] == 0:
+                raise bad(f'buffer {i} is empty and must come as a frame')
+            places.append((path, offset))
+        return places if any(p is not None for p in places) else None
+
+    def map(self, place: tuple[str, int], size: int, what: str) -> memoryview:
+        """Maps `size` bytes at `place` copy-on-write (MAP_PRIVATE): a writable view whose writes
+        stay in this process. TransportError when the file is gone, not a region, or short."""
+        path, offset = place
+        fd, file_size = _open_region(path, what)
+        try:
+            if file_size < offset + size:
+                raise TransportError('PROTOCOL', f'the file of {what} ({path}) holds {file_size} bytes, short of the {size} '
+                                                 f'announced at offset {offset}')
+            base = offset - offset % mmap.ALLOCATIONGRANULARITY
+            mapping = mmap.mmap(fd, size + offset - base, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                                offset=base)
+        finally:
+            os.close(fd)
+        self.stats.buffers_same_host_received += 1
+        self.stats.bytes_same_host_received += size
+        return memoryview(mapping)[offset - base:offset - base + size]
+
+    def done(self, id: int) -> None:
+        if not self._closed:
+            self.send_text(f'shm-done {id}')
+
+    # sending
+
+    def place(self, id: int, buffers: list[memoryview]) -> list[list[Any] | None] | None:
+        """Writes the buffers of message id of at least min_bytes into one region and returns x.sm,
+        or None when every buffer goes as frames."""
+        if not self.active or len(self._outstanding) >= MAX_OUTSTANDING_REGIONS:
+            return None
+        offsets: list[int] = []
+        end = 0
+        for b in buffers:
+            n = b.nbytes
+            if n >= self.min_bytes and n > 0:
+                offsets.append(end)
+                end += -(-n // PLACE_ALIGNMENT) * PLACE_ALIGNMENT
+            else:
+                offsets.append(-1)
+        if end == 0:
+            return None
+        try:
+            fd = self._free.pop() if self._free else _make_region()
+        except OSError:
+            return None
+        sm: list[list[Any] | None] = []
+        path = f'/proc/{os.getpid()}/fd/{fd}'
+        try:
+            for b, at in zip(buffers, offsets):
+                if at < 0:
+                    sm.append(None)
+                    continue
+                _pwrite_all(fd, memoryview(b).cast('B'), at)
+                sm.append([path, at])
+        except OSError:
+            os.close(fd)  # tmpfs full, say: this message goes as frames
+            return None
+        self._outstanding[id] = fd
+        for b, at in zip(buffers, offsets):
+            if at >= 0:
+                self.stats.buffers_same_host_sent += 1
+                self.stats.bytes_same_host_sent += b.nbytes
+        return sm
+
+    def unplace(self, id: int) -> None:
+        fd = self._outstanding.pop(id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Closes every file this side holds for the connection (it closed or failed)."""
+        self._closed = True
+        fds = list(self._outstanding.values()) + self._free
+        if self._challenge is not None:
+            fds.append(self._challenge[0])
+        self._challenge = None
+        self._outstanding.clear()
+        self._free.clear()
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 # -- receiving ----------------------------------------------------------------------------------
 
 @dataclass
@@ -1066,6 +1401,8 @@ class _Receiver:
         self.on_progress: Callable[[dict[str, int]], Any] | None = None
         #: called with the id of a refuse frame (the peer dropped a message this side sends)
         self.on_refuse: Callable[[int], Any] | None = None
+        #: version 3: maps buffers that come through files and takes the shm-* text frames
+        self.same_host: _SameHost | None = None
         self.cancelled_by_peer = 0
         self.discarded = 0
         self._reset()
@@ -1093,6 +1430,8 @@ class _Receiver:
             raise TransportError('PROTOCOL', f'a cancel frame for message {id} between messages: no message is in progress')
         if h['id'] != id:
             raise TransportError('PROTOCOL', f'a cancel frame for message {id} {self.progress()}')
+        if self.owes_done and self.same_host is not None:
+            self.same_host.done(id)
         if self.discarding:
             self.discarded += 1  # this side dropped it first; the sender heard and stopped
         else:
@@ -1148,6 +1487,9 @@ class _Receiver:
         self.done = 0
         self.total = 0
         self.discarding = False
+        #: where the message's buffers are (None: all come as frames), and whether shm-done is owed
+        self.places: list[tuple[str, int] | None] | None = None
+        self.owes_done = False
 
     @property
     def in_message(self) -> bool:
@@ -1166,6 +1508,11 @@ class _Receiver:
         if isinstance(frame, str):
             if self.version < 3:
                 raise TransportError('PROTOCOL', f'a text frame {self.progress()}; picklewire sends binary frames only')
+            if frame.startswith('shm-'):
+                if self.same_host is None:
+                    raise TransportError('PROTOCOL', f'a same-host frame ({frame[:20]}...) to a side without a same-host path')
+                self.same_host.control(frame)
+                return None
             kind, id = parse_control_frame(frame)
             if kind == 'refuse':
                 if self.on_refuse is not None:
@@ -1199,6 +1546,10 @@ class _Receiver:
         return self._next()
 
     def _next(self) -> _Message | None:
+        places = self.places
+        if places is not None:
+            while len(self.buffers) < len(places) and places[len(self.buffers)] is not None:
+                self._map_placed()
         if len(self.buffers) < len(self.header['b']):
             self.state = self.BUFFER
             return None
@@ -1206,6 +1557,23 @@ class _Receiver:
             self.state = self.MAC
             return None
         return self._complete()
+
+    def _map_placed(self) -> None:
+        """Maps the next buffer from the file its place names (a discarded message's too, when a MAC
+        needs its bytes), and tells the peer once the message's last such buffer is mapped."""
+        h = self.header
+        i = len(self.buffers)
+        size = h['b'][i]
+        view = None
+        if not self.discarding or self.mac is not None:
+            view = self.same_host.map(self.places[i], size, f"buffer {i} of message {h['id']}")
+            if self.mac is not None:
+                self.mac.update(view)
+        self.buffers.append(b'' if self.discarding or view is None else view)
+        self._report(i, size, size, size)
+        if all(p is None for p in self.places[i + 1:]):
+            self.owes_done = False
+            self.same_host.done(h['id'])
 
     def _on_header(self, frame: bytes) -> None:
         h = decode_header(frame, self.limits, self.version)
@@ -1227,6 +1595,12 @@ class _Receiver:
         al = x.get('al')
         if al is not None and (not isinstance(al, list) or len(al) != len(h['b']) or any(a not in ALIGNMENTS for a in al)):
             raise _bad(f"x.al must list 1, 2, 4 or 8 for each of the {len(h['b'])} buffers")
+        if self.same_host is not None:
+            self.places = self.same_host.places(h)
+        elif x.get('sm') is not None:
+            raise TransportError('PROTOCOL', f"bad x.sm in message {h['id']}: this side accepted no same-host proof from "
+                                             'the peer, so no buffer may come through a file')
+        self.owes_done = self.places is not None
         self.header = h
         self.done = 0
         self.total = h['p'] + sum(h['b'])
@@ -1300,8 +1674,10 @@ class _FrameGate:
         if self.expect:
             if frame.opcode != _Opcode.CONT:
                 self._op, self._size = frame.opcode, 0
-                # a refuse frame is about this side's own messages: the peer's message goes on
-                self._refuse = frame.opcode == _Opcode.TEXT and bytes(frame.data[:7]) == b'refuse '
+                # a refuse or same-host frame is about this side's own messages or the
+                # connection: the peer's message goes on
+                self._refuse = frame.opcode == _Opcode.TEXT and (bytes(frame.data[:7]) == b'refuse '
+                                                                 or bytes(frame.data[:4]) == b'shm-')
             self._size += len(frame.data)
             if frame.fin:
                 n, what, chunked = self.expect[0]
@@ -1325,7 +1701,10 @@ class _FrameGate:
             return  # the receiver reports this header's fault; the next frame is limited as a header
         self.header_id = h['id']
         frames = [] if 'pk' in h else [(h['p'], 'the pickle frame', False)]
-        frames += [(n, f'buffer {i}', version >= 3) for i, n in enumerate(h['b'])]
+        sm = (h.get('x') or {}).get('sm')
+        placed = sm if isinstance(sm, list) and len(sm) == len(h['b']) else [None] * len(h['b'])
+        # a buffer with a place in x.sm comes through a file, not a frame
+        frames += [(n, f'buffer {i}', version >= 3) for i, n in enumerate(h['b']) if placed[i] is None]
         if (h.get('x') or {}).get('auth') is not None:
             frames.append((MAC_BYTES, 'the MAC frame', False))
         self.expect = frames
@@ -1387,8 +1766,10 @@ class PickleSocket:
                  out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
                  max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 on_progress: Callable[[dict[str, int]], Any] | None = None) -> None:
+                 on_progress: Callable[[dict[str, int]], Any] | None = None,
+                 same_host: bool = True, same_host_min_bytes: int = DEFAULT_SAME_HOST_MIN_BYTES) -> None:
         allow = _check_unpickling(unpickler, allow)
+        _check_same_host(same_host, same_host_min_bytes)
         _check_reply_bounds(max_concurrent_requests, reply_high_water)
         _check_chunk_bytes(chunk_bytes)
         if on_progress is not None and not callable(on_progress):
@@ -1414,6 +1795,11 @@ class PickleSocket:
         self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
         self._receiver.on_progress = on_progress
         self._receiver.on_refuse = self._on_refuse
+        #: version 3: the same-host path of both directions (answers the peer's challenge even when off)
+        self._same_host: _SameHost | None = None
+        if self.version >= 3:
+            self._same_host = _SameHost(same_host, same_host_min_bytes, self._send_text, self.stats)
+            self._receiver.same_host = self._same_host
         self._sending: int | None = None  # the id of the message whose frames are being written
         self._refused: int | None = None  # the peer refused that message
         self._gate: _FrameGate | None = getattr(ws, 'picklewire_gate', None)
@@ -1430,6 +1816,8 @@ class PickleSocket:
         self._closing = False
         self.closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read())
+        if self._same_host is not None:
+            self._same_host.start()
 
     # sending
 
@@ -1472,6 +1860,25 @@ class PickleSocket:
             task.add_done_callback(self._tasks.discard)
         return True
 
+    @property
+    def same_host(self) -> bool:
+        """True while this side's out-of-band buffers of at least same_host_min_bytes travel through
+        files (the peer proved it runs on this host and accepted this side's proof); False while
+        they go as frames."""
+        return self._same_host is not None and self._same_host.active
+
+    def _send_text(self, text: str) -> None:
+        """Writes a same-host text frame without waiting (tasks start, and write, in call order)."""
+        task = asyncio.ensure_future(self._send_text_now(text))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_text_now(self, text: str) -> None:
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed:
+            pass
+
     async def _send_refuse(self, id: int) -> None:
         try:
             await self.ws.send(refuse_frame(id))
@@ -1512,21 +1919,31 @@ class PickleSocket:
             if self.key is not None:
                 extras['auth'] = AUTH_SCHEME
             lengths = [b.nbytes for b in parts.buffers]
-            header = None
-            if self.version >= 2 and len(parts.pickle) <= MAX_INLINE_PICKLE_BYTES:
-                header = encode_header(v=self.version, id=id, k=kind, p=len(parts.pickle), b=lengths,
-                                       ro=parts.readonly, re=re, x=extras, pk=parts.pickle)
-                if len(header) > MAX_HEADER_BYTES:
-                    header = None  # large extras: the pickle goes in a frame of its own after all
-            p = len(parts.pickle)
-            if header is not None:
-                frames: list[Any] = [header]
-                part = [-1]
-            else:
-                header = encode_header(v=self.version, id=id, k=kind, p=p, b=lengths,
-                                       ro=parts.readonly, re=re, x=extras)
-                frames = [header, parts.pickle]
-                part = [-2, -1]
+            places = None
+            if self._same_host is not None and parts.buffers:
+                places = self._same_host.place(id, parts.buffers)
+                if places is not None:
+                    extras['sm'] = places
+            try:
+                header = None
+                if self.version >= 2 and len(parts.pickle) <= MAX_INLINE_PICKLE_BYTES:
+                    header = encode_header(v=self.version, id=id, k=kind, p=len(parts.pickle), b=lengths,
+                                           ro=parts.readonly, re=re, x=extras, pk=parts.pickle)
+                    if len(header) > MAX_HEADER_BYTES:
+                        header = None  # large extras: the pickle goes in a frame of its own after all
+                p = len(parts.pickle)
+                if header is not None:
+                    frames: list[Any] = [header]
+                    part = [-1]
+                else:
+                    header = encode_header(v=self.version, id=id, k=kind, p=p, b=lengths,
+                                           ro=parts.readonly, re=re, x=extras)
+                    frames = [header, parts.pickle]
+                    part = [-2, -1]
+            except BaseException:
+                if places is not None:
+                    self._same_host.unplace(id)  # the message is not sent: its file is free
+                raise
             mac = _Mac(self.key, self.role) if self.key is not None else None
             if mac is not None:
                 for f in frames:
@@ -1535,6 +1952,10 @@ class PickleSocket:
             chunk = self.chunk_bytes if self.version >= 3 else None
             for i, b in enumerate(parts.buffers):
                 view = memoryview(b).cast('B')
+                if places is not None and places[i] is not None:
+                    if mac is not None:
+                        mac.update(view)  # in a file: no frame; the MAC covers its bytes as if they were one
+                    continue
                 if chunk is None or view.nbytes <= chunk:
                     frames.append(b)
                     part.append(i)
@@ -1574,16 +1995,20 @@ class PickleSocket:
                             raise TransportError('REMOTE', f'the peer refused message {id} while it was being sent')
                     if on_progress is not None and part[k] != -2:
                         i = part[k]
-                        n = p if i == -1 else memoryview(f).nbytes
-                        done += n
-                        if i >= 0:
-                            buffer_done[i] += n
-                        try:
-                            on_progress({'id': id, 'bytes': done, 'total': total, 'buffer': i,
-                                         'buffer_bytes': buffer_done[i] if i >= 0 else n,
-                                         'buffer_total': lengths[i] if i >= 0 else n})
-                        except Exception:
-                            pass  # a failing progress callback must not break the message
+                        reports = [(i, p if i == -1 else memoryview(f).nbytes)]
+                        if i == -1 and places is not None:
+                            # buffers that went through files are done once the frame with the pickle is
+                            reports += [(j, lengths[j]) for j, place in enumerate(places) if place is not None]
+                        for i, n in reports:
+                            done += n
+                            if i >= 0:
+                                buffer_done[i] += n
+                            try:
+                                on_progress({'id': id, 'bytes': done, 'total': total, 'buffer': i,
+                                             'buffer_bytes': buffer_done[i] if i >= 0 else n,
+                                             'buffer_total': lengths[i] if i >= 0 else n})
+                            except Exception:
+                                pass  # a failing progress callback must not break the message
             except asyncio.CancelledError:
                 # websockets writes a frame before it awaits: frames 0..k are out. On version 3
                 # a cancel frame tells the peer to drop the message; the connection stays usable.
@@ -1655,6 +2080,10 @@ class PickleSocket:
             if isinstance(frame, bytearray):
                 # a version 3 buffer that came in chunks: already this side's own memory
                 buffers.append(pickle.PickleBuffer(frame if self.writable and not ro else memoryview(frame).toreadonly()))
+            elif isinstance(frame, memoryview):
+                # a same-host buffer, mapped copy-on-write: writable at no cost, but only where a
+                # buffer that came as frames would be too (writable=True and not read-only)
+                buffers.append(pickle.PickleBuffer(frame if self.writable and not ro else frame.toreadonly()))
             elif self.writable and not ro:
                 copy = bytearray(frame)
                 self.stats.bytes_copied += len(copy)
@@ -1720,6 +2149,8 @@ class PickleSocket:
     def _end(self, error: BaseException | None) -> None:
         if self.error is None:
             self.error = error
+        if self._same_host is not None:
+            self._same_host.close()
         self._answer_room.set()
         for future in self._pending.values():
             if not future.done():
@@ -1733,7 +2164,7 @@ class PickleSocket:
         k = h['k']
         if k == KIND_MESSAGE:
             info: dict[str, Any] = {'id': h['id']}
-            extras = {key: v for key, v in (h.get('x') or {}).items() if key not in ('al', 'auth')}
+            extras = {key: v for key, v in (h.get('x') or {}).items() if key not in ('al', 'auth', 'sm')}
             if extras:
                 info['x'] = extras
             try:
@@ -1846,6 +2277,15 @@ def _check_unpickling(unpickler: Any, allow: Iterable[str]) -> frozenset[str]:
     return names
 
 
+def _check_same_host(same_host: Any, same_host_min_bytes: Any) -> None:
+    if not isinstance(same_host, bool):
+        raise TypeError(f'same_host must be a bool, got {same_host!r}')
+    if isinstance(same_host_min_bytes, bool) or not isinstance(same_host_min_bytes, int):
+        raise TypeError(f'same_host_min_bytes must be an int, got {same_host_min_bytes!r}')
+    if same_host_min_bytes < 1:
+        raise ValueError(f'same_host_min_bytes must be at least 1, got {same_host_min_bytes}')
+
+
 def _check_chunk_bytes(chunk_bytes: Any) -> None:
     if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
         raise ValueError(f'chunk_bytes must be a positive int, got {chunk_bytes!r}')
@@ -1879,7 +2319,8 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
                   heartbeat_timeout: float | None = 20,
                   out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None,
                   protocol_version: int = LATEST_VERSION, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                  on_progress: Callable[[dict[str, int]], Any] | None = None, **ws_options: Any) -> PickleSocket:
+                  on_progress: Callable[[dict[str, int]], Any] | None = None, same_host: bool = True,
+                  same_host_min_bytes: int = DEFAULT_SAME_HOST_MIN_BYTES, **ws_options: Any) -> PickleSocket:
     """Connects to a picklewire server (ws:// or wss://; pass ssl= for TLS options).
 
     key: shared HMAC-SHA256 key (both sides need it). limits: checked on every header.
@@ -1900,18 +2341,25 @@ async def connect(uri: str, *, key: bytes | str | None = None, limits: Limits = 
     bytes (default DEFAULT_CHUNK_BYTES, 1 MiB). on_progress: called after each payload frame
     received, with {'id', 'bytes', 'total', 'buffer', 'buffer_bytes', 'buffer_total'}; it may
     call sock.discard(id) to drop the message.
+    same_host: version 3: when the peer proves it runs on this host (it can read this user's
+    files), out-of-band buffers of at least same_host_min_bytes (default 1 MiB) travel through
+    files without a name and the WebSocket carries only their place; this side maps what it
+    receives (no copy). Buffers go as frames whenever a peer cannot prove it or turned it off.
+    Linux only. Default True.
     Other keyword arguments go to websockets' connect().
     """
     _check_version(protocol_version)
     _check_unpickling(unpickler, allow)
     _check_reply_bounds(max_concurrent_requests, reply_high_water)
     _check_chunk_bytes(chunk_bytes)
+    _check_same_host(same_host, same_host_min_bytes)
     ws = await _ws_connect(uri, subprotocols=_offered(protocol_version), create_connection=_gated(_ClientConnection, limits),
                            **_ws_options(limits, heartbeat_interval, heartbeat_timeout, ws_options))
     return PickleSocket(ws, 'client', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                         writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
                         max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water,
-                        chunk_bytes=chunk_bytes, on_progress=on_progress)
+                        chunk_bytes=chunk_bytes, on_progress=on_progress, same_host=same_host,
+                        same_host_min_bytes=same_host_min_bytes)
 
 
 def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0.0.1', port: int = 0, *,
@@ -1920,7 +2368,8 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
           allow: Iterable[str] = (), max_concurrent_requests: int = 64, reply_high_water: int = 8 * 2 ** 20,
           heartbeat_interval: float | None = 20, heartbeat_timeout: float | None = 20,
           out_of_band: Callable[[pickle.PickleBuffer], bool] | None = None, protocol_version: int = LATEST_VERSION,
-          chunk_bytes: int = DEFAULT_CHUNK_BYTES, **ws_options: Any) -> AsyncContextManager[_Server]:
+          chunk_bytes: int = DEFAULT_CHUNK_BYTES, same_host: bool = True,
+          same_host_min_bytes: int = DEFAULT_SAME_HOST_MIN_BYTES, **ws_options: Any) -> AsyncContextManager[_Server]:
     """Serves picklewire connections: `handler(sock)` runs for each; the connection closes
     when it returns. Use as `async with serve(...) as server:` (websockets' Server; the port is
     server.sockets[0].getsockname()[1]). Options as for connect(); others go to websockets' serve().
@@ -1930,12 +2379,13 @@ def serve(handler: Callable[[PickleSocket], Awaitable[None]], host: str = '127.0
     allow = _check_unpickling(unpickler, allow)
     _check_reply_bounds(max_concurrent_requests, reply_high_water)
     _check_chunk_bytes(chunk_bytes)
+    _check_same_host(same_host, same_host_min_bytes)
     offered_here = _offered(protocol_version)
     async def on_connection(ws: _ServerConnection) -> None:
         sock = PickleSocket(ws, 'server', key=key, limits=limits, on_request=on_request, queue_size=queue_size,
                             writable=writable, unpickler=unpickler, allow=allow, out_of_band=out_of_band,
                             max_concurrent_requests=max_concurrent_requests, reply_high_water=reply_high_water,
-                            chunk_bytes=chunk_bytes)
+                            chunk_bytes=chunk_bytes, same_host=same_host, same_host_min_bytes=same_host_min_bytes)
         try:
             await handler(sock)
         finally:
