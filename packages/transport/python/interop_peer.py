@@ -29,7 +29,14 @@
         reads one message every S seconds; prints {"received": N, "in_order": bool} at the close
     python3 interop_peer.py send-bench URL / recv-bench URL --mib M --count N [--raw]
         the WebSocket benchmark's Python side (bench/ws.mjs): --count arrays of --mib MiB to or
-        from a Node server, with picklewire or (--raw) as plain websockets frames
+        from a Node server, with picklewire or (--raw) as plain websockets frames; --no-same-host:
+        picklewire's buffers as frames
+    python3 interop_peer.py same-host-die URL [--mib M]
+        waits until its buffers go through files, sends {'ready': True, 'pid': ...}; on the message
+        'go' sends a float32 array of M MiB (through a file) and kills itself with SIGKILL
+
+The echo server answers the message 'same-host-stats' with its same-host counters instead of an
+echo (--no-same-host: same_host=False; --same-host-min-bytes N).
 
 Every command exits with status 0 only when everything it checked held.
 """
@@ -126,6 +133,9 @@ async def echo_server(args) -> None:
             sock.on_progress = events.append
         try:
             async for value in sock:
+                if isinstance(value, str) and value == 'same-host-stats':
+                    await sock.send(same_host_report(sock))
+                    continue
                 if args.progress:
                     done = [e['bytes'] for e in events]
                     out({'events': len(events), 'monotonic': done == sorted(done),
@@ -141,9 +151,33 @@ async def echo_server(args) -> None:
             print(f'echo-server: {e.code}: {e}', file=sys.stderr, flush=True)
 
     async with pw.serve(handler, key=key_of(args), limits=limits_of(args), on_request=answer,
-                        chunk_bytes=args.chunk_bytes, protocol_version=args.protocol_version, heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10)) as server:
+                        chunk_bytes=args.chunk_bytes, protocol_version=args.protocol_version, heartbeat_interval=args.ping, heartbeat_timeout=max(args.ping, 10),
+                        same_host=not args.no_same_host, same_host_min_bytes=args.same_host_min_bytes) as server:
         out({'port': server.sockets[0].getsockname()[1]})
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+
+
+def same_host_report(sock: pw.PickleSocket) -> dict:
+    """The echo server's answer to the message 'same-host-stats': its same-host counters and state."""
+    st = sock.stats
+    return {'same_host': sock.same_host, 'pid': os.getpid(), 'buffers_sent': st.buffers_same_host_sent,
+            'buffers_received': st.buffers_same_host_received, 'bytes_sent': st.bytes_same_host_sent,
+            'bytes_received': st.bytes_same_host_received, 'frames_received': st.frames_received}
+
+
+async def same_host_die(args) -> None:
+    """Connects, waits until its buffers may go through files, says 'ready'; on 'go' sends a
+    float32 array of --mib MiB (its buffer through a file) and kills itself with SIGKILL at once."""
+    sock = await pw.connect(args.url)
+    for _ in range(500):
+        if sock.same_host:
+            break
+        await asyncio.sleep(0.01)
+    await sock.send({'ready': sock.same_host, 'pid': os.getpid()})
+    assert await sock.recv() == 'go'
+    await sock.send(np.arange(args.mib * 2 ** 18, dtype=np.float32))
+    out({'sent': sock.stats.buffers_same_host_sent})
+    os.kill(os.getpid(), 9)
 
 
 async def v3_client(args) -> int:
@@ -318,7 +352,7 @@ async def send_bench(args) -> None:
                 await ws.send(memoryview(a).cast('B'))
             await ws.recv()
     else:
-        sock = await pw.connect(args.url)
+        sock = await pw.connect(args.url, same_host=not args.no_same_host)
         await sock.recv()
         for _ in range(args.count):
             await sock.send(a)
@@ -338,7 +372,7 @@ async def recv_bench(args) -> None:
                 assert len(await ws.recv()) == size
             await ws.send(b'done')
     else:
-        sock = await pw.connect(args.url)
+        sock = await pw.connect(args.url, same_host=not args.no_same_host)
         await sock.send('go')
         for _ in range(args.count):
             v = await sock.recv()
@@ -357,6 +391,11 @@ def main() -> int:
     s.add_argument('--protocol-version', type=int, default=pw.LATEST_VERSION)
     s.add_argument('--chunk-bytes', type=int, default=pw.DEFAULT_CHUNK_BYTES)
     s.add_argument('--progress', action='store_true')
+    s.add_argument('--no-same-host', action='store_true', help='same_host=False: every buffer as frames')
+    s.add_argument('--same-host-min-bytes', type=int, default=pw.DEFAULT_SAME_HOST_MIN_BYTES)
+    s = sub.add_parser('same-host-die')
+    s.add_argument('url')
+    s.add_argument('--mib', type=int, default=64)
     s = sub.add_parser('v3-client')
     s.add_argument('url')
     s.add_argument('--chunk-bytes', type=int, default=pw.DEFAULT_CHUNK_BYTES)
@@ -388,11 +427,13 @@ def main() -> int:
         s.add_argument('--mib', type=int, default=64)
         s.add_argument('--count', type=int, default=4)
         s.add_argument('--raw', action='store_true')
+        s.add_argument('--no-same-host', action='store_true')
     args = p.parse_args()
     run = {
         'echo-server': echo_server, 'arrays-client': arrays_client, 'request-client': request_client,
         'partial': partial, 'slow-consumer': slow_consumer, 'send-until-closed': send_until_closed,
         'flood-requests': flood_requests, 'v3-client': v3_client, 'send-bench': send_bench, 'recv-bench': recv_bench,
+        'same-host-die': same_host_die,
     }[args.cmd]
     return asyncio.run(run(args)) or 0
 
