@@ -34,6 +34,8 @@ function setup() {
 function build() {
   setup()
   run(bin('tsc'), ['-b'])
+  // The browser entry as one file (dist/browser/picklewire.js) for pages without a bundler.
+  run(process.execPath, [join(root, 'packages/transport/scripts/bundle-browser.mjs'), '--quiet'])
 }
 
 const tasks = {

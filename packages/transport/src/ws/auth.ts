@@ -1,24 +1,20 @@
 /**
- * Message authentication: HMAC-SHA256 with a shared key over every frame of a message, each
- * preceded by its length, after a label naming the sending side (so that a message cannot be
- * reflected back to its sender). The 32-byte MAC travels as the message's last frame.
- *
- *   MAC = HMAC-SHA256(key, F(label) || F(header) || F(pickle) || F(buffer 0) || ...)
- *   F(x) = u64le(length of x) || x          label = "picklewire.v1 client" | "picklewire.v1 server"
+ * Message authentication on Node: HMAC-SHA256 (see mac.ts for what is signed) with node:crypto's
+ * incremental HMAC, fed as the frames are sent or arrive, so that a message's MAC is ready, and
+ * checked, synchronously at its last frame.
  */
 import { createHmac, timingSafeEqual, type Hmac } from 'node:crypto'
+import { MAC_LABELS, type MacFactory, type MessageMac, type Role } from './mac.js'
 
-export type Role = 'client' | 'server'
-
-export const MAC_BYTES = 32
+export { MAC_BYTES, type Role } from './mac.js'
 
 const LABELS: Record<Role, Buffer> = {
-  client: Buffer.from('picklewire.v1 client'),
-  server: Buffer.from('picklewire.v1 server'),
+  client: Buffer.from(MAC_LABELS.client),
+  server: Buffer.from(MAC_LABELS.server),
 }
 
 /** The MAC of one message, fed frame by frame as the frames are sent or arrive. */
-export class FrameMac {
+export class FrameMac implements MessageMac {
   readonly #hmac: Hmac
   readonly #length = Buffer.alloc(8)
 
@@ -52,4 +48,9 @@ export class FrameMac {
     const expected = this.digest()
     return mac.byteLength === expected.byteLength && timingSafeEqual(expected, mac)
   }
+}
+
+/** The MACs of a connection with this key, or null when it has none (messages are not authenticated). */
+export function nodeMacs(key: Uint8Array | null): MacFactory | null {
+  return key === null ? null : (sender) => new FrameMac(key, sender)
 }

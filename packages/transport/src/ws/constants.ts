@@ -31,6 +31,8 @@ export const EXTRA = Object.freeze({
   alignment: 'al',
   /** The message authentication scheme; a MAC frame follows the buffers. */
   auth: 'auth',
+  /** Version 3, same host: each buffer's place in a file of the sender ([path, offset]) or nil (frames). */
+  sameHost: 'sm',
 })
 export const AUTH_SCHEME = 'hmac-sha256'
 export const ALIGNMENTS: ReadonlySet<number> = new Set([1, 2, 4, 8])
@@ -79,9 +81,9 @@ export function errorForCloseCode(code: number, reason: string): TransportError 
 
 /** A close reason must fit a control frame: at most 123 bytes of UTF-8. */
 export function closeReason(text: string): string {
-  const bytes = Buffer.from(text)
+  const bytes = new TextEncoder().encode(text)
   if (bytes.length <= 123) return text
   let end = 120
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--
-  return `${bytes.subarray(0, end).toString()}...`
+  return `${new TextDecoder().decode(bytes.subarray(0, end))}...`
 }

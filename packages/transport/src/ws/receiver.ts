@@ -16,12 +16,13 @@
 import { TransportError, shown } from '../errors.js'
 import type { MessageHeader } from './wire.js'
 import type { Limits } from '../limits.js'
-import type { MessageParts } from '../message.js'
+import type { BufferPart, MessageParts } from '../message.js'
 import { alignedView } from './alignment.js'
-import { FrameMac, MAC_BYTES, type Role } from './auth.js'
+import { MAC_BYTES, type MacFactory, type MessageMac, type Role } from './mac.js'
 import { ALIGNMENTS, AUTH_SCHEME, EXTRA, KIND, KINDS } from './constants.js'
 import type { WebSocketStats } from './stats.js'
 import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader, parseControlFrame } from './wire.js'
+import { isSameHostFrame, placesOf, type BufferPlace, type SameHostReader } from './same-host-frames.js'
 import type { Progress } from './sender.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
@@ -29,6 +30,12 @@ export interface ReceivedMessage {
   header: MessageHeader
   parts: MessageParts
   bytes: number
+  /**
+   * Set when the message's MAC is checked asynchronously (WebCrypto): it resolves once the MAC
+   * matched and rejects with TransportError AUTH when it did not. Deliver the message only
+   * after it resolves. Never set with a synchronous MAC (Node).
+   */
+  verified?: Promise<void>
 }
 
 const enum State {
@@ -42,7 +49,7 @@ export { VersionMismatch }
 
 const EMPTY = new Uint8Array(0)
 
-/** The largest Uint8Array Node 20 makes (2^32 - 1 elements); larger buffers stay ArrayBuffers. */
+/** The largest Uint8Array Node 20 makes is 2^32 bytes; a larger buffer is a DataView over its ArrayBuffer. */
 const MAX_VIEW_BYTES = 2 ** 32 - 1
 
 function alignments(h: MessageHeader): number[] | null {
@@ -54,15 +61,21 @@ function alignments(h: MessageHeader): number[] | null {
   return al as number[]
 }
 
+const textDecoder = new TextDecoder()
+
+function macFailure(id: number): TransportError {
+  return new TransportError('AUTH', `message ${id} failed authentication (HMAC-SHA256): its frames were altered, reordered or signed with another key`)
+}
+
 export class MessageReceiver {
   #state = State.HEADER
   #nextId = 1
   #header: MessageHeader | null = null
   #align: number[] | null = null
   #pickle: Uint8Array | null = null
-  #buffers: Uint8Array[] = []
+  #buffers: BufferPart[] = []
   #bytes = 0
-  #mac: FrameMac | null = null
+  #mac: MessageMac | null = null
   #inline = false
   /** The buffer being filled chunk by chunk (null when discarding), and its bytes so far. */
   #partial: ArrayBuffer | null = null
@@ -72,6 +85,16 @@ export class MessageReceiver {
   #total = 0
   /** The current message was discard()ed: its frames are checked and dropped. */
   #discarding = false
+  /** Version 3, same host: where the current message's buffers are (null: all come as frames), their bytes read, and whether shm-done is owed. */
+  #places: (BufferPlace | null)[] | null = null
+  #placedBytes = 0
+  #owesDone = false
+  /**
+   * Version 3: reads buffers that come through files and takes the `shm-*` text frames
+   * (same-host.ts on Node, NoSameHost where there are no files). Null: such frames and `x.sm`
+   * are protocol errors.
+   */
+  sameHost: SameHostReader | null = null
   /** Called after each payload frame when set (the socket's 'progress' event). */
   onProgress: ((p: Progress) => void) | null = null
   /** Called when the peer cancels the message in progress (its id). */
@@ -83,11 +106,11 @@ export class MessageReceiver {
 
   /**
    * @param peer which side sends the frames this receiver reads (its MAC label)
-   * @param key the shared HMAC key; null when messages are not authenticated
+   * @param macs makes the MAC of each message (under the shared key); null when messages are not authenticated
    */
   constructor(
     private readonly limits: Limits,
-    private readonly key: Uint8Array | null,
+    private readonly macs: MacFactory | null,
     private readonly peer: Role,
     private readonly stats: WebSocketStats,
   ) {}
@@ -133,9 +156,7 @@ export class MessageReceiver {
   push(frame: Uint8Array, isBinary: boolean): ReceivedMessage | null {
     if (!isBinary) {
       if (this.version < 3) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
-      const c = parseControlFrame(frame.toString())
-      if (c.kind === 'refuse') this.onRefuse?.(c.id)
-      else this.#onCancel(c.id)
+      this.pushText(textDecoder.decode(frame))
       return null
     }
     this.#bytes += frame.byteLength
@@ -146,6 +167,19 @@ export class MessageReceiver {
       case State.BUFFER: return this.#onBuffer(frame)
       case State.MAC: return this.#onMac(frame)
     }
+  }
+
+  /** Takes one WebSocket text frame (a version 3 cancel or refuse frame). */
+  pushText(text: string): void {
+    if (this.version < 3) throw new TransportError('PROTOCOL', `a text frame ${this.progress()}; picklewire sends binary frames only`)
+    if (isSameHostFrame(text)) {
+      if (this.sameHost === null) throw new TransportError('PROTOCOL', `a same-host frame (${text.slice(0, 20)}...) to a side without a same-host path`)
+      this.sameHost.control(text)
+      return
+    }
+    const c = parseControlFrame(text)
+    if (c.kind === 'refuse') this.onRefuse?.(c.id)
+    else this.#onCancel(c.id)
   }
 
   /**
@@ -168,6 +202,7 @@ export class MessageReceiver {
     // A message this side discarded first (the sender heard and stopped) counts as discarded.
     if (this.#discarding) this.stats.messagesDiscarded++
     else this.stats.messagesCancelledByPeer++
+    if (this.#owesDone) this.sameHost?.done(id)
     this.#nextId++
     this.#reset()
     this.onCancel?.(id)
@@ -189,15 +224,17 @@ export class MessageReceiver {
     }
     const auth = h.x?.[EXTRA.auth]
     if (auth !== undefined && auth !== AUTH_SCHEME) throw new TransportError('AUTH', `message ${h.id} uses unknown authentication ${shown(auth)}`)
-    if (this.key !== null && auth === undefined) throw new TransportError('AUTH', `message ${h.id} is not authenticated, and this side requires ${AUTH_SCHEME}`)
-    if (this.key === null && auth !== undefined) throw new TransportError('AUTH', `message ${h.id} is authenticated with ${AUTH_SCHEME}, and this side has no key`)
+    if (this.macs !== null && auth === undefined) throw new TransportError('AUTH', `message ${h.id} is not authenticated, and this side requires ${AUTH_SCHEME}`)
+    if (this.macs === null && auth !== undefined) throw new TransportError('AUTH', `message ${h.id} is authenticated with ${AUTH_SCHEME}, and this side has no key`)
     this.#align = alignments(h)
+    this.#places = this.sameHost === null ? placesOf(h, null) : this.sameHost.places(h)
+    this.#owesDone = this.#places !== null
     this.#header = h
     this.#done = 0
     this.#total = h.p
     for (const n of h.b) this.#total += n
-    if (this.key !== null) {
-      this.#mac = new FrameMac(this.key, this.peer)
+    if (this.macs !== null) {
+      this.#mac = this.macs(this.peer)
       this.#mac.update(frame)
     }
     if (h.pk !== undefined) {
@@ -253,8 +290,8 @@ export class MessageReceiver {
     if (this.onProgress !== null) this.#report(i, n, this.#filled, size)
     if (this.#filled < size) return null
     const whole = this.#partial
-    // Over what one Uint8Array may span, the ArrayBuffer itself goes to the unpickler (a BufferSource).
-    this.#buffers.push(whole === null ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(whole) : whole as unknown as Uint8Array)
+    // Over what one Uint8Array may span, a DataView over the ArrayBuffer goes to the unpickler.
+    this.#buffers.push(whole === null ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(whole) : new DataView(whole))
     this.#partial = null
     this.#filled = 0
     return this.#next()
@@ -262,14 +299,24 @@ export class MessageReceiver {
 
   #onMac(frame: Uint8Array): ReceivedMessage | null {
     const id = this.#header!.id
-    if (frame.byteLength !== MAC_BYTES || !this.#mac!.matches(frame)) {
-      throw new TransportError('AUTH', `message ${id} failed authentication (HMAC-SHA256): its frames were altered, reordered or signed with another key`)
-    }
-    return this.#complete()
+    const ok = frame.byteLength === MAC_BYTES && this.#mac!.matches(frame)
+    if (ok === true) return this.#complete()
+    if (ok === false) throw macFailure(id)
+    // Checked asynchronously: the message completes now (the next frames are the next
+    // message's) and is delivered once its MAC has matched.
+    const message = this.#complete()
+    const verified = ok.then((good) => {
+      if (!good) throw macFailure(id)
+    })
+    if (message === null) verified.catch(() => {})
+    else message.verified = verified
+    return message
   }
 
   /** After the pickle or a buffer: the next buffer, the MAC, or the end of the message. */
   #next(): ReceivedMessage | null {
+    const places = this.#places
+    if (places !== null) while (this.#buffers.length < places.length && places[this.#buffers.length] !== null) this.#readPlaced()
     if (this.#buffers.length < this.#header!.b.length) {
       this.#state = State.BUFFER
       return null
@@ -281,13 +328,41 @@ export class MessageReceiver {
     return this.#complete()
   }
 
+  /**
+   * Reads the next buffer from the file its place names, into one new memory of its announced
+   * size (a discarded message's too, when a MAC needs its bytes), and tells the peer once the
+   * message's last such buffer is read.
+   */
+  #readPlaced(): void {
+    const i = this.#buffers.length
+    const h = this.#header!
+    const size = h.b[i]!
+    const mac = this.#mac
+    mac?.begin(size)
+    let filled = 0
+    const memory = this.#discarding && mac === null ? null : this.sameHost!.read(this.#places![i]!, size, `buffer ${i} of message ${h.id}`, (piece) => {
+      mac?.data(piece)
+      filled += piece.byteLength
+      if (this.onProgress !== null) this.#report(i, piece.byteLength, filled, size)
+    })
+    this.#placedBytes += size
+    // Over what one Uint8Array may span, a DataView over the ArrayBuffer goes to the unpickler.
+    this.#buffers.push(memory === null || this.#discarding ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(memory) : memory as unknown as Uint8Array)
+    if (this.#places!.slice(i + 1).every((p) => p === null)) {
+      this.#owesDone = false
+      this.sameHost!.done(h.id)
+    }
+  }
+
   #complete(): ReceivedMessage | null {
     const header = this.#header!
     const message: ReceivedMessage = {
       header,
       parts: { pickle: this.#pickle!, buffers: this.#buffers, readonly: header.ro },
-      bytes: this.#bytes,
+      // what it holds in memory (a receive queue counts it), files' bytes too
+      bytes: this.#bytes + this.#placedBytes,
     }
+    const frameBytes = this.#bytes
     const discarded = this.#discarding
     this.#nextId++
     this.#reset()
@@ -296,7 +371,7 @@ export class MessageReceiver {
       return null
     }
     this.stats.messagesReceived++
-    this.stats.bytesReceived += message.bytes
+    this.stats.bytesReceived += frameBytes
     return message
   }
 
@@ -312,5 +387,8 @@ export class MessageReceiver {
     this.#partial = null
     this.#filled = 0
     this.#discarding = false
+    this.#places = null
+    this.#placedBytes = 0
+    this.#owesDone = false
   }
 }

@@ -12,11 +12,11 @@
  * are rejected, later sends fail, and every message that had been handed to ws but was not
  * written is counted in stats.messagesNotWritten instead.
  */
-import type { WebSocket } from 'ws'
-import type { MessageParts } from '../message.js'
+import { bytesOfPart, type MessageParts } from '../message.js'
 import { naturalAlignment } from './alignment.js'
-import { FrameMac, type Role } from './auth.js'
+import type { MacFactory, Role } from './mac.js'
 import { AUTH_SCHEME, EXTRA } from './constants.js'
+import type { SameHostWriter } from './same-host-frames.js'
 import type { WebSocketStats } from './stats.js'
 import { waitFor, type Settle, type WaitOptions } from '../waiting.js'
 import { TransportError } from '../errors.js'
@@ -34,6 +34,15 @@ export interface Progress {
   buffer: number
   bufferBytes: number
   bufferTotal: number
+}
+
+/**
+ * Where the sender writes frames: a ws WebSocket on Node, a wrapper of the browser's WebSocket
+ * in a page. `cb` is called once the frame is written to the socket (with an error when it
+ * cannot be), in the order the frames were handed over.
+ */
+export interface FrameSink {
+  send(data: Uint8Array | string, options: { binary: boolean }, cb?: (err?: Error | null) => void): void
 }
 
 /** What a message says besides its parts. */
@@ -61,6 +70,10 @@ interface Framed {
   /** The buffers' bytes (total less the pickle). */
   bufferTotal: number
   lengths: number[]
+  /** The buffers that went through a file (same host): no frame carries them. */
+  placed: number[]
+  /** The MAC frame while it is being computed (an asynchronous MAC): the last frame waits for it. */
+  macFrame?: Promise<Uint8Array> | undefined
 }
 
 /** The message being written frame by frame (progress, chunks, cancellation). */
@@ -104,6 +117,8 @@ interface Unwritten {
   onDone: (() => void) | undefined
 }
 
+const EMPTY = new Uint8Array(0)
+
 /** ws.send's options for every frame (ws copies them). */
 const BINARY = Object.freeze({ binary: true })
 
@@ -123,11 +138,14 @@ export class MessageSender {
   #stream: Stream | null = null
   /** The connection's protocol version (from the handshake's subprotocol); set before the first send. */
   version = 1
+  /** Version 3, same host: writes large buffers into files and names their places (same-host.ts on Node). */
+  sameHost: SameHostWriter | null = null
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: FrameSink,
     private readonly self: Role,
-    private readonly key: Uint8Array | null,
+    /** Makes each message's MAC (under the shared key); null when messages are not authenticated. */
+    private readonly macs: MacFactory | null,
     private readonly highWaterMark: number,
     private readonly stats: WebSocketStats,
     /** Called once, with the first failed write: the connection is lost. */
@@ -151,8 +169,9 @@ export class MessageSender {
     if (this.#closedWith) return Promise.reject(this.#closedWith)
     if (envelope.signal?.aborted) return Promise.reject(envelope.signal.reason)
     if (this.#queue.length === 0 && this.#stream === null && this.stats.bufferedBytes <= this.highWaterMark) {
-      if (this.#streams(parts, envelope)) return new Promise((resolve, reject) => this.#startStream(this.#frame(parts, envelope), envelope, { resolve, reject }))
-      this.#write(this.#frame(parts, envelope).frames)
+      const framed = this.#frame(parts, envelope)
+      if (framed.macFrame !== undefined || this.#streams(parts, envelope)) return new Promise((resolve, reject) => this.#startStream(framed, envelope, { resolve, reject }))
+      this.#write(framed.frames)
       return Promise.resolve()
     }
     this.stats.sendWaits++
@@ -230,58 +249,84 @@ export class MessageSender {
       }
       if (aligned) (x ??= {})[EXTRA.alignment] = al
     }
-    if (this.key !== null) (x ??= {})[EXTRA.auth] = AUTH_SCHEME
+    if (this.macs !== null) (x ??= {})[EXTRA.auth] = AUTH_SCHEME
+    const places = this.sameHost !== null && this.version >= 3 && buffers.length > 0 ? this.sameHost.place(id, buffers) : null
+    if (places !== null) (x ??= {})[EXTRA.sameHost] = places
     if (x !== undefined) h.x = x
     let header: Uint8Array | null = null
-    if (this.version >= 2 && pickle.byteLength <= MAX_INLINE_PICKLE_BYTES) {
-      h.pk = pickle
-      header = encodeWireHeader(h)
-      if (header.byteLength > MAX_HEADER_BYTES) {
-        // large extras: the pickle goes in a frame of its own after all
-        header = null
-        delete h.pk
+    try {
+      if (this.version >= 2 && pickle.byteLength <= MAX_INLINE_PICKLE_BYTES) {
+        h.pk = pickle
+        header = encodeWireHeader(h)
+        if (header.byteLength > MAX_HEADER_BYTES) {
+          // large extras: the pickle goes in a frame of its own after all
+          header = null
+          delete h.pk
+        }
       }
+      if (header === null) header = encodeWireHeader(h)
+    } catch (err) {
+      if (places !== null) this.sameHost!.unplace(id)
+      throw err
     }
     let frames: Uint8Array[]
     let part: number[]
-    if (header !== null) {
-      frames = [header]
+    if (h.pk !== undefined) {
+      frames = [header!]
       part = [-1]
     } else {
-      header = encodeWireHeader(h)
       // A lent pickle is copied: ws may write this frame after the pickler has reused its memory.
       const own = parts.transient === true ? pickle.slice() : pickle
-      frames = [header, own]
+      frames = [header!, own]
       part = [-2, -1]
     }
-    const mac = this.key === null ? null : new FrameMac(this.key, this.self)
+    const mac = this.macs === null ? null : this.macs(this.self)
     if (mac !== null) for (const f of frames) mac.update(f)
     const chunk = this.version >= 3 ? this.chunkBytes : Infinity
     let total = pickle.byteLength
+    const placed: number[] = []
     for (let i = 0; i < buffers.length; i++) {
       const b = buffers[i]!
       total += b.byteLength
+      if (places?.[i] != null) {
+        // In a file: no frame; the MAC covers its bytes as if they were one.
+        placed.push(i)
+        if (mac !== null) {
+          mac.begin(b.byteLength)
+          for (let at = 0; at < b.byteLength; at += 2 ** 30) mac.data(new Uint8Array(b.buffer, b.byteOffset + at, Math.min(2 ** 30, b.byteLength - at)))
+        }
+        continue
+      }
       if (b.byteLength <= chunk) {
-        frames.push(b)
+        const whole = bytesOfPart(b, `WebSocket protocol version ${this.version} (one frame per buffer)`)
+        frames.push(whole)
         part.push(i)
-        mac?.update(b)
+        mac?.update(whole)
         continue
       }
       mac?.begin(b.byteLength)
       for (let at = 0; at < b.byteLength; at += chunk) {
-        const piece = b.subarray(at, Math.min(at + chunk, b.byteLength))
+        // A window per chunk: the buffer may be a DataView longer than any Uint8Array.
+        const piece = new Uint8Array(b.buffer, b.byteOffset + at, Math.min(chunk, b.byteLength - at))
         frames.push(piece)
         part.push(i)
         mac?.data(piece)
       }
     }
+    let macFrame: Promise<Uint8Array> | undefined
     if (mac !== null) {
-      frames.push(mac.digest())
+      const digest = mac.digest()
+      if (digest instanceof Uint8Array) frames.push(digest)
+      else {
+        // Signed in one go (WebCrypto): the message's frames go out, its MAC frame when ready.
+        frames.push(EMPTY)
+        macFrame = digest
+      }
       part.push(-2)
     }
     this.#nextId = id + 1
     envelope.onId?.(id)
-    return { id, frames, part, total, bufferTotal: total - pickle.byteLength, lengths: h.b }
+    return { id, frames, part, total, bufferTotal: total - pickle.byteLength, lengths: h.b, placed, macFrame }
   }
 
   /** Starts writing a message frame by frame; resolves `settle` once every frame is handed to ws. */
@@ -292,6 +337,14 @@ export class MessageSender {
     }
     this.#stream = s
     s.signal?.addEventListener('abort', s.onAbort, { once: true })
+    framed.macFrame?.then((mac) => {
+      framed.frames[framed.frames.length - 1] = mac
+      framed.macFrame = undefined
+      if (this.#stream === s) this.#pump()
+    }, (err: unknown) => {
+      this.#endStream(s, err)
+      if (this.#closedWith === null) this.onWriteError(err instanceof Error ? err : new Error(String(err)))
+    })
     this.#pump()
   }
 
@@ -302,6 +355,7 @@ export class MessageSender {
     const { frames, part } = s.framed
     const stats = this.stats
     while (s.next < frames.length && stats.bufferedBytes <= this.highWaterMark) {
+      if (s.next === frames.length - 1 && s.framed.macFrame !== undefined) return // the MAC is being computed
       const i = s.next++
       const f = frames[i]!
       const last = i === frames.length - 1
@@ -309,7 +363,11 @@ export class MessageSender {
       if (stats.bufferedBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = stats.bufferedBytes
       const p = part[i]!
       const bytes = p === -1 ? s.framed.total - s.framed.bufferTotal : f.byteLength
-      const onDone = s.onProgress === undefined || p === -2 ? undefined : (): void => this.#progress(s, p, bytes)
+      const onDone = s.onProgress === undefined || p === -2 ? undefined : (): void => {
+        this.#progress(s, p, bytes)
+        // buffers that went through files are done once the frame carrying the pickle is
+        if (p === -1) for (const b of s.framed.placed) this.#progress(s, b, s.framed.lengths[b]!)
+      }
       this.#unwritten.push({ bytes: f.byteLength, frames: 1, end: last, onDone })
       this.ws.send(f, BINARY, this.#onWritten)
     }
@@ -438,7 +496,7 @@ export class MessageSender {
         p.settle.reject(err)
         continue
       }
-      if (this.#streams(p.parts, p.envelope)) {
+      if (framed.macFrame !== undefined || this.#streams(p.parts, p.envelope)) {
         // The wait is over (its timeout no longer applies); the send's promise follows the
         // stream, which the signal may still cancel between frames.
         const streamed = new Promise<void>((resolve, reject) => this.#startStream(framed, p.envelope, { resolve, reject }))

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events'
 import { WebSocket } from 'ws'
 import { TransportError } from '../errors.js'
 import { decodeValue, encodeValueWith } from '../message.js'
-import type { Role } from './auth.js'
+import { nodeMacs, type Role } from './auth.js'
 import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
 import { badOptionType, optionNames } from '../options-check.js'
@@ -17,6 +17,8 @@ import { resolveOptions, type PickleSocketOptions, type RequestHandler, type Res
 import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
 import { MessageSender, type Progress } from './sender.js'
 import { newStats, type WebSocketStats } from './stats.js'
+import { SameHostLink, sameHostAvailable } from './same-host.js'
+import { NoSameHost } from './same-host-frames.js'
 import { refuseFrame, versionOfSubprotocol } from './wire.js'
 
 /** What a 'message' listener gets besides the value. */
@@ -112,7 +114,7 @@ function infoOf(id: number, x: Record<string, unknown> | undefined): MessageInfo
   if (x === undefined) return { id }
   let extras: Record<string, unknown> | undefined
   for (const k of Object.keys(x)) {
-    if (k !== EXTRA.alignment && k !== EXTRA.auth) (extras ??= Object.create(null) as Record<string, unknown>)[k] = x[k]
+    if (k !== EXTRA.alignment && k !== EXTRA.auth && k !== EXTRA.sameHost) (extras ??= Object.create(null) as Record<string, unknown>)[k] = x[k]
   }
   return extras === undefined ? { id } : { id, x: extras }
 }
@@ -160,6 +162,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   #closeInfo: CloseInfo | null = null
   #resolveClosed!: (info: CloseInfo) => void
   #version = 0
+  /** Version 3, same host: the files and the proof of each direction (null when off). */
+  #sameHost: SameHostLink | null = null
 
   /**
    * Wraps a ws WebSocket (connecting or open). connectPickleSocket and PickleSocketServer make
@@ -174,10 +178,11 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
     const { key, limits, highWaterMark, heartbeatInterval, heartbeatTimeout } = this.#options
     ws.binaryType = 'nodebuffer'
-    this.#sender = new MessageSender(ws, role, key, highWaterMark, this.#stats, (err) => {
+    const macs = nodeMacs(key)
+    this.#sender = new MessageSender(ws, role, macs, highWaterMark, this.#stats, (err) => {
       this.#fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
     }, this.#options.chunkBytes)
-    this.#receiver = new MessageReceiver(limits, key, role === 'client' ? 'server' : 'client', this.#stats)
+    this.#receiver = new MessageReceiver(limits, macs, role === 'client' ? 'server' : 'client', this.#stats)
     this.#receiver.onCancel = (id) => this.emit('cancel', id)
     this.#receiver.onRefuse = (id) => this.#sender.refused(id)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
@@ -227,6 +232,34 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     if (!this.#receiver.discard(id)) return false
     if (this.#version >= 3 && this.ws.readyState === WebSocket.OPEN) this.ws.send(refuseFrame(id), { binary: false })
     return true
+  }
+
+  /**
+   * True while this side's out-of-band buffers of at least sameHostMinBytes travel through
+   * files (the peer proved it runs on this host and accepted this side's proof; see
+   * docs/websocket.md, "Same host"); false while they go as frames.
+   */
+  get sameHost(): boolean {
+    return this.#sameHost?.active ?? false
+  }
+
+  /**
+   * Version 3: the same-host path, when on and possible here (Linux with /proc); otherwise the
+   * receiver only answers the peer's challenge with shm-no.
+   */
+  #startSameHost(): void {
+    const sendText = (text: string): void => {
+      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text, { binary: false })
+    }
+    if (!this.#options.sameHost || !sameHostAvailable()) {
+      this.#receiver.sameHost = new NoSameHost(sendText)
+      return
+    }
+    const link = new SameHostLink(true, this.#options.sameHostMinBytes, sendText, this.#stats)
+    this.#sameHost = link
+    this.#receiver.sameHost = link
+    this.#sender.sameHost = link
+    link.start()
   }
 
   /** The error that ended (or is ending) the connection, if any. */
@@ -398,6 +431,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     this.#version = versionOfSubprotocol(this.ws.protocol)
     this.#sender.version = this.#version
     this.#receiver.version = this.#version
+    if (this.#version >= 3) this.#startSameHost()
     this.#limitNextFrame()
     this.#heartbeat.start()
   }
@@ -635,6 +669,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     const closedErr = err ?? new TransportError('CLOSED', 'the connection closed before the reply')
     for (const id of [...this.#pending.keys()]) this.#settle(id, closedErr)
     this.#sender.close(err ?? new TransportError('CLOSED', 'the connection is closed'))
+    this.#sameHost?.close()
     for (const taker of this.#takers.splice(0)) taker(err ?? { done: true, value: undefined })
   }
 

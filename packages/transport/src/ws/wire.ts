@@ -122,10 +122,32 @@ function binSize(n: number): number {
   return (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n
 }
 
+/**
+ * A header's memory: on Node a Buffer from its pool (small allocations are cheaper there), in a
+ * browser a Uint8Array. Every byte is written, so neither needs zeroing.
+ */
+const allocate: (size: number) => Uint8Array = typeof globalThis.Buffer === 'function'
+  ? (size) => globalThis.Buffer.allocUnsafe(size)
+  : (size) => new Uint8Array(size)
+
 /** Writes one header into its buffer, sized beforehand. */
 class HeaderWriter {
   at = 0
-  constructor(readonly out: Buffer) {}
+  constructor(readonly out: Uint8Array) {}
+
+  u16(n: number): void {
+    const b = this.out
+    b[this.at++] = n >>> 8
+    b[this.at++] = n & 0xff
+  }
+
+  u32(n: number): void {
+    const b = this.out
+    b[this.at++] = n >>> 24
+    b[this.at++] = (n >>> 16) & 0xff
+    b[this.at++] = (n >>> 8) & 0xff
+    b[this.at++] = n & 0xff
+  }
 
   byte(b: number): void {
     this.out[this.at++] = b
@@ -143,13 +165,11 @@ class HeaderWriter {
       b[this.at++] = n & 0xff
     } else if (n <= 0xffffffff) {
       b[this.at++] = 0xce
-      b.writeUInt32BE(n, this.at)
-      this.at += 4
+      this.u32(n)
     } else {
       b[this.at++] = 0xcf
-      b.writeUInt32BE(Math.floor(n / 0x100000000), this.at)
-      b.writeUInt32BE(n >>> 0, this.at + 4)
-      this.at += 8
+      this.u32(Math.floor(n / 0x100000000))
+      this.u32(n >>> 0)
     }
   }
 
@@ -165,12 +185,10 @@ class HeaderWriter {
     if (n < 16) b[this.at++] = 0x90 | n
     else if (n < 0x10000) {
       b[this.at++] = 0xdc
-      b.writeUInt16BE(n, this.at)
-      this.at += 2
+      this.u16(n)
     } else {
       b[this.at++] = 0xdd
-      b.writeUInt32BE(n, this.at)
-      this.at += 4
+      this.u32(n)
     }
   }
 
@@ -186,8 +204,7 @@ class HeaderWriter {
       b[this.at++] = n & 0xff
     } else {
       b[this.at++] = 0xc6
-      b.writeUInt32BE(n, this.at)
-      this.at += 4
+      this.u32(n)
     }
     this.raw(src)
   }
@@ -202,7 +219,7 @@ class HeaderWriter {
  * The header frame's bytes: a msgpack map of v, id, k, p (and b, ro when there are buffers; re,
  * x and pk when given). `k` must be one of the kinds (short ASCII); `x` is packed by msgpackr.
  */
-export function encodeWireHeader(h: WireHeader): Buffer {
+export function encodeWireHeader(h: WireHeader): Uint8Array {
   const nb = h.b.length
   const x = h.x === undefined ? null : xPackr.pack(h.x)
   let entries = 4
@@ -225,7 +242,7 @@ export function encodeWireHeader(h: WireHeader): Buffer {
     entries++
     size += 3 + binSize(h.pk.byteLength)
   }
-  const buf = Buffer.allocUnsafe(size)
+  const buf = allocate(size)
   const w = new HeaderWriter(buf)
   w.byte(0x80 | entries)
   w.key('v')
