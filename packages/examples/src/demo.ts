@@ -3,7 +3,8 @@
  * with a buffer sent out of band), and Node loads them with @picklewire/codec and prints what
  * it got. Node to Python: Node pickles values of its own, and python3 loads and prints them.
  * Then the same with numpy: an array arrives in Node as a typed view over the frame it came in,
- * and a Float32Array from Node arrives in numpy. Then worker threads, WebSocket and Dask.
+ * and a Float32Array from Node arrives in numpy. Then worker threads, WebSocket and Dask, and
+ * the command that starts the browser example (browser-demo.ts).
  *
  * A part whose python3 or Python modules are missing prints what it skipped and how to get it,
  * and the demo goes on; where Python would have loaded what Node wrote, Node loads it back
@@ -12,6 +13,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { ByteArray, Decimal, NDArray, PickleBuffer, PyDateTime, Tuple, dumps, loads } from '@picklewire/codec'
+import { browserDemoHint } from './browser-demo.js'
 import { runDaskDemo } from './dask-cluster.js'
 import { canRun, codecPython, skippedParts } from './needs.js'
 import { runWorkersDemo } from './workers-pipeline.js'
@@ -176,6 +178,8 @@ async function main(): Promise<void> {
   await runWebSocketDemo()
   section('Dask: a Node client on a local cluster')
   await runDaskDemo()
+  section('Browser: numpy frames from Python in a web page')
+  console.log(browserDemoHint())
   const skipped = skippedParts()
   if (skipped.length > 0) {
     console.log(`\nThe demo skipped ${skipped.length} part(s), each with a "skipped:" line above that says how to get it; everything else ran.`)
