@@ -113,7 +113,8 @@ t.test('Node -> Node: an aborted send stops mid-way, the peer drops it and the n
 })
 
 t.test('Node: discard() drops a message while it arrives, the sender hears and stops; the next one arrives', async (t) => {
-  const server = await listenPickleSocket({ chunkBytes: 4096, highWaterMark: 64 * 1024 })
+  // sameHost off: these buffers come in chunks, not through files (ws-same-host.test.ts)
+  const server = await listenPickleSocket({ chunkBytes: 4096, highWaterMark: 64 * 1024, sameHost: false })
   t.teardown(() => server.close())
   const refused: unknown[] = []
   server.on('connection', async (peer) => {
@@ -255,7 +256,7 @@ t.test('hostile version 3 frames: TransportError naming them, connection failed,
 // -- with the real Python peer ------------------------------------------------------------------
 
 t.test('with python3: Node -> Python -> Node in chunks, progress on both sides, a cancelled send', { skip: missing ?? false }, async (t) => {
-  const { peer, url } = await pythonEchoServer(['--chunk-bytes', '1500', '--progress'])
+  const { peer, url } = await pythonEchoServer(['--chunk-bytes', '1500', '--progress', '--no-same-host'])
   t.teardown(() => peer.kill())
   const sock = await connectPickleSocket(url, { chunkBytes: 1000, highWaterMark: 64 * 1024 })
   t.equal(sock.protocolVersion, 3, 'Python selects picklewire.v3')
@@ -287,7 +288,7 @@ t.test('with python3: Node -> Python -> Node in chunks, progress on both sides, 
 })
 
 t.test('with python3: Python -> Node in chunks with progress, and a cancelled Python send', { skip: missing ?? false }, async (t) => {
-  const { url, socks, progress } = await echoServer(t, { chunkBytes: 4000, limits: { maxBufferBytes: 2 ** 27, maxMessageBytes: 2 ** 27 } })
+  const { url, socks, progress } = await echoServer(t, { chunkBytes: 4000, limits: { maxBufferBytes: 2 ** 27, maxMessageBytes: 2 ** 27 }, sameHost: false })
   const client = new PythonPeer(['v3-client', url, '--chunk-bytes', '1000', '--elements', '2600'])
   t.teardown(() => client.kill())
   const report = await client.next(45_000)
@@ -312,7 +313,7 @@ t.test('with python3: a version 2 Python peer and a version 3 Node peer', { skip
 })
 
 t.test('with python3: Node discards a message Python sends; Python stops sending it, and the next arrives', { skip: missing ?? false }, async (t) => {
-  const { peer, url } = await pythonEchoServer(['--chunk-bytes', '4096'])
+  const { peer, url } = await pythonEchoServer(['--chunk-bytes', '4096', '--no-same-host'])
   t.teardown(() => peer.kill())
   const sock = await connectPickleSocket(url, { chunkBytes: 2 ** 20 })
   let discarded = false

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import mmap
 import os
 import pickle
 import subprocess
@@ -472,7 +473,8 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                 except pw.TransportError as e:
                     refused.append(e)
 
-        async with pw.serve(handler, chunk_bytes=4096) as server:
+        # same_host off: the buffer comes in chunks, not through a file (test_same_host_*)
+        async with pw.serve(handler, chunk_bytes=4096, same_host=False) as server:
             sock = await pw.connect(f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/')
 
             events = []
@@ -896,6 +898,111 @@ print(json.dumps(out))
                 self.assertEqual((await sock.recv())['i'], i)
             self.assertEqual(sock.stats.messages_sent, 300)
             await sock.close()
+
+    # -- the same-host path (version 3): Python <-> Python, both sides map ----------------------
+
+    async def _same_host_pair(self, peer, **options):
+        sock = await peer.client(**options)
+        for _ in range(300):
+            if sock.same_host and peer.server_socks and peer.server_socks[0].same_host:
+                break
+            await asyncio.sleep(0.01)
+        return sock
+
+    @unittest.skipUnless(pw.same_host_available(), 'Linux with /proc only')
+    async def test_same_host_buffers_are_mapped_both_ways_without_a_copy(self):
+        before = sorted(n for n in os.listdir('/dev/shm') if n.startswith('picklewire'))
+        async with Peer() as peer:
+            sock = await self._same_host_pair(peer)
+            self.assertTrue(sock.same_host)
+            a = np.arange(2 ** 20, dtype=np.float32)  # 4 MiB: through a file
+            small = np.arange(10_000, dtype=np.float32)  # out of band, under 1 MiB: a frame
+            await sock.send({'a': a, 'small': small})
+            back = await sock.recv()
+            np.testing.assert_array_equal(back['a'], a)
+            np.testing.assert_array_equal(back['small'], small)
+            self.assertFalse(back['a'].flags.writeable, 'read-only, as buffers that come as frames (writable=False)')
+            self.assertFalse(back['a'].flags.owndata, 'a view over the mapping')
+            x = back['a']
+            for _ in range(8):  # the array's memory, through the views over it
+                x = x.base if isinstance(x, np.ndarray) else x.obj if isinstance(x, memoryview) else x
+            self.assertIsInstance(x, mmap.mmap, 'the array is over the mapping of the sender\'s file')
+            self.assertEqual(sock.stats.buffers_same_host_sent, 1)
+            self.assertEqual(sock.stats.buffers_same_host_received, 1)
+            self.assertEqual(sock.stats.bytes_same_host_received, a.nbytes)
+            self.assertEqual(sock.stats.bytes_copied, 0)
+            server = peer.server_socks[0]
+            self.assertEqual(server.stats.buffers_same_host_received, 1)
+            self.assertEqual(server.stats.buffers_same_host_sent, 1)
+            self.assertLess(sock.stats.bytes_sent, 41_000, 'the WebSocket carried the header and the small buffer only')
+            await sock.close()
+        self.assertEqual(sorted(n for n in os.listdir('/dev/shm') if n.startswith('picklewire')), before)
+
+    @unittest.skipUnless(pw.same_host_available(), 'Linux with /proc only')
+    async def test_same_host_writable_buffers_are_copy_on_write(self):
+        async with Peer(writable=True) as peer:
+            sock = await self._same_host_pair(peer, writable=True)
+            a = np.ones(2 ** 20, dtype=np.float32)
+            await sock.send(a)
+            back = await sock.recv()
+            self.assertTrue(back.flags.writeable)
+            back[0] = 42  # stays in this process: the mapping is private
+            np.testing.assert_array_equal(peer.received[0], a, 'the server\'s mapping of the same bytes is unchanged')
+            self.assertEqual(a[0], 1)
+            self.assertEqual(sock.stats.bytes_copied, 0)
+            await sock.close()
+
+    @unittest.skipUnless(pw.same_host_available(), 'Linux with /proc only')
+    async def test_same_host_with_a_key_and_off_on_either_side(self):
+        async with Peer(key='k') as peer:
+            sock = await self._same_host_pair(peer, key='k')
+            a = np.arange(2 ** 19, dtype=np.float64)
+            await sock.send(a)
+            np.testing.assert_array_equal(await sock.recv(), a)
+            self.assertEqual(sock.stats.buffers_same_host_received, 1, 'the MAC covered the mapped bytes')
+            await sock.close()
+        for server_on, client_on in ((False, True), (True, False)):
+            async with Peer(same_host=server_on) as peer:
+                sock = await peer.client(same_host=client_on)
+                await asyncio.sleep(0.2)
+                self.assertFalse(sock.same_host)
+                a = np.arange(2 ** 19, dtype=np.float64)
+                await sock.send(a)
+                np.testing.assert_array_equal(await sock.recv(), a)
+                self.assertEqual(sock.stats.buffers_same_host_sent + sock.stats.buffers_same_host_received, 0)
+                await sock.close()
+
+    async def test_same_host_options_are_checked(self):
+        with self.assertRaisesRegex(TypeError, 'same_host must be a bool'):
+            await pw.connect('ws://127.0.0.1:1/', same_host='yes')
+        with self.assertRaisesRegex(ValueError, 'same_host_min_bytes must be at least 1'):
+            await pw.connect('ws://127.0.0.1:1/', same_host_min_bytes=0)
+
+    def test_same_host_frames_grammar(self):
+        self.assertEqual(pw.parse_same_host_frame('shm-challenge /proc/12/fd/0 map'), ('challenge', ('/proc/12/fd/0', 12, 'map')))
+        self.assertEqual(pw.parse_same_host_frame(f"shm-proof {'ab' * 32} 7"), ('proof', ('ab' * 32, 7)))
+        self.assertEqual(pw.parse_same_host_frame('shm-done 3'), ('done', 3))
+        self.assertEqual(pw.parse_same_host_frame('shm-accept'), ('accept', None))
+        for bad in ('shm-challenge /proc/012/fd/1 map', 'shm-challenge /proc/1/fd/1', f"shm-proof {'AB' * 32} 7",
+                    'shm-proof ab 7', 'shm-done -1', 'shm-done 1 ', 'shm-yes', f'shm-done {2 ** 53}'):
+            with self.assertRaisesRegex(pw.TransportError, 'malformed same-host frame'):
+                pw.parse_same_host_frame(bad)
+
+    async def test_same_host_places_are_checked(self):
+        sh = pw._SameHost(True, 1, lambda text: None, pw.Stats())
+        h = {'id': 1, 'b': [4096], 'x': {'sm': [['/proc/5/fd/3', 0]]}}
+        with self.assertRaisesRegex(pw.TransportError, 'accepted no same-host proof'):
+            sh.places(h)
+        sh.proven_pid = 5
+        self.assertEqual(sh.places(h), [('/proc/5/fd/3', 0)])
+        for sm, why in (([['/etc/passwd', 0]], 'must be /proc/<pid>/fd/<fd>'), ([['/proc/6/fd/3', 0]], 'not in the proven process 5'),
+                        ([['/proc/5/fd/3', 100]], 'multiple of 4096'), ([None, None], 'array of 1 items'),
+                        ([['/proc/5/fd/3']], 'nil or \\[path, offset\\]')):
+            with self.assertRaisesRegex(pw.TransportError, why):
+                sh.places({'id': 1, 'b': [4096], 'x': {'sm': sm}})
+        with self.assertRaisesRegex(pw.TransportError, 'it is gone'):
+            sh.map(('/proc/5/fd/999999', 0) if not os.path.exists('/proc/5/fd/999999') else ('/proc/1/fd/999999', 0), 4096, 'buffer 0')
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -1179,6 +1179,10 @@ class _SameHost:
         self._peer_mode = 'copy'
         self._outstanding: dict[int, int] = {}
         self._free: list[int] = []
+        #: set while no region awaits its shm-done (or the connection ended): a clean close waits
+        #: for it, since a file closed earlier would be gone when the peer reaches its message
+        self.drained = asyncio.Event()
+        self.drained.set()
         self._closed = False
 
     @property
@@ -1260,6 +1264,8 @@ class _SameHost:
             self._free.append(fd)
         else:
             os.close(fd)
+        if not self._outstanding:
+            self.drained.set()
 
     # receiving
 
@@ -1351,6 +1357,7 @@ class _SameHost:
             os.close(fd)  # tmpfs full, say: this message goes as frames
             return None
         self._outstanding[id] = fd
+        self.drained.clear()
         for b, at in zip(buffers, offsets):
             if at >= 0:
                 self.stats.buffers_same_host_sent += 1
@@ -1361,6 +1368,8 @@ class _SameHost:
         fd = self._outstanding.pop(id, None)
         if fd is not None:
             os.close(fd)
+        if not self._outstanding:
+            self.drained.set()
 
     def close(self) -> None:
         """Closes every file this side holds for the connection (it closed or failed)."""
@@ -1371,6 +1380,7 @@ class _SameHost:
         self._challenge = None
         self._outstanding.clear()
         self._free.clear()
+        self.drained.set()
         for fd in fds:
             try:
                 os.close(fd)
@@ -2099,7 +2109,8 @@ class PickleSocket:
         try:
             while True:
                 frame = await self.ws.recv()
-                self.stats.frames_received += 1
+                if not (isinstance(frame, str) and frame.startswith('shm-')):  # same-host frames are no message's
+                    self.stats.frames_received += 1
                 m = self._receiver.push(frame)
                 self.stats.messages_cancelled_by_peer = self._receiver.cancelled_by_peer
                 self.stats.messages_discarded = self._receiver.discarded
@@ -2220,10 +2231,18 @@ class PickleSocket:
     # closing
 
     async def close(self, code: int = CLOSE.NORMAL, reason: str = '') -> BaseException | None:
-        """Closes cleanly (messages already sent go first) and returns the connection's error, if any."""
+        """Closes cleanly (messages already sent go first, and the peer has mapped or read those
+        whose buffers went through files) and returns the connection's error, if any."""
         if not self._closing:
             self._closing = True
             async with self._send_lock:
+                if self._same_host is not None:
+                    # the peer maps or reads every file named so far first (as long as the close
+                    # handshake may take): a file closed earlier is gone when the peer reaches it
+                    try:
+                        await asyncio.wait_for(self._same_host.drained.wait(), 10)
+                    except asyncio.TimeoutError:
+                        pass
                 await self.ws.close(code, reason)
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), 10)

@@ -123,6 +123,8 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
   /** Regions named in messages whose shm-done has not come, by message id. */
   readonly #outstanding = new Map<number, Region>()
   readonly #free: Region[] = []
+  /** Called once no region awaits its shm-done (or the link closed). */
+  #drainWaiters: (() => void)[] = []
   #closed = false
 
   /**
@@ -220,6 +222,17 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     // A peer that maps keeps seeing the file: never write into it again.
     if (this.#peerMode === 'copy' && !this.#closed && this.#free.length < MAX_FREE_REGIONS) this.#free.push(region)
     else closeQuietly(region.fd)
+    if (this.#outstanding.size === 0) for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  /**
+   * Resolves once the peer has read every file named so far (its shm-done came for each), or
+   * the link closed: a clean close waits for it, since a file closed earlier would be gone when
+   * the peer reaches a message it has not read yet.
+   */
+  drained(): Promise<void> {
+    if (this.#outstanding.size === 0 || this.#closed) return Promise.resolve()
+    return new Promise((resolve) => this.#drainWaiters.push(resolve))
   }
 
   // -- receiving --------------------------------------------------------------------------------
@@ -316,6 +329,7 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     if (region === undefined) return
     this.#outstanding.delete(id)
     closeQuietly(region.fd)
+    if (this.#outstanding.size === 0) for (const w of this.#drainWaiters.splice(0)) w()
   }
 
   /** Closes every file this side holds open for the connection (it closed or failed). */
@@ -326,6 +340,7 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     for (const r of this.#outstanding.values()) closeQuietly(r.fd)
     this.#outstanding.clear()
     for (const r of this.#free.splice(0)) closeQuietly(r.fd)
+    for (const w of this.#drainWaiters.splice(0)) w()
   }
 }
 

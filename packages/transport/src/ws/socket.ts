@@ -405,14 +405,17 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   }
 
   /**
-   * Closes cleanly: messages already sent are written first, then the close handshake runs.
-   * Resolves with how the connection ended.
+   * Closes cleanly: messages already sent are written first (and the peer has read those whose
+   * buffers went through files, see sameHost), then the close handshake runs. Resolves with how
+   * the connection ended.
    */
   async close(code: number = CLOSE.normal, reason = ''): Promise<CloseInfo> {
     if (!this.#closing && this.#closeInfo === null) {
       this.#closing = true
       try {
         await this.#sender.flushed()
+        // buffers sent through files: the peer must have read them before they can go
+        await this.#sameHost?.drained()
       } catch {
         // the connection failed meanwhile; closing below is then a no-op
       }
