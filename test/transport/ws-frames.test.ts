@@ -25,9 +25,10 @@ function header(h: Partial<MessageHeader> & { p: number }): Uint8Array {
 /** A valid message's frames: header, pickle, buffers (and the MAC, signed as a client, with a key). */
 function message(value: unknown, id: number, key: Uint8Array | null = null): Uint8Array[] {
   const parts = encodeValue(value)
-  const h: MessageHeader = { v: 1, id, k: 'msg', p: parts.pickle.length, b: parts.buffers.map((b) => b.length), ro: parts.readonly }
+  const buffers = parts.buffers as Uint8Array[] // small buffers: Uint8Arrays (a DataView is for those over 4 GiB)
+  const h: MessageHeader = { v: 1, id, k: 'msg', p: parts.pickle.length, b: buffers.map((b) => b.length), ro: parts.readonly }
   if (key) h.x = { auth: 'hmac-sha256' }
-  const frames = [encodeHeader(h), parts.pickle, ...parts.buffers]
+  const frames = [encodeHeader(h), parts.pickle, ...buffers]
   if (key) frames.push(mac(key, frames))
   return frames
 }
@@ -101,7 +102,7 @@ t.test('truncated frames: PROTOCOL, close 4400', async (t) => {
 t.test('reordered frames: PROTOCOL when the lengths give it away, AUTH when only the MAC does', async (t) => {
   const parts = encodeValue([new PickleBuffer(new Uint8Array(2048).fill(1)), new PickleBuffer(new Uint8Array(2048).fill(2))])
   const h = header({ p: parts.pickle.length, b: [2048, 2048], ro: [false, false] })
-  expectFailure(t, await session([h, parts.buffers[0]!, parts.pickle, parts.buffers[1]!]), 'PROTOCOL', 4400)
+  expectFailure(t, await session([h, parts.buffers[0] as Uint8Array, parts.pickle, parts.buffers[1] as Uint8Array]), 'PROTOCOL', 4400)
   const signed = message([new PickleBuffer(new Uint8Array(2048).fill(1)), new PickleBuffer(new Uint8Array(2048).fill(2))], 1, KEY)
   const swapped = [signed[0]!, signed[1]!, signed[3]!, signed[2]!, signed[4]!]
   expectFailure(t, await session(swapped, { key: KEY }), 'AUTH', 4401, [], /failed authentication/)

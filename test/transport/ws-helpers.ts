@@ -38,8 +38,9 @@ export class PythonPeer {
   readonly #waiters: ((line: string | null) => void)[] = []
   #ended = false
 
-  constructor(args: string[]) {
-    this.proc = spawn(PYTHON, [PEER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+  /** @param script the Python file to run: interop_peer.py unless told otherwise */
+  constructor(args: string[], script = PEER) {
+    this.proc = spawn(PYTHON, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
     this.exited = once(this.proc, 'exit').then(([code]) => code as number | null)
     createInterface({ input: this.proc.stdout! }).on('line', (line) => {
       const w = this.#waiters.shift()

@@ -25,9 +25,10 @@ const mac = specMac
 /** A version 2 message with its pickle inline: the header frame, the buffers (and the MAC, signed as a client, with a key). */
 function inline(value: unknown, id: number, key: Uint8Array | null = null): Uint8Array[] {
   const parts = encodeValue(value)
-  const h: WireHeader = { v: 2, id, k: 'msg', p: parts.pickle.length, b: parts.buffers.map((b) => b.length), ro: parts.readonly, pk: parts.pickle }
+  const buffers = parts.buffers as Uint8Array[] // small buffers: Uint8Arrays (a DataView is for those over 4 GiB)
+  const h: WireHeader = { v: 2, id, k: 'msg', p: parts.pickle.length, b: buffers.map((b) => b.length), ro: parts.readonly, pk: parts.pickle }
   if (key) h.x = { auth: 'hmac-sha256' }
-  const frames: Uint8Array[] = [encodeWireHeader(h), ...parts.buffers]
+  const frames: Uint8Array[] = [encodeWireHeader(h), ...buffers]
   if (key) frames.push(mac(key, frames))
   return frames
 }

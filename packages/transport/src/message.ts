@@ -17,11 +17,26 @@ import { jsFindClass, reduceJsValue, type ValuesMode } from './js-values.js'
 
 export type { ValuesMode } from './js-values.js'
 
+/**
+ * An out-of-band buffer as the carriers move it: a Uint8Array, or a DataView over the memory
+ * when it is longer than a Uint8Array can be (more than 4 GiB in Node 20).
+ */
+export type BufferPart = Uint8Array | DataView
+
+/**
+ * The buffer as a Uint8Array, or a RangeError naming the carrier when it is a DataView: for
+ * carriers that move a buffer only as one Uint8Array.
+ */
+export function bytesOfPart(b: BufferPart, carrier: string): Uint8Array {
+  if (b instanceof Uint8Array) return b
+  throw new RangeError(`${carrier} cannot carry a buffer of ${b.byteLength} bytes, longer than a Uint8Array can be in this JavaScript engine; send it over the WebSocket carrier (version 3), or in parts`)
+}
+
 /** A value as the carriers move it. */
 export interface MessageParts {
   pickle: Uint8Array
   /** The out-of-band buffers, in the order the pickle's NEXT_BUFFER opcodes take them. */
-  buffers: Uint8Array[]
+  buffers: BufferPart[]
   /** Each buffer's read-only flag, in the same order. */
   readonly: boolean[]
   /**
@@ -69,7 +84,7 @@ export class ValueCodec {
    */
   readonly #withBuffers: UnpicklerOptions & { buffers: PickleBuffer[] | null }
   readonly #outOfBand: (buffer: PickleBuffer) => boolean
-  #outBuffers: Uint8Array[] = []
+  #outBuffers: BufferPart[] = []
   #outReadonly: boolean[] = []
 
   constructor(options: ValueCodecOptions = {}) {
@@ -82,7 +97,7 @@ export class ValueCodec {
       protocol,
       bufferCallback: protocol < 5 ? null : (b: PickleBuffer) => {
         if (!this.#outOfBand(b)) return true
-        this.#outBuffers.push(b.raw())
+        this.#outBuffers.push(partOf(b))
         this.#outReadonly.push(b.readonly)
         return false
       },
@@ -123,8 +138,8 @@ export class ValueCodec {
    * arrays of any pickling it interrupted (a value whose reduce sends a message) when pickle
    * calls done, or returns.
    */
-  #collecting<R>(pickle: (found: { buffers: Uint8Array[]; readonly: boolean[] }, done: () => void) => R): R {
-    const buffers: Uint8Array[] = []
+  #collecting<R>(pickle: (found: { buffers: BufferPart[]; readonly: boolean[] }, done: () => void) => R): R {
+    const buffers: BufferPart[] = []
     const readonly: boolean[] = []
     const savedBuffers = this.#outBuffers
     const savedReadonly = this.#outReadonly
@@ -145,7 +160,7 @@ export class ValueCodec {
   }
 
   /** Loads a value from its pickle and buffers; each buffer comes back as a PickleBuffer over the same memory. */
-  decode(pickle: Uint8Array, buffers: readonly Uint8Array[] = [], readonly: readonly boolean[] = []): unknown {
+  decode(pickle: Uint8Array, buffers: readonly BufferPart[] = [], readonly: readonly boolean[] = []): unknown {
     const m = buffers.length
     if (m === 0) return loads(pickle, this.#loadOptions)
     const wrapped = new Array<PickleBuffer>(m)
@@ -158,6 +173,16 @@ export class ValueCodec {
     } finally {
       options.buffers = outer
     }
+  }
+}
+
+/** A PickleBuffer's memory as a BufferPart: its Uint8Array, or a DataView when it is longer than one can be. */
+function partOf(b: PickleBuffer): BufferPart {
+  try {
+    return b.raw()
+  } catch (err) {
+    if (err instanceof RangeError && !b.released) return new DataView(b.buffer, b.byteOffset, b.byteLength)
+    throw err
   }
 }
 

@@ -25,7 +25,7 @@ import {
 import { Packr, Unpackr } from 'msgpackr'
 import { TransportError, shown } from '../errors.js'
 import { checkPlainMsgpack } from '../msgpack-check.js'
-import { ValueCodec } from '../message.js'
+import { ValueCodec, bytesOfPart } from '../message.js'
 import { decompressFrame, maybeCompress, type DaskCompression } from './compression.js'
 import { lz4Decompress, lz4DecompressInto, lz4DecompressedSize } from './lz4.js'
 import type { DaskLimits } from './framing.js'
@@ -202,7 +202,7 @@ const everyBuffer = (): boolean => true
 /** Dask's pickle family: every buffer out of band (protocol 5), its flag as "writeable". */
 function pickleDumps(value: unknown, ctx: SerializeContext): [Record<string, unknown>, Uint8Array[]] {
   const { pickle, buffers, readonly } = new ValueCodec({ pickler: { ...ctx.pickler, outOfBand: everyBuffer }, protocol: ctx.pickleProtocol }).encode(value)
-  return [{ serializer: 'pickle', writeable: readonly.map((r) => !r) }, [pickle, ...buffers]]
+  return [{ serializer: 'pickle', writeable: readonly.map((r) => !r) }, [pickle, ...buffers.map((b) => bytesOfPart(b, 'the Dask carrier'))]]
 }
 
 /** One value as Dask's serialize() makes it: a sub-header and frames, before splitting. */

@@ -7,7 +7,7 @@
 import type { PickleBuffer } from '@picklewire/codec'
 import { TransportError } from '../errors.js'
 import { checkLengths, resolveLimits, type Limits } from '../limits.js'
-import { ValueCodec, type DecodeOptions, type EncodeOptions, type MessageParts, type ValuesMode } from '../message.js'
+import { ValueCodec, bytesOfPart, type DecodeOptions, type EncodeOptions, type MessageParts, type ValuesMode } from '../message.js'
 import { BLOCK_ALIGN, unitsFor, type Arena, type BlockRef } from './arena.js'
 import { Held, Received } from './received.js'
 import { EMPTY, KIND_MESSAGE, TRANSFERRED, dataView, headerBytes, readHeader, recordPrefixBytes, writeHeader, writePrefix, type RecordPrefix } from './record.js'
@@ -375,7 +375,7 @@ export class Endpoint {
     }
     let tIndex: Map<ArrayBuffer, number> | null = null
     for (let i = 0; i < parts.buffers.length; i++) {
-      const buf = parts.buffers[i]!
+      const buf = bytesOfPart(parts.buffers[i]!, SHM_CARRIER)
       d.bufferBytes += buf.byteLength
       if (buf.byteLength === 0) {
         d.at[2 * i] = EMPTY
@@ -427,7 +427,7 @@ export class Endpoint {
     try {
       while (d.toCopy.length > 0) {
         const i = d.toCopy[0]!
-        const buf = parts.buffers[i]!
+        const buf = bytesOfPart(parts.buffers[i]!, SHM_CARRIER)
         let ref: BlockRef | null
         if (options.whenFull === 'transfer') {
           ref = unitsFor(buf.byteLength) > arena.heapUnits ? null : await arena.locked(this.id, () => arena.allocLocked(buf.byteLength, this.id))
@@ -455,7 +455,7 @@ export class Endpoint {
   }
 
   #copyInto(d: Draft, i: number, ref: BlockRef): void {
-    const buf = d.parts.buffers[i]!
+    const buf = bytesOfPart(d.parts.buffers[i]!, SHM_CARRIER)
     const held = this.#adopt(d.out, ref, false)
     d.copies.push(held)
     new Uint8Array(held.sab!, this.arenas[d.out]!.payloadOffset(ref.unit), buf.byteLength).set(buf)
@@ -750,9 +750,11 @@ function checkByteLength(n: number): void {
   if (!Number.isSafeInteger(n) || n <= 0) throw new TypeError(`byteLength must be a positive integer, got ${String(n)}`)
 }
 
+const SHM_CARRIER = 'the shared-memory carrier'
+
 function toBytes(view: ArrayBufferView | PickleBuffer): Uint8Array {
-  if (ArrayBuffer.isView(view)) return new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
-  return view.raw()
+  if ('raw' in view) return view.raw()
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
 }
 
 export function concat(parts: readonly Uint8Array[], length: number): Uint8Array {

@@ -11,7 +11,7 @@ import type { WebSocketStats } from './stats.js'
  * length. A typed array's bytes always satisfy their element size; plain bytes may claim more
  * than they need, which costs at most one copy of a small frame on the receiving side.
  */
-export function naturalAlignment(view: Uint8Array): number {
+export function naturalAlignment(view: { readonly byteOffset: number; readonly byteLength: number }): number {
   const o = view.byteOffset
   const n = view.byteLength
   if (o % 8 === 0 && n % 8 === 0) return 8
