@@ -16,7 +16,12 @@ import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
 import { TransportError, WebSocket, connectPickleSocket, listenPickleSocket, type ConnectOptions, type ListenOptions, type PickleSocket } from '@picklewire/transport'
 import { encodeWireHeader, subprotocolOf, type WireHeader } from '../../packages/transport/dist/ws/wire.js'
-import { PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, within } from './ws-helpers.js'
+import { MessageReceiver } from '../../packages/transport/dist/ws/receiver.js'
+import { placesOf, type BufferPlace, type SameHostReader } from '../../packages/transport/dist/ws/same-host-frames.js'
+import { newStats } from '../../packages/transport/dist/ws/stats.js'
+import { resolveLimits } from '../../packages/transport/dist/limits.js'
+import { PYTHON } from '../helpers/python.js'
+import { PYTHON_DIR, PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, within } from './ws-helpers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MiB = 2 ** 20
@@ -186,6 +191,57 @@ t.test('a peer in another pid namespace cannot read the challenge: frames both w
   t.equal(report.buffersSameHostSent + report.buffersSameHostReceived, 0)
 })
 
+t.test('Node <-> Node: progress per piece read and for the sender, ending at the total', { skip: linux ? false : 'Linux only' }, async (t) => {
+  const { a, b } = await nodePair(t)
+  const got = collect(b)
+  await until('both proofs accepted', () => a.sameHost && b.sameHost)
+  const received: { buffer: number; bytes: number; total: number; bufferBytes: number; bufferTotal: number }[] = []
+  b.on('progress', (p) => received.push(p))
+  const sent: typeof received = []
+  await a.send(ramp(MiB), { onProgress: (p) => sent.push(p) })
+  await until('the message', () => got.values.length === 1)
+  for (const [what, events] of [['receive', received], ['send', sent]] as const) {
+    const last = events.at(-1)!
+    t.equal(last.bytes, last.total, `${what}: the last event is at the total`)
+    t.ok(events.some((e) => e.buffer === 0 && e.bufferBytes === 4 * MiB && e.bufferTotal === 4 * MiB), `${what}: the buffer through the file is reported done`)
+    t.ok(events.every((e, i) => i === 0 || e.bytes >= events[i - 1]!.bytes), `${what}: bytes never go back`)
+  }
+  t.equal(b.stats().buffersSameHostReceived, 1)
+  await a.close()
+})
+
+// -- the spec's test vector ----------------------------------------------------------------------
+
+const VECTOR = Buffer.from('88a17603a2696401a16ba36d7367a17014a1629110a2726f91c2a17882a2616c9108a2736d9192af2f70726f632f343234322f66642f3700a2706bc41480059509000000000000007d948c01789497732e', 'hex')
+const RANGE16 = Uint8Array.from({ length: 16 }, (_, i) => i)
+
+t.test('the spec\'s test vector: Node encodes it, and its receiver reads buffer 0 from the place and says shm-done 1', async (t) => {
+  const pk = Buffer.from('80059509000000000000007d948c01789497732e', 'hex')
+  t.same(encodeWireHeader({ v: 3, id: 1, k: 'msg', p: 20, b: [16], ro: [false], x: { al: [8], sm: [['/proc/4242/fd/7', 0]] }, pk }), VECTOR)
+  const reads: [BufferPlace, number][] = []
+  const done: number[] = []
+  const files: SameHostReader = {
+    places: (h) => placesOf(h, 4242),
+    read: (place, size, _what, onPiece) => {
+      reads.push([place, size])
+      const memory = new ArrayBuffer(size)
+      new Uint8Array(memory).set(RANGE16.subarray(0, size))
+      onPiece(new Uint8Array(memory))
+      return memory
+    },
+    done: (id) => done.push(id),
+    control: () => {},
+  }
+  const receiver = new MessageReceiver(resolveLimits({}), null, 'client', newStats())
+  receiver.version = 3
+  receiver.sameHost = files
+  const m = receiver.push(VECTOR, true)
+  t.ok(m !== null, 'the header alone completes the message')
+  t.same(reads, [[{ path: '/proc/4242/fd/7', offset: 0 }, 16]])
+  t.same(Array.from(m!.parts.buffers[0] as Uint8Array), Array.from(RANGE16))
+  t.same(done, [1])
+})
+
 // -- hostile frames ----------------------------------------------------------------------------
 
 interface Hostile {
@@ -308,6 +364,57 @@ t.test('hostile: malformed and unexpected shm-* frames', { skip: linux ? false :
 // -- with python3 ------------------------------------------------------------------------------
 
 const missing = pythonMissing(t)
+
+t.test('the spec\'s test vector: Python maps buffer 0 from the place and says shm-done 1', { skip: missing ?? false }, async (t) => {
+  const script = `
+import sys
+from picklewire import ws as pw
+sent = []
+sh = pw._SameHost(True, 1, sent.append, pw.Stats())
+sh.proven_pid = 4242
+sh.map = lambda place, size, what: (sent.append(['map', place[0], place[1], size]), memoryview(bytes(range(size))))[1]
+r = pw._Receiver(pw.DEFAULT_LIMITS, None, 'client', 3)
+r.same_host = sh
+m = r.push(bytes.fromhex(sys.argv[1]))
+print(repr([bytes(m.buffers[0]).hex(), sent]))
+`
+  const r = spawnSync(PYTHON, ['-c', script, VECTOR.toString('hex')], { cwd: PYTHON_DIR, encoding: 'utf8', timeout: 20_000 })
+  t.equal(r.status, 0, r.stderr)
+  t.equal(r.stdout.trim(), `['${Buffer.from(RANGE16).toString('hex')}', [['map', '/proc/4242/fd/7', 0, 16], 'shm-done 1']]`)
+})
+
+t.test('with python3: hostile places to the Python peer fail its connection with 4400', { skip: missing ?? (linux ? false : 'Linux only') }, async (t) => {
+  for (const [what, prove, sm, pattern] of [
+    ['x.sm without a proof', false, [['/proc/1/fd/3', 0]], /accepted no same-host proof/],
+    ['a path outside the pattern', true, [['/etc/passwd', 0]], /must be \/proc\/<pid>\/fd\/<fd>/],
+    ['a file that is gone', true, [[`/proc/${process.pid}/fd/999999`, 0]], /it is gone/],
+  ] as const) {
+    await t.test(what, async (t) => {
+      const { peer, url } = await pythonEchoServer()
+      t.teardown(() => peer.kill())
+      const ws = new WebSocket(url, [subprotocolOf(3)], { perMessageDeflate: false })
+      const texts: string[] = []
+      ws.on('message', (data, isBinary) => {
+        if (!isBinary) texts.push(String(data))
+      })
+      await within(5000, once(ws, 'open'), 'the raw client to open')
+      await until('the Python challenge', () => texts.length > 0)
+      if (prove) {
+        const m = /^shm-challenge (\S+) map$/.exec(texts[0]!)
+        const fd = openSync(m![1]!, 'r')
+        const secret = Buffer.alloc(32)
+        readSync(fd, secret, 0, 32, 0)
+        closeSync(fd)
+        ws.send(`shm-proof ${secret.toString('hex')} ${process.pid}`)
+        await until('shm-accept', () => texts.includes('shm-accept'))
+      }
+      ws.send(header(1, [4096], sm))
+      const close = await closeOf(ws)
+      t.equal(close.code, 4400)
+      t.match(close.reason, pattern)
+    })
+  }
+})
 
 t.test('with python3: Node -> Python -> Node, 64 MiB and 300 MiB through files both ways', { skip: missing ?? (linux ? false : 'Linux only') }, async (t) => {
   const { peer, url } = await pythonEchoServer()
