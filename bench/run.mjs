@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|shm|dask|imports|tables] [--quick]`.
+// picklewire's benchmarks: `npm run bench -- [load|dump|numpy|ws|browser|shm|dask|imports|tables] [--quick]`.
 //
 // Prints tables of times and ratios against named baselines measured in this one run:
 // CPython's C pickle (one python3 process, bench/cpython.py, asked to time each workload
@@ -21,6 +21,7 @@ import { hasGc, timingPolicy } from './measure.mjs'
 import { numpyWorkloads, runNumpy } from './numpy.mjs'
 import { workloads } from './workloads.mjs'
 import { runWs } from './ws.mjs'
+import { runBrowser } from './browser.mjs'
 import { runShm } from './shm.mjs'
 import { runDask } from './dask.mjs'
 import { runImports } from './imports.mjs'
@@ -28,10 +29,12 @@ import { runTables } from './tables.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [shm] [dask] [imports] [tables] [--quick] [--only=NAME,...]
+const USAGE = `usage: node --expose-gc bench/run.mjs [load] [dump] [numpy] [ws] [browser] [shm] [dask] [imports] [tables] [--quick] [--only=NAME,...]
   load, dump     which benchmarks to run (default: every suite; dump needs the pickler built)
   numpy          numpy arrays (needs numpy in the CPython): out of band, in band, many small ones
   ws             picklewire over WebSocket against raw ws and raw websockets (Python rows need websockets)
+  browser        Python -> a web page (headless chromium) against Python -> Node: 64 MiB arrays and 1 KiB
+                 messages (skipped without chromium, or python3 with numpy and websockets)
   shm            worker threads: picklewire channels and ArenaPool against structured clone, transfer,
                  piscina and a bare SharedArrayBuffer hand-off
   dask           a 64 MiB numpy array gathered from a local Dask scheduler + worker: Node's DaskClient
@@ -48,13 +51,14 @@ environment: PICKLEWIRE_PYTHON  the CPython to compare with (default python3)
              PICKLEWIRE_SHM_VALUES=python  shm: the picklewire ends load Python-typed values (default: JavaScript values)`
 
 function parseArgs(argv) {
-  const opts = { load: false, dump: false, numpy: false, ws: false, shm: false, dask: false, imports: false, tables: false, quick: false, only: null }
+  const opts = { load: false, dump: false, numpy: false, ws: false, browser: false, shm: false, dask: false, imports: false, tables: false, quick: false, only: null }
   for (const a of argv) {
     if (a === '--') continue
     else if (a === 'load' || a === '--load') opts.load = true
     else if (a === 'dump' || a === '--dump') opts.dump = true
     else if (a === 'numpy' || a === '--numpy') opts.numpy = true
     else if (a === 'ws' || a === '--ws') opts.ws = true
+    else if (a === 'browser' || a === '--browser') opts.browser = true
     else if (a === 'shm' || a === '--shm') opts.shm = true
     else if (a === 'dask' || a === '--dask') opts.dask = true
     else if (a === 'imports' || a === '--imports') opts.imports = true
@@ -64,8 +68,8 @@ function parseArgs(argv) {
     else if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0) }
     else { console.error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`); process.exit(2) }
   }
-  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports && !opts.tables) {
-    opts.load = opts.dump = opts.numpy = opts.ws = opts.shm = opts.dask = opts.imports = opts.tables = true
+  if (!opts.load && !opts.dump && !opts.numpy && !opts.ws && !opts.browser && !opts.shm && !opts.dask && !opts.imports && !opts.tables) {
+    opts.load = opts.dump = opts.numpy = opts.ws = opts.browser = opts.shm = opts.dask = opts.imports = opts.tables = true
   }
   return opts
 }
@@ -97,7 +101,7 @@ async function main() {
     dump = false
     console.log('dumps not built yet: the dump benchmark is skipped (@picklewire/codec does not export dumps).\n')
   }
-  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.shm && !opts.dask && !opts.imports && !opts.tables) return
+  if (!opts.load && !dump && !opts.numpy && !opts.ws && !opts.browser && !opts.shm && !opts.dask && !opts.imports && !opts.tables) return
 
   const loadAtStart = loadavg()
   if (!hasGc) log('warning: run with node --expose-gc so that each sample starts from a collected heap')
@@ -137,6 +141,11 @@ async function main() {
       console.log('\n## ws: picklewire messages over WebSocket (loopback) against raw ws / websockets sending the same bytes\n')
       log('ws:')
       await runWs({ quick: opts.quick, log })
+    }
+    if (opts.browser) {
+      console.log('\n## browser: Python -> a web page against Python -> Node (picklewire over WebSocket, loopback)\n')
+      log('browser:')
+      await runBrowser({ quick: opts.quick, log })
     }
     if (opts.shm) {
       console.log('\n## shm: worker threads, picklewire over shared memory against structured clone, transfer, piscina\n')
