@@ -90,8 +90,9 @@ function isDense(a: readonly unknown[]): boolean {
   return true
 }
 
+/** The view's memory, which may be longer than a Uint8Array can be (a Float32Array of 5 GiB, say). */
 function bytesOf(v: ArrayBufferView): PickleBuffer {
-  return new PickleBuffer(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))
+  return new PickleBuffer(v)
 }
 
 /**
@@ -118,8 +119,8 @@ export function reduceJsValue(v: unknown): ReduceValue | typeof NotImplemented {
     return [G.Map, NO_ITEMS, flat, null, null, G.setEntries]
   }
   if (v instanceof Set) return v.size === 0 ? [G.Set, NO_ITEMS] : [G.Set, NO_ITEMS, [...v], null, null, G.addMembers]
-  if (v instanceof ArrayBuffer) return [G.ArrayBuffer, [new PickleBuffer(new Uint8Array(v))]]
-  if (v instanceof SharedArrayBuffer) return [G.SharedArrayBuffer, [new PickleBuffer(new Uint8Array(v))]]
+  if (v instanceof ArrayBuffer) return [G.ArrayBuffer, [new PickleBuffer(v)]]
+  if (v instanceof SharedArrayBuffer) return [G.SharedArrayBuffer, [new PickleBuffer(v)]]
   if (Array.isArray(v)) return sparseArray(v)
   if (v instanceof Date) return [G.Date, [v.getTime()]]
   if (v instanceof RegExp) return [G.RegExp, [v.source, v.flags]]
@@ -171,8 +172,13 @@ function flatItems(items: unknown, who: string, pairs: boolean): unknown[] {
 function makeView(kind: unknown, buffer: unknown): ArrayBufferView {
   const cls = typeof kind === 'string' ? VIEW_CLASSES.get(kind) : undefined
   if (cls === undefined) bad(`View of an unknown class ${String(kind)}`)
-  let bytes = bytesFrom(buffer, 'View')
   const size = cls.BYTES_PER_ELEMENT ?? 1
+  // An out-of-band buffer's range, viewed in place: it may be longer than a Uint8Array can be.
+  if (buffer instanceof PickleBuffer && buffer.byteOffset % size === 0) {
+    if (buffer.byteLength % size !== 0) bad(`a ${kind} cannot hold ${buffer.byteLength} bytes`)
+    return new cls(buffer.buffer, buffer.byteOffset, buffer.byteLength / size)
+  }
+  let bytes = bytesFrom(buffer, 'View')
   if (bytes.byteLength % size !== 0) bad(`a ${kind} cannot hold ${bytes.byteLength} bytes`)
   if (bytes.byteOffset % size !== 0) bytes = bytes.slice()
   return new cls(bytes.buffer, bytes.byteOffset, bytes.byteLength / size)
