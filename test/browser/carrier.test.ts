@@ -164,6 +164,23 @@ async function main(): Promise<void> {
     t.match(r.highWaterMar, /^TypeError: .*highWaterMark/, 'a misspelled option is named with its nearest')
   })
 
+  t.test('the page answers the server\'s requests (onRequest), and a throw becomes a REMOTE error', async (t) => {
+    const server = await listenPickleSocket({ host: '127.0.0.1', port: 0 })
+    t.teardown(() => server.close())
+    server.on('connection', (sock) => {
+      void (async () => {
+        const reply = await sock.request(new Map<string, unknown>([['array', new NDArray(new Float64Array([1, 2.5, -3, 4]), { shape: [2, 2] })]])) as NDArray
+        t.same([...(reply.data as Float64Array)], [2, 5, -6, 8], 'the page doubled the array')
+        t.same(reply.shape, [2, 2])
+        const err = await sock.request(new Map<string, unknown>([['array', new NDArray(new Float64Array(1))], ['fail', true]])).catch((e: Error) => e)
+        t.match(err, { code: 'REMOTE', message: /RangeError: asked to fail/ }, 'the handler\'s throw reaches the server')
+        await sock.close()
+      })()
+    })
+    const r = await inPage<{ answered: number; code: number; error: string | null }>(page, '/page-checks.js', 'answer', { url: server.url })
+    t.same(r, { answered: 2, code: 1000, error: null }, 'two requests answered, then a clean close')
+  })
+
   t.test('a slow page: the server\'s sends wait while the page does not read', async (t) => {
     const server = await listenPickleSocket({ host: '127.0.0.1', port: 0, highWaterMark: 2 ** 20 })
     t.teardown(() => server.close())

@@ -217,3 +217,18 @@ export async function sendBurst({ url, count, mib, hwm }) {
   await sock.close()
   return { resolvedEarly, waitingAfterLoop, stats }
 }
+
+/** Answers the server's requests (an NDArray doubled) until the server closes; how many it answered. */
+export async function answer({ url }) {
+  let answered = 0
+  const sock = await pw.connectPickleSocket(url, {
+    onRequest: (value) => {
+      answered++
+      const a = get(value, 'array')
+      if (get(value, 'fail')) throw new RangeError('asked to fail')
+      return new pw.NDArray(a.data.map((x) => x * 2), { shape: a.shape })
+    },
+  })
+  const info = await sock.closed
+  return { answered, code: info.code, error: info.error?.message ?? null }
+}
