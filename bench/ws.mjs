@@ -29,6 +29,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { NDArray, dumps, loads } from '@picklewire/codec'
 import { WebSocket, WebSocketServer, connectPickleSocket, listenPickleSocket } from '@picklewire/transport/ws'
 import { fmtBytes, fmtRate, printTable } from './measure.mjs'
+import { runWsBig } from './ws-big.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const PYTHON = process.env.PICKLEWIRE_PYTHON ?? 'python3'
@@ -411,6 +412,8 @@ export async function runWs({ quick, log }) {
     ['Node -> Node, client sends, all-zero mask: no masking work (picklewire / raw)', `${rate(bytes, zeroMask.pw)} / ${rate(bytes, zeroMask.raw)}`],
   ])
   console.log('\nReceiving Node side: every picklewire array above loaded as an NDArray over the Buffer ws delivered (checked: no copy beyond ws\'s own assembly of the frame).')
+
+  await runWsBig({ quick, log })
 }
 
 /** Whether ws uses bufferutil here: 'in use', 'installed, turned off by WS_NO_BUFFER_UTIL' or 'not installed'. */
