@@ -16,7 +16,7 @@ import { PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, rawClien
 const V2 = subprotocolOf(2)
 const KEY = Buffer.from('a shared secret')
 
-function header(h: Partial<WireHeader> & { p: number }): Buffer {
+function header(h: Partial<WireHeader> & { p: number }): Uint8Array {
   return encodeWireHeader({ v: 2, id: 1, k: 'msg', b: [], ro: [], ...h })
 }
 

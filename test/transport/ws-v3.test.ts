@@ -229,7 +229,7 @@ print(json.dumps(out))
 
 // -- hostile frames ---------------------------------------------------------------------------
 
-function header(h: Partial<WireHeader>): Buffer {
+function header(h: Partial<WireHeader>): Uint8Array {
   const pk = encodeValue('ok').pickle
   return encodeWireHeader({ v: 3, id: 1, k: 'msg', p: pk.length, b: [10], ro: [false], pk, ...h })
 }
