@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from picklewire import ws as pw
 
 TIMEOUT = 20
 HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_WS = os.path.join(HERE, '..', 'dist', 'ws', 'index.js')
 
 
 class Runs:
@@ -971,6 +973,47 @@ print(json.dumps(out))
                 np.testing.assert_array_equal(await sock.recv(), a)
                 self.assertEqual(sock.stats.buffers_same_host_sent + sock.stats.buffers_same_host_received, 0)
                 await sock.close()
+
+    @unittest.skipUnless(pw.same_host_available() and shutil.which('node') and os.path.exists(NODE_WS),
+                         'Linux with /proc, node and the built @picklewire/transport only')
+    async def test_same_host_a_node_sender_killed_after_naming_its_file_is_a_clear_error(self):
+        # The Node sender names a file, flushes the header and SIGKILLs itself; this side reads
+        # nothing until it is dead, so the header names a file of a dead process.
+        script = (f"const {{ connectPickleSocket }} = await import({json.dumps(NODE_WS)});"
+                  "const sock = await connectPickleSocket(process.argv[1]);"
+                  "while (!sock.sameHost) await new Promise((r) => setTimeout(r, 5));"
+                  "await sock.send('ready'); await sock.receive();"
+                  "await sock.send(new Float32Array(2 ** 20)); await sock.flushed();"
+                  "process.kill(process.pid, 'SIGKILL')")
+        errors, values = [], []
+        go, stop = asyncio.Event(), asyncio.Event()
+
+        async def handler(sock):
+            try:
+                values.append(await sock.recv())
+                sock.ws.transport.pause_reading()
+                await sock.send('go')
+                go.set()
+                await stop.wait()
+                sock.ws.transport.resume_reading()
+                async for value in sock:
+                    values.append(value)
+            except pw.TransportError as e:
+                errors.append(e)
+
+        async with pw.serve(handler) as server:
+            url = f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/'
+            node = await asyncio.create_subprocess_exec('node', '--input-type=module', '-e', script, url)
+            await go.wait()
+            self.assertEqual(await node.wait(), -9, 'the Node sender was killed')
+            stop.set()
+            for _ in range(500):
+                if errors:
+                    break
+                await asyncio.sleep(0.01)
+        self.assertEqual(values, ['ready'], 'nothing of the message was delivered')
+        self.assertEqual(errors[0].code, 'PROTOCOL')
+        self.assertRegex(str(errors[0]), r'buffer 0 of message 2 .*it is gone: the sending process exited or closed it')
 
     async def test_same_host_options_are_checked(self):
         with self.assertRaisesRegex(TypeError, 'same_host must be a bool'):
