@@ -73,6 +73,16 @@ async function main(): Promise<void> {
     checkArrays(t, r, 'python')
   })
 
+  t.test('protocol versions 2 and 1 (offered alone), version 1 with HMAC', async (t) => {
+    for (const [version, key] of [[2, undefined], [1, KEY]] as const) {
+      const py = await pythonServer(t, PEER, key ? ['--key', key] : [])
+      const r = await inPage<ArraysResult>(page, '/page-checks.js', 'arrays', { url: py.url, fromPython: true, protocolVersion: version, key })
+      t.equal(r.version, version, `version ${version} negotiated`)
+      t.same(r.cases.filter((c) => c.why !== null), [], `version ${version}${key ? ' with HMAC' : ''}: every case arrived right`)
+      t.same(r.back.filter((b) => b.answer !== 'ok'), [], `version ${version}: numpy got every array back equal`)
+    }
+  })
+
   t.test('numpy arrays from a Node server (relaying numpy\'s), and back', async (t) => {
     const py = await pythonServer(t, PEER)
     const { cases, client } = await casesFrom(py.url)
@@ -94,7 +104,7 @@ async function main(): Promise<void> {
   t.test('HMAC through WebCrypto, with both servers; a wrong key is an AUTH error', async (t) => {
     const py = await pythonServer(t, PEER, ['--key', KEY])
     const fromPython = await inPage<{ cases: number; echoed: boolean; described: unknown; error: string | null }>(page, '/page-checks.js', 'authenticated', { url: py.url, key: KEY })
-    t.same(fromPython, { cases: 24, echoed: true, described: ['<f4', [256, 256]], error: null }, 'python: authenticated messages both ways, requests and replies')
+    t.same(fromPython, { cases: 24, echoed: true, bigEchoed: true, described: ['<f4', [256, 256]], error: null }, 'python: authenticated messages both ways (a 3 MiB one in chunks), requests and replies')
 
     const server = await listenPickleSocket({ host: '127.0.0.1', port: 0, key: KEY, onRequest: (v) => {
       const a = (v as Map<string, unknown>).get('array') as NDArray
@@ -108,7 +118,7 @@ async function main(): Promise<void> {
       })().catch(() => {})
     })
     const fromNode = await inPage<{ cases: number; echoed: boolean; described: unknown; error: string | null }>(page, '/page-checks.js', 'authenticated', { url: server.url, key: KEY })
-    t.same(fromNode, { cases: 0, echoed: true, described: ['<f4', [256, 256]], error: null }, 'node: authenticated messages both ways, requests and replies')
+    t.same(fromNode, { cases: 0, echoed: true, bigEchoed: true, described: ['<f4', [256, 256]], error: null }, 'node: authenticated messages both ways (a 3 MiB one in chunks), requests and replies')
 
     const wrongPython = await inPage<{ code: string; delivered: number; message: string }>(page, '/page-checks.js', 'wrongKey', { url: py.url, key: 'another key' })
     t.equal(wrongPython.code, 'AUTH', `python, wrong key: ${wrongPython.message}`)

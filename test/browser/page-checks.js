@@ -63,8 +63,8 @@ function checkCase(m, fromPython) {
  * relaying them), checks values and views, sends each back for numpy to check, and has numpy
  * describe arrays made here.
  */
-export async function arrays({ url, key, fromPython }) {
-  const sock = await pw.connectPickleSocket(url, key ? { key } : {})
+export async function arrays({ url, key, fromPython, protocolVersion }) {
+  const sock = await pw.connectPickleSocket(url, { ...(key ? { key } : {}), ...(protocolVersion ? { protocolVersion } : {}) })
   const cases = []
   let views = 0
   let outOfBand = 0
@@ -121,6 +121,11 @@ export async function authenticated({ url, key }) {
   const echo = await sock.receive({ timeout: 10_000 })
   const e = get(echo, 'echo')
   out.echoed = e instanceof pw.NDArray && e.get(255, 255) === 65535 && frames.has(e.data.buffer)
+  // 3 MiB: over the 1 MiB chunk size, so its MAC is fed chunk by chunk both ways
+  const big = new Float32Array(3 * 2 ** 18).map((_, i) => i % 1000)
+  await sock.send(new pw.NDArray(big))
+  const bigEcho = await sock.receive({ timeout: 20_000 })
+  out.bigEchoed = bigEcho instanceof pw.NDArray && bigEcho.size === big.length && bigEcho.data.every((x, i) => x === big[i])
   out.described = await sock.request({ op: 'describe', array: a }).then((d) => [d[0], d[1]])
   await sock.close()
   out.error = sock.error?.message ?? null
