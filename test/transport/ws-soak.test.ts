@@ -137,7 +137,9 @@ async function soak(t: Test, peer: Peer): Promise<void> {
   t.comment(`resolved ${resolved}, written ${written}, not written ${notWritten}, the peer got ${got}; the sender learned ${(failedAt - killedAt).toFixed(1)} ms after the kill`)
   t.equal((failure as { code?: string }).code, 'CLOSED', `the send loop ended with CLOSED: ${(failure as Error).message}`)
   t.ok(killedAt > 0, 'the peer was killed mid-stream')
-  t.ok(failedAt - killedAt < 100, `the sender learned within 100 ms of the kill (${(failedAt - killedAt).toFixed(1)} ms)`)
+  // Heartbeats are off: the sender learns from the socket's end, not from a timer. The bound only
+  // says it was not some later timeout; it is not a speed claim (a busy machine takes 100+ ms).
+  t.ok(failedAt - killedAt < 5_000, `the sender learned from the socket soon after the kill (${(failedAt - killedAt).toFixed(1)} ms)`)
   t.equal(resolvedAfterClose, 0, 'no send resolved after the connection closed')
   t.equal(resolved, written + notWritten, 'every resolved send was either written or counted as not written')
   t.ok(got <= written, `the peer got no more than was written (${got} <= ${written})`)
