@@ -91,7 +91,11 @@ async function main(): Promise<void> {
       await client.close()
       await server.close()
     })
+    const texts: string[] = []
     server.on('connection', (sock) => {
+      sock.ws.on('message', (data, isBinary) => {
+        if (!isBinary) texts.push(String(data))
+      })
       void (async () => {
         for (const c of cases) await sock.send(c)
         await sock.send('done')
@@ -99,6 +103,7 @@ async function main(): Promise<void> {
     })
     const r = await inPage<ArraysResult>(page, '/page-checks.js', 'arrays', { url: server.url, fromPython: false })
     checkArrays(t, r, 'node')
+    t.same(texts, ['shm-no'], 'the page answered the Node server\'s same-host challenge with shm-no, and sent no other text frame')
   })
 
   t.test('HMAC through WebCrypto, with both servers; a wrong key is an AUTH error', async (t) => {
