@@ -96,6 +96,20 @@ class Peer:
         await self.server.wait_closed()
 
 
+class Decoder:
+    """What PickleSocket._decode reads of its socket: a connection loading with the default unpickler."""
+    writable = False
+    unpickler = None
+    allow: frozenset[str] = frozenset()
+    stats = pw.Stats()
+
+
+class Message:
+    """A received message as PickleSocket._decode takes it: its pickle and buffers."""
+    def __init__(self, pickle: bytes, buffers: list):
+        self.pickle, self.buffers, self.header = pickle, buffers, {'ro': [True] * len(buffers)}
+
+
 class WireTests(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self):
         self.timeout = asyncio.timeout(TIMEOUT)
@@ -679,6 +693,24 @@ class WireTests(unittest.IsolatedAsyncioTestCase):
                         np.testing.assert_array_equal(got, expected)
                     else:
                         self.assertEqual(repr(got), repr(expected))
+
+    async def test_a_received_buffer_is_freed_when_its_value_is_dropped_without_the_cycle_collector(self):
+        import gc
+        import weakref
+        bufs: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(np.arange(1000, dtype=np.float32), protocol=5, buffer_callback=bufs.append)
+        gc.disable()
+        try:
+            for load in (lambda a: pw.restricted_loads(data, buffers=[pickle.PickleBuffer(a)]),
+                         lambda a: pw.PickleSocket._decode(Decoder(), Message(data, [a.data.cast('B')]))):
+                received = np.ones(1000, np.float32)  # stands for the memory a message arrived in
+                gone = weakref.ref(received)
+                value = load(received)
+                np.testing.assert_array_equal(value, np.ones(1000, np.float32))
+                del value, received
+                self.assertIsNone(gone(), 'the unpickler kept the buffer it was given')
+        finally:
+            gc.enable()
 
     def test_hostile_pickles_are_refused_before_they_run_or_crash(self):
         # In a child process: before these checks some of them crashed the interpreter.

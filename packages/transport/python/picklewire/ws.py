@@ -786,6 +786,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise
         except Exception as e:  # CPython's unpickler raises many types for bad input; numpy more
             raise pickle.UnpicklingError(f'{type(e).__name__}: {e}') from e
+        finally:
+            checker.memo.clear()  # see _load_once: the checker is used once
 
     def _charge(self, items: int, who: str) -> None:
         self._work += items
@@ -1053,7 +1055,18 @@ DEFAULT_ALLOWED: frozenset[str] = frozenset(_DEFAULT_GLOBALS)
 
 def restricted_loads(data: bytes | memoryview, *, buffers: Iterable[Any] | None = None, allow: Iterable[str] = ()) -> Any:
     """pickle.loads with a RestrictedUnpickler: plain data and numpy, and the names in allow."""
-    return RestrictedUnpickler(io.BytesIO(data), buffers=buffers, allow=allow).load()
+    return _load_once(RestrictedUnpickler(io.BytesIO(data), buffers=buffers, allow=allow))
+
+
+def _load_once(unpickler: pickle.Unpickler) -> Any:
+    """Loads the one pickle of an unpickler used once, then empties its memo. The globals a
+    RestrictedUnpickler makes are closures over it, and the memo keeps them: a cycle that would
+    hold the unpickler, and the buffers it was given (a received tensor), until Python's cyclic
+    garbage collector runs, instead of freeing them when the value is dropped."""
+    try:
+        return unpickler.load()
+    finally:
+        unpickler.memo.clear()
 
 
 # -- the same-host path -------------------------------------------------------------------------
@@ -2101,8 +2114,8 @@ class PickleSocket:
             else:
                 buffers.append(pickle.PickleBuffer(frame))
         if self.unpickler is None:
-            return RestrictedUnpickler(io.BytesIO(m.pickle), buffers=buffers, allow=self.allow).load()
-        return self.unpickler(io.BytesIO(m.pickle), buffers=buffers).load()
+            return _load_once(RestrictedUnpickler(io.BytesIO(m.pickle), buffers=buffers, allow=self.allow))
+        return _load_once(self.unpickler(io.BytesIO(m.pickle), buffers=buffers))
 
     async def _read(self) -> None:
         error: BaseException | None = None
