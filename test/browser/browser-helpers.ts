@@ -5,9 +5,10 @@
  * the reason; under PICKLEWIRE_REQUIRE_BROWSER=1 (.ci/run sets it) they fail instead.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
 import { dirname, extname, join, normalize } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -38,14 +39,22 @@ export function skipWithoutBrowser(t: Test): string | false {
   return why
 }
 
-/** Builds dist/browser/picklewire.js when it is missing or older than the compiled entry. */
+let bundled: string | null = null
+
+/**
+ * The one-file bundle of what is built now (dist/browser/bundle.js and all it imports), made
+ * once per test process into a folder of its own, so that test files running side by side never
+ * read one that another is writing.
+ */
 export function ensureBundle(): string {
-  const bundle = join(BROWSER_DIST, 'picklewire.js')
+  if (bundled !== null) return bundled
   const entry = join(BROWSER_DIST, 'bundle.js')
-  const stale = !existsSync(bundle) || statSync(bundle).mtimeMs < Math.max(...['bundle.js', 'index.js', 'socket.js', 'sink.js', 'hmac.js'].map((f) => statSync(join(BROWSER_DIST, f)).mtimeMs))
   if (!existsSync(entry)) throw new Error(`${entry} is missing: build first (node_modules/.bin/tsc -b)`)
-  if (stale) execFileSync(process.execPath, [join(ROOT, 'packages', 'transport', 'scripts', 'bundle-browser.mjs'), '--quiet'], { stdio: 'inherit' })
-  return bundle
+  const dir = mkdtempSync(join(tmpdir(), 'picklewire-bundle-'))
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+  const out = join(dir, 'picklewire.js')
+  execFileSync(process.execPath, [join(ROOT, 'packages', 'transport', 'scripts', 'bundle-browser.mjs'), '--quiet', '--outfile', out], { stdio: 'inherit' })
+  return (bundled = out)
 }
 
 const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.map': 'application/json', '.json': 'application/json' }

@@ -16,8 +16,7 @@ interface DemoState { frames: number; seq: number; frequency: number | null; vie
 const skip = skipWithoutBrowser(t) || skipWithoutPython(t, ['numpy', 'websockets', 'msgpack'])
 if (skip) t.plan(0, skip)
 else {
-  ensureBundle()
-  const demo = await startBrowserDemo(0, 0)
+  const demo = await startBrowserDemo(0, 0, ensureBundle())
   t.teardown(() => demo.close())
   const { page } = await openPage(t, demo.url)
   const state = (): Promise<DemoState> => page.evaluate('window.demo') as Promise<DemoState>

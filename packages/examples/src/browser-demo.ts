@@ -28,13 +28,13 @@ const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.j
 export const BROWSER_DEMO_NEEDS = { ...codecPython(['numpy', 'websockets.asyncio', 'msgpack']) }
 
 /** Serves the page and the bundle on 127.0.0.1 only. */
-function staticServer(port: number): Promise<Server> {
+function staticServer(port: number, bundle: string): Promise<Server> {
   const files: Record<string, string> = {
     '/': join(PAGE_DIR, 'index.html'),
     '/index.html': join(PAGE_DIR, 'index.html'),
     '/app.js': join(PAGE_DIR, 'app.js'),
-    '/picklewire.js': BUNDLE,
-    '/picklewire.js.map': `${BUNDLE}.map`,
+    '/picklewire.js': bundle,
+    '/picklewire.js.map': `${bundle}.map`,
   }
   const server = createServer((req, res) => {
     const file = files[new URL(req.url ?? '/', 'http://127.0.0.1').pathname]
@@ -66,13 +66,13 @@ export interface BrowserDemo {
   close(): Promise<void>
 }
 
-/** Starts both servers (port 0: any free port) and returns the page's URL. */
-export async function startBrowserDemo(httpPort = 8080, wsPort = 8765): Promise<BrowserDemo> {
-  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: build first (npm run build)`)
+/** Starts both servers (port 0: any free port) and returns the page's URL; `bundle` is the picklewire.js the page loads. */
+export async function startBrowserDemo(httpPort = 8080, wsPort = 8765, bundle = BUNDLE): Promise<BrowserDemo> {
+  if (!existsSync(bundle)) throw new Error(`${bundle} is missing: build first (npm run build)`)
   const field = await fieldServer(wsPort)
   let http: Server
   try {
-    http = await staticServer(httpPort)
+    http = await staticServer(httpPort, bundle)
   } catch (err) {
     field.child.kill()
     throw err
