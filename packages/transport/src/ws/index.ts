@@ -4,7 +4,7 @@ export { PickleSocket, type CloseInfo, type MessageInfo, type ProgressInfo, type
 export { connectPickleSocket, type ConnectOptions } from './client.js'
 export { PickleSocketServer, listenPickleSocket, type ListenOptions } from './server.js'
 export {
-  DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_HIGH_WATER_MARK, DEFAULT_SAME_HOST_MIN_BYTES,
+  DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HIGH_WATER_MARK, DEFAULT_RECEIVE_HIGH_WATER_MARK, DEFAULT_RECYCLE_BYTES, DEFAULT_SAME_HOST_MIN_BYTES,
   type PickleSocketOptions, type RequestHandler, type RequestInfo,
 } from './options.js'
 export { CLOSE, SUBPROTOCOL } from './constants.js'

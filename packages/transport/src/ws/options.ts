@@ -6,6 +6,7 @@ import type { UnpicklerOptions } from '@picklewire/codec'
 import { resolveLimits, type Limits } from '../limits.js'
 import { checkOptions, checkPicklerOptions, checkUnpicklerOptions, optionNames } from '../options-check.js'
 import type { EncodeOptions } from '../message.js'
+import { DEFAULT_RECYCLE_BYTES } from './recycle.js'
 import { DEFAULT_CHUNK_BYTES, LATEST_VERSION, MAX_HEADER_BYTES, PROTOCOL_VERSIONS, subprotocolOf } from './wire.js'
 
 /** What a request handler gets besides the value. */
@@ -90,6 +91,11 @@ export interface PickleSocketOptions {
   sameHost?: boolean
   /** Out-of-band buffers of at least this many bytes take the same-host path. Default 1 MiB (DEFAULT_SAME_HOST_MIN_BYTES). */
   sameHostMinBytes?: number
+  /**
+   * The most bytes of memory handed back with recycle() that the socket keeps for reuse; beyond
+   * it, the oldest are dropped. 0 keeps none. Default 256 MiB (DEFAULT_RECYCLE_BYTES).
+   */
+  recycleBytes?: number
 }
 
 export interface ResolvedOptions {
@@ -108,6 +114,7 @@ export interface ResolvedOptions {
   chunkBytes: number
   sameHost: boolean
   sameHostMinBytes: number
+  recycleBytes: number
 }
 
 export { DEFAULT_CHUNK_BYTES }
@@ -117,6 +124,7 @@ export const DEFAULT_HEARTBEAT_INTERVAL = 20_000
 export const DEFAULT_HEARTBEAT_TIMEOUT = 20_000
 export const DEFAULT_MAX_CONCURRENT_REQUESTS = 64
 export const DEFAULT_SAME_HOST_MIN_BYTES = 2 ** 20
+export { DEFAULT_RECYCLE_BYTES }
 
 /** The largest header a receiver accepts. */
 export { MAX_HEADER_BYTES }
@@ -154,7 +162,7 @@ export function selectSubprotocol(offered: ReadonlySet<string>, version: number)
 export const PICKLE_SOCKET_OPTION_NAMES: readonly string[] = [
   'limits', 'key', 'highWaterMark', 'receiveHighWaterMark', 'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout',
   'onRequest', 'maxConcurrentRequests', 'unpickler', 'pickler', 'protocolVersion', 'chunkBytes',
-  'sameHost', 'sameHostMinBytes',
+  'sameHost', 'sameHostMinBytes', 'recycleBytes',
 ]
 const PICKLE_SOCKET_OPTIONS = optionNames(...PICKLE_SOCKET_OPTION_NAMES)
 
@@ -185,6 +193,7 @@ export function resolveOptions(o: PickleSocketOptions = {}, what = 'PickleSocket
     chunkBytes: count('chunkBytes', o.chunkBytes, DEFAULT_CHUNK_BYTES, 1),
     sameHost: flag('sameHost', o.sameHost, true),
     sameHostMinBytes: count('sameHostMinBytes', o.sameHostMinBytes, DEFAULT_SAME_HOST_MIN_BYTES, 1),
+    recycleBytes: count('recycleBytes', o.recycleBytes, DEFAULT_RECYCLE_BYTES, 0),
   }
 }
 

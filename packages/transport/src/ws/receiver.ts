@@ -24,6 +24,7 @@ import type { WebSocketStats } from './stats.js'
 import { MAX_HEADER_BYTES, VersionMismatch, decodeWireHeader, parseControlFrame } from './wire.js'
 import { isSameHostFrame, placesOf, type BufferPlace, type SameHostReader } from './same-host-frames.js'
 import type { Progress } from './sender.js'
+import type { RecycledBuffers } from './recycle.js'
 
 /** A complete message: its header and parts, and how many bytes its frames held. */
 export interface ReceivedMessage {
@@ -95,6 +96,11 @@ export class MessageReceiver {
    * are protocol errors.
    */
   sameHost: SameHostReader | null = null
+  /**
+   * Memory the application handed back (PickleSocket.recycle): a buffer read from a file or
+   * assembled from chunks fills one of exactly its size when there is one. Null: always new memory.
+   */
+  recycled: RecycledBuffers | null = null
   /** Called after each payload frame when set (the socket's 'progress' event). */
   onProgress: ((p: Progress) => void) | null = null
   /** Called when the peer cancels the message in progress (its id). */
@@ -281,7 +287,7 @@ export class MessageReceiver {
       this.#mac?.begin(size)
       // One memory of the announced size (checked against the limits with the header): an
       // ArrayBuffer, not a Buffer, so that it may pass 4 GiB; fresh, so aligned for any element.
-      if (!this.#discarding) this.#partial = new ArrayBuffer(size)
+      if (!this.#discarding) this.#partial = this.#memory(size)
     }
     this.#mac?.data(frame)
     // A view per chunk: Node 20 makes no Uint8Array over more than 4 GiB, but one at any offset.
@@ -340,7 +346,7 @@ export class MessageReceiver {
     const mac = this.#mac
     mac?.begin(size)
     let filled = 0
-    const memory = this.#discarding && mac === null ? null : this.sameHost!.read(this.#places![i]!, size, `buffer ${i} of message ${h.id}`, (piece) => {
+    const memory = this.#discarding && mac === null ? null : this.sameHost!.read(this.#places![i]!, size, `buffer ${i} of message ${h.id}`, this.#memory(size), (piece) => {
       mac?.data(piece)
       filled += piece.byteLength
       if (this.onProgress !== null) this.#report(i, piece.byteLength, filled, size)
@@ -352,6 +358,11 @@ export class MessageReceiver {
       this.#owesDone = false
       this.sameHost!.done(h.id)
     }
+  }
+
+  /** Memory for a buffer of `size` bytes: a recycled ArrayBuffer of that size, else a new one. */
+  #memory(size: number): ArrayBuffer {
+    return this.recycled?.take(size) ?? new ArrayBuffer(size)
   }
 
   #complete(): ReceivedMessage | null {

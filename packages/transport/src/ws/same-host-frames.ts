@@ -125,11 +125,12 @@ export interface SameHostReader {
   /** The checked places of header h's buffers (x.sm), or null when it names none. Throws TransportError PROTOCOL. */
   places(h: MessageHeader): (BufferPlace | null)[] | null
   /**
-   * Reads `size` bytes at `place` into new memory and returns it; `onPiece` sees every piece
-   * read, in order (for the MAC and progress). Throws TransportError when the file is gone,
-   * not a region, or short. `what` names the buffer for error messages.
+   * Reads `size` bytes at `place` into `memory` (an ArrayBuffer of exactly that size) and
+   * returns it; `onPiece` sees every piece read, in order (for the MAC and progress). Throws
+   * TransportError when the file is gone, not a region, or short. `what` names the buffer for
+   * error messages.
    */
-  read(place: BufferPlace, size: number, what: string, onPiece: (piece: Uint8Array) => void): ArrayBuffer
+  read(place: BufferPlace, size: number, what: string, memory: ArrayBuffer, onPiece: (piece: Uint8Array) => void): ArrayBuffer
   /** Every same-host buffer of message id has been read, or never will be (the message ended). */
   done(id: number): void
   /** A `shm-*` text frame arrived from the peer. Throws TransportError PROTOCOL. */

@@ -14,7 +14,8 @@
  * only in files of the pid it proved. This side answers the peer's challenge the same way, and
  * places its own buffers once the peer accepted.
  *
- * Node copies what it receives (one fs.readSync per piece into a new ArrayBuffer), so it tells
+ * Node copies what it receives (one fs.readSync per piece into an ArrayBuffer: a new one, or one
+ * the application recycled), so it tells
  * the peer `copy`; a sender whose peer copies reuses its regions once `shm-done <id>` came (the
  * pages exist already), and makes a new region for every message to a peer that maps.
  */
@@ -241,14 +242,12 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     return placesOf(h, this.#provenPid)
   }
 
-  read(place: BufferPlace, size: number, what: string, onPiece: (piece: Uint8Array) => void): ArrayBuffer {
+  read(place: BufferPlace, size: number, what: string, memory: ArrayBuffer, onPiece: (piece: Uint8Array) => void): ArrayBuffer {
     const { fd, size: fileSize } = openRegion(place.path, what)
     try {
       if (fileSize < place.offset + size) {
         throw new TransportError('PROTOCOL', `the file of ${what} (${place.path}) holds ${fileSize} bytes, short of the ${size} announced at offset ${place.offset}`)
       }
-      // One memory of the announced size (checked against the limits with the header).
-      const memory = new ArrayBuffer(size)
       let done = 0
       while (done < size) {
         const piece = new Uint8Array(memory, done, Math.min(PIECE_BYTES, size - done))

@@ -7,42 +7,21 @@
 import { EventEmitter } from 'node:events'
 import { WebSocket } from 'ws'
 import { TransportError } from '../errors.js'
-import { decodeValue, encodeValueWith } from '../message.js'
 import { nodeMacs, type Role } from './auth.js'
-import { CLEAN_CLOSE_CODES, CLOSE, EXTRA, KIND, closeCodeFor, closeReason, errorForCloseCode } from './constants.js'
+import { CLOSE, closeCodeFor, closeReason } from './constants.js'
 import { Heartbeat } from './heartbeat.js'
-import { badOptionType, optionNames } from '../options-check.js'
-import { WAIT_OPTIONS, checkWaitOptions, waitFor, type WaitOptions } from '../waiting.js'
+import type { WaitOptions } from '../waiting.js'
 import { resolveOptions, type PickleSocketOptions, type RequestHandler, type ResolvedOptions } from './options.js'
-import { MessageReceiver, VersionMismatch, type ReceivedMessage } from './receiver.js'
-import { MessageSender, type Progress } from './sender.js'
+import { MessageReceiver, VersionMismatch } from './receiver.js'
+import { MessageSender } from './sender.js'
+import { SocketCore, type CloseInfo, type PickleSocketEvents, type ProgressInfo, type SocketLink } from './socket-core.js'
 import { newStats, type WebSocketStats } from './stats.js'
 import { SameHostLink, sameHostAvailable } from './same-host.js'
 import { NoSameHost } from './same-host-frames.js'
-import { refuseFrame, versionOfSubprotocol } from './wire.js'
+import { RecycledBuffers, recyclableMemory } from './recycle.js'
+import { versionOfSubprotocol } from './wire.js'
 
-/** What a 'message' listener gets besides the value. */
-export interface MessageInfo {
-  /** The message id (1, 2, 3, ... per sender). */
-  id: number
-  /** The header's extras the sender's application set, if any (picklewire's own, al and auth, left out). */
-  x?: Record<string, unknown>
-}
-
-/** How a connection ended. `error` is null for a clean close (1000, 1001 or 1005, no message cut short). */
-export interface CloseInfo {
-  code: number
-  reason: string
-  error: Error | null
-}
-
-/**
- * How far a message has gone (the 'progress' event, send()'s onProgress): `bytes` of its pickle
- * and out-of-band buffers of `total`, and of the buffer the last frame belonged to (`buffer`
- * its index, -1 for the pickle; `bufferBytes` of `bufferTotal`). At most one per frame, so at
- * most one per chunk of a large buffer; the last has bytes === total.
- */
-export type ProgressInfo = Progress
+export type { CloseInfo, MessageInfo, ProgressInfo } from './socket-core.js'
 
 export interface SendOptions extends WaitOptions {
   /** Extras for the header's `x` (string keys; picklewire's own, al and auth, win). */
@@ -68,34 +47,6 @@ export interface RequestOptions extends SendOptions {
   timeout?: number
 }
 
-const SEND_OPTIONS = optionNames('x', 'timeout', 'signal', 'onProgress')
-const REQUEST_OPTIONS = optionNames('x', 'timeout', 'signal')
-
-function checkExtras(what: string, x: unknown): void {
-  if (x !== undefined && (typeof x !== 'object' || x === null || Array.isArray(x))) throw badOptionType(what, 'x', 'an object', x)
-}
-
-interface PickleSocketEvents {
-  message: [value: unknown, info: MessageInfo]
-  progress: [progress: ProgressInfo]
-  cancel: [id: number]
-  error: [err: Error]
-  close: [info: CloseInfo]
-}
-
-type Queued =
-  | { value: unknown; error?: undefined; bytes: number; info: MessageInfo }
-  | { value?: undefined; error: Error; bytes: number; info?: undefined }
-
-interface PendingRequest {
-  /** Ends the request: with the reply's value when err is null. */
-  finish: (err: unknown, value?: unknown) => void
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}
-
 /**
  * ws's own errors (bad frames, maxPayload) as TransportErrors; `frame` names the frame ws was
  * reading and `limit` its size limit.
@@ -109,25 +60,6 @@ function fromWsError(err: Error & { code?: string }, frame: string, limit: numbe
   return new TransportError('CLOSED', `connection failed: ${err.message}`, { cause: err })
 }
 
-/** What a receiver reports of a message: its id, and the header extras that are the application's (not al or auth). */
-function infoOf(id: number, x: Record<string, unknown> | undefined): MessageInfo {
-  if (x === undefined) return { id }
-  let extras: Record<string, unknown> | undefined
-  for (const k of Object.keys(x)) {
-    if (k !== EXTRA.alignment && k !== EXTRA.auth && k !== EXTRA.sameHost) (extras ??= Object.create(null) as Record<string, unknown>)[k] = x[k]
-  }
-  return extras === undefined ? { id } : { id, x: extras }
-}
-
-/** The value of an 'err' reply: {'type': str, 'message': str}, as a Map or a plain object. */
-function remoteError(value: unknown, re: number): TransportError {
-  const get = (k: string): unknown => (value instanceof Map ? value.get(k) : typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[k] : undefined)
-  const type = get('type')
-  const message = get('message')
-  const what = typeof message === 'string' ? `${typeof type === 'string' ? `${type}: ` : ''}${message}` : String(value)
-  return new TransportError('REMOTE', `request ${re} failed on the other side: ${what}`)
-}
-
 export class PickleSocket extends EventEmitter<PickleSocketEvents> implements AsyncIterable<unknown> {
   readonly #stats: WebSocketStats = newStats()
   /** Resolves (never rejects) when the connection has closed, cleanly or not. */
@@ -137,31 +69,12 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
   readonly #sender: MessageSender
   readonly #receiver: MessageReceiver
   readonly #heartbeat: Heartbeat
-  #onRequest: RequestHandler | null
-  readonly #queue: Queued[] = []
-  #queuedBytes = 0
-  /** Reading is paused while received messages wait unconsumed over receiveHighWaterMark. */
-  #pausedForQueue = false
-  /**
-   * Requests being answered: from their arrival until the reply is handed to ws (a reply that
-   * waits for the high-water mark is still being answered). At most maxConcurrentRequests;
-   * requests beyond that wait in #deferredRequests, in order, and reading pauses while any
-   * wait, so that a peer that sends requests and never reads the replies cannot make this side
-   * make and hold replies without bound (TCP then makes that peer wait).
-   */
-  #answering = 0
-  readonly #deferredRequests: ReceivedMessage[] = []
-  readonly #takers: ((r: IteratorResult<unknown> | Error) => void)[] = []
-  readonly #pending = new Map<number, PendingRequest>()
-  #error: Error | null = null
+  /** Sending, delivering, answering and settling: what the page's PickleSocket does too. */
+  readonly #core: SocketCore
   /** The size limit ws applies to the next data frame (see #limitNextFrame). */
   #frameLimit = 0
   /** ws's own maxPayload, from its options (-1 until read). */
   #wsMaxPayload = -1
-  #closing = false
-  #closeInfo: CloseInfo | null = null
-  #resolveClosed!: (info: CloseInfo) => void
-  #version = 0
   /** Version 3, same host: the files and the proof of each direction (null when off). */
   #sameHost: SameHostLink | null = null
 
@@ -174,37 +87,67 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
     super()
     if (role !== 'client' && role !== 'server') throw new TypeError(`role must be 'client' or 'server', got ${String(role)}`)
     this.#options = resolveOptions(options)
-    this.#onRequest = this.#options.onRequest
-    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve))
     const { key, limits, highWaterMark, heartbeatInterval, heartbeatTimeout } = this.#options
     ws.binaryType = 'nodebuffer'
     const macs = nodeMacs(key)
     this.#sender = new MessageSender(ws, role, macs, highWaterMark, this.#stats, (err) => {
-      this.#fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
+      this.#core.fail(new TransportError('CLOSED', `the connection was lost while writing: ${err.message}`, { cause: err }))
     }, this.#options.chunkBytes)
     this.#receiver = new MessageReceiver(limits, macs, role === 'client' ? 'server' : 'client', this.#stats)
-    this.#receiver.onCancel = (id) => this.emit('cancel', id)
-    this.#receiver.onRefuse = (id) => this.#sender.refused(id)
+    if (this.#options.recycleBytes > 0) this.#receiver.recycled = new RecycledBuffers(this.#options.recycleBytes, this.#stats)
     this.#heartbeat = new Heartbeat(ws, heartbeatInterval, heartbeatTimeout, () => {
-      this.#fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
+      this.#core.fail(new TransportError('TIMEOUT', `no answer to a heartbeat ping within ${heartbeatTimeout} ms`))
     })
-    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event === 'message' && this.#queue.length > 0) queueMicrotask(() => this.#flushToListeners())
-      if (event === 'progress') this.#receiver.onProgress = this.#emitProgress
-    })
-    ;(this as EventEmitter).on('removeListener', (event: string | symbol) => {
-      if (event === 'progress' && this.listenerCount('progress') === 0) this.#receiver.onProgress = null
-    })
+    this.#core = new SocketCore(this.#link(), this.#options, this.#stats, this.#sender, this.#receiver)
+    this.closed = this.#core.closed
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => this.#core.listenerAdded(event))
+    ;(this as EventEmitter).on('removeListener', (event: string | symbol) => this.#core.listenerRemoved(event))
     ws.on('message', (data, isBinary) => this.#onFrame(data as Buffer, isBinary))
     ws.on('pong', () => this.#heartbeat.alive())
     ws.on('ping', () => {
       this.#heartbeat.alive()
       this.#checkPingFlood()
     })
-    ws.on('error', (err) => this.#fail(fromWsError(err, this.#receiver.nextFrameName(), this.#frameLimit)))
-    ws.on('close', (code, reason) => this.#onClose(code, reason.toString()))
+    ws.on('error', (err) => this.#core.fail(fromWsError(err, this.#receiver.nextFrameName(), this.#frameLimit)))
+    ws.on('close', (code, reason) => {
+      this.#heartbeat.stop()
+      this.#core.socketClosed(code, reason.toString())
+    })
     if (ws.readyState === WebSocket.OPEN) this.#opened()
     else ws.once('open', () => this.#opened())
+  }
+
+  /** What the core needs of this socket: ws's WebSocket, node:events, the heartbeat and the same-host path. */
+  #link(): SocketLink {
+    const ws = this.ws
+    return {
+      peerName: 'peer',
+      emit: this.emit.bind(this) as SocketLink['emit'],
+      listenerCount: (event) => this.listenerCount(event),
+      socketRefusal: () => {
+        const state = ws.readyState
+        if (state === WebSocket.CONNECTING) return new TransportError('CLOSED', 'the connection is not open yet')
+        // CLOSING before our close handler ran: the peer sent a close frame or the socket ended.
+        if (state !== WebSocket.OPEN) return new TransportError('CLOSED', 'the connection is closing: the peer closed it or the socket ended')
+        return null
+      },
+      sendText: (text) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(text, { binary: false })
+      },
+      pauseReading: (paused) => (paused ? ws.pause() : ws.resume()),
+      failed: (err) => {
+        this.#heartbeat.stop()
+        if (ws.readyState === WebSocket.OPEN) ws.close(closeCodeFor(err, err instanceof VersionMismatch), closeReason(err.message))
+        if (err.code === 'TIMEOUT') ws.terminate()
+      },
+      closeSocket: (code, reason) => ws.close(code, closeReason(reason)),
+      // buffers sent through files: the peer must have read them before they can go
+      drained: () => this.#sameHost?.drained(),
+      released: () => {
+        this.#sameHost?.close()
+        this.#receiver.recycled?.clear()
+      },
+    }
   }
 
   /**
@@ -213,11 +156,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * until the connection is open.
    */
   get protocolVersion(): number {
-    return this.#version
-  }
-
-  readonly #emitProgress = (p: ProgressInfo): void => {
-    this.emit('progress', p)
+    return this.#core.version
   }
 
   /**
@@ -228,10 +167,23 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * progress, false when it is not (not begun, already delivered, or another one).
    */
   discard(id: number): boolean {
-    if (!Number.isSafeInteger(id)) throw new TypeError(`discard needs a message id, got ${String(id)}`)
-    if (!this.#receiver.discard(id)) return false
-    if (this.#version >= 3 && this.ws.readyState === WebSocket.OPEN) this.ws.send(refuseFrame(id), { binary: false })
-    return true
+    return this.#core.discard(id)
+  }
+
+  /**
+   * Hands back memory of a received value that the application no longer uses (an ArrayBuffer,
+   * or a typed array, Buffer or DataView over all of one), for streams of same-size tensors: a
+   * later buffer of exactly its size that arrives through a same-host file or in chunks is
+   * written into it instead of into new memory, which spares the page faults of fresh memory.
+   * After this call the application must not use that memory or any view of it: a later message
+   * overwrites it. Keeps at most recycleBytes (the oldest dropped beyond); memory of another size
+   * is never used. TypeError for a SharedArrayBuffer or anything else that is not an ArrayBuffer
+   * or a view of one; RangeError for a view that covers only part of its ArrayBuffer (a buffer
+   * that came as one frame is such a view of ws's memory, and is not recyclable).
+   */
+  recycle(memory: ArrayBuffer | ArrayBufferView): void {
+    const whole = recyclableMemory(memory)
+    if (!this.#core.ended) this.#receiver.recycled?.add(whole)
   }
 
   /**
@@ -264,7 +216,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
 
   /** The error that ended (or is ending) the connection, if any. */
   get error(): Error | null {
-    return this.#error
+    return this.#core.error
   }
 
   /**
@@ -272,7 +224,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * it; sends are refused from then on.
    */
   get open(): boolean {
-    return !this.#closing && this.#closeInfo === null && this.#error === null && this.ws.readyState <= WebSocket.OPEN
+    return !this.#core.closingOrClosed && this.#core.error === null && this.ws.readyState <= WebSocket.OPEN
   }
 
   /** A snapshot of the counters: messages and bytes each way, frames, copies, backpressure waits and pauses. */
@@ -287,22 +239,7 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * do not change them before flushed() resolves. Rejects with TransportError('CLOSED') once closing.
    */
   send(value: unknown, options: SendOptions = {}): Promise<void> {
-    try {
-      checkWaitOptions('PickleSocket.send', options, SEND_OPTIONS)
-      checkExtras('PickleSocket.send', options.x)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    const closed = this.#refuseSend()
-    if (closed) return Promise.reject(closed)
-    try {
-      // The pickle is lent by the pickler: the sender copies it, into the header frame (a small
-      // one) or a frame of its own when the message is written now, else into the queue.
-      if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw badOptionType('PickleSocket.send', 'onProgress', 'a function', options.onProgress)
-      return encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.message, x: options.x, onProgress: options.onProgress, signal: options.signal }, options))
-    } catch (err) {
-      return Promise.reject(asError(err))
-    }
+    return this.#core.send(value, options)
   }
 
   /**
@@ -313,65 +250,12 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * that comes after it gave up is dropped.
    */
   request<T = unknown>(value: unknown, options: RequestOptions = {}): Promise<T> {
-    try {
-      checkWaitOptions('PickleSocket.request', options, REQUEST_OPTIONS)
-      checkExtras('PickleSocket.request', options.x)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    const closed = this.#refuseSend()
-    if (closed) return Promise.reject(closed)
-    const timeout = options.timeout ?? this.#options.requestTimeout
-    const { signal } = options
-    return new Promise<T>((resolve, reject) => {
-      // Aborted when the request ends in failure: takes it out of the send queue if it waits there.
-      const unsend = new AbortController()
-      let id = -1
-      let done = false
-      let timer: NodeJS.Timeout | null = null
-      const onAbort = (): void => entry.finish(signal!.reason)
-      const entry: PendingRequest = {
-        finish: (err, reply) => {
-          if (done) return
-          done = true
-          if (id >= 0) this.#pending.delete(id)
-          if (timer !== null) clearTimeout(timer)
-          signal?.removeEventListener('abort', onAbort)
-          if (err === null) resolve(reply as T)
-          else {
-            unsend.abort()
-            reject(err)
-          }
-        },
-      }
-      let sent: Promise<void>
-      try {
-        // Framed while the pickler lends its output, as send() does. The id is the one the
-        // message is framed with: it is registered then, before any reply can come.
-        sent = encodeValueWith(value, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, {
-          kind: KIND.request,
-          x: options.x,
-          onId: (n) => {
-            id = n
-            if (!done) this.#pending.set(n, entry)
-          },
-        }, { signal: unsend.signal }))
-      } catch (err) {
-        entry.finish(asError(err))
-        return
-      }
-      if (timeout > 0) {
-        timer = setTimeout(() => entry.finish(new TransportError('TIMEOUT', `no reply to request ${id >= 0 ? id : '(not yet sent)'} within ${timeout} ms`)), timeout)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      sent.catch((err: unknown) => entry.finish(err))
-    })
+    return this.#core.request<T>(value, options)
   }
 
   /** Sets (or with null removes) the handler that answers the peer's requests. */
   onRequest(handler: RequestHandler | null): this {
-    if (handler !== null && typeof handler !== 'function') throw new TypeError('onRequest needs a function or null')
-    this.#onRequest = handler
+    this.#core.setRequestHandler(handler)
     return this
   }
 
@@ -383,20 +267,13 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * and with the signal's reason when options.signal aborts, and then the message it would
    * have had goes to the next receive.
    */
-  async receive<T = unknown>(options: WaitOptions = {}): Promise<T> {
-    checkWaitOptions('PickleSocket.receive', options, WAIT_OPTIONS)
-    const r = await this.#take(options)
-    if (r.done) throw new TransportError('CLOSED', 'the connection is closed and every message was received')
-    return r.value as T
+  receive<T = unknown>(options: WaitOptions = {}): Promise<T> {
+    return this.#core.receive<T>(options)
   }
 
   /** The received values in order; ends after a clean close, throws the error of an unclean one. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
-    for (;;) {
-      const r = await this.#take()
-      if (r.done) return
-      yield r.value
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    return this.#core.values()
   }
 
   /** Resolves when every message sent so far has been written to the socket. */
@@ -409,19 +286,8 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * buffers went through files, see sameHost), then the close handshake runs. Resolves with how
    * the connection ended.
    */
-  async close(code: number = CLOSE.normal, reason = ''): Promise<CloseInfo> {
-    if (!this.#closing && this.#closeInfo === null) {
-      this.#closing = true
-      try {
-        await this.#sender.flushed()
-        // buffers sent through files: the peer must have read them before they can go
-        await this.#sameHost?.drained()
-      } catch {
-        // the connection failed meanwhile; closing below is then a no-op
-      }
-      this.ws.close(code, closeReason(reason))
-    }
-    return this.closed
+  close(code: number = CLOSE.normal, reason = ''): Promise<CloseInfo> {
+    return this.#core.close(code, reason)
   }
 
   /** Drops the connection at once, without a close handshake. */
@@ -431,10 +297,11 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
 
   /** The handshake is done: the subprotocol it selected fixes the version of every message, both ways. */
   #opened(): void {
-    this.#version = versionOfSubprotocol(this.ws.protocol)
-    this.#sender.version = this.#version
-    this.#receiver.version = this.#version
-    if (this.#version >= 3) this.#startSameHost()
+    const version = versionOfSubprotocol(this.ws.protocol)
+    this.#core.version = version
+    this.#sender.version = version
+    this.#receiver.version = version
+    if (version >= 3) this.#startSameHost()
     this.#limitNextFrame()
     this.#heartbeat.start()
   }
@@ -464,259 +331,24 @@ export class PickleSocket extends EventEmitter<PickleSocketEvents> implements As
    * had closed (1006). ws keeps the counts private; without them, that is what it reads as.
    */
   #checkPingFlood(): void {
-    if (this.ws.readyState === WebSocket.OPEN || this.#closing) return
+    if (this.ws.readyState === WebSocket.OPEN || this.#core.closingOrClosed) return
     const { _pendingAutoPongs: pending, _maxPendingAutoPongs: max } = this.ws as unknown as { _pendingAutoPongs?: unknown; _maxPendingAutoPongs?: unknown }
     if (typeof pending === 'number' && typeof max === 'number' && max > 0 && pending >= max) {
-      this.#fail(new TransportError('LIMIT', `the peer sent pings faster than it read the answers (${pending} pongs unwritten, ws's maxPendingAutoPongs): this side cut the connection`))
+      this.#core.fail(new TransportError('LIMIT', `the peer sent pings faster than it read the answers (${pending} pongs unwritten, ws's maxPendingAutoPongs): this side cut the connection`))
     }
-  }
-
-  #refuseSend(): Error | null {
-    if (this.#error) return this.#error
-    if (this.#closing || this.#closeInfo) return new TransportError('CLOSED', 'the connection is closing or closed')
-    const state = this.ws.readyState
-    if (state === WebSocket.CONNECTING) return new TransportError('CLOSED', 'the connection is not open yet')
-    // CLOSING before our close handler ran: the peer sent a close frame or the socket ended.
-    if (state !== WebSocket.OPEN) return new TransportError('CLOSED', 'the connection is closing: the peer closed it or the socket ended')
-    return null
   }
 
   #onFrame(data: Buffer, isBinary: boolean): void {
-    if (this.#error !== null) return
+    if (this.#core.error !== null) return
     this.#heartbeat.alive()
-    let message: ReceivedMessage | null
+    let message
     try {
       message = this.#receiver.push(data, isBinary)
     } catch (err) {
-      this.#fail(err instanceof TransportError ? err : new TransportError('PROTOCOL', String(err), { cause: err }))
+      this.#core.failOnFrame(err)
       return
     }
     this.#limitNextFrame()
-    if (message !== null) this.#dispatch(message)
-  }
-
-  #dispatch(m: ReceivedMessage): void {
-    const h = m.header
-    switch (h.k) {
-      case KIND.message: {
-        let value: unknown
-        try {
-          value = decodeValue(m.parts, this.#options.unpickler)
-        } catch (err) {
-          this.#deliver({ error: asError(err), bytes: 0 })
-          return
-        }
-        this.#deliver({ value, bytes: m.bytes, info: infoOf(h.id, h.x) })
-        return
-      }
-      case KIND.request:
-        if (this.#deferredRequests.length > 0 || this.#answering >= this.#options.maxConcurrentRequests) {
-          this.#deferredRequests.push(m)
-          if (this.#deferredRequests.length === 1) {
-            this.#stats.replyPauses++
-            this.#updateReading()
-          }
-        } else {
-          void this.#answer(m)
-        }
-        return
-      case KIND.reply:
-      case KIND.error: {
-        const re = h.re!
-        if (!this.#pending.has(re)) return // the request timed out: a late reply is dropped
-        let value: unknown
-        try {
-          value = decodeValue(m.parts, this.#options.unpickler)
-        } catch (err) {
-          this.#settle(re, asError(err))
-          return
-        }
-        if (h.k === KIND.reply) this.#settle(re, null, value)
-        else this.#settle(re, remoteError(value, re))
-      }
-    }
-  }
-
-  #deliver(item: Queued): void {
-    if (this.listenerCount('message') > 0 && this.#queue.length === 0) {
-      this.#emitMessage(item)
-      return
-    }
-    const taker = this.#takers.shift()
-    if (taker !== undefined) {
-      taker(item.error ?? { done: false, value: item.value })
-      return
-    }
-    this.#queue.push(item)
-    this.#queuedBytes += item.bytes
-    if (!this.#pausedForQueue && this.#queuedBytes > this.#options.receiveHighWaterMark) {
-      this.#pausedForQueue = true
-      this.#stats.receivePauses++
-      this.#updateReading()
-    }
-  }
-
-  /** Pauses or resumes reading from the socket as the receive queue and the reply backlog require. */
-  #updateReading(): void {
-    if (this.#pausedForQueue || this.#deferredRequests.length > 0) this.ws.pause()
-    else this.ws.resume()
-  }
-
-  /**
-   * A message that could not be unpickled goes to 'error' listeners and the connection stays
-   * open; with none, the connection fails with it (close code 4400), so that it never vanishes.
-   */
-  #emitMessage(item: Queued): void {
-    if (item.error === undefined) this.emit('message', item.value, item.info!)
-    else if (this.listenerCount('error') > 0) this.emit('error', item.error)
-    else {
-      this.#fail(new TransportError('PROTOCOL', `a received message could not be unpickled and no 'error' listener takes it: ${item.error.message}`, { cause: item.error }))
-    }
-  }
-
-  /** A 'message' listener was added: the queue goes to it first, in order. */
-  #flushToListeners(): void {
-    while (this.#queue.length > 0 && this.listenerCount('message') > 0) this.#emitMessage(this.#shift()!)
-  }
-
-  #shift(): Queued | undefined {
-    const item = this.#queue.shift()
-    if (item !== undefined) {
-      this.#queuedBytes -= item.bytes
-      if (this.#pausedForQueue && this.#queuedBytes <= this.#options.receiveHighWaterMark) {
-        this.#pausedForQueue = false
-        this.#updateReading()
-      }
-    }
-    return item
-  }
-
-  #take(wait: WaitOptions = {}): Promise<IteratorResult<unknown>> {
-    const item = this.#shift()
-    if (item !== undefined) {
-      return item.error === undefined ? Promise.resolve({ done: false, value: item.value }) : Promise.reject(item.error)
-    }
-    if (this.#error !== null) return Promise.reject(this.#error)
-    if (this.#closeInfo !== null) return Promise.resolve({ done: true, value: undefined })
-    return waitFor<IteratorResult<unknown>>('receive: waiting for a message', wait, (settle) => {
-      const taker = (r: IteratorResult<unknown> | Error): void => (r instanceof Error ? settle.reject(r) : settle.resolve(r))
-      this.#takers.push(taker)
-      return () => {
-        const i = this.#takers.indexOf(taker)
-        if (i >= 0) this.#takers.splice(i, 1)
-      }
-    })
-  }
-
-  async #answer(m: ReceivedMessage): Promise<void> {
-    this.#answering++
-    try {
-      await this.#answerNow(m)
-    } finally {
-      this.#answering--
-      this.#answerDeferred()
-    }
-  }
-
-  async #answerNow(m: ReceivedMessage): Promise<void> {
-    const { id, x } = m.header
-    let reply: unknown
-    let failure: Error | null = null
-    try {
-      const value = decodeValue(m.parts, this.#options.unpickler)
-      if (this.#onRequest === null) throw new Error('no request handler on this side')
-      reply = await this.#onRequest(value, infoOf(id, x))
-    } catch (err) {
-      failure = asError(err)
-    }
-    if (this.#refuseSend()) return
-    // Framed while the pickler lends its output (encodeValueWith), as send() does.
-    let sent: Promise<void> | null = null
-    try {
-      if (failure === null) sent = encodeValueWith(reply, this.#options.pickler ?? {}, (parts) => this.#sender.send(parts, { kind: KIND.reply, re: id }))
-    } catch (err) {
-      failure = new Error(`the reply cannot be pickled: ${asError(err).message}`)
-    }
-    if (failure !== null) {
-      // Strings whatever the handler threw, so that the error reply always pickles.
-      const error = new Map([['type', safeString(failure.name, 'Error')], ['message', safeString(failure.message, '')]])
-      try {
-        sent = encodeValueWith(error, {}, (parts) => this.#sender.send(parts, { kind: KIND.error, re: id }))
-      } catch (err) {
-        // Nothing can be sent (a broken connection): the requester's timeout or close ends its wait.
-        sent = Promise.reject(err)
-      }
-    }
-    await sent!.catch(() => {})
-  }
-
-  /** Starts answering deferred requests while fewer than maxConcurrentRequests are being answered. */
-  #answerDeferred(): void {
-    if (this.#error !== null || this.#closeInfo !== null) return
-    while (this.#deferredRequests.length > 0 && this.#answering < this.#options.maxConcurrentRequests) {
-      const m = this.#deferredRequests.shift()!
-      if (this.#deferredRequests.length === 0) this.#updateReading()
-      void this.#answer(m)
-    }
-  }
-
-  #settle(id: number, err: Error | null, value?: unknown): void {
-    const p = this.#pending.get(id)
-    if (p === undefined) return
-    this.#pending.delete(id)
-    p.finish(err, value)
-  }
-
-  /** Ends everything waiting on the connection: requests, queued sends, receivers. */
-  #settleAll(err: Error | null): void {
-    const closedErr = err ?? new TransportError('CLOSED', 'the connection closed before the reply')
-    for (const id of [...this.#pending.keys()]) this.#settle(id, closedErr)
-    this.#sender.close(err ?? new TransportError('CLOSED', 'the connection is closed'))
-    this.#sameHost?.close()
-    for (const taker of this.#takers.splice(0)) taker(err ?? { done: true, value: undefined })
-  }
-
-  /** Fails the connection: everything waiting gets `err`, and the peer gets the close code for it. */
-  #fail(err: TransportError): void {
-    if (this.#error !== null || this.#closeInfo !== null) return
-    this.#error = err
-    this.#heartbeat.stop()
-    this.#settleAll(err)
-    if (this.listenerCount('error') > 0) this.emit('error', err)
-    const ws = this.ws
-    if (ws.readyState === WebSocket.OPEN) ws.close(closeCodeFor(err, err instanceof VersionMismatch), closeReason(err.message))
-    if (err.code === 'TIMEOUT') ws.terminate()
-  }
-
-  #onClose(code: number, reason: string): void {
-    this.#heartbeat.stop()
-    if (this.#error === null) {
-      let err: TransportError | null = null
-      if (this.#receiver.inMessage) {
-        err = new TransportError('CLOSED', `the connection closed (${code}${reason ? ` ${reason}` : ''}) ${this.#receiver.progress()}: the message is lost`)
-      } else if (!CLEAN_CLOSE_CODES.has(code)) {
-        err = errorForCloseCode(code, reason)
-      } else if (this.#sender.unwritten > 0 || this.#sender.queued > 0) {
-        const n = this.#sender.unwritten + this.#sender.queued
-        err = new TransportError('CLOSED', `the peer closed the connection (${code}${reason ? ` ${reason}` : ''}) before ${n} sent message${n === 1 ? ' was' : 's were'} written`)
-      }
-      if (err !== null) {
-        this.#error = err
-        if (this.listenerCount('error') > 0) this.emit('error', err)
-      }
-      this.#settleAll(err)
-    }
-    this.#closeInfo = { code, reason, error: this.#error }
-    this.#resolveClosed(this.#closeInfo)
-    this.emit('close', this.#closeInfo)
-  }
-}
-
-/** String(value) (a Symbol too), or the fallback when even that throws (an object whose toString throws). */
-function safeString(value: unknown, fallback: string): string {
-  try {
-    return String(value)
-  } catch {
-    return fallback
+    if (message !== null) this.#core.dispatch(message)
   }
 }

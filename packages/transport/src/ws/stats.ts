@@ -49,6 +49,11 @@ export interface WebSocketStats {
   buffersSameHostReceived: number
   bytesSameHostSent: number
   bytesSameHostReceived: number
+  /**
+   * Received buffers (through a same-host file, or assembled from chunks) that filled memory the
+   * application handed back with recycle() instead of new memory.
+   */
+  buffersRecycled: number
 }
 
 export function newStats(): WebSocketStats {
@@ -57,5 +62,6 @@ export function newStats(): WebSocketStats {
     bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0, replyPauses: 0,
     messagesCancelled: 0, messagesCancelledByPeer: 0, messagesDiscarded: 0,
     buffersSameHostSent: 0, buffersSameHostReceived: 0, bytesSameHostSent: 0, bytesSameHostReceived: 0,
+    buffersRecycled: 0,
   }
 }
