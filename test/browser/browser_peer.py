@@ -12,6 +12,12 @@ that it answers requests:
     {'op': 'describe', 'array': a}          [dtype.str, shape, a.tolist(), f_contiguous and not c]
     {'op': 'burst', 'count': N, 'mib': M}   sends N float32 arrays of M MiB, then answers with
                                             how many seconds the sends took
+    {'op': 'big-then-next', 'mib': M}       sends a float32 array of M MiB, then 'after'; answers
+                                            with how the array's send ended ('sent', or the
+                                            TransportError's code and message) and
+                                            messages_cancelled
+    {'op': 'stats'}                         {'cancelled_by_peer', 'received'}: messages the page
+                                            cancelled mid-way, and messages received whole
 and echoes every other message.
 """
 
@@ -150,6 +156,17 @@ async def main() -> int:
                     block[0] = i
                     await sock.send(block)
                 return time.monotonic() - t0
+            if op == 'big-then-next':
+                big = np.ones(value['mib'] * 2 ** 20 // 4, dtype=np.float32)
+                outcome = {'big': 'sent', 'message': None}
+                try:
+                    await sock.send(big)
+                except pw.TransportError as e:
+                    outcome = {'big': e.code, 'message': str(e)}
+                await sock.send('after')
+                return {**outcome, 'cancelled': sock.stats.messages_cancelled}
+            if op == 'stats':
+                return {'cancelled_by_peer': sock.stats.messages_cancelled_by_peer, 'received': sock.stats.messages_received}
             raise ValueError(f'unknown op {op!r}')
         sock.on_request = on_request
         try:

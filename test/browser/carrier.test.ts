@@ -252,4 +252,77 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000))
     t.same(got, [...Array(32).keys()], 'the server got every message, in order')
   })
+
+  /** A Node server for the discard and abort checks: the requests of browser_peer.py that they use, and an echo. */
+  async function nodeServer(t: Test): Promise<{ url: string; cancels: number[] }> {
+    let peer: PickleSocket | null = null
+    const cancels: number[] = []
+    const server = await listenPickleSocket({ host: '127.0.0.1', port: 0, sameHost: false, onRequest: async (v) => {
+      const op = (v as Map<string, unknown>).get('op')
+      if (op === 'stats') return { cancelled_by_peer: peer!.stats().messagesCancelledByPeer, received: peer!.stats().messagesReceived }
+      const big = new Float32Array(((v as Map<string, unknown>).get('mib') as number) * 2 ** 18).fill(1)
+      const outcome = await peer!.send(new NDArray(big)).then(() => ({ big: 'sent', message: null }), (err: { code: string; message: string }) => ({ big: err.code, message: err.message }))
+      await peer!.send('after')
+      return { ...outcome, cancelled: peer!.stats().messagesCancelled }
+    } })
+    t.teardown(() => server.close())
+    server.on('connection', (sock) => {
+      peer = sock
+      sock.on('cancel', (id) => cancels.push(id))
+      void (async () => {
+        for await (const v of sock) await sock.send(v)
+      })().catch(() => {})
+    })
+    return { url: server.url, cancels }
+  }
+
+  interface DiscardResult {
+    discarded: { id: number; result: boolean; bytes: number; total: number }[]
+    progressAfter: number
+    next: string
+    sender: { big: string; message: string | null; cancelled: number }
+    messagesDiscarded: number
+    messagesReceived: number
+  }
+
+  t.test('the page discards a big message while it arrives in chunks: the sender\'s send fails REMOTE, the next arrives whole', async (t) => {
+    const py = await pythonServer(t, PEER)
+    const node = await nodeServer(t)
+    for (const [from, url] of [['python', py.url], ['node', node.url]] as const) {
+      const r = await inPage<DiscardResult>(page, '/page-checks.js', 'discardBig', { url, mib: 24, fromPython: from === 'python' })
+      t.equal(r.discarded.length, 1, `${from}: the page discarded one message`)
+      t.equal(r.discarded[0]!.result, true, `${from}: discard() found it in progress`)
+      t.ok(r.discarded[0]!.bytes < r.discarded[0]!.total, `${from}: at its first chunk (${r.discarded[0]!.bytes} of ${r.discarded[0]!.total} bytes)`)
+      t.equal(r.progressAfter, 0, `${from}: no progress of the discarded message after discard()`)
+      t.equal(r.sender.big, 'REMOTE', `${from}: the sender's send of it failed: ${r.sender.message}`)
+      t.match(r.sender.message, /refused message \d+ while it was being sent/, `${from}: the sender's error says the peer refused it`)
+      t.equal(r.sender.cancelled, 1, `${from}: the sender counts it cancelled`)
+      t.equal(r.next, '"after"', `${from}: the next message arrives whole, and is the first delivered`)
+      t.equal(r.messagesDiscarded, 1, `${from}: the page counts one message discarded`)
+    }
+  })
+
+  interface AbortResult {
+    error: string | null
+    last: number
+    total: number
+    echoed: boolean
+    server: { cancelledByPeer: number; received: number }
+    messagesCancelled: number
+  }
+
+  t.test('a page\'s send aborted mid-way (AbortSignal): the server drops the message and gets the next whole', async (t) => {
+    const py = await pythonServer(t, PEER)
+    const node = await nodeServer(t)
+    for (const [from, url] of [['python', py.url], ['node', node.url]] as const) {
+      const r = await inPage<AbortResult>(page, '/page-checks.js', 'abortBig', { url, mib: 16, fromPython: from === 'python' })
+      t.equal(r.error, 'stop', `${from}: the send rejects with the signal's reason`)
+      t.ok(r.last < r.total / 2, `${from}: it stopped mid-way (${r.last} of ${r.total} bytes)`)
+      t.equal(r.messagesCancelled, 1, `${from}: the page counts one message cancelled`)
+      t.ok(r.echoed, `${from}: the next message went through whole, its echo the first message back`)
+      t.equal(r.server.cancelledByPeer, 1, `${from}: the server heard the cancel frame`)
+      t.equal(r.server.received, 2, `${from}: the server received the next message and the stats request, never the half message`)
+    }
+    t.same(node.cancels, [1], 'node: the cancel event named message 1')
+  })
 }

@@ -237,3 +237,75 @@ export async function answer({ url }) {
   const info = await sock.closed
   return { answered, code: info.code, error: info.error?.message ?? null }
 }
+
+/** Python's server sends its cases first: reads them up to 'done'. */
+async function skipCases(sock) {
+  for await (const m of sock) if (m === 'done') return
+}
+
+/**
+ * Asks the server (request op 'big-then-next') to send a float32 array of `mib` MiB in chunks,
+ * then the string 'after'; discards the array at its first chunk. What the page saw and what
+ * the server's send of the array ended with.
+ */
+export async function discardBig({ url, mib, fromPython }) {
+  const sock = await pw.connectPickleSocket(url)
+  if (fromPython) await skipCases(sock)
+  const discarded = []
+  const after = []
+  sock.on('progress', (p) => {
+    if (discarded.length > 0) {
+      if (p.id === discarded[0].id) after.push(p.bytes)
+      return
+    }
+    if (p.buffer === 0 && p.bufferBytes < p.bufferTotal) discarded.push({ id: p.id, result: sock.discard(p.id), bytes: p.bytes, total: p.total })
+  })
+  const reply = sock.request({ op: 'big-then-next', mib }, { timeout: 60_000 })
+  const next = await sock.receive({ timeout: 60_000 })
+  const r = await reply
+  const stats = sock.stats()
+  await sock.close()
+  return {
+    discarded, progressAfter: after.length, next: show(next),
+    sender: { big: get(r, 'big'), message: get(r, 'message'), cancelled: get(r, 'cancelled') },
+    messagesDiscarded: stats.messagesDiscarded, messagesReceived: stats.messagesReceived,
+  }
+}
+
+/**
+ * Sends a float32 array of `mib` MiB in chunks of 256 KiB and aborts it (AbortSignal) once its
+ * first chunk has left the page, then sends {next: 1024 float32 0..1023}: the echo that comes
+ * back, and what the server says it received (request op 'stats').
+ */
+export async function abortBig({ url, mib, fromPython }) {
+  const sock = await pw.connectPickleSocket(url, { chunkBytes: 256 * 1024, highWaterMark: 2 ** 20 })
+  if (fromPython) await skipCases(sock)
+  const ac = new AbortController()
+  const total = mib * 2 ** 20
+  let last = 0
+  let error = null
+  try {
+    await sock.send(new pw.NDArray(new Float32Array(total / 4).fill(1)), {
+      signal: ac.signal,
+      onProgress: (p) => {
+        last = p.bytes
+        if (p.buffer === 0 && p.bufferBytes > 0) ac.abort(new Error('stop'))
+      },
+    })
+  } catch (err) {
+    error = err.message
+  }
+  const next = new Float32Array(1024).map((_, i) => i)
+  await sock.send({ next: new pw.NDArray(next) })
+  const echo = await sock.receive({ timeout: 30_000 })
+  const e = get(echo, 'next')
+  const echoed = e instanceof pw.NDArray && e.size === 1024 && e.data.every((x, i) => x === i)
+  const server = await sock.request({ op: 'stats' }, { timeout: 30_000 })
+  const stats = sock.stats()
+  await sock.close()
+  return {
+    error, last, total, echoed,
+    server: { cancelledByPeer: get(server, 'cancelled_by_peer'), received: get(server, 'received') },
+    messagesCancelled: stats.messagesCancelled,
+  }
+}
