@@ -338,6 +338,8 @@ t.test('hostile: malformed and unexpected shm-* frames', { skip: linux ? false :
     ['shm-nope', /malformed same-host frame/],
     ['shm-accept', /unexpected same-host frame.*no proof awaiting/],
     ['shm-done 1', /unexpected same-host frame.*named no file/],
+    ['shm-free 01', /malformed same-host frame/],
+    ['shm-free 1', /unexpected same-host frame.*named no file that awaits shm-free/],
   ]
   for (const [text, pattern] of cases) {
     await t.test(JSON.stringify(text), async (t) => {
@@ -364,14 +366,14 @@ t.test('hostile: malformed and unexpected shm-* frames', { skip: linux ? false :
 
 const missing = pythonMissing(t)
 
-t.test('the spec\'s test vector: Python maps buffer 0 from the place and says shm-done 1', { skip: missing ?? false }, async (t) => {
+t.test('the spec\'s test vector: Python maps buffer 0 from the place and says shm-done 1, then shm-free 1', { skip: missing ?? false }, async (t) => {
   const script = `
 import sys
 from picklewire import ws as pw
 sent = []
 sh = pw._SameHost(True, 1, sent.append, pw.Stats())
 sh.proven_pid = 4242
-sh.map = lambda place, size, what: (sent.append(['map', place[0], place[1], size]), memoryview(bytes(range(size))))[1]
+sh.map = lambda place, size, what, id: (sent.append(['map', place[0], place[1], size]), memoryview(bytes(range(size))))[1]
 r = pw._Receiver(pw.DEFAULT_LIMITS, None, 'client', 3)
 r.same_host = sh
 m = r.push(bytes.fromhex(sys.argv[1]))
@@ -379,7 +381,7 @@ print(repr([bytes(m.buffers[0]).hex(), sent]))
 `
   const r = spawnSync(PYTHON, ['-c', script, VECTOR.toString('hex')], { cwd: PYTHON_DIR, encoding: 'utf8', timeout: 20_000 })
   t.equal(r.status, 0, r.stderr)
-  t.equal(r.stdout.trim(), `['${Buffer.from(RANGE16).toString('hex')}', [['map', '/proc/4242/fd/7', 0, 16], 'shm-done 1']]`)
+  t.equal(r.stdout.trim(), `['${Buffer.from(RANGE16).toString('hex')}', [['map', '/proc/4242/fd/7', 0, 16], 'shm-done 1', 'shm-free 1']]`, 'no mapping of message 1 is alive (the stand-in maps nothing): shm-free follows shm-done')
 })
 
 t.test('with python3: hostile places to the Python peer fail its connection with 4400', { skip: missing ?? (linux ? false : 'Linux only') }, async (t) => {
@@ -437,6 +439,29 @@ t.test('with python3: Node -> Python -> Node, 64 MiB and 300 MiB through files b
   t.equal(s.buffersSameHostSent, 2)
   t.equal(s.buffersSameHostReceived, 2)
   t.equal(s.bytesSameHostReceived, 364 * MiB)
+  await sock.close()
+})
+
+t.test('with python3: Node writes a file again once Python unmapped it (shm-free); Python -> Node fills recycled memory', { skip: missing ?? (linux ? false : 'Linux only') }, async (t) => {
+  const { peer, url } = await pythonEchoServer()
+  t.teardown(() => peer.kill())
+  const sock = await connectPickleSocket(url)
+  await until('the Python peer accepted this side', () => sock.sameHost)
+  const n = MiB
+  for (let k = 0; k < 20; k++) {
+    const a = new Float32Array(n)
+    for (let i = 0; i < n; i += 1) a[i] = (i + k) & 0xffff
+    await sock.send(a)
+    const back = dataOf(await within(20_000, sock.receive(), `echo ${k}`))
+    let ok = back.length === n
+    for (let i = 0; ok && i < n; i++) ok = back[i] === ((i + k) & 0xffff)
+    if (!ok) t.fail(`echo ${k}: wrong values`)
+    sock.recycle(back)
+  }
+  const s = sock.stats()
+  t.equal(s.buffersSameHostSent, 20)
+  t.ok(s.filesSameHostMade <= 3, `20 messages to a mapping peer went through ${s.filesSameHostMade} files (at most 3)`)
+  t.equal(s.buffersRecycled, 19, 'every echo after the first filled the memory of the one before')
   await sock.close()
 })
 

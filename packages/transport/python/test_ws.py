@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import gc
 import json
 import mmap
 import os
@@ -1057,11 +1058,69 @@ print(json.dumps(out))
         self.assertEqual(pw.parse_same_host_frame('shm-challenge /proc/12/fd/0 map'), ('challenge', ('/proc/12/fd/0', 12, 'map')))
         self.assertEqual(pw.parse_same_host_frame(f"shm-proof {'ab' * 32} 7"), ('proof', ('ab' * 32, 7)))
         self.assertEqual(pw.parse_same_host_frame('shm-done 3'), ('done', 3))
+        self.assertEqual(pw.parse_same_host_frame('shm-free 3'), ('free', 3))
         self.assertEqual(pw.parse_same_host_frame('shm-accept'), ('accept', None))
         for bad in ('shm-challenge /proc/012/fd/1 map', 'shm-challenge /proc/1/fd/1', f"shm-proof {'AB' * 32} 7",
-                    'shm-proof ab 7', 'shm-done -1', 'shm-done 1 ', 'shm-yes', f'shm-done {2 ** 53}'):
+                    'shm-proof ab 7', 'shm-done -1', 'shm-done 1 ', 'shm-yes', f'shm-done {2 ** 53}', 'shm-free 01',
+                    'shm-free'):
             with self.assertRaisesRegex(pw.TransportError, 'malformed same-host frame'):
                 pw.parse_same_host_frame(bad)
+
+    @unittest.skipUnless(pw.same_host_available(), 'Linux with /proc only')
+    def test_same_host_free_after_the_last_mapping_of_a_message_is_gone(self):
+        sent: list[str] = []
+        sh = pw._SameHost(True, 1, sent.append, pw.Stats())
+        sh.proven_pid = os.getpid()
+        fd = pw._make_region()
+        try:
+            os.pwrite(fd, bytes(range(256)) * 32, 0)
+            place = (f'/proc/{os.getpid()}/fd/{fd}', 0)
+            first = sh.map(place, 4096, 'buffer 0', 7)
+            second = np.frombuffer(sh.map((place[0], 4096), 4096, 'buffer 1', 7), dtype=np.uint8)
+            sh.done(7)
+            self.assertEqual(sent, ['shm-done 7'], 'mappings of message 7 are alive: no shm-free yet')
+            del first
+            gc.collect()
+            self.assertEqual(sent, ['shm-done 7'], 'one mapping is still alive')
+            self.assertEqual(int(second[1]), 1)
+            del second
+            gc.collect()
+            self.assertEqual(sent, ['shm-done 7', 'shm-free 7'])
+            view = sh.map(place, 4096, 'buffer 0', 8)
+            del view
+            gc.collect()
+            self.assertEqual(sent[2:], [], 'the mapping went before shm-done: shm-free waits for it')
+            sh.done(8)
+            self.assertEqual(sent[2:], ['shm-done 8', 'shm-free 8'])
+            sh.done(9)  # a message cancelled before anything of it was mapped
+            self.assertEqual(sent[4:], ['shm-done 9', 'shm-free 9'])
+        finally:
+            os.close(fd)
+
+    @unittest.skipUnless(pw.same_host_available(), 'Linux with /proc only')
+    def test_same_host_a_sender_writes_a_file_again_only_after_shm_free(self):
+        sent: list[str] = []
+        stats = pw.Stats()
+        sh = pw._SameHost(True, 1, sent.append, stats)
+        sh._proof = 'accepted'
+        sh._peer_mode = 'map'  # as the peer's challenge says
+        data = [memoryview(bytes(8192))]
+        try:
+            path1 = sh.place(1, data)[0][0]
+            sh.control('shm-done 1')
+            path2 = sh.place(2, data)[0][0]
+            self.assertNotEqual(path2, path1, 'file 1 may still be mapped: not written again')
+            sh.control('shm-free 1')
+            sh.control('shm-done 2')
+            path3 = sh.place(3, data)[0][0]
+            self.assertEqual(path3, path1, 'file 1 was freed: written again')
+            self.assertEqual(stats.files_same_host_made, 2)
+            for bad, why in (('shm-free 1', 'awaits shm-free'), ('shm-free 3', 'awaits shm-free'),
+                             ('shm-free 44', 'named no file')):
+                with self.assertRaisesRegex(pw.TransportError, why):
+                    sh.control(bad)
+        finally:
+            sh.close()
 
     async def test_same_host_places_are_checked(self):
         sh = pw._SameHost(True, 1, lambda text: None, pw.Stats())
@@ -1076,7 +1135,7 @@ print(json.dumps(out))
             with self.assertRaisesRegex(pw.TransportError, why):
                 sh.places({'id': 1, 'b': [4096], 'x': {'sm': sm}})
         with self.assertRaisesRegex(pw.TransportError, 'it is gone'):
-            sh.map(('/proc/5/fd/999999', 0) if not os.path.exists('/proc/5/fd/999999') else ('/proc/1/fd/999999', 0), 4096, 'buffer 0')
+            sh.map(('/proc/5/fd/999999', 0) if not os.path.exists('/proc/5/fd/999999') else ('/proc/1/fd/999999', 0), 4096, 'buffer 0', 1)
 
 
 if __name__ == '__main__':

@@ -51,6 +51,7 @@ import struct
 import sys
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Sequence
 
@@ -199,6 +200,9 @@ class Stats:
     buffers_same_host_received: int = 0
     bytes_same_host_sent: int = 0
     bytes_same_host_received: int = 0
+    #: version 3, same host: files this side made for the buffers it sends (a file written again for
+    #: a later message, once the peer read it or unmapped it, counts once)
+    files_same_host_made: int = 0
 
 
 # -- headers ------------------------------------------------------------------------------------
@@ -1076,12 +1080,12 @@ def _load_once(unpickler: pickle.Unpickler) -> Any:
 # WebSocket carries only their place. The files have no name (a memfd, or a file under /dev/shm
 # unlinked at once): the kernel frees them when their last descriptor or mapping goes, also when
 # a process dies. This side maps what it receives (MAP_PRIVATE, no copy), so it says `map` in its
-# challenge; a peer that sends to it makes a new file per message and never writes into one
-# again once named.
+# challenge, and tells the peer `shm-free <id>` once every mapping it made of message <id>'s files
+# is gone: only then may the peer write into those files again.
 
 _SHM_CHALLENGE = re.compile(r'shm-challenge (/proc/([1-9][0-9]{0,9})/fd/(0|[1-9][0-9]{0,15})) (copy|map)')
 _SHM_PROOF = re.compile(r'shm-proof ([0-9a-f]{64}) ([1-9][0-9]{0,9})')
-_SHM_DONE = re.compile(r'shm-done (0|[1-9][0-9]{0,15})')
+_SHM_DONE = re.compile(r'shm-(done|free) (0|[1-9][0-9]{0,15})')
 _SHM_BARE = re.compile(r'shm-(no|accept|reject)')
 _PLACE_PATH = re.compile(r'/proc/([1-9][0-9]{0,9})/fd/(0|[1-9][0-9]{0,15})')
 #: what the link of a file this side reads names: a picklewire region or challenge, unlinked
@@ -1092,6 +1096,10 @@ CHALLENGE_BYTES = 32
 #: regions awaiting shm-done at most; beyond that, buffers go as frames until one is done
 MAX_OUTSTANDING_REGIONS = 8
 _MAX_FREE_REGIONS = 2
+#: regions kept open while a mapping peer still maps them (awaiting shm-free) at most; beyond, the oldest is closed
+_MAX_MAPPED_REGIONS = 4
+#: messages whose shm-free a sender remembers awaiting at most; beyond, the oldest is forgotten (its shm-free unchecked)
+_MAX_AWAITING_FREE = 4096
 #: os.pwrite moves at most about 2 GiB per call on Linux
 _PIECE_BYTES = 2 ** 30
 
@@ -1152,7 +1160,7 @@ def _pwrite_all(fd: int, view: memoryview, at: int) -> None:
 
 def parse_same_host_frame(text: str) -> tuple[str, Any]:
     """(kind, detail) of a `shm-*` text frame: ('challenge', (path, pid, mode)), ('proof', (hex, pid)),
-    ('done', id), ('no'|'accept'|'reject', None). TransportError PROTOCOL for any other."""
+    ('done'|'free', id), ('no'|'accept'|'reject', None). TransportError PROTOCOL for any other."""
     m = _SHM_CHALLENGE.fullmatch(text)
     if m is not None:
         return 'challenge', (m.group(1), int(m.group(2)), m.group(4))
@@ -1160,14 +1168,14 @@ def parse_same_host_frame(text: str) -> tuple[str, Any]:
     if m is not None:
         return 'proof', (m.group(1), int(m.group(2)))
     m = _SHM_DONE.fullmatch(text)
-    if m is not None and int(m.group(1)) <= 2 ** 53 - 1:
-        return 'done', int(m.group(1))
+    if m is not None and int(m.group(2)) <= 2 ** 53 - 1:
+        return m.group(1), int(m.group(2))
     m = _SHM_BARE.fullmatch(text)
     if m is not None:
         return m.group(1), None
     raise TransportError('PROTOCOL', f'a malformed same-host frame {text[:100]!r}: expected `shm-challenge /proc/<pid>/fd/<fd> '
                                      'copy|map`, `shm-proof <64 hex digits> <pid>`, `shm-no`, `shm-accept`, `shm-reject` '
-                                     'or `shm-done <id>`')
+                                     '`shm-done <id>` or `shm-free <id>`')
 
 
 def _unexpected(text: str, why: str) -> TransportError:
@@ -1192,6 +1200,16 @@ class _SameHost:
         self._peer_mode = 'copy'
         self._outstanding: dict[int, int] = {}
         self._free: list[int] = []
+        #: a mapping peer's messages whose shm-done came and whose shm-free has not, oldest first: the
+        #: region, kept for reuse once freed, or None when it was closed (too many kept)
+        self._awaiting_free: dict[int, int | None] = {}
+        self._forgotten_below = 0
+        #: messages received whose mappings may be alive: how many, plus one until their shm-done
+        self._mapped: dict[int, int] = {}
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         #: set while no region awaits its shm-done (or the connection ended): a clean close waits
         #: for it, since a file closed earlier would be gone when the peer reaches its message
         self.drained = asyncio.Event()
@@ -1228,8 +1246,10 @@ class _SameHost:
             if self._proof != 'proved':
                 raise _unexpected(text, 'this side sent no proof awaiting an answer')
             self._proof = 'accepted' if kind == 'accept' else 'refused'
-        else:
+        elif kind == 'done':
             self._on_done(text, detail)
+        else:
+            self._on_free(text, detail)
 
     def _on_challenge(self, text: str, path: str, pid: int, mode: str) -> None:
         if self._challenged:
@@ -1272,13 +1292,45 @@ class _SameHost:
         fd = self._outstanding.pop(id, None)
         if fd is None:
             raise _unexpected(text, f'message {id} named no file awaiting it')
-        # a peer that maps keeps seeing the file: never write into it again
-        if self._peer_mode == 'copy' and not self._closed and len(self._free) < _MAX_FREE_REGIONS:
+        if self._peer_mode == 'copy':
+            self._reuse(fd)
+        else:
+            self._await_free(id, fd)
+        if not self._outstanding:
+            self.drained.set()
+
+    def _await_free(self, id: int, fd: int) -> None:
+        """A peer that maps keeps seeing the file until its shm-free: keep the region (a few at most)."""
+        kept = [i for i, f in self._awaiting_free.items() if f is not None]
+        if len(kept) >= _MAX_MAPPED_REGIONS:
+            os.close(self._awaiting_free[kept[0]])
+            self._awaiting_free[kept[0]] = None
+        if self._closed:
+            os.close(fd)
+        self._awaiting_free[id] = None if self._closed else fd
+        if len(self._awaiting_free) > _MAX_AWAITING_FREE:
+            old = next(iter(self._awaiting_free))
+            f = self._awaiting_free.pop(old)
+            if f is not None:
+                os.close(f)
+            self._forgotten_below = max(self._forgotten_below, old)
+
+    def _on_free(self, text: str, id: int) -> None:
+        if id not in self._awaiting_free:
+            if id <= self._forgotten_below and id not in self._outstanding:
+                return
+            raise _unexpected(text, f'message {id} named no file that awaits shm-free (none, its shm-done has not '
+                                    'come, or shm-free came already)')
+        fd = self._awaiting_free.pop(id)
+        if fd is not None:
+            self._reuse(fd)
+
+    def _reuse(self, fd: int) -> None:
+        """The peer no longer reads or maps this region: keep it for a later message (a few at most)."""
+        if not self._closed and len(self._free) < _MAX_FREE_REGIONS:
             self._free.append(fd)
         else:
             os.close(fd)
-        if not self._outstanding:
-            self.drained.set()
 
     # receiving
 
@@ -1313,9 +1365,10 @@ class _SameHost:
             places.append((path, offset))
         return places if any(p is not None for p in places) else None
 
-    def map(self, place: tuple[str, int], size: int, what: str) -> memoryview:
+    def map(self, place: tuple[str, int], size: int, what: str, id: int) -> memoryview:
         """Maps `size` bytes at `place` copy-on-write (MAP_PRIVATE): a writable view whose writes
-        stay in this process. TransportError when the file is gone, not a region, or short."""
+        stay in this process. TransportError when the file is gone, not a region, or short. Once
+        every mapping of message `id` is gone (and its shm-done sent), shm-free tells the peer."""
         path, offset = place
         fd, file_size = _open_region(path, what)
         try:
@@ -1329,11 +1382,39 @@ class _SameHost:
             os.close(fd)
         self.stats.buffers_same_host_received += 1
         self.stats.bytes_same_host_received += size
+        self._mapped[id] = self._mapped.get(id, 1) + 1
+        weakref.finalize(mapping, self._unmapped_soon, id).atexit = False
         return memoryview(mapping)[offset - base:offset - base + size]
 
+    def _unmapped_soon(self, id: int) -> None:
+        """A mapping of message id is gone (its finalizer may run in any thread): count it in the loop's."""
+        loop = self._loop
+        if loop is None:
+            self._unmapped(id)
+            return
+        try:
+            loop.call_soon_threadsafe(self._unmapped, id)
+        except RuntimeError:
+            pass  # the loop is closed: so is the connection
+
+    def _unmapped(self, id: int) -> None:
+        n = self._mapped.get(id)
+        if n is None:
+            return
+        if n > 1:
+            self._mapped[id] = n - 1
+            return
+        del self._mapped[id]
+        if not self._closed:
+            self.send_text(f'shm-free {id}')
+
     def done(self, id: int) -> None:
+        """Every file-borne buffer of message id is mapped (or never will be): shm-done, and shm-free
+        at once when no mapping of it is alive."""
         if not self._closed:
             self.send_text(f'shm-done {id}')
+        self._mapped.setdefault(id, 1)
+        self._unmapped(id)
 
     # sending
 
@@ -1354,7 +1435,11 @@ class _SameHost:
         if end == 0:
             return None
         try:
-            fd = self._free.pop() if self._free else _make_region()
+            if self._free:
+                fd = self._free.pop()
+            else:
+                fd = _make_region()
+                self.stats.files_same_host_made += 1
         except OSError:
             return None
         sm: list[list[Any] | None] = []
@@ -1387,7 +1472,9 @@ class _SameHost:
     def close(self) -> None:
         """Closes every file this side holds for the connection (it closed or failed)."""
         self._closed = True
-        fds = list(self._outstanding.values()) + self._free
+        fds = list(self._outstanding.values()) + self._free + [f for f in self._awaiting_free.values() if f is not None]
+        self._awaiting_free.clear()
+        self._mapped.clear()
         if self._challenge is not None:
             fds.append(self._challenge[0])
         self._challenge = None
@@ -1589,7 +1676,7 @@ class _Receiver:
         size = h['b'][i]
         view = None
         if not self.discarding or self.mac is not None:
-            view = self.same_host.map(self.places[i], size, f"buffer {i} of message {h['id']}")
+            view = self.same_host.map(self.places[i], size, f"buffer {i} of message {h['id']}", h['id'])
             if self.mac is not None:
                 self.mac.update(view)
         self.buffers.append(b'' if self.discarding or view is None else view)

@@ -17,7 +17,7 @@ export type SameHostFrame =
   | { kind: 'challenge'; path: string; pid: number; fd: number; mode: ReceiveMode }
   | { kind: 'proof'; hex: string; pid: number }
   | { kind: 'no' | 'accept' | 'reject' }
-  | { kind: 'done'; id: number }
+  | { kind: 'done' | 'free'; id: number }
 
 /** Where a buffer's bytes are: a file of the sending process, and the byte where they start. */
 export interface BufferPlace {
@@ -35,7 +35,7 @@ const DECIMAL = '(0|[1-9][0-9]{0,15})'
 const PID = '([1-9][0-9]{0,9})'
 const CHALLENGE = new RegExp(`^shm-challenge (/proc/${PID}/fd/${DECIMAL}) (copy|map)$`)
 const PROOF = new RegExp(`^shm-proof ([0-9a-f]{64}) ${PID}$`)
-const DONE = new RegExp(`^shm-done ${DECIMAL}$`)
+const DONE = new RegExp(`^shm-(done|free) ${DECIMAL}$`)
 const BARE = /^shm-(no|accept|reject)$/
 /** A place's path: a file descriptor of the proven sending process. */
 const PLACE_PATH = new RegExp(`^/proc/${PID}/fd/${DECIMAL}$`)
@@ -46,7 +46,7 @@ export function isSameHostFrame(text: string): boolean {
 }
 
 function badFrame(text: string): TransportError {
-  return new TransportError('PROTOCOL', `a malformed same-host frame ${shown(text.slice(0, 100))}: expected \`shm-challenge /proc/<pid>/fd/<fd> copy|map\`, \`shm-proof <64 hex digits> <pid>\`, \`shm-no\`, \`shm-accept\`, \`shm-reject\` or \`shm-done <id>\``)
+  return new TransportError('PROTOCOL', `a malformed same-host frame ${shown(text.slice(0, 100))}: expected \`shm-challenge /proc/<pid>/fd/<fd> copy|map\`, \`shm-proof <64 hex digits> <pid>\`, \`shm-no\`, \`shm-accept\`, \`shm-reject\`, \`shm-done <id>\` or \`shm-free <id>\``)
 }
 
 /** Parses a `shm-*` text frame; TransportError PROTOCOL naming it when it breaks the grammar. */
@@ -61,9 +61,9 @@ export function parseSameHostFrame(text: string): SameHostFrame {
   if (m !== null) return { kind: 'proof', hex: m[1]!, pid: Number(m[2]) }
   m = DONE.exec(text)
   if (m !== null) {
-    const id = Number(m[1])
+    const id = Number(m[2])
     if (!Number.isSafeInteger(id)) throw badFrame(text)
-    return { kind: 'done', id }
+    return { kind: m[1] as 'done' | 'free', id }
   }
   m = BARE.exec(text)
   if (m !== null) return { kind: m[1] as 'no' | 'accept' | 'reject' }

@@ -17,7 +17,8 @@
  * Node copies what it receives (one fs.readSync per piece into an ArrayBuffer: a new one, or one
  * the application recycled), so it tells
  * the peer `copy`; a sender whose peer copies reuses its regions once `shm-done <id>` came (the
- * pages exist already), and makes a new region for every message to a peer that maps.
+ * pages exist already), and one whose peer maps once `shm-free <id>` came (every mapping of
+ * the message's file is gone); until then it makes new regions.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync, readlinkSync, unlinkSync, writeSync } from 'node:fs'
@@ -38,8 +39,14 @@ const PIECE_BYTES = 2 ** 30
 /** Regions awaiting `shm-done` at most; beyond that, buffers go as frames until one is done. */
 export const MAX_OUTSTANDING_REGIONS = 8
 
-/** Regions a sender keeps for reuse with a copying peer, at most. */
+/** Regions a sender keeps for reuse, at most. */
 const MAX_FREE_REGIONS = 2
+
+/** Regions a sender keeps open while a mapping peer still maps them (awaiting shm-free), at most; beyond, the oldest is closed. */
+const MAX_MAPPED_REGIONS = 4
+
+/** Messages whose shm-free a sender remembers awaiting, at most: beyond, the oldest is forgotten (its shm-free is then taken without a check). */
+const MAX_AWAITING_FREE = 4096
 
 /** What the link of a file this side reads names: a picklewire region or challenge, unlinked. */
 const REGION_LINK = /(^\/memfd:picklewire|\/picklewire-[^/]*) \(deleted\)$/
@@ -124,6 +131,13 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
   /** Regions named in messages whose shm-done has not come, by message id. */
   readonly #outstanding = new Map<number, Region>()
   readonly #free: Region[] = []
+  /**
+   * A mapping peer's messages whose shm-done came and whose shm-free has not, oldest first: the
+   * region, kept for reuse once freed, or null when it was closed (too many kept).
+   */
+  readonly #awaitingFree = new Map<number, Region | null>()
+  /** Ids up to this were forgotten from #awaitingFree (MAX_AWAITING_FREE): their shm-free is not checked. */
+  #forgottenBelow = 0
   /** Called once no region awaits its shm-done (or the link closed). */
   #drainWaiters: (() => void)[] = []
   #closed = false
@@ -172,6 +186,7 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
         this.#proof = f.kind === 'accept' ? 'accepted' : 'refused'
         return
       case 'done': return this.#onDone(f.id)
+      case 'free': return this.#onFree(f.id)
     }
   }
 
@@ -220,10 +235,47 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     const region = this.#outstanding.get(id)
     if (region === undefined) throw unexpected(`shm-done ${id}`, `message ${id} named no file awaiting it`)
     this.#outstanding.delete(id)
-    // A peer that maps keeps seeing the file: never write into it again.
-    if (this.#peerMode === 'copy' && !this.#closed && this.#free.length < MAX_FREE_REGIONS) this.#free.push(region)
-    else closeQuietly(region.fd)
+    if (this.#peerMode === 'copy') this.#reuse(region)
+    else this.#awaitFree(id, region)
     if (this.#outstanding.size === 0) for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  /** A peer that maps keeps seeing the file until its shm-free: keep the region (a few at most) until then. */
+  #awaitFree(id: number, region: Region): void {
+    let kept = 0
+    for (const r of this.#awaitingFree.values()) if (r !== null) kept++
+    if (kept >= MAX_MAPPED_REGIONS) {
+      for (const [oldId, r] of this.#awaitingFree) {
+        if (r === null) continue
+        closeQuietly(r.fd)
+        this.#awaitingFree.set(oldId, null)
+        break
+      }
+    }
+    this.#awaitingFree.set(id, this.#closed ? null : region)
+    if (this.#closed) closeQuietly(region.fd)
+    if (this.#awaitingFree.size > MAX_AWAITING_FREE) {
+      const [oldId, r] = this.#awaitingFree.entries().next().value as [number, Region | null]
+      this.#awaitingFree.delete(oldId)
+      if (r !== null) closeQuietly(r.fd)
+      this.#forgottenBelow = Math.max(this.#forgottenBelow, oldId)
+    }
+  }
+
+  #onFree(id: number): void {
+    if (!this.#awaitingFree.has(id)) {
+      if (id <= this.#forgottenBelow && !this.#outstanding.has(id)) return
+      throw unexpected(`shm-free ${id}`, `message ${id} named no file that awaits shm-free (none, its shm-done has not come, or shm-free came already)`)
+    }
+    const region = this.#awaitingFree.get(id)!
+    this.#awaitingFree.delete(id)
+    if (region !== null) this.#reuse(region)
+  }
+
+  /** The peer no longer reads or maps this region: keep it for a later message (its pages exist), a few at most. */
+  #reuse(region: Region): void {
+    if (!this.#closed && this.#free.length < MAX_FREE_REGIONS) this.#free.push(region)
+    else closeQuietly(region.fd)
   }
 
   /**
@@ -289,7 +341,7 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     if (end === 0) return null
     let region: Region
     try {
-      region = this.#free.pop() ?? makeRegion()
+      region = this.#takeFree(end) ?? this.#newRegion()
     } catch {
       return null // no file can be made now: frames
     }
@@ -314,6 +366,7 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
       closeQuietly(region.fd)
       return null
     }
+    region.size = Math.max(region.size, end)
     this.#outstanding.set(id, region)
     for (let i = 0; i < buffers.length; i++) {
       if (offsets[i]! < 0) continue
@@ -321,6 +374,24 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
       this.stats.bytesSameHostSent += buffers[i]!.byteLength
     }
     return sm
+  }
+
+  #newRegion(): Region {
+    const region = makeRegion()
+    this.stats.filesSameHostMade++
+    return region
+  }
+
+  /** A kept region for `bytes`: the smallest that holds them (no new pages), else the largest. */
+  #takeFree(bytes: number): Region | null {
+    if (this.#free.length === 0) return null
+    let best = 0
+    for (let i = 1; i < this.#free.length; i++) {
+      const r = this.#free[i]!, b = this.#free[best]!
+      const fits = r.size >= bytes, bestFits = b.size >= bytes
+      if ((fits && (!bestFits || r.size < b.size)) || (!fits && !bestFits && r.size > b.size)) best = i
+    }
+    return this.#free.splice(best, 1)[0]!
   }
 
   unplace(id: number): void {
@@ -339,6 +410,8 @@ export class SameHostLink implements SameHostReader, SameHostWriter {
     for (const r of this.#outstanding.values()) closeQuietly(r.fd)
     this.#outstanding.clear()
     for (const r of this.#free.splice(0)) closeQuietly(r.fd)
+    for (const r of this.#awaitingFree.values()) if (r !== null) closeQuietly(r.fd)
+    this.#awaitingFree.clear()
     for (const w of this.#drainWaiters.splice(0)) w()
   }
 }

@@ -54,6 +54,11 @@ export interface WebSocketStats {
    * application handed back with recycle() instead of new memory.
    */
   buffersRecycled: number
+  /**
+   * Version 3, same host: files this side made for the buffers it sends (a file written again for
+   * a later message, once the peer read it or unmapped it, counts once).
+   */
+  filesSameHostMade: number
 }
 
 export function newStats(): WebSocketStats {
@@ -62,6 +67,6 @@ export function newStats(): WebSocketStats {
     bufferedBytes: 0, maxBufferedBytes: 0, sendWaits: 0, receivePauses: 0, replyPauses: 0,
     messagesCancelled: 0, messagesCancelledByPeer: 0, messagesDiscarded: 0,
     buffersSameHostSent: 0, buffersSameHostReceived: 0, bytesSameHostSent: 0, bytesSameHostReceived: 0,
-    buffersRecycled: 0,
+    buffersRecycled: 0, filesSameHostMade: 0,
   }
 }
