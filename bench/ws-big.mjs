@@ -99,6 +99,9 @@ async function transfer(direction, kind, bytes, runs) {
   if (raw) await once(server, 'listening')
   const url = `ws://127.0.0.1:${server.address().port}/`
   const frame = rawFrameBytes(bytes)
+  // Made (and touched) before Python connects, as Python makes its array before it connects:
+  // the same bytes go every run, and no second of filling memory falls inside a transfer.
+  const data = direction === 'to-python' ? floatArray(bytes) : null
   const py = python([direction, url, '--kind', kind, '--bytes', String(bytes), '--runs', String(runs + 1), '--frame-bytes', String(frame)])
   const times = []
   let peak = 0
@@ -139,7 +142,6 @@ async function transfer(direction, kind, bytes, runs) {
         }
         peak = Math.max(peak, procStatus('VmHWM') - before)
       } else {
-        const data = floatArray(bytes)
         if (raw) {
           const ws = conn
           if (i === 0) await once(ws, 'message') // ready

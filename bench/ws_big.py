@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from picklewire import ws as pw  # noqa: E402
 
 LIMITS = pw.Limits(max_message_bytes=8 * 2 ** 30, max_buffer_bytes=8 * 2 ** 30)
+# No heartbeat pings: a 2 GiB run on a loaded machine must not end on a late pong; heartbeats
+# are not what is measured.
 
 
 def status(field: str) -> int:
@@ -49,7 +51,7 @@ async def to_node(args) -> None:
     if args.kind == 'raw':
         from websockets.asyncio.client import connect
         data = memoryview(a).cast('B')
-        async with connect(args.url, compression=None, max_size=None, write_limit=0) as ws:
+        async with connect(args.url, compression=None, max_size=None, write_limit=0, ping_interval=None) as ws:
             for _ in range(args.runs):
                 await ws.recv()
                 if args.frame_bytes <= 0:
@@ -59,7 +61,7 @@ async def to_node(args) -> None:
                         await ws.send(data[at:at + args.frame_bytes])
             await ws.recv()
         return
-    sock = await pw.connect(args.url, limits=LIMITS, same_host=args.kind == 'same-host')
+    sock = await pw.connect(args.url, limits=LIMITS, same_host=args.kind == 'same-host', heartbeat_interval=None)
     for _ in range(args.runs):
         await sock.recv()
         await sock.send(a)
@@ -70,7 +72,7 @@ async def to_node(args) -> None:
 async def to_python(args) -> None:
     if args.kind == 'raw':
         from websockets.asyncio.client import connect
-        async with connect(args.url, compression=None, max_size=None) as ws:
+        async with connect(args.url, compression=None, max_size=None, ping_interval=None) as ws:
             await ws.send('ready')
             for _ in range(args.runs):
                 before = reset_peak()
@@ -88,7 +90,7 @@ async def to_python(args) -> None:
                 await ws.send(json.dumps({'peak': status('VmHWM') - before}))
                 del got
         return
-    sock = await pw.connect(args.url, limits=LIMITS, same_host=args.kind == 'same-host')
+    sock = await pw.connect(args.url, limits=LIMITS, same_host=args.kind == 'same-host', heartbeat_interval=None)
     await sock.send('ready')
     for _ in range(args.runs):
         before = reset_peak()
