@@ -4,20 +4,26 @@
 // - picklewire over frames (sameHost: false / same_host=False: protocol version 3 chunks of
 //   1 MiB written into one ArrayBuffer or bytearray on receipt),
 // - picklewire over the same-host path (sameHost: true / same_host=True: the buffer goes
-//   through a file under /dev/shm, the WebSocket carries its place),
+//   through a file under /dev/shm, the WebSocket carries its place; the sender writes a file
+//   again once the receiver read it (Node) or unmapped it (Python: it drops each array before
+//   it answers, and says shm-free)),
+// - Python -> Node, same host, recycled: the Node receiver hands each array's memory back with
+//   sock.recycle(), and the next array is read into it instead of into a fresh ArrayBuffer,
 // - raw ws (Node) / websockets (Python) sending the same bytes: one binary message at 64 MiB;
 //   at 2 GiB, messages of 1 MiB that the receiver copies into one preallocated buffer (one
 //   message of 2 GiB would be held whole, and then copied, by both libraries),
 // - the floor: one memcpy of the same bytes in each language (Node: Uint8Array.prototype.set
-//   into a warm ArrayBuffer; Python: numpy.copyto into a warm array).
+//   into a warm ArrayBuffer; Python: numpy.copyto into a warm array), and beside it one memcpy
+//   into fresh memory (a new ArrayBuffer / numpy.empty each time: the page faults of first touch).
 //
 // Times run from the moment the receiver asks for the array ("go" to Python; the send for Node)
 // until the receiver has it as a value (Python answers when it has its numpy array). Ratios:
 // the time against one memcpy in the receiver's language, and raw's time against picklewire's.
 // The receiver's peak memory is its VmHWM over the transfer less its RSS before it (Linux
-// /proc/self/clear_refs), against the tensor's size. --quick: 16 MiB only.
+// /proc/self/clear_refs), against the tensor's size. --quick: 16 MiB only; --sizes=64M,2G
+// (alone only) picks the sizes.
 //
-// Part of `npm run bench -- ws`; alone: `node --expose-gc bench/ws-big.mjs [--quick]`.
+// Part of `npm run bench -- ws`; alone: `node --expose-gc bench/ws-big.mjs [--quick] [--sizes=64M]`.
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -35,8 +41,8 @@ const SCRIPT = join(here, 'ws_big.py')
 const MiB = 2 ** 20
 const GiB = 2 ** 30
 const LIMITS = { maxBufferBytes: 8 * GiB, maxMessageBytes: 8 * GiB }
-/** The paths compared, in the order of the table. */
-const KINDS = ['frames', 'same-host', 'raw']
+/** The paths compared, in the order of the table, per direction. */
+const KINDS = { 'to-python': ['frames', 'same-host', 'raw'], 'to-node': ['frames', 'same-host', 'same-host-recycled', 'raw'] }
 
 const collect = typeof globalThis.gc === 'function' ? globalThis.gc : () => {}
 
@@ -69,22 +75,31 @@ function python(args) {
   return { child, done }
 }
 
-/** Best seconds of one Uint8Array.prototype.set of `bytes` bytes into a warm ArrayBuffer. */
+/**
+ * Best seconds of one Uint8Array.prototype.set of `bytes` bytes into a warm ArrayBuffer, and
+ * into a new ArrayBuffer each time (its allocation and first touch included).
+ */
 function nodeMemcpy(bytes, runs) {
   const src = new Uint8Array(bytes).fill(7)
   const dst = new Uint8Array(bytes).fill(0)
-  let best = Infinity
+  let warm = Infinity
+  let fresh = Infinity
   for (let i = 0; i < runs + 1; i++) {
-    const t0 = performance.now()
+    let t0 = performance.now()
     dst.set(src)
-    best = Math.min(best, (performance.now() - t0) / 1000)
+    warm = Math.min(warm, (performance.now() - t0) / 1000)
+    collect()
+    t0 = performance.now()
+    new Uint8Array(bytes).set(src)
+    fresh = Math.min(fresh, (performance.now() - t0) / 1000)
   }
-  return best
+  return { warm, fresh }
 }
 
 async function pythonMemcpy(bytes, runs) {
   const out = await python(['memcpy', '--bytes', String(bytes), '--runs', String(runs + 1)]).done
-  return JSON.parse(out).best
+  const { best, fresh } = JSON.parse(out)
+  return { warm: best, fresh }
 }
 
 /**
@@ -93,18 +108,21 @@ async function pythonMemcpy(bytes, runs) {
  */
 async function transfer(direction, kind, bytes, runs) {
   const raw = kind === 'raw'
+  const recycled = kind === 'same-host-recycled'
+  const sameHost = kind === 'same-host' || recycled
   const server = raw
     ? new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 2 ** 32 })
-    : await listenPickleSocket({ limits: LIMITS, sameHost: kind === 'same-host' })
+    : await listenPickleSocket({ limits: LIMITS, sameHost, recycleBytes: 2 * bytes })
   if (raw) await once(server, 'listening')
   const url = `ws://127.0.0.1:${server.address().port}/`
   const frame = rawFrameBytes(bytes)
   // Made (and touched) before Python connects, as Python makes its array before it connects:
   // the same bytes go every run, and no second of filling memory falls inside a transfer.
   const data = direction === 'to-python' ? floatArray(bytes) : null
-  const py = python([direction, url, '--kind', kind, '--bytes', String(bytes), '--runs', String(runs + 1), '--frame-bytes', String(frame)])
+  const py = python([direction, url, '--kind', recycled ? 'same-host' : kind, '--bytes', String(bytes), '--runs', String(runs + 1), '--frame-bytes', String(frame)])
   const times = []
   let peak = 0
+  let reuse = ''
   try {
     const [conn] = await once(server, 'connection')
     for (let i = 0; i < runs + 1; i++) {
@@ -139,6 +157,7 @@ async function transfer(direction, kind, bytes, runs) {
           const v = await conn.receive()
           dt = (performance.now() - t0) / 1000
           if (!(v instanceof NDArray) || v.nbytes !== bytes) throw new Error('Python sent something else')
+          if (recycled) conn.recycle(v.data)
         }
         peak = Math.max(peak, procStatus('VmHWM') - before)
       } else {
@@ -169,6 +188,10 @@ async function transfer(direction, kind, bytes, runs) {
       if (raw) conn.send('bye')
       else await conn.send('bye')
     }
+    if (!raw) {
+      const s = conn.stats()
+      reuse = direction === 'to-node' ? `${s.buffersRecycled} of ${runs + 1} into recycled memory` : `${runs + 1} arrays through ${s.filesSameHostMade} files`
+    }
     await py.done
   } finally {
     py.child.kill()
@@ -176,7 +199,7 @@ async function transfer(direction, kind, bytes, runs) {
     else await server.close()
   }
   times.sort((a, b) => a - b)
-  return { best: times[0], median: times[times.length >> 1], peak }
+  return { best: times[0], median: times[times.length >> 1], peak, reuse: sameHost ? reuse : '' }
 }
 
 function pythonReady() {
@@ -190,16 +213,17 @@ function pythonReady() {
 const LABELS = {
   frames: 'picklewire, frames (sameHost: false)',
   'same-host': 'picklewire, same host (files under /dev/shm)',
+  'same-host-recycled': 'picklewire, same host, recycled (sock.recycle)',
   raw: 'raw websockets / ws',
 }
 
 /** Runs the big-tensor rows and prints their table. */
-export async function runWsBig({ quick, log }) {
+export async function runWsBig({ quick, log, sizes: only }) {
   if (!(await pythonReady())) {
     console.log(`\n### big tensors between Python and Node: skipped (${PYTHON} lacks numpy, websockets or msgpack)`)
     return
   }
-  const sizes = quick ? [16 * MiB] : [64 * MiB, 2 * GiB]
+  const sizes = only ?? (quick ? [16 * MiB] : [64 * MiB, 2 * GiB])
   const runsOf = (bytes) => (quick ? 2 : bytes > GiB ? 2 : 5)
   const rows = []
   for (const bytes of sizes) {
@@ -209,31 +233,44 @@ export async function runWsBig({ quick, log }) {
     collect()
     for (const direction of ['to-python', 'to-node']) {
       const results = {}
-      for (const kind of KINDS) {
+      for (const kind of KINDS[direction]) {
         log(`  big tensors: ${fmtBytes(bytes)} ${direction} ${kind}`)
         results[kind] = await transfer(direction, kind, bytes, runs)
+        collect()
       }
       const name = direction === 'to-node' ? 'Python -> Node' : 'Node -> Python'
-      for (const kind of KINDS) {
+      for (const kind of KINDS[direction]) {
         const r = results[kind]
         rows.push([
           name, fmtBytes(bytes), LABELS[kind] + (kind === 'raw' && rawFrameBytes(bytes) ? ` (${fmtBytes(rawFrameBytes(bytes))} messages)` : ''),
           `${(r.best * 1000).toFixed(0)} ms (median ${(r.median * 1000).toFixed(0)})`, fmtRate(bytes, r.best),
-          `${(r.best / floor[direction]).toFixed(1)}x`, kind === 'raw' ? '1.00x' : `${(results.raw.best / r.best).toFixed(2)}x`,
-          `${(r.peak / bytes).toFixed(2)}x`,
+          `${(r.best / floor[direction].warm).toFixed(1)}x`, kind === 'raw' ? '1.00x' : `${(results.raw.best / r.best).toFixed(2)}x`,
+          `${(r.peak / bytes).toFixed(2)}x`, r.reuse,
         ])
       }
-      rows.push([name, fmtBytes(bytes), `floor: one memcpy in ${direction === 'to-node' ? 'Node (Uint8Array set)' : 'Python (numpy.copyto)'}`,
-        `${(floor[direction] * 1000).toFixed(1)} ms`, fmtRate(bytes, floor[direction]), '1.0x', '', ''])
+      const f = floor[direction]
+      const lang = direction === 'to-node' ? 'Node (Uint8Array set)' : 'Python (numpy.copyto)'
+      rows.push([name, fmtBytes(bytes), `floor: one memcpy in ${lang} into warm memory`,
+        `${(f.warm * 1000).toFixed(1)} ms`, fmtRate(bytes, f.warm), '1.0x', '', '', ''])
+      rows.push([name, fmtBytes(bytes), `one memcpy in ${lang} into fresh memory`,
+        `${(f.fresh * 1000).toFixed(1)} ms`, fmtRate(bytes, f.fresh), `${(f.fresh / f.warm).toFixed(1)}x`, '', '', ''])
     }
   }
   console.log(`\n### big tensors between Python and Node: one float32 array (best of ${quick ? 2 : '5 at 64 MiB, 2 at 2 GiB'}, after a warm-up)\n`)
   console.log('time: from the receiver asking until it holds the array as a value. x memcpy: that time against one memcpy of the')
   console.log('same bytes in the receiving language (1.0x is the floor). vs raw: raw\'s time against this row\'s (above 1: faster')
-  console.log('than raw). receiver peak: the receiving process\'s peak RSS over the transfer less its RSS before, against the size.\n')
-  printTable(['direction', 'size', 'path', 'time', 'rate', 'x memcpy', 'vs raw', 'receiver peak / size'], rows)
+  console.log('than raw). receiver peak: the receiving process\'s peak RSS over the transfer less its RSS before, against the size.')
+  console.log('reuse: Python -> Node, messages whose array filled memory recycled by the application; Node -> Python, the files the')
+  console.log(`Node sender made for all its messages (a file is written again once Python unmapped it). GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}.\n`)
+  printTable(['direction', 'size', 'path', 'time', 'rate', 'x memcpy', 'vs raw', 'receiver peak / size', 'reuse'], rows)
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await runWsBig({ quick: process.argv.includes('--quick'), log: (line) => console.error(line) })
+  const sizesArg = process.argv.find((a) => a.startsWith('--sizes='))
+  const sizes = sizesArg?.slice('--sizes='.length).split(',').map((t) => {
+    const m = /^(\d+)([MG])$/.exec(t)
+    if (m === null) throw new Error(`--sizes takes sizes like 64M or 2G, got ${t}`)
+    return Number(m[1]) * (m[2] === 'G' ? GiB : MiB)
+  })
+  await runWsBig({ quick: process.argv.includes('--quick'), log: (line) => console.error(line), sizes })
 }

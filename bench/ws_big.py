@@ -9,7 +9,8 @@
         when they come in messages of F bytes) and answers a JSON text with the memory this
         process took to receive it: {"peak": VmHWM - VmRSS before, bytes}
     python3 ws_big.py memcpy --bytes N --runs R
-        prints the best seconds of numpy.copyto of N bytes into a warm array (the floor)
+        prints the best seconds of numpy.copyto of N bytes into a warm array (the floor), and into
+        a new numpy.empty array each time (fresh)
 """
 
 from __future__ import annotations
@@ -96,20 +97,28 @@ async def to_python(args) -> None:
         before = reset_peak()
         v = await sock.recv()
         assert isinstance(v, np.ndarray) and v.nbytes == args.bytes, type(v)
-        await sock.send(json.dumps({'peak': status('VmHWM') - before}))
+        peak = status('VmHWM') - before
+        # The array is dropped before the answer, so that its mapping's shm-free goes first and
+        # the sender may write the same file for the next run.
         del v
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await sock.send(json.dumps({'peak': peak}))
     await sock.close()
 
 
 def memcpy(args) -> None:
     src = np.full(args.bytes, 7, np.uint8)
     dst = np.zeros(args.bytes, np.uint8)
-    best = float('inf')
+    best = fresh = float('inf')
     for _ in range(args.runs):
         t0 = time.perf_counter()
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
-    print(json.dumps({'best': best}), flush=True)
+        t0 = time.perf_counter()
+        np.copyto(np.empty(args.bytes, np.uint8), src)
+        fresh = min(fresh, time.perf_counter() - t0)
+    print(json.dumps({'best': best, 'fresh': fresh}), flush=True)
 
 
 def main() -> None:

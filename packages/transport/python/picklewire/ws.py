@@ -1376,6 +1376,8 @@ class _SameHost:
                 raise TransportError('PROTOCOL', f'the file of {what} ({path}) holds {file_size} bytes, short of the {size} '
                                                  f'announced at offset {offset}')
             base = offset - offset % mmap.ALLOCATIONGRANULARITY
+            # No MAP_POPULATE: on a private writable mapping it copies every page (as writes
+            # would), and entering the pages up front made touching them no faster here.
             mapping = mmap.mmap(fd, size + offset - base, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
                                 offset=base)
         finally:
