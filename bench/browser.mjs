@@ -5,6 +5,9 @@
 // headless chromium page (the one-file bundle, driven by playwright-core). Each receiver times
 // itself from its request until the last message is received and loaded (a 64 MiB array: an
 // NDArray over the ArrayBuffer it was assembled in), and the two take turns; best of the runs.
+// The raw rows are the browser's own delivery: the same process's plain websockets server sends
+// the same bytes (an array as 1 MiB binary messages, a 1 KiB message as one) to a plain WebSocket
+// in the page (binaryType 'arraybuffer') and to a ws WebSocket in Node, which only count them.
 // Needs chromium (/usr/bin/chromium, or PICKLEWIRE_CHROMIUM) and python3 with numpy, websockets
 // and msgpack; says what it skipped otherwise.
 
@@ -15,7 +18,7 @@ import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { NDArray } from '@picklewire/codec'
-import { connectPickleSocket } from '@picklewire/transport/ws'
+import { WebSocket, connectPickleSocket } from '@picklewire/transport/ws'
 import { fmtBytes, fmtRate, printTable } from './measure.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -53,8 +56,50 @@ export async function receive(job) {
 }
 export async function close() {
   await sock.close()
+  raw?.close()
+}
+let raw = null
+export async function openRaw(url) {
+  raw = new WebSocket(url)
+  raw.binaryType = 'arraybuffer'
+  await new Promise((resolve, reject) => {
+    raw.onopen = resolve
+    raw.onerror = () => reject(new Error('cannot connect to ' + url))
+  })
+}
+export async function receiveRaw(job) {
+  const t0 = performance.now()
+  let bytes = 0
+  await new Promise((resolve) => {
+    raw.onmessage = (e) => {
+      if (typeof e.data === 'string') resolve()
+      else bytes += e.data.byteLength
+    }
+    raw.send(JSON.stringify(job))
+  })
+  if (bytes !== job.bytes * job.count) throw new Error(bytes + ' bytes of ' + job.bytes * job.count)
+  return (performance.now() - t0) / 1000
 }
 `
+
+/** Node's side of the raw rows: a ws WebSocket that counts the bytes of binary messages until 'end'. */
+function nodeReceivesRaw(ws, job) {
+  const t0 = performance.now()
+  let bytes = 0
+  return new Promise((resolve, reject) => {
+    const onMessage = (data, isBinary) => {
+      if (isBinary) {
+        bytes += data.byteLength
+        return
+      }
+      ws.off('message', onMessage)
+      if (bytes !== job.bytes * job.count) reject(new Error(`${bytes} bytes of ${job.bytes * job.count}`))
+      else resolve((performance.now() - t0) / 1000)
+    }
+    ws.on('message', onMessage)
+    ws.send(JSON.stringify(job))
+  })
+}
 
 async function nodeReceives(sock, job) {
   const t0 = performance.now()
@@ -94,9 +139,11 @@ export async function runBrowser({ quick, log }) {
   })
   let browser = null
   let node = null
+  let nodeRaw = null
   try {
-    const { port } = JSON.parse(await new Promise((resolve) => createInterface({ input: producer.stdout }).once('line', resolve)))
+    const { port, raw: rawPort } = JSON.parse(await new Promise((resolve) => createInterface({ input: producer.stdout }).once('line', resolve)))
     const url = `ws://127.0.0.1:${port}/`
+    const rawUrl = `ws://127.0.0.1:${rawPort}/`
     await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve))
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] })
     const page = await browser.newPage()
@@ -104,30 +151,45 @@ export async function runBrowser({ quick, log }) {
     const inPage = (fn, arg) => page.evaluate(`import('/bench.js').then((m) => m.${fn}(${JSON.stringify(arg)}))`)
     const version = await inPage('open', url)
     node = await connectPickleSocket(url, { limits: { maxBufferBytes: 2 ** 30 } })
+    await inPage('openRaw', rawUrl)
+    nodeRaw = new WebSocket(rawUrl, { perMessageDeflate: false, maxPayload: 2 ** 30 })
+    await new Promise((resolve, reject) => nodeRaw.once('open', resolve).once('error', reject))
     console.log(`${browser.version().startsWith('1') ? 'chromium ' : ''}${browser.version()} (headless, playwright-core), protocol version ${version} both ways; python3 ${PYTHON} sends\n`)
     const rows = []
     for (const job of p.jobs) {
       log(`  browser: ${job.count} x ${fmtBytes(job.bytes)} (${job.kind})`)
       // a warm-up of each, then the two receivers take turns
-      await nodeReceives(node, { ...job, count: Math.max(1, job.count / 4) })
-      await inPage('receive', { ...job, count: Math.max(1, job.count / 4) })
-      const times = { node: [], page: [] }
+      const warm = { ...job, count: Math.max(1, job.count / 4) }
+      await nodeReceives(node, warm)
+      await inPage('receive', warm)
+      await nodeReceivesRaw(nodeRaw, warm)
+      await inPage('receiveRaw', warm)
+      const times = { node: [], page: [], nodeRaw: [], pageRaw: [] }
       for (let r = 0; r < p.runs; r++) {
         times.node.push(await nodeReceives(node, job))
         times.page.push(await inPage('receive', job))
+        times.nodeRaw.push(await nodeReceivesRaw(nodeRaw, job))
+        times.pageRaw.push(await inPage('receiveRaw', job))
       }
-      const best = { node: Math.min(...times.node), page: Math.min(...times.page) }
+      const best = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, Math.min(...v)]))
       const rate = (s) => (job.kind === 'array' ? fmtRate(job.bytes * job.count, s) : `${Math.round(job.count / s).toLocaleString('en-US')}/s`)
       rows.push([
         job.kind === 'array' ? `${job.count} x ${fmtBytes(job.bytes)} float32 array` : `${job.count.toLocaleString('en-US')} x ${fmtBytes(job.bytes)} message`,
         rate(best.node), rate(best.page), `${(best.node / best.page).toFixed(2)}x`,
+        rate(best.nodeRaw), rate(best.pageRaw), `${(best.nodeRaw / best.pageRaw).toFixed(2)}x`,
+        `${(best.pageRaw / best.page).toFixed(2)}x`, `${(best.nodeRaw / best.node).toFixed(2)}x`,
       ])
     }
-    printTable(['messages (best of ' + p.runs + ')', 'Python -> Node', 'Python -> page', 'page / Node'], rows)
+    printTable([
+      'messages (best of ' + p.runs + ')', 'Python -> Node', 'Python -> page', 'page / Node',
+      'raw -> Node', 'raw -> page', 'raw page / raw Node', 'page / raw page', 'Node / raw Node',
+    ], rows)
     console.log('\nBoth receivers load every message: a 64 MiB array arrives in 1 MiB chunks (version 3) copied into one ArrayBuffer and loads as an NDArray over it; a 1 KiB message is one frame. The page is headless chromium on the same machine; its WebSocket delivers each frame as an ArrayBuffer to the page thread.')
+    console.log('raw: the same bytes from a plain websockets server (an array as 1 MiB binary messages, a 1 KiB message as one), received by a plain WebSocket in the page and a ws WebSocket in Node that only count them: the browser\'s and ws\'s own delivery. page / raw page and Node / raw Node: picklewire\'s rate against raw\'s on the same receiver (1.00x: no cost over the socket itself).')
     await inPage('close', null)
   } finally {
     await node?.close().catch(() => {})
+    nodeRaw?.close()
     await browser?.close()
     http.close()
     producer.stdin.end()
