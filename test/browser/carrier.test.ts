@@ -177,6 +177,8 @@ async function main(): Promise<void> {
     t.match(r.receiveHighWaterMark, /^TypeError: .*cannot pause reading/)
     t.match(r.ws, /^TypeError: .*takes no options/)
     t.match(r.highWaterMar, /^TypeError: .*highWaterMark/, 'a misspelled option is named with its nearest')
+    t.equal(r.closeThrew, undefined, 'close() with a code the browser refuses does not throw')
+    t.match(r.close1001, /^RangeError: close code must be 1000 or 3000 to 4999 in a browser, got 1001/, 'it rejects with a RangeError naming the code')
   })
 
   t.test('the page answers the server\'s requests (onRequest), and a throw becomes a REMOTE error', async (t) => {

@@ -168,6 +168,16 @@ export async function refusedOptions({ url }) {
       out[name] = `${err.name}: ${err.message}`
     }
   }
+  // a close code the browser would refuse: a rejected promise, as every other misuse of close()
+  const sock = await pw.connectPickleSocket(url)
+  let closing = null
+  try {
+    closing = sock.close(1001)
+  } catch (err) {
+    out.closeThrew = `${err.name}: ${err.message}`
+  }
+  if (closing !== null) out.close1001 = await closing.then(() => 'closed', (err) => `${err.name}: ${err.message}`)
+  await sock.close()
   return out
 }
 

@@ -235,7 +235,7 @@ export class PickleSocket extends Emitter<PickleSocketEvents> implements AsyncIt
 
   /** Closes cleanly: messages already sent leave first, then the close handshake runs. */
   close(code: number = CLOSE.normal, reason = ''): Promise<CloseInfo> {
-    if (code !== 1000 && !(code >= 3000 && code <= 4999)) throw new RangeError(`close code must be 1000 or 3000 to 4999 in a browser, got ${String(code)}`)
+    if (code !== 1000 && !(code >= 3000 && code <= 4999)) return Promise.reject(new RangeError(`close code must be 1000 or 3000 to 4999 in a browser, got ${String(code)}`))
     return this.#core.close(code, reason)
   }
 
