@@ -27,6 +27,8 @@ import { PythonPeer, pythonMissing, within } from './ws-helpers.js'
 
 const missing = pythonMissing(t)
 const BIG = process.env.PICKLEWIRE_BIG === '1'
+// Several GiB cross loopback here, on a machine that may be busy with other tests.
+t.setTimeout(BIG ? 1_800_000 : 600_000)
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'ws_big_peer.py')
 
 const MiB = 2 ** 20

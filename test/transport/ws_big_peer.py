@@ -86,7 +86,9 @@ def check_periodic(a, chunk_bytes: int) -> dict:
 
 
 def many(k: int, nbytes: int) -> np.ndarray:
-    return (k + np.arange(nbytes // 4, dtype=np.int64) % 1009).astype(np.float32)
+    """Array k of send-many / recv-many: element i is k + i % 1009, as float32."""
+    n = nbytes // 4
+    return np.tile(np.arange(1009, dtype=np.float32) + k, -(-n // 1009))[:n]
 
 
 def ordered(events: list[dict], total: int) -> bool:
