@@ -373,7 +373,7 @@ from picklewire import ws as pw
 sent = []
 sh = pw._SameHost(True, 1, sent.append, pw.Stats())
 sh.proven_pid = 4242
-sh.map = lambda place, size, what, id: (sent.append(['map', place[0], place[1], size]), memoryview(bytes(range(size))))[1]
+sh.map = lambda place, size, what, id, readonly=False: (sent.append(['map', place[0], place[1], size]), memoryview(bytes(range(size))))[1]
 r = pw._Receiver(pw.DEFAULT_LIMITS, None, 'client', 3)
 r.same_host = sh
 m = r.push(bytes.fromhex(sys.argv[1]))

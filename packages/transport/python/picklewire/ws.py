@@ -35,6 +35,7 @@ from __future__ import annotations
 import _compat_pickle
 import asyncio
 import collections
+import ctypes
 import datetime
 import decimal
 import hashlib
@@ -1098,6 +1099,8 @@ MAX_OUTSTANDING_REGIONS = 8
 _MAX_FREE_REGIONS = 2
 #: regions kept open while a mapping peer still maps them (awaiting shm-free) at most; beyond, the oldest is closed
 _MAX_MAPPED_REGIONS = 4
+#: mappings of whole files a receiver keeps for read-only buffers at most (the most recently used)
+_MAX_KEPT_MAPPINGS = 4
 #: messages whose shm-free a sender remembers awaiting at most; beyond, the oldest is forgotten (its shm-free unchecked)
 _MAX_AWAITING_FREE = 4096
 #: os.pwrite moves at most about 2 GiB per call on Linux
@@ -1206,6 +1209,10 @@ class _SameHost:
         self._forgotten_below = 0
         #: messages received whose mappings may be alive: how many, plus one until their shm-done
         self._mapped: dict[int, int] = {}
+        #: whole-file mappings kept for read-only buffers, by the file's (st_dev, st_ino), most
+        #: recently used last: a later message in the same file is read through the same mapping,
+        #: whose pages are already entered (a new mapping faults on every 4 KiB page it reads)
+        self._kept: collections.OrderedDict[tuple[int, int], mmap.mmap] = collections.OrderedDict()
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -1365,16 +1372,23 @@ class _SameHost:
             places.append((path, offset))
         return places if any(p is not None for p in places) else None
 
-    def map(self, place: tuple[str, int], size: int, what: str, id: int) -> memoryview:
-        """Maps `size` bytes at `place` copy-on-write (MAP_PRIVATE): a writable view whose writes
-        stay in this process. TransportError when the file is gone, not a region, or short. Once
-        every mapping of message `id` is gone (and its shm-done sent), shm-free tells the peer."""
+    def map(self, place: tuple[str, int], size: int, what: str, id: int, readonly: bool = False) -> memoryview:
+        """A view of `size` bytes at `place`, mapped copy-on-write (MAP_PRIVATE): writable, its writes
+        staying in this process, or with `readonly` a read-only view through a mapping of the
+        whole file that this side keeps for later messages in the same file. TransportError when
+        the file is gone, not a region, or short. Once every view of message `id` is gone (and
+        its shm-done sent), shm-free tells the peer."""
         path, offset = place
         fd, file_size = _open_region(path, what)
         try:
             if file_size < offset + size:
                 raise TransportError('PROTOCOL', f'the file of {what} ({path}) holds {file_size} bytes, short of the {size} '
                                                  f'announced at offset {offset}')
+            if readonly:
+                view = self._kept_view(fd, file_size, offset, size, id)
+                self.stats.buffers_same_host_received += 1
+                self.stats.bytes_same_host_received += size
+                return view
             base = offset - offset % mmap.ALLOCATIONGRANULARITY
             # No MAP_POPULATE: on a private writable mapping it copies every page (as writes
             # would), and entering the pages up front made touching them no faster here.
@@ -1387,6 +1401,27 @@ class _SameHost:
         self._mapped[id] = self._mapped.get(id, 1) + 1
         weakref.finalize(mapping, self._unmapped_soon, id).atexit = False
         return memoryview(mapping)[offset - base:offset - base + size]
+
+    def _kept_view(self, fd: int, file_size: int, offset: int, size: int, id: int) -> memoryview:
+        """A read-only view of bytes offset..offset+size of the open file fd through the mapping of
+        the whole file kept for it (made, or made again when the file grew past it). The view's
+        exporter is an object of its own, so that its finalizer runs once no view of this message's
+        bytes is left (the kept mapping outlives it); nothing writes through the mapping, so it
+        keeps showing what the peer writes into the file after shm-free."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        whole = self._kept.get(key)
+        if whole is None or len(whole) < offset + size:
+            # writable (copy-on-write) only so that ctypes can export it; only read-only views leave
+            whole = mmap.mmap(fd, file_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            self._kept[key] = whole
+        self._kept.move_to_end(key)
+        while len(self._kept) > _MAX_KEPT_MAPPINGS:
+            self._kept.popitem(last=False)  # unmapped once no view of it is left
+        exporter = (ctypes.c_char * size).from_buffer(whole, offset)
+        self._mapped[id] = self._mapped.get(id, 1) + 1
+        weakref.finalize(exporter, self._unmapped_soon, id).atexit = False
+        return memoryview(exporter).cast('B').toreadonly()
 
     def _unmapped_soon(self, id: int) -> None:
         """A mapping of message id is gone (its finalizer may run in any thread): count it in the loop's."""
@@ -1477,6 +1512,7 @@ class _SameHost:
         fds = list(self._outstanding.values()) + self._free + [f for f in self._awaiting_free.values() if f is not None]
         self._awaiting_free.clear()
         self._mapped.clear()
+        self._kept.clear()
         if self._challenge is not None:
             fds.append(self._challenge[0])
         self._challenge = None
@@ -1515,6 +1551,8 @@ class _Receiver:
         self.on_refuse: Callable[[int], Any] | None = None
         #: version 3: maps buffers that come through files and takes the shm-* text frames
         self.same_host: _SameHost | None = None
+        #: the socket's writable option: a mapped buffer that is not read-only is then a writable view
+        self.writable = False
         self.cancelled_by_peer = 0
         self.discarded = 0
         self._reset()
@@ -1678,7 +1716,8 @@ class _Receiver:
         size = h['b'][i]
         view = None
         if not self.discarding or self.mac is not None:
-            view = self.same_host.map(self.places[i], size, f"buffer {i} of message {h['id']}", h['id'])
+            writable = self.writable and not h['ro'][i]
+            view = self.same_host.map(self.places[i], size, f"buffer {i} of message {h['id']}", h['id'], readonly=not writable)
             if self.mac is not None:
                 self.mac.update(view)
         self.buffers.append(b'' if self.discarding or view is None else view)
@@ -1907,6 +1946,7 @@ class PickleSocket:
         self._receiver = _Receiver(limits, self.key, 'server' if role == 'client' else 'client', self.version)
         self._receiver.on_progress = on_progress
         self._receiver.on_refuse = self._on_refuse
+        self._receiver.writable = writable
         #: version 3: the same-host path of both directions (answers the peer's challenge even when off)
         self._same_host: _SameHost | None = None
         if self.version >= 3:
