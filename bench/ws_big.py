@@ -8,6 +8,11 @@
         says "ready", then R times: receives the array (raw: its bytes, into one fresh bytearray
         when they come in messages of F bytes) and answers a JSON text with the memory this
         process took to receive it: {"peak": VmHWM - VmRSS before, bytes}
+    python3 ws_big.py first-read --bytes N --runs R
+        what a receiver pays to read a same-host array the first time: the best and worst ms of
+        mapping N bytes of a written file and summing them, through a new mapping per message
+        and through the mapping the receiver keeps for read-only buffers, against a sum over
+        warm memory
     python3 ws_big.py memcpy --bytes N --runs R
         prints the best seconds of numpy.copyto of N bytes into a warm array (the floor), and into
         a new numpy.empty array each time (fresh)
@@ -107,6 +112,40 @@ async def to_python(args) -> None:
     await sock.close()
 
 
+def first_read(args) -> None:
+    import gc
+    stats = pw.Stats()
+    sh = pw._SameHost(True, 1, lambda text: None, stats)  # this process plays the sender too
+    sh.proven_pid = os.getpid()
+    fd = pw._make_region()
+    src = np.full(args.bytes, 3, np.uint8)
+    os.pwrite(fd, src, 0)
+    path = f'/proc/{os.getpid()}/fd/{fd}'
+    out = {}
+    for name, readonly in (('new mapping', False), ('kept mapping', True)):
+        times = []
+        for i in range(args.runs):
+            t0 = time.perf_counter()
+            a = np.frombuffer(sh.map((path, 0), args.bytes, 'buffer 0', i + 1, readonly=readonly), np.uint8)
+            a.sum(dtype=np.uint64)
+            times.append(time.perf_counter() - t0)
+            del a
+            gc.collect()
+        out[name] = times
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        src.sum(dtype=np.uint64)
+        times.append(time.perf_counter() - t0)
+    out['warm memory'] = times
+    sh.close()
+    os.close(fd)
+    for name, times in out.items():
+        what = 'sum' if name == 'warm memory' else 'map + first sum'
+        print(f'{name:13} {what}: best {min(times) * 1e3:.0f} ms, worst {max(times) * 1e3:.0f} ms '
+              f'(first {times[0] * 1e3:.0f} ms)')
+
+
 def memcpy(args) -> None:
     src = np.full(args.bytes, 7, np.uint8)
     dst = np.zeros(args.bytes, np.uint8)
@@ -123,7 +162,7 @@ def memcpy(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', choices=['to-node', 'to-python', 'memcpy'])
+    p.add_argument('command', choices=['to-node', 'to-python', 'memcpy', 'first-read'])
     p.add_argument('url', nargs='?')
     p.add_argument('--kind', choices=['frames', 'same-host', 'raw'], default='frames')
     p.add_argument('--bytes', type=int, required=True)
@@ -132,6 +171,8 @@ def main() -> None:
     args = p.parse_args()
     if args.command == 'memcpy':
         memcpy(args)
+    elif args.command == 'first-read':
+        first_read(args)
     else:
         asyncio.run(to_node(args) if args.command == 'to-node' else to_python(args))
 

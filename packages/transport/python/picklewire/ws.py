@@ -1413,6 +1413,8 @@ class _SameHost:
         whole = self._kept.get(key)
         if whole is None or len(whole) < offset + size:
             # writable (copy-on-write) only so that ctypes can export it; only read-only views leave
+            # (code that writes through a view's ctypes exporter, view.obj, gets a private page that
+            # later messages in this file would show instead of the peer's bytes)
             whole = mmap.mmap(fd, file_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             self._kept[key] = whole
         self._kept.move_to_end(key)
