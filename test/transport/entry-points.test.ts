@@ -24,7 +24,7 @@ const SHM = [
   'arenaHandler', 'createChannel', 'createPipe', 'openChannel', 'openPipe', 'reclaimOnExit', 'workerStats',
 ]
 const WS = [
-  ...SHARED, 'CLOSE', 'DEFAULT_HEARTBEAT_INTERVAL', 'DEFAULT_HEARTBEAT_TIMEOUT', 'DEFAULT_HIGH_WATER_MARK', 'DEFAULT_RECEIVE_HIGH_WATER_MARK', 'DEFAULT_SAME_HOST_MIN_BYTES',
+  ...SHARED, 'CLOSE', 'DEFAULT_HEARTBEAT_INTERVAL', 'DEFAULT_HEARTBEAT_TIMEOUT', 'DEFAULT_HIGH_WATER_MARK', 'DEFAULT_RECEIVE_HIGH_WATER_MARK', 'DEFAULT_RECYCLE_BYTES', 'DEFAULT_SAME_HOST_MIN_BYTES',
   'PickleSocket', 'PickleSocketServer', 'SUBPROTOCOL', 'WebSocket', 'WebSocketServer', 'connectPickleSocket', 'listenPickleSocket',
 ]
 const DASK = [
