@@ -175,6 +175,7 @@ async function main(): Promise<void> {
     const r = await inPage<Record<string, string>>(page, '/page-checks.js', 'refusedOptions', { url: server.url })
     t.match(r.heartbeatInterval, /^TypeError: .*heartbeatInterval is not available in a browser: a page cannot send WebSocket pings/)
     t.match(r.receiveHighWaterMark, /^TypeError: .*cannot pause reading/)
+    t.match(r.recycleBytes, /^TypeError: .*recycleBytes is not available in a browser: a page has no recycle\(\)/)
     t.match(r.ws, /^TypeError: .*takes no options/)
     t.match(r.highWaterMar, /^TypeError: .*highWaterMark/, 'a misspelled option is named with its nearest')
     t.equal(r.closeThrew, undefined, 'close() with a code the browser refuses does not throw')

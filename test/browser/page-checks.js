@@ -160,7 +160,7 @@ export async function receiveAll({ url, options }) {
 /** Options a page cannot have: the error each gives. */
 export async function refusedOptions({ url }) {
   const out = {}
-  for (const [name, value] of [['heartbeatInterval', 1000], ['receiveHighWaterMark', 1], ['ws', {}], ['highWaterMar', 1]]) {
+  for (const [name, value] of [['heartbeatInterval', 1000], ['receiveHighWaterMark', 1], ['recycleBytes', 1], ['ws', {}], ['highWaterMar', 1]]) {
     try {
       await pw.connectPickleSocket(url, { [name]: value })
       out[name] = 'accepted'

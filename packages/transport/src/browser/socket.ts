@@ -48,7 +48,7 @@ export type RequestOptions = Omit<SendOptions, 'onProgress'>
  * (limits, key, highWaterMark, requestTimeout, onRequest, maxConcurrentRequests, pickler,
  * unpickler, protocolVersion, chunkBytes), with the same defaults.
  */
-export type BrowserSocketOptions = Omit<PickleSocketOptions, 'receiveHighWaterMark' | 'heartbeatInterval' | 'heartbeatTimeout'>
+export type BrowserSocketOptions = Omit<PickleSocketOptions, 'receiveHighWaterMark' | 'heartbeatInterval' | 'heartbeatTimeout' | 'recycleBytes'>
 
 /** Options of the Node carrier a page cannot have, and why: giving one is a TypeError. */
 const NOT_IN_BROWSER: Readonly<Record<string, string>> = Object.freeze({
