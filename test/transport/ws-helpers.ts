@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import { NDArray } from '@picklewire/codec'
 import {
   SUBPROTOCOL, WebSocket, connectPickleSocket, listenPickleSocket,
   type ConnectOptions, type ListenOptions, type PickleSocket, type PickleSocketServer,
@@ -100,6 +101,21 @@ export async function pair(t: Test, serverOptions: ListenOptions = {}, clientOpt
 }
 
 /** Rejects with a clear message when p takes longer than ms. */
+/** The Float32Array data of a received NDArray (throws when the value is not one). */
+export function dataOf(v: unknown): Float32Array {
+  if (!(v instanceof NDArray)) throw new Error(`expected an NDArray, got ${String(v)}`)
+  return v.data as Float32Array
+}
+
+/** Polls until ok() holds, every 5 ms, throwing after ms. */
+export async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
 export async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {

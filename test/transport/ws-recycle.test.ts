@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
 import { connectPickleSocket, listenPickleSocket, type ConnectOptions, type ListenOptions, type PickleSocket } from '@picklewire/transport'
-import { within } from './ws-helpers.js'
+import { dataOf, until, within } from './ws-helpers.js'
 
 const MiB = 2 ** 20
 const linux = process.platform === 'linux' && existsSync('/proc/self/fd')
@@ -38,19 +38,6 @@ function matches(a: Float32Array, n: number, k: number): boolean {
   if (a.length !== n) return false
   for (let i = 0; i < n; i++) if (a[i] !== ((i * 7 + k * 131) & 0xffff) - k) return false
   return true
-}
-
-function dataOf(v: unknown): Float32Array {
-  if (!(v instanceof NDArray)) throw new Error(`expected an NDArray, got ${String(v)}`)
-  return v.data as Float32Array
-}
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 /** Sends message k of n float32 elements from a and returns what b received. */

@@ -21,7 +21,7 @@ import { placesOf, type BufferPlace, type SameHostReader } from '../../packages/
 import { newStats } from '../../packages/transport/dist/ws/stats.js'
 import { resolveLimits } from '../../packages/transport/dist/limits.js'
 import { PYTHON } from '../helpers/python.js'
-import { PYTHON_DIR, PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, within } from './ws-helpers.js'
+import { PYTHON_DIR, PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, dataOf, until, within } from './ws-helpers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MiB = 2 ** 20
@@ -46,19 +46,6 @@ function isRamp(a: Float32Array, n: number): boolean {
   for (let i = 0; i < n; i += 4099) if (a[i] !== (i & 0xffffff)) return false
   for (let i = Math.max(0, n - 5); i < n; i++) if (a[i] !== (i & 0xffffff)) return false
   return true
-}
-
-function dataOf(v: unknown): Float32Array {
-  if (!(v instanceof NDArray)) throw new Error(`expected an NDArray, got ${String(v)}`)
-  return v.data as Float32Array
-}
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 async function nodePair(t: Test, server: ListenOptions = {}, client: ConnectOptions = {}): Promise<{ a: PickleSocket; b: PickleSocket }> {
