@@ -236,6 +236,18 @@ interface Hostile {
   server: { values: unknown[]; done: Promise<Error | null> }
 }
 
+/** Answers the peer's challenge (texts[0], of the given kind) as this process can, and waits for shm-accept. */
+async function answerChallenge(ws: WebSocket, texts: string[], kind: 'copy' | 'map'): Promise<void> {
+  const m = new RegExp(`^shm-challenge (\\S+) ${kind}$`).exec(texts[0]!)
+  if (m === null) throw new Error(`expected a ${kind} challenge, got ${texts[0]}`)
+  const fd = openSync(m[1]!, 'r')
+  const secret = Buffer.alloc(32)
+  readSync(fd, secret, 0, 32, 0)
+  closeSync(fd)
+  ws.send(`shm-proof ${secret.toString('hex')} ${process.pid}`)
+  await until('shm-accept', () => texts.includes('shm-accept'))
+}
+
 /** A raw version 3 client and the server side's collection; with prove, it answers the server's challenge (this process can read it). */
 async function hostile(t: Test, prove: boolean): Promise<Hostile> {
   const listener = await listenPickleSocket()
@@ -250,15 +262,7 @@ async function hostile(t: Test, prove: boolean): Promise<Hostile> {
   const [sock] = (await accepted) as [PickleSocket]
   const server = collect(sock)
   await until('the server\'s challenge', () => texts.length > 0)
-  if (prove) {
-    const m = /^shm-challenge (\S+) copy$/.exec(texts[0]!)
-    const fd = openSync(m![1]!, 'r')
-    const secret = Buffer.alloc(32)
-    readSync(fd, secret, 0, 32, 0)
-    closeSync(fd)
-    ws.send(`shm-proof ${secret.toString('hex')} ${process.pid}`)
-    await until('shm-accept', () => texts.includes('shm-accept'))
-  }
+  if (prove) await answerChallenge(ws, texts, 'copy')
   return { ws, texts, server }
 }
 
@@ -387,15 +391,7 @@ t.test('with python3: hostile places to the Python peer fail its connection with
       })
       await within(5000, once(ws, 'open'), 'the raw client to open')
       await until('the Python challenge', () => texts.length > 0)
-      if (prove) {
-        const m = /^shm-challenge (\S+) map$/.exec(texts[0]!)
-        const fd = openSync(m![1]!, 'r')
-        const secret = Buffer.alloc(32)
-        readSync(fd, secret, 0, 32, 0)
-        closeSync(fd)
-        ws.send(`shm-proof ${secret.toString('hex')} ${process.pid}`)
-        await until('shm-accept', () => texts.includes('shm-accept'))
-      }
+      if (prove) await answerChallenge(ws, texts, 'map')
       ws.send(header(1, [4096], sm))
       const close = await closeOf(ws)
       t.equal(close.code, 4400)
