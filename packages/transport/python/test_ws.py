@@ -1046,6 +1046,36 @@ print(json.dumps(out))
         self.assertEqual(errors[0].code, 'PROTOCOL')
         self.assertRegex(str(errors[0]), r'buffer 0 of message 2 .*it is gone: the sending process exited or closed it')
 
+    @unittest.skipUnless(shutil.which('node') and os.path.exists(NODE_WS), 'node and the built @picklewire/transport only')
+    async def test_a_node_sender_killed_mid_buffer_over_frames_is_a_clear_error(self):
+        # The Node sender sends 64 MiB in 1 MiB chunks and SIGKILLs itself once 8 MiB have left.
+        script = (f"const {{ connectPickleSocket }} = await import({json.dumps(NODE_WS)});"
+                  "const sock = await connectPickleSocket(process.argv[1], { sameHost: false, chunkBytes: 2 ** 20 });"
+                  "await sock.send('ready');"
+                  "await sock.send(new Float32Array(2 ** 24), { onProgress: (p) => {"
+                  "  if (p.bytes >= 2 ** 23) process.kill(process.pid, 'SIGKILL') } })")
+        errors, values = [], []
+
+        async def handler(sock):
+            try:
+                async for value in sock:
+                    values.append(value)
+            except pw.TransportError as e:
+                errors.append(e)
+
+        async with pw.serve(handler, same_host=False) as server:
+            url = f'ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/'
+            node = await asyncio.create_subprocess_exec('node', '--input-type=module', '-e', script, url)
+            self.assertEqual(await asyncio.wait_for(node.wait(), 60), -9, 'the Node sender was killed')
+            for _ in range(500):
+                if errors:
+                    break
+                await asyncio.sleep(0.01)
+        self.assertEqual(values, ['ready'], 'nothing of the half-sent message was delivered')
+        self.assertEqual(len(errors), 1, 'the receiver ended with one TransportError')
+        self.assertEqual(errors[0].code, 'CLOSED')
+        self.assertRegex(str(errors[0]), r'closed \(1006\) in message 2 after .*: the message is lost')
+
     async def test_same_host_options_are_checked(self):
         with self.assertRaisesRegex(TypeError, 'same_host must be a bool'):
             await pw.connect('ws://127.0.0.1:1/', same_host='yes')
