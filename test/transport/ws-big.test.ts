@@ -1,23 +1,30 @@
 /**
- * Big tensors between Node and a real python3 over the WebSocket carrier's frame path
- * (protocol version 3 chunks; sameHost: false and same_host=False), both directions:
+ * Big tensors between Node and a real python3 over the WebSocket carrier, both directions:
  *
- * - one float16 array of 5 GiB (more than a Node Uint8Array can be): it arrives as a Uint16Array
- *   over one ArrayBuffer of 5 GiB in Node and as a numpy array in Python, checked at sampled
- *   indices, at both sides of every chunk boundary and at both ends against the formula it was
- *   generated from (element i is i % 65521), with progress events in order ending at the total;
- * - 8 arrays of 300 MiB, every element checked, the memory not growing across them;
+ * - one float16 array of 5 GiB (more than a Node Uint8Array can be), over each path in turn:
+ *   frames (protocol version 3 chunks; sameHost: false and same_host=False) and the same-host
+ *   path (sameHost: true and same_host=True: the sender writes it into a file of its own, the
+ *   receiver reads or maps it). It arrives as a Uint16Array over one ArrayBuffer of 5 GiB in
+ *   Node and as a numpy array in Python, checked at sampled indices, at both sides of every
+ *   chunk boundary and at both ends against the formula it was generated from (element i is
+ *   i % 65521), with progress events in order ending at the total. Both sides' counters show
+ *   which path the buffer took; after the same-host variant, Node holds no picklewire file
+ *   open and no picklewire file of either process is left under /dev/shm;
+ * - 8 arrays of 300 MiB (frames), every element checked, the memory not growing across them;
  * - a peer killed (SIGKILL) mid-buffer: a TransportError CLOSED on the side that survives, and
  *   nothing of the half message delivered;
  * - a send of 1 GiB cancelled mid-way on each side (task cancellation in Python, an AbortSignal
  *   in Node): both sides send and receive the next messages.
  *
- * The 5 GiB tests need about 11 GiB of memory at their peak (the sender's array and the
- * receiver's ArrayBuffer or bytearray: 5.3 GiB in Node and 5.1 GiB in Python measured) and
- * 80-150 s each on the development VM, so they run only with PICKLEWIRE_BIG=1; the rest runs
- * always (75 s on a quiet machine).
+ * The 5 GiB tests over frames need about 11 GiB of memory at their peak (the sender's array and
+ * the receiver's ArrayBuffer or bytearray: 5.3 GiB in Node and 5.1 GiB in Python measured) and
+ * 80-150 s each on the development VM; over the same-host path the sender's file adds 5 GiB of
+ * shared memory (15 GiB at the peak Python -> Node). They run one at a time, each after a
+ * collection of the last one's memory, and only with PICKLEWIRE_BIG=1; the rest runs always
+ * (75 s on a quiet machine).
  * The Python side is test/transport/ws_big_peer.py.
  */
+import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
@@ -25,7 +32,7 @@ import vm from 'node:vm'
 import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
 import { TransportError, listenPickleSocket, type PickleSocket, type ProgressInfo } from '@picklewire/transport'
-import { PythonPeer, pythonMissing, within } from './ws-helpers.js'
+import { PythonPeer, pythonMissing, until, within } from './ws-helpers.js'
 
 const missing = pythonMissing(t)
 const BIG = process.env.PICKLEWIRE_BIG === '1'
@@ -43,10 +50,22 @@ const LIMITS = { maxBufferBytes: 8 * GiB, maxMessageBytes: 8 * GiB }
 v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc') as () => void
 
-/** The peak of process.memoryUsage() while it runs, sampled every 100 ms. */
+/** The machine's shared memory in use (/proc/meminfo Shmem: files under /dev/shm and memfds), or 0 where it cannot be read. */
+function shmemBytes(): number {
+  try {
+    const m = /^Shmem:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'latin1'))
+    return m === null ? 0 : Number(m[1]) * 1024
+  } catch {
+    return 0
+  }
+}
+
+/** The peak of process.memoryUsage() and of the machine's shared memory while it runs, sampled every 100 ms. */
 class MemoryWatch {
   rss = 0
   arrayBuffers = 0
+  readonly shmemStart = shmemBytes()
+  shmem = 0
   readonly #timer: NodeJS.Timeout
   constructor() {
     this.sample()
@@ -57,20 +76,54 @@ class MemoryWatch {
     const m = process.memoryUsage()
     this.rss = Math.max(this.rss, m.rss)
     this.arrayBuffers = Math.max(this.arrayBuffers, m.arrayBuffers)
+    this.shmem = Math.max(this.shmem, shmemBytes())
   }
 
   stop(): string {
     clearInterval(this.#timer)
     this.sample()
-    return `Node peak rss ${gib(this.rss)}, arrayBuffers ${gib(this.arrayBuffers)}`
+    return `Node peak rss ${gib(this.rss)}, arrayBuffers ${gib(this.arrayBuffers)}; shared memory (Shmem) peak ${gib(this.shmem - this.shmemStart)} over its start`
   }
 }
 
+/** Where a same-host sender makes its files: unlinked at once, they never stay listed. */
+const SHM_DIR = '/dev/shm'
+
+/** The picklewire names under /dev/shm. */
+function picklewireFiles(): string[] {
+  return existsSync(SHM_DIR) ? readdirSync(SHM_DIR).filter((n) => n.startsWith('picklewire')) : []
+}
+
+/** Names under /dev/shm that the given processes made (picklewire-<pid>-...) and that were not there before. */
+function leftBy(before: ReadonlySet<string>, pids: readonly number[]): string[] {
+  return picklewireFiles().filter((n) => !before.has(n) && pids.some((pid) => n.startsWith(`picklewire-${pid}-`)))
+}
+
+/** What this process's open descriptors of picklewire files (its own or a peer's) link to. */
+function openPicklewireFiles(): string[] {
+  const links: string[] = []
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const link = readlinkSync(`/proc/self/fd/${fd}`)
+      if (/\/picklewire-|^\/memfd:picklewire/.test(link)) links.push(link)
+    } catch {
+      // closed meanwhile (the readdir's own descriptor)
+    }
+  }
+  return links
+}
+
+/** The two paths of a 5 GiB buffer: frames over the socket, or a file of the sending process. */
+const PATHS = [
+  { name: 'frames', sameHost: false, args: [] as string[] },
+  { name: 'the same-host path', sameHost: true, args: ['--same-host'] },
+] as const
+
 const gib = (n: number): string => `${(n / GiB).toFixed(2)} GiB`
 
-/** A Node server with limits that admit the sizes here, buffers as frames; its connections in order. */
-async function server(t: Test): Promise<{ url: string; next: () => Promise<PickleSocket> }> {
-  const s = await listenPickleSocket({ limits: LIMITS, sameHost: false, chunkBytes: CHUNK })
+/** A Node server with limits that admit the sizes here, buffers as frames unless sameHost; its connections in order. */
+async function server(t: Test, sameHost = false): Promise<{ url: string; next: () => Promise<PickleSocket> }> {
+  const s = await listenPickleSocket({ limits: LIMITS, sameHost, chunkBytes: CHUNK })
   const socks: PickleSocket[] = []
   const waiting: ((s: PickleSocket) => void)[] = []
   s.on('connection', (sock) => {
@@ -150,64 +203,89 @@ function sameAsMany(a: unknown, k: number, nbytes: number): boolean {
   return true
 }
 
-const BIG_SKIP = BIG ? false : 'set PICKLEWIRE_BIG=1 (5 GiB each way, about 11 GiB of memory at the peak)'
+const BIG_SKIP = BIG ? false : 'set PICKLEWIRE_BIG=1 (5 GiB each way over each path, up to about 15 GiB of memory at the peak)'
 
-t.test('Python -> Node: one float16 array of 5 GiB over frames, sampled checks, progress in order', { skip: missing ?? BIG_SKIP }, async (t) => {
-  gc()
-  const watch = new MemoryWatch()
-  const size = 5 * GiB
-  const { url, next } = await server(t)
-  const started = Date.now()
-  const peer = python(t, url, 'send-big', '--bytes', String(size))
-  const sock = await next()
-  const events: ProgressInfo[] = []
-  sock.on('progress', (p) => events.push(p))
-  const value = await within(300_000, sock.receive(), 'the 5 GiB array')
-  const received = Date.now()
-  t.ok(value instanceof NDArray, 'an NDArray')
-  const a = value as NDArray
-  t.equal(a.dtype.name, 'float16')
-  t.same(a.shape, [size / 2])
-  const data = a.data as Uint16Array
-  t.ok(data instanceof Uint16Array, 'over a Uint16Array')
-  t.ok(data.buffer instanceof ArrayBuffer && data.buffer.byteLength === size && data.byteOffset === 0, 'the whole of one ArrayBuffer of 5 GiB')
-  const check = checkPeriodic(data)
-  t.equal(check.firstBad, null, `${check.checked} sampled elements match`)
-  checkProgress(t, events, events[events.length - 1]?.total ?? -1, 'Node receive')
-  t.ok(events[events.length - 1]!.total > size, 'the total counts the 5 GiB buffer and the pickle')
-  await sock.send({ ok: check.firstBad === null, checked: check.checked })
-  const report = await peer.next(60_000)
-  t.equal(await peer.exit(), 0, JSON.stringify(report))
-  t.match(report, { verdict: { ok: true }, ordered: true }, 'Python: its send progress in order, Node\'s verdict')
-  t.comment(`5 GiB Python -> Node: received in ${((received - started) / 1000).toFixed(1)} s (Python made it in ${report.make_s} s, sent in ${report.send_s} s); ${watch.stop()}; Python max rss ${gib(report.max_rss)}`)
-})
+for (const path of PATHS) {
+  /** Buffers through files: 1 with the same-host path, 0 over frames. */
+  const filed = path.sameHost ? 1 : 0
 
-t.test('Node -> Python: one float16 array of 5 GiB over frames, sampled checks, progress in order', { skip: missing ?? BIG_SKIP }, async (t) => {
-  gc()
-  const watch = new MemoryWatch()
-  const size = 5 * GiB
-  // Made before Python connects: seconds of a busy event loop would miss its heartbeat pings.
-  let made = Date.now()
-  let data: Uint16Array | null = periodic(size)
-  made = Date.now() - made
-  const { url, next } = await server(t)
-  const peer = python(t, url, 'recv-big', '--bytes', String(size))
-  const sock = await next()
-  t.equal(await within(30_000, sock.receive(), 'ready'), 'ready')
-  const events: ProgressInfo[] = []
-  const started = Date.now()
-  await within(300_000, sock.send(new NDArray(data, { dtype: 'f2' }), { onProgress: (p) => events.push(p) }), 'the send of 5 GiB')
-  const sent = Date.now()
-  data = null
-  const report = plain(await within(300_000, sock.receive(), 'Python\'s report'))
-  // send() resolves once ws has every frame; the progress of the last ones follows as ws writes
-  // them, so it is checked once Python has the whole message.
-  checkProgress(t, events, events[events.length - 1]?.total ?? -1, 'Node send')
-  t.ok(events[events.length - 1]!.total > size)
-  t.match(report, { check: { ok: true, n: size / 2 }, ordered: true, nbytes: size }, 'Python checked the samples; its receive progress in order')
-  t.equal(await peer.exit(), 0)
-  t.comment(`5 GiB Node -> Python: made in ${(made / 1000).toFixed(1)} s, sent in ${((sent - started) / 1000).toFixed(1)} s (Python received in ${report.recv_s} s); ${watch.stop()}; Python max rss ${gib(report.max_rss)}`)
-})
+  t.test(`Python -> Node: one float16 array of 5 GiB over ${path.name}, sampled checks, progress in order`, { skip: missing ?? BIG_SKIP }, async (t) => {
+    gc()
+    const watch = new MemoryWatch()
+    const shmBefore = new Set(picklewireFiles())
+    const size = 5 * GiB
+    const { url, next } = await server(t, path.sameHost)
+    const started = Date.now()
+    const peer = python(t, url, 'send-big', '--bytes', String(size), ...path.args)
+    const sock = await next()
+    const events: ProgressInfo[] = []
+    sock.on('progress', (p) => events.push(p))
+    const value = await within(300_000, sock.receive(), 'the 5 GiB array')
+    const received = Date.now()
+    t.ok(value instanceof NDArray, 'an NDArray')
+    const a = value as NDArray
+    t.equal(a.dtype.name, 'float16')
+    t.same(a.shape, [size / 2])
+    const data = a.data as Uint16Array
+    t.ok(data instanceof Uint16Array, 'over a Uint16Array')
+    t.ok(data.buffer instanceof ArrayBuffer && data.buffer.byteLength === size && data.byteOffset === 0, 'the whole of one ArrayBuffer of 5 GiB')
+    const check = checkPeriodic(data)
+    t.equal(check.firstBad, null, `${check.checked} sampled elements match`)
+    checkProgress(t, events, events[events.length - 1]?.total ?? -1, 'Node receive')
+    t.ok(events[events.length - 1]!.total > size, 'the total counts the 5 GiB buffer and the pickle')
+    const st = sock.stats()
+    t.equal(st.buffersSameHostReceived, filed, `Node: ${filed} buffer through a file`)
+    t.equal(st.bytesSameHostReceived, filed * size, `Node: ${filed * size} bytes through a file`)
+    t.ok(path.sameHost ? st.bytesReceived < MiB : st.bytesReceived > size, `Node: ${st.bytesReceived} bytes of frames`)
+    await sock.send({ ok: check.firstBad === null, checked: check.checked })
+    const report = await peer.next(60_000)
+    t.equal(await peer.exit(), 0, JSON.stringify(report))
+    t.match(report, { verdict: { ok: true }, ordered: true }, 'Python: its send progress in order, Node\'s verdict')
+    t.match(report, { same_host: { buffers_sent: filed, bytes_sent: filed * size } }, `Python: ${filed} buffer sent through a file`)
+    await within(30_000, sock.closed, 'the connection to close')
+    t.same(openPicklewireFiles(), [], 'Node holds no picklewire file open')
+    t.same(leftBy(shmBefore, [process.pid, peer.proc.pid!]), [], `no picklewire file of Node or Python is left under ${SHM_DIR}`)
+    t.comment(`5 GiB Python -> Node over ${path.name}: received in ${((received - started) / 1000).toFixed(1)} s (Python made it in ${report.make_s} s, sent in ${report.send_s} s); ${watch.stop()}; Python max rss ${gib(report.max_rss)}`)
+  })
+
+  t.test(`Node -> Python: one float16 array of 5 GiB over ${path.name}, sampled checks, progress in order`, { skip: missing ?? BIG_SKIP }, async (t) => {
+    gc()
+    const watch = new MemoryWatch()
+    const shmBefore = new Set(picklewireFiles())
+    const size = 5 * GiB
+    // Made before Python connects: seconds of a busy event loop would miss its heartbeat pings.
+    let made = Date.now()
+    let data: Uint16Array | null = periodic(size)
+    made = Date.now() - made
+    const { url, next } = await server(t, path.sameHost)
+    const peer = python(t, url, 'recv-big', '--bytes', String(size), ...path.args)
+    const sock = await next()
+    t.equal(await within(30_000, sock.receive(), 'ready'), 'ready')
+    if (path.sameHost) await until('Python to accept Node\'s proof', () => sock.sameHost, 10_000)
+    else t.equal(sock.sameHost, false, 'Node\'s buffers go as frames')
+    const events: ProgressInfo[] = []
+    const started = Date.now()
+    await within(300_000, sock.send(new NDArray(data, { dtype: 'f2' }), { onProgress: (p) => events.push(p) }), 'the send of 5 GiB')
+    const sent = Date.now()
+    data = null
+    const report = plain(await within(300_000, sock.receive(), 'Python\'s report'))
+    // send() resolves once ws has every frame; the progress of the last ones follows as ws writes
+    // them, so it is checked once Python has the whole message.
+    checkProgress(t, events, events[events.length - 1]?.total ?? -1, 'Node send')
+    t.ok(events[events.length - 1]!.total > size)
+    t.match(report, { check: { ok: true, n: size / 2 }, ordered: true, nbytes: size }, 'Python checked the samples; its receive progress in order')
+    t.match(report, { same_host: { buffers_received: filed, bytes_received: filed * size } }, `Python: ${filed} buffer received through a file`)
+    const st = sock.stats()
+    t.equal(st.buffersSameHostSent, filed, `Node: ${filed} buffer sent through a file`)
+    t.equal(st.bytesSameHostSent, filed * size, `Node: ${filed * size} bytes through a file`)
+    t.ok(path.sameHost ? st.bytesSent < MiB : st.bytesSent > size, `Node: ${st.bytesSent} bytes of frames`)
+    t.equal(await peer.exit(), 0)
+    await within(30_000, sock.closed, 'the connection to close')
+    t.same(openPicklewireFiles(), [], 'Node holds no picklewire file open')
+    t.same(leftBy(shmBefore, [process.pid, peer.proc.pid!]), [], `no picklewire file of Node or Python is left under ${SHM_DIR}`)
+    t.comment(`5 GiB Node -> Python over ${path.name}: made in ${(made / 1000).toFixed(1)} s, sent in ${((sent - started) / 1000).toFixed(1)} s (Python received in ${report.recv_s} s); ${watch.stop()}; Python max rss ${gib(report.max_rss)}`)
+  })
+}
 
 const MANY = 8
 const MANY_BYTES = 300 * MiB

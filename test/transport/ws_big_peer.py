@@ -1,7 +1,7 @@
 """The Python side of test/transport/ws-big.test.ts: big arrays between a Node server and this
 client, with the real picklewire.ws peer. Not part of the API.
 
-    python3 ws_big_peer.py URL COMMAND [--bytes N] [--count N] [--chunk-bytes C]
+    python3 ws_big_peer.py URL COMMAND [--bytes N] [--count N] [--chunk-bytes C] [--same-host]
 
 Every array is generated here or checked here from a formula of its index: element i of a
 uint16 view is i % 65521 (a prime, so a chunk written at the wrong offset shows), so the data
@@ -19,8 +19,10 @@ is never held twice. Commands:
                   receives from Node (which aborts a send of its own): the first value must be
                   "node next"; answers "python after" to it
 
-Each command connects with same_host=False (buffers as frames), limits that admit the sizes,
-and prints one JSON report line last; its status is 0 only when every check held.
+Each command connects with limits that admit the sizes and same_host=False (buffers as
+frames), or with --same-host same_host=True (buffers through files, when Node proves it runs on
+this host); the reports of send-big and recv-big carry the connection's same-host counters
+(`same_host`). Each prints one JSON report line last; its status is 0 only when every check held.
 """
 
 from __future__ import annotations
@@ -96,15 +98,30 @@ def ordered(events: list[dict], total: int) -> bool:
     return bool(events) and done == sorted(done) and done[-1] == total and events[-1]['total'] == total
 
 
-async def connect(url: str, chunk_bytes: int) -> pw.PickleSocket:
-    return await pw.connect(url, limits=LIMITS, same_host=False, chunk_bytes=chunk_bytes)
+async def connect(url: str, chunk_bytes: int, same_host: bool) -> pw.PickleSocket:
+    """A connection to Node; with same_host, once Node accepted this side's proof (10 s at most),
+    so that the first buffer already goes through a file."""
+    sock = await pw.connect(url, limits=LIMITS, same_host=same_host, chunk_bytes=chunk_bytes)
+    for _ in range(1000 if same_host else 0):
+        if sock.same_host:
+            break
+        await asyncio.sleep(0.01)
+    return sock
+
+
+def same_host_stats(sock: pw.PickleSocket) -> dict:
+    """The connection's same-host counters: which buffers went through files, and the files made."""
+    s = sock.stats
+    return {'buffers_sent': s.buffers_same_host_sent, 'bytes_sent': s.bytes_same_host_sent,
+            'buffers_received': s.buffers_same_host_received, 'bytes_received': s.bytes_same_host_received,
+            'files_made': s.files_same_host_made}
 
 
 async def send_big(args) -> int:
     t0 = time.monotonic()
     a = periodic(args.bytes)
     made = time.monotonic()
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     events: list[dict] = []
     await sock.send(a, on_progress=events.append)
     sent = time.monotonic()
@@ -112,13 +129,13 @@ async def send_big(args) -> int:
     await sock.close()
     report = {'verdict': verdict, 'events': len(events), 'ordered': ordered(events, events[-1]['total'] if events else -1),
               'total': events[-1]['total'] if events else None, 'make_s': round(made - t0, 2),
-              'send_s': round(sent - made, 2), 'max_rss': max_rss()}
+              'send_s': round(sent - made, 2), 'max_rss': max_rss(), 'same_host': same_host_stats(sock)}
     out(report)
     return 0 if report['ordered'] else 1
 
 
 async def recv_big(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     events: list[dict] = []
     sock.on_progress = events.append
     await sock.send('ready')
@@ -127,7 +144,8 @@ async def recv_big(args) -> int:
     got = time.monotonic()
     check = check_periodic(a, args.chunk_bytes)
     report = {'check': check, 'events': len(events), 'ordered': ordered(events, events[-1]['total'] if events else -1),
-              'recv_s': round(got - t0, 2), 'nbytes': int(a.nbytes), 'max_rss': max_rss()}
+              'recv_s': round(got - t0, 2), 'nbytes': int(a.nbytes), 'max_rss': max_rss(),
+              'same_host': same_host_stats(sock)}
     del a
     await sock.send(report)
     await sock.close()
@@ -136,7 +154,7 @@ async def recv_big(args) -> int:
 
 
 async def send_many(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     after: list[int] = []
     for k in range(args.count):
         a = many(k, args.bytes)
@@ -150,7 +168,7 @@ async def send_many(args) -> int:
 
 
 async def recv_many(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     await sock.send('ready')
     matched = 0
     after: list[int] = []
@@ -169,7 +187,7 @@ async def recv_many(args) -> int:
 
 
 async def send_killed(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     told = False
 
     def on_progress(e):
@@ -185,7 +203,7 @@ async def send_killed(args) -> int:
 
 
 async def recv_killed(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     told = False
 
     def on_progress(e):
@@ -203,7 +221,7 @@ async def recv_killed(args) -> int:
 
 
 async def cancel(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes)
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
     halfway = asyncio.Event()
 
     def on_progress(e):
@@ -241,6 +259,7 @@ def main() -> int:
     p.add_argument('--bytes', type=int, default=2 ** 20)
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--chunk-bytes', type=int, default=pw.DEFAULT_CHUNK_BYTES)
+    p.add_argument('--same-host', action='store_true', help="connect with same_host=True (buffers through files)")
     args = p.parse_args()
     return asyncio.run(COMMANDS[args.command](args))
 
