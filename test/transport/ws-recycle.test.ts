@@ -6,26 +6,13 @@
  * TypeError or RangeError saying what recycle takes.
  */
 import { existsSync } from 'node:fs'
-import { once } from 'node:events'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { NDArray } from '@picklewire/codec'
-import { connectPickleSocket, listenPickleSocket, type ConnectOptions, type ListenOptions, type PickleSocket } from '@picklewire/transport'
-import { dataOf, until, within } from './ws-helpers.js'
+import { connectPickleSocket, type ListenOptions, type PickleSocket } from '@picklewire/transport'
+import { dataOf, pair, until, within } from './ws-helpers.js'
 
 const MiB = 2 ** 20
 const linux = process.platform === 'linux' && existsSync('/proc/self/fd')
-
-async function pair(t: Test, server: ListenOptions = {}, client: ConnectOptions = {}): Promise<{ a: PickleSocket; b: PickleSocket }> {
-  const listener = await listenPickleSocket(server)
-  const accepted = once(listener, 'connection')
-  const a = await connectPickleSocket(listener.url, client)
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await listener.close()
-  })
-  return { a, b }
-}
 
 /** n float32 elements that differ per message k. */
 function pattern(n: number, k: number): Float32Array {

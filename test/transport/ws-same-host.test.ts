@@ -14,14 +14,14 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { NDArray } from '@picklewire/codec'
-import { TransportError, WebSocket, connectPickleSocket, listenPickleSocket, type ConnectOptions, type ListenOptions, type PickleSocket } from '@picklewire/transport'
+import { TransportError, WebSocket, connectPickleSocket, listenPickleSocket, type PickleSocket } from '@picklewire/transport'
 import { encodeWireHeader, subprotocolOf, type WireHeader } from '../../packages/transport/dist/ws/wire.js'
 import { MessageReceiver } from '../../packages/transport/dist/ws/receiver.js'
 import { placesOf, type BufferPlace, type SameHostReader } from '../../packages/transport/dist/ws/same-host-frames.js'
 import { newStats } from '../../packages/transport/dist/ws/stats.js'
 import { resolveLimits } from '../../packages/transport/dist/limits.js'
 import { PYTHON } from '../helpers/python.js'
-import { PYTHON_DIR, PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, dataOf, until, within } from './ws-helpers.js'
+import { PYTHON_DIR, PythonPeer, closeOf, collect, pythonEchoServer, pythonMissing, dataOf, pair, until, within } from './ws-helpers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MiB = 2 ** 20
@@ -48,18 +48,6 @@ function isRamp(a: Float32Array, n: number): boolean {
   return true
 }
 
-async function nodePair(t: Test, server: ListenOptions = {}, client: ConnectOptions = {}): Promise<{ a: PickleSocket; b: PickleSocket }> {
-  const listener = await listenPickleSocket(server)
-  const accepted = once(listener, 'connection')
-  const a = await connectPickleSocket(listener.url, client)
-  const [b] = (await accepted) as [PickleSocket]
-  t.teardown(async () => {
-    a.terminate()
-    await listener.close()
-  })
-  return { a, b }
-}
-
 /** Echoes everything b receives back to a. */
 function echo(b: PickleSocket): void {
   void (async () => {
@@ -78,7 +66,7 @@ t.test('options: sameHost a boolean, sameHostMinBytes an integer of at least 1',
 })
 
 t.test('Node <-> Node: 64 MiB and 300 MiB through files both ways, a small buffer as a frame', { skip: linux ? false : 'Linux only' }, async (t) => {
-  const { a, b } = await nodePair(t)
+  const { a, b } = await pair(t)
   echo(b)
   await until('both proofs accepted', () => a.sameHost && b.sameHost)
   for (const mib of [64, 300]) {
@@ -105,7 +93,7 @@ t.test('Node <-> Node: 64 MiB and 300 MiB through files both ways, a small buffe
 })
 
 t.test('Node <-> Node: sameHostMinBytes moves the threshold', { skip: linux ? false : 'Linux only' }, async (t) => {
-  const { a, b } = await nodePair(t, {}, { sameHostMinBytes: 4000 })
+  const { a, b } = await pair(t, {}, { sameHostMinBytes: 4000 })
   echo(b)
   await until('both proofs accepted', () => a.sameHost && b.sameHost)
   await a.send(new Float32Array(1000).fill(2))
@@ -118,7 +106,7 @@ t.test('Node <-> Node: sameHostMinBytes moves the threshold', { skip: linux ? fa
 for (const side of ['client', 'server'] as const) {
   t.test(`Node <-> Node: sameHost false on the ${side} gives frames both ways`, async (t) => {
     const off = { sameHost: false }
-    const { a, b } = await nodePair(t, side === 'server' ? off : {}, side === 'client' ? off : {})
+    const { a, b } = await pair(t, side === 'server' ? off : {}, side === 'client' ? off : {})
     echo(b)
     await new Promise((resolve) => setTimeout(resolve, 200))
     t.equal(a.sameHost, false)
@@ -131,7 +119,7 @@ for (const side of ['client', 'server'] as const) {
 }
 
 t.test('Node <-> Node with a key: the MAC covers the files\' bytes; a region changed after it was named fails it', { skip: linux ? false : 'Linux only' }, async (t) => {
-  const { a, b } = await nodePair(t, { key: 'k' }, { key: 'k' })
+  const { a, b } = await pair(t, { key: 'k' }, { key: 'k' })
   const got = collect(b)
   await until('both proofs accepted', () => a.sameHost && b.sameHost)
   await a.send(ramp(2 * MiB))
@@ -179,7 +167,7 @@ t.test('a peer in another pid namespace cannot read the challenge: frames both w
 })
 
 t.test('Node <-> Node: progress per piece read and for the sender, ending at the total', { skip: linux ? false : 'Linux only' }, async (t) => {
-  const { a, b } = await nodePair(t)
+  const { a, b } = await pair(t)
   const got = collect(b)
   await until('both proofs accepted', () => a.sameHost && b.sameHost)
   const received: { buffer: number; bytes: number; total: number; bufferBytes: number; bufferTotal: number }[] = []
