@@ -18,10 +18,12 @@
  *
  * The 5 GiB tests over frames need about 11 GiB of memory at their peak (the sender's array and
  * the receiver's ArrayBuffer or bytearray: 5.3 GiB in Node and 5.1 GiB in Python measured) and
- * 80-150 s each on the development VM; over the same-host path the sender's file adds 5 GiB of
- * shared memory (15 GiB at the peak Python -> Node). They run one at a time, each after a
- * collection of the last one's memory, and only with PICKLEWIRE_BIG=1; the rest runs always
- * (75 s on a quiet machine).
+ * 40-150 s each on the development VM; over the same-host path the sender's file adds 5 GiB of
+ * shared memory (a memfd from Python, an unlinked file under /dev/shm from Node: 15.5 GiB of the
+ * machine in use at the peak Python -> Node measured) and each takes 30-40 s, most of it Node
+ * reading the file into fresh memory (one page fault per 4 KiB) or writing it. They run one at
+ * a time, each after a collection of the last one's memory, and only with PICKLEWIRE_BIG=1;
+ * the rest runs always (75 s on a quiet machine).
  * The Python side is test/transport/ws_big_peer.py.
  */
 import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs'
