@@ -20,8 +20,10 @@
  * the receiver's ArrayBuffer or bytearray: 5.3 GiB in Node and 5.1 GiB in Python measured) and
  * 40-150 s each on the development VM; over the same-host path the sender's file adds 5 GiB of
  * shared memory (a memfd from Python, an unlinked file under /dev/shm from Node: 15.5 GiB of the
- * machine in use at the peak Python -> Node measured) and each takes 30-40 s, most of it Node
- * reading the file into fresh memory (one page fault per 4 KiB) or writing it. They run one at
+ * machine in use at the peak Python -> Node measured) and each takes 30-45 s, most of it Node
+ * reading the file into fresh memory (one page fault per 4 KiB) or writing it, in one call of
+ * the event loop: Node answers no ping for up to 31 s meanwhile (the peer's heartbeat timeout
+ * is 20 s; it holds only because the peer's first ping comes late in that time). They run one at
  * a time, each after a collection of the last one's memory, and only with PICKLEWIRE_BIG=1;
  * the rest runs always (75 s on a quiet machine).
  * The Python side is test/transport/ws_big_peer.py.
@@ -62,12 +64,17 @@ function shmemBytes(): number {
   }
 }
 
-/** The peak of process.memoryUsage() and of the machine's shared memory while it runs, sampled every 100 ms. */
+/**
+ * The peak of process.memoryUsage() and of the machine's shared memory while it runs, sampled
+ * every 100 ms, and the longest gap between samples: how long Node's event loop was busy at once.
+ */
 class MemoryWatch {
   rss = 0
   arrayBuffers = 0
   readonly shmemStart = shmemBytes()
   shmem = 0
+  longestGap = 0
+  #last = Date.now()
   readonly #timer: NodeJS.Timeout
   constructor() {
     this.sample()
@@ -79,12 +86,15 @@ class MemoryWatch {
     this.rss = Math.max(this.rss, m.rss)
     this.arrayBuffers = Math.max(this.arrayBuffers, m.arrayBuffers)
     this.shmem = Math.max(this.shmem, shmemBytes())
+    const now = Date.now()
+    this.longestGap = Math.max(this.longestGap, now - this.#last)
+    this.#last = now
   }
 
   stop(): string {
     clearInterval(this.#timer)
     this.sample()
-    return `Node peak rss ${gib(this.rss)}, arrayBuffers ${gib(this.arrayBuffers)}; shared memory (Shmem) peak ${gib(this.shmem - this.shmemStart)} over its start`
+    return `Node peak rss ${gib(this.rss)}, arrayBuffers ${gib(this.arrayBuffers)}; shared memory (Shmem) peak ${gib(this.shmem - this.shmemStart)} over its start; Node's event loop busy for up to ${(this.longestGap / 1000).toFixed(1)} s at once`
   }
 }
 
