@@ -62,6 +62,14 @@ function alignments(h: MessageHeader): number[] | null {
   return al as number[]
 }
 
+/**
+ * A received buffer's memory as the unpickler takes it: a Uint8Array over it, or, over what one
+ * Uint8Array may span, a DataView; nothing (a discarded message's buffer) is an empty part.
+ */
+function partOf(memory: ArrayBuffer | null): BufferPart {
+  return memory === null ? EMPTY : memory.byteLength <= MAX_VIEW_BYTES ? new Uint8Array(memory) : new DataView(memory)
+}
+
 const textDecoder = new TextDecoder()
 
 function macFailure(id: number): TransportError {
@@ -295,9 +303,7 @@ export class MessageReceiver {
     this.#filled += n
     if (this.onProgress !== null) this.#report(i, n, this.#filled, size)
     if (this.#filled < size) return null
-    const whole = this.#partial
-    // Over what one Uint8Array may span, a DataView over the ArrayBuffer goes to the unpickler.
-    this.#buffers.push(whole === null ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(whole) : new DataView(whole))
+    this.#buffers.push(partOf(this.#partial))
     this.#partial = null
     this.#filled = 0
     return this.#next()
@@ -352,8 +358,7 @@ export class MessageReceiver {
       if (this.onProgress !== null) this.#report(i, piece.byteLength, filled, size)
     })
     this.#placedBytes += size
-    // Over what one Uint8Array may span, a DataView over the ArrayBuffer goes to the unpickler.
-    this.#buffers.push(memory === null || this.#discarding ? EMPTY : size <= MAX_VIEW_BYTES ? new Uint8Array(memory) : memory as unknown as Uint8Array)
+    this.#buffers.push(partOf(this.#discarding ? null : memory))
     if (this.#places!.slice(i + 1).every((p) => p === null)) {
       this.#owesDone = false
       this.sameHost!.done(h.id)
