@@ -186,17 +186,21 @@ async def recv_many(args) -> int:
     return 0 if matched == args.count else 1
 
 
-async def send_killed(args) -> int:
-    sock = await connect(args.url, args.chunk_bytes, args.same_host)
+def tell_first_chunk(key: str):
+    """A progress callback that prints {key: bytes of buffer 0 done} once, at the first chunk of buffer 0."""
     told = False
 
     def on_progress(e):
         nonlocal told
         if e['buffer'] == 0 and not told:
             told = True
-            out({'sending': e['buffer_bytes']})
+            out({key: e['buffer_bytes']})
+    return on_progress
 
-    await sock.send(np.ones(args.bytes, np.uint8), on_progress=on_progress)
+
+async def send_killed(args) -> int:
+    sock = await connect(args.url, args.chunk_bytes, args.same_host)
+    await sock.send(np.ones(args.bytes, np.uint8), on_progress=tell_first_chunk('sending'))
     out({'sent': 'whole'})  # the kill should come first
     await asyncio.sleep(60)
     return 1
@@ -204,15 +208,7 @@ async def send_killed(args) -> int:
 
 async def recv_killed(args) -> int:
     sock = await connect(args.url, args.chunk_bytes, args.same_host)
-    told = False
-
-    def on_progress(e):
-        nonlocal told
-        if e['buffer'] == 0 and not told:
-            told = True
-            out({'receiving': e['buffer_bytes']})
-
-    sock.on_progress = on_progress
+    sock.on_progress = tell_first_chunk('receiving')
     await sock.send('ready')
     v = await sock.recv()
     out({'received': type(v).__name__})  # the kill should come first
